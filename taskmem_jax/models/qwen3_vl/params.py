@@ -1,0 +1,247 @@
+"""Hugging Face checkpoints <-> NNX parameters: from_pretrained, save_pretrained, init_random.
+
+The mapping is derived from the model itself: every NNX parameter path has exactly one HF key and
+one layout transform (``param_table``), so a new module needs no new loader code.
+Loading reads one tensor at a time (peak host memory: the model plus one tensor) and reports every
+unknown, missing or mis-shaped key at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from flax import traverse_util
+from safetensors import safe_open
+import safetensors.numpy
+
+from taskmem_jax.models.qwen3_vl.config import Qwen3VLConfig
+from taskmem_jax.models.qwen3_vl.model import Qwen3VLForConditionalGeneration
+
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that does not fit the model: missing files, unknown/missing keys, wrong shapes."""
+
+
+class ParamSpec(NamedTuple):
+  """One parameter: where it lives in NNX, its HF name, and how to convert between layouts."""
+  path: tuple
+  hf_key: str
+  shape: tuple[int, ...]            # ours
+  hf_shapes: tuple[tuple[int, ...], ...]  # accepted on load; the first is what save writes
+  from_hf: Callable[[jax.Array], jax.Array]
+  to_hf: Callable[[np.ndarray], np.ndarray]
+
+
+def _identity(x):
+  return x
+
+
+def _swap_last(x):
+  return x.swapaxes(-1, -2)
+
+
+def _spec(path: tuple, shape: tuple[int, ...], config: Qwen3VLConfig) -> ParamSpec:
+  names = [str(p) for p in path]
+  prefix = {"visual": "model.visual", "language_model": "model.language_model", "lm_head": "lm_head"}[names[0]]
+  leaf = names[-1]
+  if names[:3] == ["visual", "patch_embed", "kernel"] or names[:3] == ["visual", "patch_embed", "bias"]:
+    # Conv3d [Dv, C, T, P, P] == Linear over flattened (C, T, P, P) patches.
+    v = config.vision
+    conv = (v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size)
+    key = f"{prefix}.patch_embed.proj.{'weight' if leaf == 'kernel' else 'bias'}"
+    if leaf == "bias":
+      return ParamSpec(path, key, shape, (shape,), _identity, _identity)
+    return ParamSpec(path, key, shape, (conv,), lambda w: w.reshape(conv[0], -1).T,
+                     lambda w: w.T.reshape(conv))
+  key = ".".join([prefix] + names[1:-1] + ["weight" if leaf == "kernel" else leaf])
+  if leaf == "kernel":  # torch Linear stores [out, in]
+    return ParamSpec(path, key, shape, (shape[::-1],), _swap_last, _swap_last)
+  if leaf in ("gate_up_proj", "down_proj") and len(shape) == 3:
+    # Ours (= Hub layout) is [E, in, out]; transformers 5 saves [E, out, in]. Told apart by shape.
+    v5 = (shape[0], shape[2], shape[1])
+    return ParamSpec(path, key, shape, (v5, shape), lambda w: w if w.shape == shape else _swap_last(w),
+                     _swap_last)
+  return ParamSpec(path, key, shape, (shape,), _identity, _identity)
+
+
+def param_table(config: Qwen3VLConfig, abstract_state: nnx.State) -> dict[str, ParamSpec]:
+  """HF key -> ParamSpec for every parameter of the model."""
+  flat = traverse_util.flatten_dict(nnx.to_pure_dict(abstract_state))
+  specs = [_spec(path, tuple(value.shape), config) for path, value in flat.items()]
+  return {s.hf_key: s for s in specs}
+
+
+def abstract_model(config: Qwen3VLConfig, dtype=jnp.float32):
+  """(graphdef, abstract state): shapes and dtypes only, no memory."""
+  model = nnx.eval_shape(lambda: Qwen3VLForConditionalGeneration(config, dtype=dtype, rngs=nnx.Rngs(0)))
+  return nnx.split(model)
+
+
+def init_random(config: Qwen3VLConfig, seed: int = 0, dtype=jnp.float32) -> Qwen3VLForConditionalGeneration:
+  """Random weights (normal std 0.02, unit norms), for tests and benchmarks."""
+  return Qwen3VLForConditionalGeneration(config, dtype=dtype, rngs=nnx.Rngs(seed))
+
+
+def count_params(config: Qwen3VLConfig) -> dict[str, int]:
+  """Parameter counts from shapes alone (jax.eval_shape): total, vision, text, and active per token."""
+  _, state = abstract_model(config, jnp.bfloat16)
+  flat = traverse_util.flatten_dict(nnx.to_pure_dict(state))
+  sizes = {path: math.prod(v.shape) for path, v in flat.items()}
+  total = sum(sizes.values())
+  vision = sum(n for p, n in sizes.items() if p[0] == "visual")
+  experts = sum(n for p, n in sizes.items() if "experts" in p)
+  t = config.text
+  inactive = experts * (t.num_experts - t.num_experts_per_tok) // t.num_experts if t.is_moe else 0
+  return {"total": total, "vision": vision, "text": total - vision, "active": total - inactive}
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+def _weight_files(path: str) -> dict[str, str]:
+  """HF key -> file that holds it."""
+  single, index = os.path.join(path, SAFETENSORS), os.path.join(path, SAFETENSORS_INDEX)
+  if os.path.isfile(index):
+    try:
+      with open(index) as f:
+        weight_map = json.load(f)["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+      raise CheckpointError(f"{index}: malformed index, expected a JSON object with 'weight_map' ({e!r})") from e
+    files = {os.path.join(path, name) for name in weight_map.values()}
+    missing = sorted(f for f in files if not os.path.isfile(f))
+    if missing:
+      raise CheckpointError(f"{index}: lists shard files that do not exist: {missing}")
+    key_to_file = {}
+    for file in sorted(files):  # trust the shard headers over the index
+      key_to_file.update({k: file for k in _keys(file)})
+    return key_to_file
+  if os.path.isfile(single):
+    return {k: single for k in _keys(single)}
+  raise CheckpointError(f"{path}: no {SAFETENSORS} or {SAFETENSORS_INDEX} found")
+
+
+def _keys(file: str) -> list[str]:
+  try:
+    with safe_open(file, framework="flax") as f:
+      return list(f.keys())
+  except Exception as e:  # safetensors raises its own error types for corrupt headers
+    raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
+
+
+def from_pretrained(path: str | os.PathLike, dtype=jnp.bfloat16) -> Qwen3VLForConditionalGeneration:
+  """Loads a Hugging Face Qwen3-VL / Qwen3-VL-MoE checkpoint directory into NNX modules.
+
+  Accepts model.safetensors or sharded model-*.safetensors with their index, both MoE expert
+  layouts, and both config.json spellings. Parameters are cast to ``dtype``.
+  """
+  path = os.fspath(path)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"{path}: checkpoint directory not found")
+  config = Qwen3VLConfig.from_json_file(os.path.join(path, "config.json"))
+  key_to_file = _weight_files(path)
+  if config.tie_word_embeddings and "lm_head.weight" in key_to_file:
+    config = config.replace(tie_word_embeddings=False)  # an explicit head wins over tying
+  graphdef, abstract_state = abstract_model(config, dtype)
+  table = param_table(config, abstract_state)
+
+  unknown = sorted(set(key_to_file) - set(table))
+  missing = sorted(set(table) - set(key_to_file))
+  problems = []
+  if unknown:
+    problems.append(f"{len(unknown)} unknown keys: {unknown}")
+  if missing:
+    problems.append(f"{len(missing)} missing keys: {missing}")
+  by_file: dict[str, list[ParamSpec]] = {}
+  for key, spec in table.items():
+    if key in key_to_file:
+      by_file.setdefault(key_to_file[key], []).append(spec)
+  for file, specs in by_file.items():
+    with safe_open(file, framework="flax") as f:
+      for spec in specs:
+        found = tuple(f.get_slice(spec.hf_key).get_shape())
+        if found not in spec.hf_shapes:
+          problems.append(f"shape mismatch for {spec.hf_key}: expected {list(spec.hf_shapes[0])}"
+                          f"{' or ' + str(list(spec.hf_shapes[1])) if len(spec.hf_shapes) > 1 else ''}, "
+                          f"found {list(found)} (in {os.path.basename(file)})")
+  if problems:
+    raise CheckpointError(f"{path}: checkpoint does not match the config:\n  " + "\n  ".join(problems))
+
+  values = {}
+  for file, specs in by_file.items():
+    with safe_open(file, framework="flax") as f:
+      for spec in specs:
+        values[spec.path] = spec.from_hf(f.get_tensor(spec.hf_key)).astype(dtype)
+  pure = traverse_util.unflatten_dict(values)
+  nnx.replace_by_pure_dict(abstract_state, pure)
+  return nnx.merge(graphdef, abstract_state)
+
+
+# --- saving ----------------------------------------------------------------------------------
+
+def save_pretrained(model: Qwen3VLForConditionalGeneration, path: str | os.PathLike,
+                    max_shard_bytes: int = 5 * 1024**3) -> None:
+  """Writes config.json and safetensors (sharded with an index above max_shard_bytes) that
+  transformers' Qwen3VL(Moe)ForConditionalGeneration.from_pretrained loads. Files are written to
+  temporary names and renamed, so a crash never leaves a half-written checkpoint in place.
+  """
+  path = os.fspath(path)
+  os.makedirs(path, exist_ok=True)
+  config = model.config
+  state = nnx.state(model, nnx.Param)
+  table = param_table(config, state)
+  flat = traverse_util.flatten_dict(nnx.to_pure_dict(state))
+
+  shards: list[dict[str, np.ndarray]] = [{}]
+  size = 0
+  for key in sorted(table):
+    spec = table[key]
+    array = np.asarray(spec.to_hf(np.asarray(flat[spec.path])))
+    if shards[-1] and size + array.nbytes > max_shard_bytes:
+      shards.append({})
+      size = 0
+    shards[-1][key] = np.ascontiguousarray(array)
+    size += array.nbytes
+
+  names = [SAFETENSORS] if len(shards) == 1 else [
+      f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+  for name, shard in zip(names, shards):
+    _atomic_write(path, name, lambda tmp, shard=shard: safetensors.numpy.save_file(
+        shard, tmp, metadata={"format": "pt"}))
+  stale = [SAFETENSORS_INDEX] if len(shards) == 1 else [SAFETENSORS]
+  if len(shards) > 1:
+    index = {"metadata": {"total_size": sum(a.nbytes for s in shards for a in s.values())},
+             "weight_map": {k: name for name, s in zip(names, shards) for k in s}}
+    _atomic_write(path, SAFETENSORS_INDEX, lambda tmp: _write_json(tmp, index))
+  for name in stale:
+    if os.path.exists(os.path.join(path, name)):
+      os.remove(os.path.join(path, name))
+  hf_config = config.to_hf_dict()
+  hf_config["dtype"] = {"bfloat16": "bfloat16", "float16": "float16"}.get(str(model.dtype), "float32")
+  _atomic_write(path, "config.json", lambda tmp: _write_json(tmp, hf_config))
+
+
+def _write_json(file: str, obj) -> None:
+  with open(file, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+
+
+def _atomic_write(directory: str, name: str, write: Callable[[str], None]) -> None:
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+  os.close(fd)
+  try:
+    write(tmp)
+    os.replace(tmp, os.path.join(directory, name))
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise

@@ -1,0 +1,105 @@
+"""Qwen3-VL text decoder: q/k-normed GQA with interleaved MRoPE, SwiGLU or MoE MLP, DeepStack injection."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from taskmem_jax.models.qwen3_vl.config import TextConfig
+from taskmem_jax.models.qwen3_vl.layers import Embed, Linear, RMSNorm, dot_product_attention, rotate_half
+from taskmem_jax.models.qwen3_vl.moe import SparseMoeBlock
+
+Array = jax.Array
+
+
+def text_rotary(position_ids: Array, cfg: TextConfig, dtype) -> tuple[Array, Array]:
+  """position_ids: [3, B, L] (t, h, w) -> cos, sin [B, L, head_dim] in ``dtype``.
+
+  Angles in fp32, then cast to the activation dtype before the rotation (as transformers does).
+  """
+  inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, cfg.head_dim, 2, dtype=jnp.float32) / cfg.head_dim))
+  pos = jnp.take(position_ids, jnp.asarray(cfg.mrope_axis()), axis=0)  # [hd/2, B, L]
+  angles = jnp.moveaxis(pos.astype(jnp.float32), 0, -1) * inv
+  angles = jnp.concatenate([angles, angles], axis=-1)
+  return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
+
+
+class Attention(nnx.Module):
+
+  def __init__(self, cfg: TextConfig, *, dtype, rngs: nnx.Rngs):
+    self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    h = cfg.hidden_size
+    self.q_proj = Linear(h, self.num_heads * self.head_dim, use_bias=False, dtype=dtype, rngs=rngs)
+    self.k_proj = Linear(h, self.num_kv_heads * self.head_dim, use_bias=False, dtype=dtype, rngs=rngs)
+    self.v_proj = Linear(h, self.num_kv_heads * self.head_dim, use_bias=False, dtype=dtype, rngs=rngs)
+    self.o_proj = Linear(self.num_heads * self.head_dim, h, use_bias=False, dtype=dtype, rngs=rngs)
+    self.q_norm = RMSNorm(self.head_dim, eps=cfg.rms_norm_eps, dtype=dtype)
+    self.k_norm = RMSNorm(self.head_dim, eps=cfg.rms_norm_eps, dtype=dtype)
+
+  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array) -> Array:
+    """x: [B, L, H]; cos, sin: [B, L, hd]; mask: [B, L, L] bool. Returns [B, L, H]."""
+    b, l, _ = x.shape
+    q = self.q_norm(self.q_proj(x).reshape(b, l, self.num_heads, self.head_dim))
+    k = self.k_norm(self.k_proj(x).reshape(b, l, self.num_kv_heads, self.head_dim))
+    v = self.v_proj(x).reshape(b, l, self.num_kv_heads, self.head_dim)
+    cos, sin = cos[:, :, None], sin[:, :, None]
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
+    out = dot_product_attention(q, k, v, mask, self.head_dim**-0.5)
+    return self.o_proj(out.reshape(b, l, -1))
+
+
+class MLP(nnx.Module):
+
+  def __init__(self, hidden: int, intermediate: int, *, dtype, rngs: nnx.Rngs):
+    self.gate_proj = Linear(hidden, intermediate, use_bias=False, dtype=dtype, rngs=rngs)
+    self.up_proj = Linear(hidden, intermediate, use_bias=False, dtype=dtype, rngs=rngs)
+    self.down_proj = Linear(intermediate, hidden, use_bias=False, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: Array) -> Array:
+    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+
+  def __init__(self, cfg: TextConfig, layer: int, *, dtype, rngs: nnx.Rngs):
+    self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
+    self.self_attn = Attention(cfg, dtype=dtype, rngs=rngs)
+    self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
+    if cfg.is_moe_layer(layer):
+      self.mlp = SparseMoeBlock(cfg, dtype=dtype, rngs=rngs)
+    else:
+      self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array) -> Array:
+    x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+    return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class TextModel(nnx.Module):
+
+  def __init__(self, cfg: TextConfig, *, dtype, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype, rngs=rngs)
+    self.layers = nnx.List([DecoderLayer(cfg, i, dtype=dtype, rngs=rngs) for i in range(cfg.num_hidden_layers)])
+    self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
+
+  def __call__(self, embeds: Array, position_ids: Array, attention_mask: Array, visual_mask: Array,
+               deepstack: list[Array]) -> Array:
+    """Decoder stack over input embeddings.
+
+    embeds: [B, L, H]; position_ids: [3, B, L]; attention_mask: [B, L] (1 = real token);
+    visual_mask: [B, L] bool (vision placeholder positions); deepstack: list of [B, L, H] features,
+    zero off the visual positions, added after layers 0..len-1. Returns final-normed hidden [B, L, H].
+    """
+    _, l, _ = embeds.shape
+    cos, sin = text_rotary(position_ids, self.cfg, embeds.dtype)
+    causal = jnp.tril(jnp.ones((l, l), bool))
+    mask = causal[None] & attention_mask.astype(bool)[:, None, :]
+    x = embeds
+    for i, layer in enumerate(self.layers):
+      x = layer(x, cos, sin, mask)
+      if i < len(deepstack):
+        x = jnp.where(visual_mask[..., None], x + deepstack[i].astype(x.dtype), x)
+    return self.norm(x)
