@@ -313,7 +313,7 @@ def _to_hf_dict(cfg: Qwen3VLConfig) -> dict[str, Any]:
   }
 
 
-# --- Published sizes (../shared/research/qwen3vl-arch.md §1.3) -----------------------------------
+# --- Published sizes (../shared/research/qwen3vl-arch.md §1.3), plus tiny test shapes -----------
 
 _SMALL_VIT = dict(depth=24, hidden_size=1024, intermediate_size=4096, deepstack_visual_indexes=(5, 11, 17))
 _LARGE_VIT = dict(depth=27, hidden_size=1152, intermediate_size=4304, deepstack_visual_indexes=(8, 16, 24))
@@ -338,7 +338,18 @@ PRESETS: dict[str, Qwen3VLConfig] = {
     "32B": _preset(5120, 64, 64, 8, 25600, _LARGE_VIT, tie=False),
     "30B-A3B": _preset(2048, 48, 32, 4, 6144, _LARGE_VIT, tie=False, moe=_moe(128, 8, 768)),
     "235B-A22B": _preset(4096, 94, 64, 4, 12288, _LARGE_VIT, tie=False, moe=_moe(128, 8, 1536)),
+    # ~1M parameters, the shape of the parity fixture (qwen3vl-arch.md §11): demos and CPU tests.
+    "tiny": Qwen3VLConfig(
+        text=TextConfig(vocab_size=256, hidden_size=96, intermediate_size=192, num_hidden_layers=4,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=32, rope_theta=5e6,
+                        mrope_section=(6, 5, 5), max_position_embeddings=4096),
+        vision=VisionConfig(depth=4, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=96,
+                            num_position_embeddings=64, deepstack_visual_indexes=(0, 1, 2)),
+        image_token_id=250, video_token_id=251, vision_start_token_id=252, vision_end_token_id=253),
+    "tiny-moe": None,  # filled below
 }
+PRESETS["tiny-moe"] = PRESETS["tiny"].replace(text=dataclasses.replace(
+    PRESETS["tiny"].text, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=40, mlp_only_layers=(3,)))
 
 
 def preset(name: str) -> Qwen3VLConfig:
