@@ -146,12 +146,12 @@ def test_top_level_tie_flag_decides(moe_v5, tmp_path, top, text, expected):
 
 def _all_configs(moe_v5, dense_v5):
   configs = dict(PRESETS)
-  configs["tiny-moe"] = Qwen3VLConfig.from_hf_dict(moe_v5)
-  configs["tiny-dense"] = Qwen3VLConfig.from_hf_dict(dense_v5)
-  configs["tiny-moe-hub"] = Qwen3VLConfig.from_hf_dict(hub_457(moe_v5))
+  configs["fixture-moe"] = Qwen3VLConfig.from_hf_dict(moe_v5)
+  configs["fixture-dense"] = Qwen3VLConfig.from_hf_dict(dense_v5)
+  configs["fixture-moe-hub"] = Qwen3VLConfig.from_hf_dict(hub_457(moe_v5))
   tied = copy.deepcopy(dense_v5)
   tied["tie_word_embeddings"] = True
-  configs["tiny-dense-tied"] = Qwen3VLConfig.from_hf_dict(tied)
+  configs["fixture-dense-tied"] = Qwen3VLConfig.from_hf_dict(tied)
   return configs
 
 

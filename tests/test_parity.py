@@ -12,8 +12,7 @@ import pytest
 import torch
 
 import hf_fixtures as fx
-from taskmem_jax.models.qwen3_vl import (InputError, from_pretrained, get_rope_index, prepare_inputs,
-                                         save_pretrained, vision_metadata)
+from taskmem_jax.models.qwen3_vl import InputError, from_pretrained, get_rope_index, prepare_inputs, save_pretrained
 
 FP32_TOL = 1e-4
 
@@ -56,7 +55,7 @@ def test_vision_and_deepstack_features(pair, batch):
   grids = np.concatenate([batch["image_grid_thw"], batch["video_grid_thw"]])
   with torch.no_grad():
     out = ref.model.visual(torch.from_numpy(pixels), grid_thw=torch.from_numpy(grids))
-  features, deepstack = ours.encode_vision(jnp.asarray(pixels), vision_metadata(grids, ours.config.vision))
+  features, deepstack = ours.vision_features(pixels, grids)
   assert features.shape == tuple(out.pooler_output.shape)
   assert fx.rel_err(features, out.pooler_output.numpy()) < FP32_TOL
   assert len(deepstack) == len(out.deepstack_features) == 3

@@ -88,7 +88,7 @@ def prepare_inputs(config: Qwen3VLConfig, input_ids, attention_mask=None, pixel_
   parts = [p for p in (image_pixels, video_pixels) if p is not None]
   pixels, meta = None, None
   if parts:
-    pixels = parts[0] if len(parts) == 1 else jnp.concatenate([jnp.asarray(p) for p in parts])
+    pixels = parts[0] if len(parts) == 1 else np.concatenate([np.asarray(p) for p in parts])
     meta = vision_metadata(np.concatenate([image_grids, video_grids]), config.vision)
   return ModelInputs(ids.astype(np.int32), mask, position_ids, rope_deltas,
                      index.reshape(ids.shape).astype(np.int32), pixels, meta)
@@ -154,7 +154,19 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
     graphdef, state = nnx.split(self)
     return _jitted_forward(graphdef, state, inputs)
 
+  def vision_features(self, pixel_values, grid_thw) -> tuple[Array, list[Array]]:
+    """Jitted encode_vision from pixel rows and grids (transformers' get_image/video_features)."""
+    meta = vision_metadata(grid_thw, self.config.vision)
+    _pixels(pixel_values, grid_thw, "vision", self.config)
+    graphdef, state = nnx.split(self)
+    return _jitted_vision(graphdef, state, pixel_values, meta)
+
 
 @functools.partial(jax.jit, static_argnums=0)
 def _jitted_forward(graphdef, state, inputs: ModelInputs) -> Array:
   return nnx.merge(graphdef, state).forward(inputs)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jitted_vision(graphdef, state, pixel_values, meta: VisionMetadata) -> tuple[Array, list[Array]]:
+  return nnx.merge(graphdef, state).encode_vision(pixel_values, meta)

@@ -111,11 +111,17 @@ class VisionMetadata(NamedTuple):
   pos_index: [N, 4] int32 taps into the learned position table; pos_weight: [N, 4] float32 bilinear
   weights; rowcol: [N, 2] int32 (row, col) for the 2-D rotary; segment_ids: [N] int32, one segment per
   frame (attention is block-diagonal over them).
+  For attention without an [N, N] mask, the frames are also laid out padded: frame_tokens [S, Lmax]
+  int32 (patch index, 0 on padding), frame_valid [S, Lmax] bool, and token_slot [N] int32, each
+  patch's flat position s * Lmax + j in that layout.
   """
   pos_index: np.ndarray
   pos_weight: np.ndarray
   rowcol: np.ndarray
   segment_ids: np.ndarray
+  frame_tokens: np.ndarray
+  frame_valid: np.ndarray
+  token_slot: np.ndarray
 
 
 def vision_metadata(grid_thw, vision: VisionConfig) -> VisionMetadata:
@@ -153,5 +159,14 @@ def vision_metadata(grid_thw, vision: VisionConfig) -> VisionMetadata:
       segment += 1
   if not index:
     raise InputError("grid_thw: no vision items given")
+  segment_ids = np.concatenate(segments)
+  lengths = np.bincount(segment_ids)
+  starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+  within = np.arange(len(segment_ids)) - starts[segment_ids]
+  longest = int(lengths.max())
+  frame_tokens = np.zeros((len(lengths), longest), np.int32)
+  frame_tokens[segment_ids, within] = np.arange(len(segment_ids))
+  frame_valid = np.arange(longest)[None, :] < lengths[:, None]
   return VisionMetadata(np.concatenate(index).astype(np.int32), np.concatenate(weight),
-                        np.concatenate(rowcol).astype(np.int32), np.concatenate(segments).astype(np.int32))
+                        np.concatenate(rowcol).astype(np.int32), segment_ids.astype(np.int32), frame_tokens,
+                        frame_valid, (segment_ids * longest + within).astype(np.int32))

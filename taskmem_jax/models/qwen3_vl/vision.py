@@ -35,8 +35,12 @@ class VisionAttention(nnx.Module):
     self.qkv = Linear(cfg.hidden_size, 3 * cfg.hidden_size, use_bias=True, dtype=dtype, rngs=rngs)
     self.proj = Linear(cfg.hidden_size, cfg.hidden_size, use_bias=True, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array) -> Array:
-    """x: [N, Dv]; cos, sin: [N, hd] fp32; mask: [N, N] bool. Returns [N, Dv]."""
+  def __call__(self, x: Array, cos: Array, sin: Array, meta: VisionMetadata) -> Array:
+    """x: [N, Dv]; cos, sin: [N, hd] fp32. Returns [N, Dv].
+
+    Attention runs per frame: patches are gathered into [S frames, Lmax, ...] and padding keys are
+    masked, so memory grows with S * Lmax^2, not N^2.
+    """
     n, dv = x.shape
     hd = dv // self.num_heads
     q, k, v = jnp.moveaxis(self.qkv(x).reshape(n, 3, self.num_heads, hd), 1, 0)
@@ -45,8 +49,11 @@ class VisionAttention(nnx.Module):
       t32 = t.astype(jnp.float32)
       return (t32 * cos[:, None] + rotate_half(t32) * sin[:, None]).astype(t.dtype)
 
-    out = dot_product_attention(rope(q)[None], rope(k)[None], v[None], mask[None], hd**-0.5)
-    return self.proj(out.reshape(n, dv))
+    by_frame = lambda t: t[meta.frame_tokens]  # [S, Lmax, nh, hd]
+    s, longest = meta.frame_tokens.shape
+    mask = jnp.broadcast_to(meta.frame_valid[:, None, :], (s, longest, longest))
+    out = dot_product_attention(by_frame(rope(q)), by_frame(rope(k)), by_frame(v), mask, hd**-0.5)
+    return self.proj(out.reshape(s * longest, dv)[meta.token_slot])
 
 
 class VisionMLP(nnx.Module):
@@ -68,8 +75,8 @@ class VisionBlock(nnx.Module):
     self.attn = VisionAttention(cfg, dtype=dtype, rngs=rngs)
     self.mlp = VisionMLP(cfg, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array) -> Array:
-    x = x + self.attn(self.norm1(x), cos, sin, mask)
+  def __call__(self, x: Array, cos: Array, sin: Array, meta: VisionMetadata) -> Array:
+    x = x + self.attn(self.norm1(x), cos, sin, meta)
     return x + self.mlp(self.norm2(x))
 
 
@@ -113,10 +120,9 @@ class VisionModel(nnx.Module):
     pos = jnp.sum(table[meta.pos_index].astype(jnp.float32) * meta.pos_weight[..., None], axis=1)
     x = x + pos.astype(x.dtype)
     cos, sin = vision_rotary(meta.rowcol, self.cfg)
-    mask = meta.segment_ids[:, None] == meta.segment_ids[None, :]
     deepstack = []
     for i, block in enumerate(self.blocks):
-      x = block(x, cos, sin, mask)
+      x = block(x, cos, sin, meta)
       if i in self.cfg.deepstack_visual_indexes:
         deepstack.append(self.deepstack_merger_list[self.cfg.deepstack_visual_indexes.index(i)](x))
     return self.merger(x), deepstack
