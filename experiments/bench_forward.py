@@ -83,22 +83,35 @@ def make_batch(config: Qwen3VLConfig) -> dict[str, np.ndarray]:
               pixel_values_videos=np.tile(video_pixels, (b, 1)), video_grid_thw=np.tile(video_grid, (b, 1)))
 
 
-def timed(fn, repeats: int) -> tuple[list[float], object]:
-  """Seconds of each of `repeats` calls of fn, and the last result."""
+def busy_seconds() -> tuple[float, float]:
+  """(CPU-seconds all processes spent busy, CPU-seconds this process spent), from /proc/stat."""
+  with open("/proc/stat") as f:
+    jiffies = [int(x) for x in f.readline().split()[1:]]
+  busy = sum(jiffies) - jiffies[3] - jiffies[4]  # minus idle and iowait
+  own = os.times()
+  return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def timed(fn, repeats: int) -> tuple[list[float], object, float]:
+  """Seconds of each of `repeats` calls of fn, the last result, and the share of all cores that
+  other processes kept busy meanwhile (timings are only trustworthy when it is near 0)."""
   times, out = [], None
+  busy0, own0 = busy_seconds()
   for _ in range(repeats):
     start = time.perf_counter()
     out = fn()
     times.append(time.perf_counter() - start)
-  return times, out
+  busy1, own1 = busy_seconds()
+  foreign = max(0.0, (busy1 - busy0) - (own1 - own0)) / (os.cpu_count() * sum(times))
+  return times, out, foreign
 
 
 def run_ours(path: str, batch: dict) -> dict:
   model = qwen3_vl.from_pretrained(path, dtype=getattr(jnp, _DTYPE.value))
   call = lambda: jax.block_until_ready(model(**batch))
-  (first,), _ = timed(call, 1)
-  times, logits = timed(call, _REPEATS.value)
-  return dict(config=model.config, compile_s=first, ms=1e3 * statistics.median(times),
+  (first,), _, _ = timed(call, 1)
+  times, logits, foreign = timed(call, _REPEATS.value)
+  return dict(config=model.config, compile_s=first, ms=1e3 * statistics.median(times), foreign=foreign,
               logits=np.asarray(logits.astype(jnp.float32)))
 
 
@@ -117,8 +130,9 @@ def run_peer(path: str, batch: dict, config: Qwen3VLConfig) -> dict:
   with torch.inference_mode():
     call = lambda: model(**kwargs, use_cache=False).logits
     call()  # warm-up
-    times, logits = timed(call, _REPEATS.value)
-  return dict(ms=1e3 * statistics.median(times), logits=logits.float().numpy(), threads=torch.get_num_threads())
+    times, logits, foreign = timed(call, _REPEATS.value)
+  return dict(ms=1e3 * statistics.median(times), foreign=foreign, logits=logits.float().numpy(),
+              threads=torch.get_num_threads())
 
 
 def main(argv):
@@ -147,6 +161,7 @@ def main(argv):
       "speedup_peer_over_ours": round(peer["ms"] / ours["ms"], 3),
       "logits_rel_max_abs_diff": err,
       "repeats": _REPEATS.value,
+      "foreign_cpu_load": {"ours": round(ours["foreign"], 3), "peer": round(peer["foreign"], 3)},
       "jax_backend": jax.default_backend(),
       "jax_device": jax.devices()[0].device_kind,
       "torch_threads": peer["threads"],
@@ -163,11 +178,14 @@ def main(argv):
           ("speedup (peer / ours)", f"{result['speedup_peer_over_ours']:.2f}x"),
           ("logits max|diff| / max|peer|", f"{err:.2e}"),
           ("jax backend / device", f"{result['jax_backend']} / {result['jax_device']}"),
-          ("torch threads", str(result["torch_threads"]))]
+          ("torch threads", str(result["torch_threads"])),
+          ("other processes' CPU share", f"ours {ours['foreign']:.0%}, peer {peer['foreign']:.0%}")]
   width = max(len(k) for k, _ in rows)
   print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
   if err > WARN_REL_ERR[_DTYPE.value]:
     print(f"WARNING: logits differ by {err:.2e} relative, above {WARN_REL_ERR[_DTYPE.value]:.0e} for {_DTYPE.value}")
+  if max(ours["foreign"], peer["foreign"]) > 0.1:
+    print("WARNING: other processes used the CPU while timing; the ms above are not trustworthy")
   if _JSON_OUT.value:
     tmp_out = _JSON_OUT.value + ".tmp"
     with open(tmp_out, "w") as f:

@@ -274,11 +274,13 @@ def test_sharded_index_names_unknown_file(moe_sharded, tmp_path):
   assert "model-99999-of-99999.safetensors" in message
 
 
-@pytest.mark.parametrize("text", ["{not json", '{"metadata": {}}', "[]"], ids=["syntax", "no_weight_map", "list"])
+@pytest.mark.parametrize("text", ["{not json", '{"metadata": {}}', "[]", '{"weight_map": ["a"]}',
+                                  '{"weight_map": {"a": 1}}'],
+                         ids=["syntax", "no_weight_map", "list", "map_is_list", "file_not_str"])
 def test_sharded_malformed_index(moe_sharded, tmp_path, text):
   path = _copy(moe_sharded, tmp_path / "ckpt")
   (path / INDEX).write_text(text)
-  message = _load_error(path, CheckpointError, "malformed index")
+  message = _load_error(path, CheckpointError, "malformed index|'weight_map' must map")
   assert str(path / INDEX) in message
 
 
@@ -332,3 +334,27 @@ def test_save_writes_v5_expert_layout(moe_ckpt, moe_sharded):
   assert saved.keys() == original.keys()
   for k in original:
     assert torch.equal(saved[k], original[k]), k
+
+
+def test_resharding_removes_stale_shards(moe_loaded, moe_sharded, tmp_path):
+  path = _copy(moe_sharded, tmp_path / "ckpt")
+  before = _shards(path)
+  save_pretrained(moe_loaded, path, max_shard_bytes=4 * 1024**2)  # fewer, larger shards
+  after = _shards(path)
+  assert len(after) < len(before)
+  weight_files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+  assert weight_files == sorted(after)
+  _assert_bit_identical(from_pretrained(path, dtype=jnp.float32), moe_loaded)
+
+
+@pytest.mark.parametrize("moe_intermediate", [48, 96])  # 2I == H, then I == H: square expert tensors
+def test_square_expert_tensors_round_trip(tmp_path, moe_intermediate):
+  """Shapes cannot tell the layouts apart; like transformers 5, a square tensor is read in the
+  transformers-5 layout, which is what both transformers and save_pretrained write."""
+  import dataclasses
+  from taskmem_jax.models.qwen3_vl import init_random, preset
+  base = preset("tiny-moe")
+  config = base.replace(text=dataclasses.replace(base.text, moe_intermediate_size=moe_intermediate))
+  model = init_random(config, seed=3)
+  save_pretrained(model, tmp_path)
+  _assert_bit_identical(from_pretrained(tmp_path, dtype=jnp.float32), model)

@@ -249,6 +249,12 @@ BAD = {
     "top_k": (_set("text_config.num_experts_per_tok", 9), ["text_config.num_experts_per_tok", "9"]),
     "vision_rope": (_set("vision_config.rope_parameters.rope_type", "default"),
                     ["vision_config.rope_parameters.rope_type", "'default'"]),
+    "zero_heads": (_set("text_config.num_attention_heads", 0), ["text_config.num_attention_heads", "0"]),
+    "zero_kv_heads": (_set("text_config.num_key_value_heads", 0), ["text_config.num_key_value_heads", "0"]),
+    "zero_vision_heads": (_set("vision_config.num_heads", 0), ["vision_config.num_heads", "0"]),
+    "moe_without_experts": (_delete("text_config.num_local_experts"), ["text_config.num_local_experts"]),
+    # layer 3 of the tiny MoE is dense (mlp_only_layers), so it needs intermediate_size.
+    "missing_intermediate": (_delete("text_config.intermediate_size"), ["text_config.intermediate_size"]),
 }
 
 
@@ -358,3 +364,10 @@ def test_preset_shapes():
   assert preset("2B").tie_word_embeddings and preset("4B").tie_word_embeddings
   assert not preset("8B").tie_word_embeddings and not preset("32B").tie_word_embeddings
   assert preset("4B").vision.deepstack_visual_indexes == (5, 11, 17)
+
+
+def test_config_file_not_utf8(tmp_path):
+  path = tmp_path / "config.json"
+  path.write_bytes(b'{"model_type": "\xff\xfe"}')
+  with pytest.raises(ConfigError, match=re.escape(str(path))):
+    Qwen3VLConfig.from_json_file(path)

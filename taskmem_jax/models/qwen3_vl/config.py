@@ -125,9 +125,9 @@ class Qwen3VLConfig:
     if not os.path.isfile(path):
       raise FileNotFoundError(f"{path}: config file not found")
     try:
-      with open(path) as f:
+      with open(path, encoding="utf-8") as f:
         cfg = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise ConfigError(f"{path}: not valid JSON ({e})") from e
     return _from_hf_dict(cfg, path)
 
@@ -146,6 +146,15 @@ def validate(cfg: Qwen3VLConfig) -> None:
     fail("text_config.hidden_act", t.hidden_act, "only 'silu' is supported")
   if v.hidden_act not in ("gelu_pytorch_tanh", "gelu"):
     fail("vision_config.hidden_act", v.hidden_act, "only 'gelu_pytorch_tanh' and 'gelu' are supported")
+  for field, value in (("text_config.num_attention_heads", t.num_attention_heads),
+                       ("text_config.num_key_value_heads", t.num_key_value_heads),
+                       ("text_config.head_dim", t.head_dim), ("vision_config.num_heads", v.num_heads),
+                       ("vision_config.hidden_size", v.hidden_size), ("vision_config.depth", v.depth),
+                       ("vision_config.patch_size", v.patch_size),
+                       ("vision_config.temporal_patch_size", v.temporal_patch_size),
+                       ("vision_config.spatial_merge_size", v.spatial_merge_size)):
+    if not isinstance(value, int) or value <= 0:
+      fail(field, value, "must be a positive integer")
   if t.num_attention_heads % t.num_key_value_heads:
     fail("text_config.num_key_value_heads", t.num_key_value_heads,
          f"must divide num_attention_heads={t.num_attention_heads}")
@@ -223,7 +232,12 @@ def _from_hf_dict(cfg: dict[str, Any], source: str) -> Qwen3VLConfig:
   if text.get("attention_bias", False):
     raise ConfigError(f"{source}: text_config.attention_bias=True: Qwen3-VL has no attention biases")
   theta, section = _rope(text, source)
-  num_experts = text.get("num_local_experts", text.get("num_experts", 0)) if model_type == "qwen3_vl_moe" else 0
+  num_experts = 0
+  if model_type == "qwen3_vl_moe":
+    num_experts = text.get("num_local_experts", text.get("num_experts"))
+    if num_experts is None:
+      raise ConfigError(f"{source}: missing field text_config.num_local_experts (or num_experts) for a "
+                        "qwen3_vl_moe model")
 
   def get(d, key, prefix, default=dataclasses.MISSING):
     if key in d and d[key] is not None:
@@ -232,16 +246,31 @@ def _from_hf_dict(cfg: dict[str, Any], source: str) -> Qwen3VLConfig:
       raise ConfigError(f"{source}: missing field {prefix}.{key}")
     return default
 
-  hidden = get(text, "hidden_size", "text_config")
-  heads = get(text, "num_attention_heads", "text_config")
+  def positive(d, key, prefix, default=dataclasses.MISSING):
+    value = get(d, key, prefix, default)
+    if value is None and default is None:
+      return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+      raise ConfigError(f"{source}: {prefix}.{key}={value!r}: must be a positive integer")
+    return value
+
+  hidden = positive(text, "hidden_size", "text_config")
+  heads = positive(text, "num_attention_heads", "text_config")
+  layers = positive(text, "num_hidden_layers", "text_config")
+  sparse_step = positive(text, "decoder_sparse_step", "text_config", 1)
+  mlp_only = tuple(get(text, "mlp_only_layers", "text_config", ()))
+  any_dense_layer = not num_experts or any(
+      i in mlp_only or (i + 1) % sparse_step for i in range(layers))
   text_cfg = TextConfig(
-      vocab_size=get(text, "vocab_size", "text_config"),
+      vocab_size=positive(text, "vocab_size", "text_config"),
       hidden_size=hidden,
-      intermediate_size=get(text, "intermediate_size", "text_config", 0),
-      num_hidden_layers=get(text, "num_hidden_layers", "text_config"),
+      # Only dense layers use it; a MoE model whose every layer is sparse may omit it.
+      intermediate_size=positive(text, "intermediate_size", "text_config") if any_dense_layer
+      else get(text, "intermediate_size", "text_config", 0),
+      num_hidden_layers=layers,
       num_attention_heads=heads,
-      num_key_value_heads=get(text, "num_key_value_heads", "text_config", heads),
-      head_dim=get(text, "head_dim", "text_config", hidden // heads),
+      num_key_value_heads=positive(text, "num_key_value_heads", "text_config", heads),
+      head_dim=positive(text, "head_dim", "text_config", None) or hidden // heads,
       rms_norm_eps=float(get(text, "rms_norm_eps", "text_config", 1e-6)),
       rope_theta=theta,
       mrope_section=section,
@@ -250,8 +279,8 @@ def _from_hf_dict(cfg: dict[str, Any], source: str) -> Qwen3VLConfig:
       num_experts=int(num_experts or 0),
       num_experts_per_tok=get(text, "num_experts_per_tok", "text_config", 0) if num_experts else 0,
       moe_intermediate_size=get(text, "moe_intermediate_size", "text_config", 0) if num_experts else 0,
-      decoder_sparse_step=get(text, "decoder_sparse_step", "text_config", 1),
-      mlp_only_layers=tuple(get(text, "mlp_only_layers", "text_config", ())),
+      decoder_sparse_step=sparse_step,
+      mlp_only_layers=mlp_only,
       router_aux_loss_coef=float(get(text, "router_aux_loss_coef", "text_config", 0.001)),
   )
   vision_rope = vision.get("rope_parameters") or {}

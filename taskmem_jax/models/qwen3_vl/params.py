@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from typing import Callable, NamedTuple
 
@@ -68,9 +69,10 @@ def _spec(path: tuple, shape: tuple[int, ...], config: Qwen3VLConfig) -> ParamSp
   if leaf == "kernel":  # torch Linear stores [out, in]
     return ParamSpec(path, key, shape, (shape[::-1],), _swap_last, _swap_last)
   if leaf in ("gate_up_proj", "down_proj") and len(shape) == 3:
-    # Ours (= Hub layout) is [E, in, out]; transformers 5 saves [E, out, in]. Told apart by shape.
+    # Ours (= Hub layout) is [E, in, out]; transformers 5 saves [E, out, in]. Told apart by shape, as
+    # transformers 5 does: a square tensor is read in the transformers-5 layout (what save writes).
     v5 = (shape[0], shape[2], shape[1])
-    return ParamSpec(path, key, shape, (v5, shape), lambda w: w if w.shape == shape else _swap_last(w),
+    return ParamSpec(path, key, shape, (v5, shape), lambda w: _swap_last(w) if w.shape == v5 else w,
                      _swap_last)
   return ParamSpec(path, key, shape, (shape,), _identity, _identity)
 
@@ -113,10 +115,13 @@ def _weight_files(path: str) -> dict[str, str]:
   single, index = os.path.join(path, SAFETENSORS), os.path.join(path, SAFETENSORS_INDEX)
   if os.path.isfile(index):
     try:
-      with open(index) as f:
+      with open(index, encoding="utf-8") as f:
         weight_map = json.load(f)["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
       raise CheckpointError(f"{index}: malformed index, expected a JSON object with 'weight_map' ({e!r})") from e
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+      raise CheckpointError(f"{index}: 'weight_map' must map tensor names to shard file names")
     files = {os.path.join(path, name) for name in weight_map.values()}
     missing = sorted(f for f in files if not os.path.isfile(f))
     if missing:
@@ -217,13 +222,15 @@ def save_pretrained(model: Qwen3VLForConditionalGeneration, path: str | os.PathL
   for name, shard in zip(names, shards):
     _atomic_write(path, name, lambda tmp, shard=shard: safetensors.numpy.save_file(
         shard, tmp, metadata={"format": "pt"}))
-  stale = [SAFETENSORS_INDEX] if len(shards) == 1 else [SAFETENSORS]
   if len(shards) > 1:
     index = {"metadata": {"total_size": sum(a.nbytes for s in shards for a in s.values())},
              "weight_map": {k: name for name, s in zip(names, shards) for k in s}}
     _atomic_write(path, SAFETENSORS_INDEX, lambda tmp: _write_json(tmp, index))
-  for name in stale:
-    if os.path.exists(os.path.join(path, name)):
+  # Weight files of an earlier save that the new one does not name would only confuse readers.
+  keep = set(names) | ({SAFETENSORS_INDEX} if len(shards) > 1 else set())
+  for name in os.listdir(path):
+    if name not in keep and (name in (SAFETENSORS, SAFETENSORS_INDEX)
+                             or re.fullmatch(r"model-\d+-of-\d+\.safetensors", name)):
       os.remove(os.path.join(path, name))
   hf_config = config.to_hf_dict()
   hf_config["dtype"] = {"bfloat16": "bfloat16", "float16": "float16"}.get(str(model.dtype), "float32")
