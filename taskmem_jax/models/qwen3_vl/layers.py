@@ -23,8 +23,16 @@ class Linear(nnx.Module):
     self.bias = nnx.Param(jnp.zeros((out_features,), dtype)) if use_bias else None
 
   def __call__(self, x: Array) -> Array:
-    y = x.astype(self.kernel.dtype) @ self.kernel[...]
+    y = matmul(x.astype(self.kernel.dtype), self.kernel[...])
     return y + self.bias[...] if self.bias is not None else y
+
+
+def matmul(x: Array, w: Array) -> Array:
+  """x @ w accumulated in fp32 and rounded once to the inputs' dtype, as torch's bf16 matmul does.
+
+  Asking XLA for an fp32 result is also faster on CPU: its plain bf16 dot is ~2.5x slower.
+  """
+  return jnp.matmul(x, w, preferred_element_type=jnp.float32).astype(x.dtype)
 
 
 class Embed(nnx.Module):

@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from taskmem_jax.models.qwen3_vl.config import Qwen3VLConfig
-from taskmem_jax.models.qwen3_vl.layers import Linear
+from taskmem_jax.models.qwen3_vl.layers import Linear, matmul
 from taskmem_jax.models.qwen3_vl.positions import (InputError, VisionMetadata, get_rope_index, token_types,
                                                    vision_metadata, IMAGE, VIDEO)
 from taskmem_jax.models.qwen3_vl.text import TextModel
@@ -131,7 +131,7 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
   def logits(self, hidden: Array) -> Array:
     """hidden [B, L, H] -> logits [B, L, V]."""
     if self.lm_head is None:
-      return hidden @ self.language_model.embed_tokens.weight[...].T
+      return matmul(hidden, self.language_model.embed_tokens.weight[...].T)
     return self.lm_head(hidden)
 
   def forward_from_features(self, inputs: ModelInputs, features: Array | None,

@@ -43,9 +43,9 @@ class Experts(nnx.Module):
     token_of = order // k
     group_sizes = jnp.bincount(flat_expert, length=num_experts).astype(jnp.int32)
     rows = x[token_of]
-    gate_up = jax.lax.ragged_dot(rows, self.gate_up_proj[...], group_sizes)
-    gate, up = jnp.split(gate_up, 2, axis=-1)
-    out = jax.lax.ragged_dot(jax.nn.silu(gate) * up, self.down_proj[...], group_sizes)
+    dot = lambda a, w: jax.lax.ragged_dot(a, w, group_sizes, preferred_element_type=jnp.float32).astype(x.dtype)
+    gate, up = jnp.split(dot(rows, self.gate_up_proj[...]), 2, axis=-1)
+    out = dot(jax.nn.silu(gate) * up, self.down_proj[...])
     out = out * weights.reshape(-1)[order][:, None]
     return jnp.zeros_like(x).at[token_of].add(out)
 
