@@ -69,12 +69,10 @@ def get_rope_index(input_ids, config: Qwen3VLConfig, attention_mask=None, image_
     row_types = types[row][mask[row]]
     n = len(row_types)
     pos = np.zeros((3, n), np.int64)
-    cur, start = 0, 0
-    while start < n:
+    cur = 0
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(row_types)) + 1, [n]]) if n else np.zeros(1, int)
+    for start, end in zip(bounds[:-1], bounds[1:]):
       kind = row_types[start]
-      end = start
-      while end < n and row_types[end] == kind:
-        end += 1
       run = end - start
       if kind == TEXT:
         pos[:, start:end] = cur + np.arange(run)
@@ -95,7 +93,6 @@ def get_rope_index(input_ids, config: Qwen3VLConfig, attention_mask=None, image_
         pos[1, start:end] = cur + r
         pos[2, start:end] = cur + c
         cur += max(gh, gw)
-      start = end
     position_ids[:, row, mask[row]] = pos
     deltas[row, 0] = (pos.max() + 1 - n) if n else 0
   for kind, name in ((IMAGE, "image_grid_thw"), (VIDEO, "video_grid_thw")):
