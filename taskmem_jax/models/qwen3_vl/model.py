@@ -23,7 +23,7 @@ from taskmem_jax.models.qwen3_vl.config import Qwen3VLConfig
 from taskmem_jax.models.qwen3_vl.layers import Linear, matmul
 from taskmem_jax.models.qwen3_vl.positions import (InputError, VisionMetadata, get_rope_index, token_types,
                                                    vision_metadata, IMAGE, VIDEO)
-from taskmem_jax.models.qwen3_vl.text import TextModel
+from taskmem_jax.models.qwen3_vl.text import KVCache, TextModel
 from taskmem_jax.models.qwen3_vl.vision import VisionModel
 
 Array = jax.Array
@@ -116,8 +116,13 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
     return self.visual(pixel_values, meta)
 
   def hidden_states(self, inputs: ModelInputs, features: Array | None = None,
-                    deepstack: list[Array] | None = None) -> Array:
-    """Final-normed decoder states [B, L, H]; vision features (from encode_vision) scattered in."""
+                    deepstack: list[Array] | None = None, cache: list[KVCache] | None = None,
+                    cache_index: Array | int = 0, kv_mask: Array | None = None):
+    """Final-normed decoder states [B, L, H]; vision features (from encode_vision) scattered in.
+
+    Without a cache returns the states. With one (a KVCache per layer, see TextModel), the tokens
+    go to slots cache_index.., kv_mask [B, S] marks real slots, and returns (states, new cache).
+    """
     lm = self.language_model
     embeds = lm.embed_tokens(inputs.input_ids)
     visual_mask = inputs.vision_index >= 0
@@ -126,7 +131,9 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
       index = jnp.maximum(inputs.vision_index, 0)
       embeds = jnp.where(visual_mask[..., None], features[index].astype(embeds.dtype), embeds)
       ds = [jnp.where(visual_mask[..., None], d[index], 0) for d in (deepstack or [])]
-    return lm(embeds, inputs.position_ids, inputs.attention_mask, visual_mask, ds)
+    if cache is None:
+      return lm(embeds, inputs.position_ids, inputs.attention_mask, visual_mask, ds)[0]
+    return lm(embeds, inputs.position_ids, kv_mask, visual_mask, ds, cache, cache_index)
 
   def logits(self, hidden: Array) -> Array:
     """hidden [B, L, H] -> logits [B, L, V]."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -11,6 +13,12 @@ from taskmem_jax.models.qwen3_vl.layers import Embed, Linear, RMSNorm, dot_produ
 from taskmem_jax.models.qwen3_vl.moe import SparseMoeBlock
 
 Array = jax.Array
+
+
+class KVCache(NamedTuple):
+  """One decoder layer's cache. k (after q/k-norm and RoPE), v: [B, S, Hkv, hd]."""
+  k: Array
+  v: Array
 
 
 def text_rotary(position_ids: Array, cfg: TextConfig, dtype) -> tuple[Array, Array]:
@@ -37,8 +45,14 @@ class Attention(nnx.Module):
     self.q_norm = RMSNorm(self.head_dim, eps=cfg.rms_norm_eps, dtype=dtype)
     self.k_norm = RMSNorm(self.head_dim, eps=cfg.rms_norm_eps, dtype=dtype)
 
-  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array) -> Array:
-    """x: [B, L, H]; cos, sin: [B, L, hd]; mask: [B, L, L] bool. Returns [B, L, H]."""
+  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array, cache: KVCache | None = None,
+               cache_index: Array | int = 0) -> tuple[Array, KVCache | None]:
+    """x: [B, L, H]; cos, sin: [B, L, hd]; mask: [B, L, S] bool over the keys.
+
+    Without a cache S = L. With one (k, v: [B, S, Hkv, hd]) the new keys (after q/k-norm and RoPE)
+    and values are written at slots cache_index .. cache_index + L - 1 and attention reads the whole
+    cache. Returns ([B, L, H], the updated cache or None).
+    """
     b, l, _ = x.shape
     q = self.q_norm(self.q_proj(x).reshape(b, l, self.num_heads, self.head_dim))
     k = self.k_norm(self.k_proj(x).reshape(b, l, self.num_kv_heads, self.head_dim))
@@ -46,8 +60,13 @@ class Attention(nnx.Module):
     cos, sin = cos[:, :, None], sin[:, :, None]
     q = q * cos + rotate_half(q) * sin
     k = k * cos + rotate_half(k) * sin
+    if cache is not None:
+      start = (0, cache_index, 0, 0)
+      cache = KVCache(jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), start),
+                      jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), start))
+      k, v = cache.k, cache.v
     out = dot_product_attention(q, k, v, mask, self.head_dim**-0.5)
-    return self.o_proj(out.reshape(b, l, -1))
+    return self.o_proj(out.reshape(b, l, -1)), cache
 
 
 class MLP(nnx.Module):
@@ -72,9 +91,11 @@ class DecoderLayer(nnx.Module):
     else:
       self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array) -> Array:
-    x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
-    return x + self.mlp(self.post_attention_layernorm(x))
+  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array, cache: KVCache | None = None,
+               cache_index: Array | int = 0) -> tuple[Array, KVCache | None]:
+    attn, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, cache_index)
+    x = x + attn
+    return x + self.mlp(self.post_attention_layernorm(x)), cache
 
 
 class TextModel(nnx.Module):
@@ -86,20 +107,31 @@ class TextModel(nnx.Module):
     self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
 
   def __call__(self, embeds: Array, position_ids: Array, attention_mask: Array, visual_mask: Array,
-               deepstack: list[Array]) -> Array:
+               deepstack: list[Array], cache: list[KVCache] | None = None,
+               cache_index: Array | int = 0) -> tuple[Array, list[KVCache] | None]:
     """Decoder stack over input embeddings.
 
-    embeds: [B, L, H]; position_ids: [3, B, L]; attention_mask: [B, L] (1 = real token);
-    visual_mask: [B, L] bool (vision placeholder positions); deepstack: list of [B, L, H] features,
-    zero off the visual positions, added after layers 0..len-1. Returns final-normed hidden [B, L, H].
+    embeds: [B, L, H]; position_ids: [3, B, L]; visual_mask: [B, L] bool (vision placeholder
+    positions); deepstack: list of [B, L, H] features, zero off the visual positions, added after
+    layers 0..len-1.
+    Without a cache, attention_mask is [B, L] (1 = real token) and attention is causal over L.
+    With a cache (one KVCache per layer, [B, S, Hkv, hd]), the L new tokens sit at slots
+    cache_index..cache_index+L-1, attention_mask is [B, S] (1 = a real token occupies or will occupy
+    that slot) and slot j is visible to the token at slot p when j <= p.
+    Returns (final-normed hidden [B, L, H], updated caches or None).
     """
     _, l, _ = embeds.shape
     cos, sin = text_rotary(position_ids, self.cfg, embeds.dtype)
-    causal = jnp.tril(jnp.ones((l, l), bool))
+    slots = attention_mask.shape[1]
+    query_slot = cache_index + jnp.arange(l)
+    causal = jnp.arange(slots)[None, :] <= query_slot[:, None]  # [L, S]
     mask = causal[None] & attention_mask.astype(bool)[:, None, :]
     x = embeds
+    new_cache = [] if cache is not None else None
     for i, layer in enumerate(self.layers):
-      x = layer(x, cos, sin, mask)
+      x, layer_cache = layer(x, cos, sin, mask, None if cache is None else cache[i], cache_index)
+      if cache is not None:
+        new_cache.append(layer_cache)
       if i < len(deepstack):
         x = jnp.where(visual_mask[..., None], x + deepstack[i].astype(x.dtype), x)
-    return self.norm(x)
+    return self.norm(x), new_cache

@@ -1,0 +1,211 @@
+"""KV-cache generation for Qwen3-VL: a jitted prefill, then a ``lax.while_loop`` decode over a
+donated, preallocated cache.
+
+Prompts are left-padded to a length bucket so that repeated calls with similar prompt lengths reuse
+one compilation. ``num_samples`` completions share a single prefill per prompt: the cache is
+repeated after prefill, so rows come out grouped by prompt (GRPO groups).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from taskmem_jax.models.qwen3_vl.model import ModelInputs, Qwen3VLForConditionalGeneration, prepare_inputs
+from taskmem_jax.models.qwen3_vl.text import KVCache
+
+Array = jax.Array
+THINK_END_TOKEN_ID = 151668  # "</think>" in the Qwen3 tokenizers
+
+# Incremented while tracing (never when a compiled function is reused): tests count compilations.
+TRACE_COUNTS: collections.Counter = collections.Counter()
+
+
+class GenerateOutput(NamedTuple):
+  """tokens: [B*num_samples, max_new_tokens] int32, pad_token_id after a row stops;
+  logprobs: [B*num_samples, max_new_tokens] float32, log p(token) under softmax(logits / temperature)
+  (temperature 1 when greedy), 0 after the stop; lengths: [B*num_samples] int32, tokens generated
+  including the stop token. Rows are grouped by prompt: row b*num_samples + s is sample s of prompt b."""
+  tokens: np.ndarray
+  logprobs: np.ndarray
+  lengths: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  max_new_tokens: int
+  temperature: float = 0.0
+  top_k: int | None = None
+  top_p: float | None = None
+  stop_token_ids: tuple[int, ...] = ()
+  pad_token_id: int = 0
+  thinking_budget: int | None = None
+  think_end_token_id: int = THINK_END_TOKEN_ID
+
+  def __post_init__(self):
+    if self.max_new_tokens <= 0:
+      raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be positive")
+    if self.temperature < 0:
+      raise ValueError(f"temperature={self.temperature}: must be >= 0 (0 is greedy)")
+    if self.top_k is not None and self.top_k <= 0:
+      raise ValueError(f"top_k={self.top_k}: must be positive or None")
+    if self.top_p is not None and not 0 < self.top_p <= 1:
+      raise ValueError(f"top_p={self.top_p}: must be in (0, 1] or None")
+    if self.thinking_budget is not None and self.thinking_budget < 0:
+      raise ValueError(f"thinking_budget={self.thinking_budget}: must be >= 0 or None")
+
+
+def bucket_length(length: int, minimum: int = 64) -> int:
+  """Smallest of minimum * {1, 1.5, 2, 3, 4, 6, ...} >= length: at most a third is padding."""
+  bucket = minimum
+  while bucket < length:
+    bucket = bucket * 3 // 2 if (bucket & (bucket - 1)) == 0 else bucket * 4 // 3
+  return bucket
+
+
+def _left_pad(input_ids: np.ndarray, attention_mask: np.ndarray, length: int, pad: int):
+  extra = length - input_ids.shape[1]
+  return (np.pad(input_ids, ((0, 0), (extra, 0)), constant_values=pad),
+          np.pad(attention_mask, ((0, 0), (extra, 0)), constant_values=0))
+
+
+def _warp(logits: Array, params: SamplingParams) -> Array:
+  """Temperature, then top-k, then top-p (the order transformers applies them). logits: [B, V] fp32."""
+  logits = logits / params.temperature
+  if params.top_k is not None and params.top_k < logits.shape[-1]:
+    kth = jax.lax.top_k(logits, params.top_k)[0][:, -1:]
+    logits = jnp.where(logits < kth, -jnp.inf, logits)
+  if params.top_p is not None and params.top_p < 1.0:
+    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    # Keep the smallest prefix whose mass reaches top_p (at least one token).
+    keep = (jnp.cumsum(probs, axis=-1) - probs) < params.top_p
+    threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+    logits = jnp.where(logits < threshold, -jnp.inf, logits)
+  return logits
+
+
+def _choose(logits: Array, rng: Array, params: SamplingParams) -> tuple[Array, Array]:
+  """logits [B, V] fp32 -> (tokens [B] int32, log-probs [B] under softmax(logits / temperature))."""
+  if params.temperature == 0.0:
+    tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    scaled = logits
+  else:
+    tokens = jax.random.categorical(rng, _warp(logits, params), axis=-1).astype(jnp.int32)
+    scaled = logits / params.temperature
+  logprobs = jnp.take_along_axis(jax.nn.log_softmax(scaled, axis=-1), tokens[:, None], axis=-1)[:, 0]
+  return tokens, logprobs
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _prefill(graphdef, state, inputs: ModelInputs, cache_len: int, num_samples: int):
+  """Runs the prompt through the model, filling a fresh cache of cache_len slots.
+
+  Returns (logits at the last prompt position [B*n, V] fp32, caches [B*n, cache_len, Hkv, hd],
+  kv_mask [B*n, cache_len], next position [B*n]), each repeated num_samples times per prompt.
+  """
+  TRACE_COUNTS["prefill"] += 1
+  model = nnx.merge(graphdef, state)
+  text = model.config.text
+  b, length = inputs.input_ids.shape
+  shape = (b, cache_len, text.num_key_value_heads, text.head_dim)
+  cache = [KVCache(jnp.zeros(shape, model.dtype), jnp.zeros(shape, model.dtype)) for _ in range(text.num_hidden_layers)]
+  kv_mask = jnp.concatenate([inputs.attention_mask, jnp.ones((b, cache_len - length), jnp.int32)], axis=1)
+  features, deepstack = None, None
+  if inputs.pixel_values is not None:
+    features, deepstack = model.encode_vision(inputs.pixel_values, inputs.vision_meta)
+  hidden, cache = model.hidden_states(inputs, features, deepstack, cache, 0, kv_mask)
+  logits = model.logits(hidden[:, -1:])[:, 0].astype(jnp.float32)
+  # A token decoded after n real tokens sits at n + rope_delta on all three axes.
+  next_position = jnp.sum(inputs.attention_mask, axis=1) + inputs.rope_deltas[:, 0]
+  repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
+  return repeat(logits), jax.tree.map(repeat, cache), repeat(kv_mask), repeat(next_position)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6, 7), donate_argnums=(3,))
+def _decode(graphdef, state, logits, cache, kv_mask, next_position, start_slot: int, params: SamplingParams, rng):
+  """The decode loop: choose a token from the current logits, write it, run it through the model.
+
+  logits: [B, V] fp32; cache: per-layer KVCache [B, S, Hkv, hd] (donated); kv_mask: [B, S];
+  next_position: [B] position of the first generated token; start_slot: its cache slot.
+  """
+  TRACE_COUNTS["decode"] += 1
+  model = nnx.merge(graphdef, state)
+  b = logits.shape[0]
+  steps = params.max_new_tokens
+  stop_ids = jnp.asarray(params.stop_token_ids or (-1,), jnp.int32)
+
+  def cond(carry):
+    step, _, _, _, done, *_ = carry
+    return (step < steps) & ~jnp.all(done)
+
+  def body(carry):
+    step, logits, tokens, logprobs, done, thinking, cache, rng = carry
+    rng, key = jax.random.split(rng)
+    token, logprob = _choose(logits, key, params)
+    if params.thinking_budget is not None:
+      forced = thinking & (step >= params.thinking_budget)
+      token = jnp.where(forced, params.think_end_token_id, token)
+      logprob = jnp.where(forced, 0.0, logprob)  # not the policy's choice
+      thinking = thinking & (token != params.think_end_token_id)
+    token = jnp.where(done, params.pad_token_id, token)
+    logprob = jnp.where(done, 0.0, logprob)
+    tokens = tokens.at[:, step].set(token)
+    logprobs = logprobs.at[:, step].set(logprob)
+    done = done | jnp.isin(token, stop_ids)
+    position = jnp.broadcast_to((next_position + step)[None, :, None], (3, b, 1))
+    step_inputs = ModelInputs(token[:, None], None, position, None, jnp.full((b, 1), -1, jnp.int32))
+    hidden, cache = model.hidden_states(step_inputs, cache=cache, cache_index=start_slot + step, kv_mask=kv_mask)
+    logits = model.logits(hidden)[:, 0].astype(jnp.float32)
+    return step + 1, logits, tokens, logprobs, done, thinking, cache, rng
+
+  carry = (jnp.int32(0), logits, jnp.full((b, steps), params.pad_token_id, jnp.int32), jnp.zeros((b, steps), jnp.float32),
+           jnp.zeros((b,), bool), jnp.full((b,), params.thinking_budget is not None), cache, rng)
+  step, _, tokens, logprobs, done, _, cache, _ = jax.lax.while_loop(cond, body, carry)
+  stopped_at = jnp.argmax(jnp.isin(tokens, stop_ids), axis=1) + 1
+  lengths = jnp.where(jnp.any(jnp.isin(tokens, stop_ids), axis=1), stopped_at, step).astype(jnp.int32)
+  # Returning the cache lets XLA alias it to the donated input: the loop updates it in place.
+  return tokens, logprobs, lengths, cache
+
+
+def generate(model: Qwen3VLForConditionalGeneration, inputs: dict, *, max_new_tokens: int,
+             temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+             num_samples: int = 1, seed: int = 0, stop_token_ids=None, pad_token_id: int = 0,
+             thinking_budget: int | None = None, think_end_token_id: int = THINK_END_TOKEN_ID,
+             min_bucket: int = 64) -> GenerateOutput:
+  """Samples continuations of a batch of prompts.
+
+  inputs: the processor's dict, transformers' names (input_ids [B, L], attention_mask [B, L],
+  pixel_values / image_grid_thw, pixel_values_videos / video_grid_thw). temperature 0 is greedy.
+  Rows stop at any of stop_token_ids (the stop token is kept). With thinking_budget=N, a row that
+  has not closed its thinking after N tokens gets think_end_token_id forced as token N+1 (the prompt
+  is assumed to end inside <think>).
+  """
+  params = SamplingParams(max_new_tokens, temperature, top_k, top_p, tuple(stop_token_ids or ()), pad_token_id,
+                          thinking_budget, think_end_token_id)
+  if num_samples <= 0:
+    raise ValueError(f"num_samples={num_samples}: must be positive")
+  ids = np.asarray(inputs["input_ids"])
+  if ids.ndim != 2:
+    raise ValueError(f"input_ids: expected shape [B, L], got {ids.shape}")
+  mask = np.asarray(inputs.get("attention_mask", np.ones_like(ids))).astype(np.int32)
+  if mask.shape != ids.shape:
+    raise ValueError(f"attention_mask: shape {mask.shape} does not match input_ids {ids.shape}")
+  if not mask[:, -1].all():
+    raise ValueError("attention_mask: prompts must be left-padded (every row's last token real)")
+  length = bucket_length(ids.shape[1], min_bucket)
+  ids, mask = _left_pad(ids, mask, length, pad_token_id)
+  prepared = prepare_inputs(model.config, ids, mask, inputs.get("pixel_values"), inputs.get("image_grid_thw"),
+                            inputs.get("pixel_values_videos"), inputs.get("video_grid_thw"))
+  graphdef, state = nnx.split(model)
+  logits, cache, kv_mask, next_position = _prefill(graphdef, state, prepared, length + max_new_tokens, num_samples)
+  tokens, logprobs, lengths, _ = _decode(graphdef, state, logits, cache, kv_mask, next_position, length, params,
+                                         jax.random.key(seed))
+  return GenerateOutput(np.asarray(tokens), np.asarray(logprobs), np.asarray(lengths))
