@@ -147,3 +147,18 @@ def test_bad_arguments_are_named(pair):
     generate(ours, {"input_ids": ids, "attention_mask": np.array([[1, 1, 1, 1, 0]])}, max_new_tokens=2)
   with pytest.raises(ValueError, match="max_new_tokens=0"):
     generate(ours, {"input_ids": ids}, max_new_tokens=0)
+
+
+def test_chunked_decode_reports_progress_and_matches(pair):
+  _, ours = pair
+  batch = fx.inputs()
+  whole = generate(ours, batch, max_new_tokens=STEPS, temperature=1.0, seed=5)
+  reported = []
+  generate(ours, batch, max_new_tokens=STEPS, temperature=1.0, seed=5, decode_chunk=3)  # compile once
+  before = TRACE_COUNTS["decode"]
+  chunked = generate(ours, batch, max_new_tokens=STEPS, temperature=1.0, seed=5, decode_chunk=3,
+                     on_tokens=reported.append)
+  assert TRACE_COUNTS["decode"] == before  # every chunk reuses one compilation
+  assert reported == [3, 3, 3, 1]
+  np.testing.assert_array_equal(chunked.tokens, whole.tokens)
+  np.testing.assert_allclose(chunked.logprobs, whole.logprobs, atol=1e-6)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -129,57 +129,64 @@ def _prefill(graphdef, state, inputs: ModelInputs, cache_len: int, num_samples: 
   return repeat(logits), jax.tree.map(repeat, cache), repeat(kv_mask), repeat(next_position)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 6, 7), donate_argnums=(3,))
-def _decode(graphdef, state, logits, cache, kv_mask, next_position, start_slot: int, params: SamplingParams, rng):
-  """The decode loop: choose a token from the current logits, write it, run it through the model.
+class DecodeState(NamedTuple):
+  """The while_loop carry. step: tokens written so far; logits: [B, V] fp32 for the next token;
+  tokens, logprobs: [B, max_new_tokens]; done, thinking: [B] bool; cache: per-layer KVCache
+  [B, S, Hkv, hd]."""
+  step: Array
+  logits: Array
+  tokens: Array
+  logprobs: Array
+  done: Array
+  thinking: Array
+  cache: list[KVCache]
+  rng: Array
 
-  logits: [B, V] fp32; cache: per-layer KVCache [B, S, Hkv, hd] (donated); kv_mask: [B, S];
-  next_position: [B] position of the first generated token; start_slot: its cache slot.
+
+@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7), donate_argnums=(2,))
+def _decode(graphdef, state, carry: DecodeState, kv_mask, next_position, start_slot: int, params: SamplingParams,
+            chunk: int) -> DecodeState:
+  """Up to `chunk` decode steps: choose a token from the current logits, write it, run it through
+  the model. The carry (and so the cache) is donated and updated in place.
+
+  kv_mask: [B, S]; next_position: [B] position of the first generated token; start_slot: its slot.
   """
   TRACE_COUNTS["decode"] += 1
   model = nnx.merge(graphdef, state)
-  b = logits.shape[0]
-  steps = params.max_new_tokens
+  b = carry.logits.shape[0]
   stop_ids = jnp.asarray(params.stop_token_ids or (-1,), jnp.int32)
+  last = jnp.minimum(carry.step + chunk, params.max_new_tokens)
 
-  def cond(carry):
-    step, _, _, _, done, *_ = carry
-    return (step < steps) & ~jnp.all(done)
+  def cond(c: DecodeState):
+    return (c.step < last) & ~jnp.all(c.done)
 
-  def body(carry):
-    step, logits, tokens, logprobs, done, thinking, cache, rng = carry
-    rng, key = jax.random.split(rng)
-    token, logprob = _choose(logits, key, params)
+  def body(c: DecodeState) -> DecodeState:
+    rng, key = jax.random.split(c.rng)
+    token, logprob = _choose(c.logits, key, params)
+    thinking = c.thinking
     if params.thinking_budget is not None:
-      forced = thinking & (step >= params.thinking_budget)
+      forced = thinking & (c.step >= params.thinking_budget)
       token = jnp.where(forced, params.think_end_token_id, token)
       logprob = jnp.where(forced, 0.0, logprob)  # not the policy's choice
       thinking = thinking & (token != params.think_end_token_id)
-    token = jnp.where(done, params.pad_token_id, token)
-    logprob = jnp.where(done, 0.0, logprob)
-    tokens = tokens.at[:, step].set(token)
-    logprobs = logprobs.at[:, step].set(logprob)
-    done = done | jnp.isin(token, stop_ids)
-    position = jnp.broadcast_to((next_position + step)[None, :, None], (3, b, 1))
+    token = jnp.where(c.done, params.pad_token_id, token)
+    logprob = jnp.where(c.done, 0.0, logprob)
+    position = jnp.broadcast_to((next_position + c.step)[None, :, None], (3, b, 1))
     step_inputs = ModelInputs(token[:, None], None, position, None, jnp.full((b, 1), -1, jnp.int32))
-    hidden, cache = model.hidden_states(step_inputs, cache=cache, cache_index=start_slot + step, kv_mask=kv_mask)
-    logits = model.logits(hidden)[:, 0].astype(jnp.float32)
-    return step + 1, logits, tokens, logprobs, done, thinking, cache, rng
+    hidden, cache = model.hidden_states(step_inputs, cache=c.cache, cache_index=start_slot + c.step, kv_mask=kv_mask)
+    return DecodeState(c.step + 1, model.logits(hidden)[:, 0].astype(jnp.float32),
+                       c.tokens.at[:, c.step].set(token), c.logprobs.at[:, c.step].set(logprob),
+                       c.done | jnp.isin(token, stop_ids), thinking, cache, rng)
 
-  carry = (jnp.int32(0), logits, jnp.full((b, steps), params.pad_token_id, jnp.int32), jnp.zeros((b, steps), jnp.float32),
-           jnp.zeros((b,), bool), jnp.full((b,), params.thinking_budget is not None), cache, rng)
-  step, _, tokens, logprobs, done, _, cache, _ = jax.lax.while_loop(cond, body, carry)
-  stopped_at = jnp.argmax(jnp.isin(tokens, stop_ids), axis=1) + 1
-  lengths = jnp.where(jnp.any(jnp.isin(tokens, stop_ids), axis=1), stopped_at, step).astype(jnp.int32)
-  # Returning the cache lets XLA alias it to the donated input: the loop updates it in place.
-  return tokens, logprobs, lengths, cache
+  return jax.lax.while_loop(cond, body, carry)
 
 
 def generate(model: Qwen3VLForConditionalGeneration, inputs: dict, *, max_new_tokens: int,
              temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
              num_samples: int = 1, seed: int = 0, stop_token_ids=None, pad_token_id: int = 0,
              thinking_budget: int | None = None, think_end_token_id: int = THINK_END_TOKEN_ID,
-             min_bucket: int = 64) -> GenerateOutput:
+             min_bucket: int = 64, decode_chunk: int | None = None,
+             on_tokens: Callable[[int], None] | None = None) -> GenerateOutput:
   """Samples continuations of a batch of prompts.
 
   inputs: the processor's dict, transformers' names (input_ids [B, L], attention_mask [B, L],
@@ -187,6 +194,9 @@ def generate(model: Qwen3VLForConditionalGeneration, inputs: dict, *, max_new_to
   Rows stop at any of stop_token_ids (the stop token is kept). With thinking_budget=N, a row that
   has not closed its thinking after N tokens gets think_end_token_id forced as token N+1 (the prompt
   is assumed to end inside <think>).
+  decode_chunk: decode this many steps per device call (None: all in one call) and report each
+  chunk's step count to on_tokens, e.g. a progress bar's update; the loop also ends early once every
+  row has stopped.
   """
   params = SamplingParams(max_new_tokens, temperature, top_k, top_p, tuple(stop_token_ids or ()), pad_token_id,
                           thinking_budget, think_end_token_id)
@@ -206,6 +216,20 @@ def generate(model: Qwen3VLForConditionalGeneration, inputs: dict, *, max_new_to
                             inputs.get("pixel_values_videos"), inputs.get("video_grid_thw"))
   graphdef, state = nnx.split(model)
   logits, cache, kv_mask, next_position = _prefill(graphdef, state, prepared, length + max_new_tokens, num_samples)
-  tokens, logprobs, lengths, _ = _decode(graphdef, state, logits, cache, kv_mask, next_position, length, params,
-                                         jax.random.key(seed))
-  return GenerateOutput(np.asarray(tokens), np.asarray(logprobs), np.asarray(lengths))
+  rows = logits.shape[0]
+  carry = DecodeState(jnp.int32(0), logits, jnp.full((rows, max_new_tokens), pad_token_id, jnp.int32),
+                      jnp.zeros((rows, max_new_tokens), jnp.float32), jnp.zeros((rows,), bool),
+                      jnp.full((rows,), thinking_budget is not None), cache, jax.random.key(seed))
+  chunk = max_new_tokens if decode_chunk is None else decode_chunk
+  while True:
+    before = int(carry.step)
+    carry = _decode(graphdef, state, carry, kv_mask, next_position, length, params, chunk)
+    step = int(carry.step)
+    if on_tokens is not None:
+      on_tokens(step - before)
+    if step >= max_new_tokens or bool(jnp.all(carry.done)):
+      break
+  tokens, logprobs = np.asarray(carry.tokens), np.asarray(carry.logprobs)
+  stopped = np.isin(tokens, params.stop_token_ids) if params.stop_token_ids else np.zeros(tokens.shape, bool)
+  lengths = np.where(stopped.any(axis=1), stopped.argmax(axis=1) + 1, step).astype(np.int32)
+  return GenerateOutput(tokens, logprobs, lengths)
