@@ -25,8 +25,13 @@ from tqdm import tqdm
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import normalize, patchify
 
-_CONFIG = config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "configs/demo.py"))
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/taskmem_demo", "Where the checkpoint and results go.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Only when run as a script, so that importing this module (tests, other scripts) defines no flags."""
+  config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "configs/demo.py"))
+  flags.DEFINE_string("workdir", "/tmp/taskmem_demo", "Where the checkpoint and results go.")
 
 
 def synthetic_image(height: int, width: int, seed: int) -> np.ndarray:
@@ -126,12 +131,13 @@ def run(cfg, workdir: str) -> dict:
 
 def main(argv):
   del argv
-  result = run(_CONFIG.value, _WORKDIR.value)
+  result = run(FLAGS.config, FLAGS.workdir)
   print(json.dumps(result, indent=2))
-  print(f"results written to {os.path.join(_WORKDIR.value, 'demo_results.json')}")
+  print(f"results written to {os.path.join(FLAGS.workdir, 'demo_results.json')}")
   if not result["logits_finite"]:
     raise SystemExit("non-finite logits")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -24,22 +24,27 @@ from taskmem_jax.processing import Qwen3VLProcessor, build_tiny_tokenizer
 from taskmem_jax.processing.video_io import write_video
 from taskmem_jax.sampling import generate
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "", "Hugging Face checkpoint dir; empty = a tiny random one.")
-_VIDEO = flags.DEFINE_string("video", "", "Video file; empty = a synthetic clip.")
-_START = flags.DEFINE_float("start", None, "Window start, seconds (default: start of the video).")
-_END = flags.DEFINE_float("end", None, "Window end, seconds (default: end of the video).")
-_PROMPT = flags.DEFINE_string("prompt", "Describe what happens in this video clip.", "The user's instruction.")
-_THINKING = flags.DEFINE_bool("thinking", None, "Force the Thinking (True) or Instruct (False) chat template; "
-                              "default: the checkpoint's own.")
-_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 256, "Tokens to generate at most.")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
-_TOP_P = flags.DEFINE_float("top_p", None, "Nucleus sampling (with temperature > 0).")
-_TOP_K = flags.DEFINE_integer("top_k", None, "Top-k sampling (with temperature > 0).")
-_THINKING_BUDGET = flags.DEFINE_integer("thinking_budget", None, "Force </think> after this many tokens.")
-_FPS = flags.DEFINE_float("fps", 2.0, "Frames sampled per second of video.")
-_DTYPE = flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"], "auto: float32 on CPU, else bfloat16.")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/taskmem_describe", "Where a tiny checkpoint / synthetic clip go.")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Only when run as a script, so that importing this module (tests, other scripts) defines no flags."""
+  flags.DEFINE_string("checkpoint", "", "Hugging Face checkpoint dir; empty = a tiny random one.")
+  flags.DEFINE_string("video", "", "Video file; empty = a synthetic clip.")
+  flags.DEFINE_float("start", None, "Window start, seconds (default: start of the video).")
+  flags.DEFINE_float("end", None, "Window end, seconds (default: end of the video).")
+  flags.DEFINE_string("prompt", "Describe what happens in this video clip.", "The user's instruction.")
+  flags.DEFINE_bool("thinking", None, "Force the Thinking (True) or Instruct (False) chat template; "
+                    "default: the checkpoint's own.")
+  flags.DEFINE_integer("max_new_tokens", 256, "Tokens to generate at most.")
+  flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
+  flags.DEFINE_float("top_p", None, "Nucleus sampling (with temperature > 0).")
+  flags.DEFINE_integer("top_k", None, "Top-k sampling (with temperature > 0).")
+  flags.DEFINE_integer("thinking_budget", None, "Force </think> after this many tokens.")
+  flags.DEFINE_float("fps", 2.0, "Frames sampled per second of video.")
+  flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"], "auto: float32 on CPU, else bfloat16.")
+  flags.DEFINE_string("workdir", "/tmp/taskmem_describe", "Where a tiny checkpoint / synthetic clip go.")
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 
 def tiny_checkpoint(workdir: str, seed: int = 0) -> str:
@@ -104,21 +109,23 @@ def describe(checkpoint: str, video: str, *, start=None, end=None, prompt: str, 
 
 def main(argv):
   del argv
-  os.makedirs(_WORKDIR.value, exist_ok=True)
-  checkpoint = _CHECKPOINT.value or tiny_checkpoint(_WORKDIR.value)
-  video = _VIDEO.value or synthetic_clip(os.path.join(_WORKDIR.value, "synthetic_clip.mp4"))
-  if not _CHECKPOINT.value:
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  checkpoint = FLAGS.checkpoint or tiny_checkpoint(FLAGS.workdir)
+  video = FLAGS.video or synthetic_clip(os.path.join(FLAGS.workdir, "synthetic_clip.mp4"))
+  if not FLAGS.checkpoint:
     print(f"No --checkpoint: using a tiny random checkpoint at {checkpoint} (its words are random).")
-  result = describe(checkpoint, video, start=_START.value, end=_END.value, prompt=_PROMPT.value,
-                    thinking=_THINKING.value, max_new_tokens=_MAX_NEW_TOKENS.value, temperature=_TEMPERATURE.value,
-                    top_k=_TOP_K.value, top_p=_TOP_P.value, thinking_budget=_THINKING_BUDGET.value, fps=_FPS.value,
-                    dtype=_DTYPE.value, seed=_SEED.value)
-  window = f"[{_START.value if _START.value is not None else 0:g}s, {_END.value if _END.value is not None else 'end'}"
-  print(f"\n{video} {window}{'s' if _END.value is not None else ''}]: {result['prompt_tokens']} prompt tokens, "
-        f"video grid {result['video_grid_thw']}, {result['new_tokens']} new tokens in "
+  result = describe(checkpoint, video, start=FLAGS.start, end=FLAGS.end, prompt=FLAGS.prompt,
+                    thinking=FLAGS.thinking, max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature,
+                    top_k=FLAGS.top_k, top_p=FLAGS.top_p, thinking_budget=FLAGS.thinking_budget, fps=FLAGS.fps,
+                    dtype=FLAGS.dtype, seed=FLAGS.seed)
+  start = f"{FLAGS.start:g}s" if FLAGS.start is not None else "start"
+  end = f"{FLAGS.end:g}s" if FLAGS.end is not None else "end"
+  print(f"\n{video} [{start}, {end}]: {result['prompt_tokens']} prompt tokens, video grid "
+        f"{result['video_grid_thw']}, {result['new_tokens']} new tokens in "
         f"{result['generate_seconds_with_compile']} s (with compile)\n")
   print(result["text"])
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
