@@ -162,3 +162,20 @@ def test_chunked_decode_reports_progress_and_matches(pair):
   assert reported == [3, 3, 3, 1]
   np.testing.assert_array_equal(chunked.tokens, whole.tokens)
   np.testing.assert_allclose(chunked.logprobs, whole.logprobs, atol=1e-6)
+
+
+def test_cached_vision_features_give_the_same_tokens(pair):
+  """Features encoded once per item (here: the image and the video separately) stand in for pixels."""
+  _, ours = pair
+  batch = fx.inputs()
+  expected = generate(ours, batch, max_new_tokens=6)
+  image_features, image_deepstack = ours.vision_features(batch["pixel_values"], batch["image_grid_thw"])
+  video_features, video_deepstack = ours.vision_features(batch["pixel_values_videos"], batch["video_grid_thw"])
+  features = jnp.concatenate([image_features, video_features])
+  deepstack = [jnp.concatenate(pair) for pair in zip(image_deepstack, video_deepstack)]
+  no_pixels = {k: v for k, v in batch.items() if not k.startswith("pixel_values")}
+  out = generate(ours, no_pixels, max_new_tokens=6, vision_features=(features, deepstack))
+  np.testing.assert_array_equal(out.tokens, expected.tokens)
+  np.testing.assert_allclose(out.logprobs, expected.logprobs, atol=1e-5)
+  with pytest.raises(ValueError, match="vision_features: 14 feature rows"):
+    generate(ours, no_pixels, max_new_tokens=2, vision_features=(features[:14], [d[:14] for d in deepstack]))

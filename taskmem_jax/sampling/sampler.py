@@ -105,7 +105,7 @@ def _choose(logits: Array, rng: Array, params: SamplingParams) -> tuple[Array, A
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _prefill(graphdef, state, inputs: ModelInputs, cache_len: int, num_samples: int):
+def _prefill(graphdef, state, inputs: ModelInputs, cache_len: int, num_samples: int, features=None, deepstack=None):
   """Runs the prompt through the model, filling a fresh cache of cache_len slots.
 
   Returns (logits at the last prompt position [B*n, V] fp32, caches [B*n, cache_len, Hkv, hd],
@@ -118,7 +118,6 @@ def _prefill(graphdef, state, inputs: ModelInputs, cache_len: int, num_samples: 
   shape = (b, cache_len, text.num_key_value_heads, text.head_dim)
   cache = [KVCache(jnp.zeros(shape, model.dtype), jnp.zeros(shape, model.dtype)) for _ in range(text.num_hidden_layers)]
   kv_mask = jnp.concatenate([inputs.attention_mask, jnp.ones((b, cache_len - length), jnp.int32)], axis=1)
-  features, deepstack = None, None
   if inputs.pixel_values is not None:
     features, deepstack = model.encode_vision(inputs.pixel_values, inputs.vision_meta)
   hidden, cache = model.hidden_states(inputs, features, deepstack, cache, 0, kv_mask)
@@ -186,7 +185,7 @@ def generate(model: Qwen3VLForConditionalGeneration, inputs: dict, *, max_new_to
              num_samples: int = 1, seed: int = 0, stop_token_ids=None, pad_token_id: int = 0,
              thinking_budget: int | None = None, think_end_token_id: int = THINK_END_TOKEN_ID,
              min_bucket: int = 64, decode_chunk: int | None = None,
-             on_tokens: Callable[[int], None] | None = None) -> GenerateOutput:
+             on_tokens: Callable[[int], None] | None = None, vision_features=None) -> GenerateOutput:
   """Samples continuations of a batch of prompts.
 
   inputs: the processor's dict, transformers' names (input_ids [B, L], attention_mask [B, L],
@@ -197,6 +196,10 @@ def generate(model: Qwen3VLForConditionalGeneration, inputs: dict, *, max_new_to
   decode_chunk: decode this many steps per device call (None: all in one call) and report each
   chunk's step count to on_tokens, e.g. a progress bar's update; the loop also ends early once every
   row has stopped.
+  vision_features: (features [n, H], DeepStack features: list of [n, H]) for the batch's vision
+  tokens in order (images first, then videos), as model.encode_vision returns them. Then pixel values
+  may be left out (grids are still needed): a clip's features can be computed once and reused by
+  every window that shows it. Vision attention never crosses frames, so this is exact.
   """
   params = SamplingParams(max_new_tokens, temperature, top_k, top_p, tuple(stop_token_ids or ()), pad_token_id,
                           thinking_budget, think_end_token_id)
@@ -212,10 +215,21 @@ def generate(model: Qwen3VLForConditionalGeneration, inputs: dict, *, max_new_to
     raise ValueError("attention_mask: prompts must be left-padded (every row's last token real)")
   length = bucket_length(ids.shape[1], min_bucket)
   ids, mask = _left_pad(ids, mask, length, pad_token_id)
-  prepared = prepare_inputs(model.config, ids, mask, inputs.get("pixel_values"), inputs.get("image_grid_thw"),
-                            inputs.get("pixel_values_videos"), inputs.get("video_grid_thw"))
+  features, deepstack = None, None
+  pixels = (inputs.get("pixel_values"), inputs.get("pixel_values_videos"))
+  if vision_features is not None:
+    features, deepstack = vision_features
+    pixels = (None, None)  # the features stand for them
+  prepared = prepare_inputs(model.config, ids, mask, pixels[0], inputs.get("image_grid_thw"), pixels[1],
+                            inputs.get("video_grid_thw"), require_pixels=vision_features is None)
+  if features is not None:
+    needed = int((prepared.vision_index >= 0).sum())
+    if features.shape[0] != needed or any(d.shape != features.shape for d in deepstack):
+      raise ValueError(f"vision_features: {features.shape[0]} feature rows (DeepStack shapes "
+                       f"{[tuple(d.shape) for d in deepstack]}) for {needed} vision tokens in input_ids")
   graphdef, state = nnx.split(model)
-  logits, cache, kv_mask, next_position = _prefill(graphdef, state, prepared, length + max_new_tokens, num_samples)
+  logits, cache, kv_mask, next_position = _prefill(graphdef, state, prepared, length + max_new_tokens, num_samples,
+                                                   features, deepstack)
   rows = logits.shape[0]
   carry = DecodeState(jnp.int32(0), logits, jnp.full((rows, max_new_tokens), pad_token_id, jnp.int32),
                       jnp.zeros((rows, max_new_tokens), jnp.float32), jnp.zeros((rows,), bool),

@@ -46,14 +46,16 @@ class ModelInputs(NamedTuple):
   vision_meta: VisionMetadata | None = None
 
 
-def _pixels(pixels, grids, name: str, config: Qwen3VLConfig):
+def _pixels(pixels, grids, name: str, config: Qwen3VLConfig, require_pixels: bool = True):
   if pixels is None and grids is None:
     return None, np.zeros((0, 3), np.int64)
-  if pixels is None or grids is None:
+  if grids is None or (pixels is None and require_pixels):
     raise InputError(f"{name}: pixel values and grid_thw must be given together")
   grids = np.asarray(grids, np.int64)
   if grids.ndim != 2 or grids.shape[1] != 3:
     raise InputError(f"{name}_grid_thw: expected shape [n, 3], got {grids.shape}")
+  if pixels is None:
+    return None, grids
   shape = tuple(pixels.shape)
   expected = (int(np.prod(grids, axis=1).sum()), config.vision.patch_dim)
   if shape != expected:
@@ -63,14 +65,18 @@ def _pixels(pixels, grids, name: str, config: Qwen3VLConfig):
 
 
 def prepare_inputs(config: Qwen3VLConfig, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None,
-                   pixel_values_videos=None, video_grid_thw=None) -> ModelInputs:
-  """Host-side checks and index arithmetic for one forward pass (transformers' argument names)."""
+                   pixel_values_videos=None, video_grid_thw=None, *, require_pixels: bool = True) -> ModelInputs:
+  """Host-side checks and index arithmetic for one forward pass (transformers' argument names).
+
+  require_pixels=False accepts grids without pixel values, for callers that bring vision features
+  computed earlier (encode_vision); the result then has no pixel_values / vision_meta.
+  """
   ids = np.asarray(input_ids)
   if ids.ndim != 2:
     raise InputError(f"input_ids: expected shape [B, L], got {ids.shape}")
   mask = np.ones(ids.shape, np.int32) if attention_mask is None else np.asarray(attention_mask).astype(np.int32)
-  image_pixels, image_grids = _pixels(pixel_values, image_grid_thw, "image", config)
-  video_pixels, video_grids = _pixels(pixel_values_videos, video_grid_thw, "video", config)
+  image_pixels, image_grids = _pixels(pixel_values, image_grid_thw, "image", config, require_pixels)
+  video_pixels, video_grids = _pixels(pixel_values_videos, video_grid_thw, "video", config, require_pixels)
   position_ids, rope_deltas = get_rope_index(ids, config, mask, image_grid_thw=image_grids,
                                              video_grid_thw=video_grids)
   merge = config.vision.spatial_merge_size**2
