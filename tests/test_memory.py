@@ -1,0 +1,274 @@
+"""taskmem_jax.memory: the episodic store and schedule, the window prompt, the strict and lenient parsers."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from taskmem_jax.memory import parse, prompt
+from taskmem_jax.memory.parse import ParseResult, parse_lenient, parse_response
+from taskmem_jax.memory.store import EpisodicMemory, StoreError, Window, format_seconds, schedule
+from taskmem_jax.models.qwen3_vl.config import PRESETS
+
+# --- store ------------------------------------------------------------------------------------
+
+
+def three_clips():
+  return EpisodicMemory(descriptions={0: "A red cup sits on the table.", 1: "Tag 2 picks up the cup.",
+                                      360: "The sign shows 7."})
+
+
+def test_add_get_contains_len_and_clip_order():
+  memory = EpisodicMemory()
+  for clip, text in ((5, "five"), (0, "zero"), (2, "two")):
+    memory.add(clip, text)
+  assert len(memory) == 3 and 2 in memory and 1 not in memory
+  assert list(memory) == [0, 2, 5] and memory.items() == [(0, "zero"), (2, "two"), (5, "five")]
+  assert memory.get(5) == "five"
+  with pytest.raises(KeyError, match="clip 1: no description"):
+    memory.get(1)
+  with pytest.raises(StoreError, match="clip 2: already has a description"):
+    memory.add(2, "again")
+  memory.add(2, "again", replace=True)
+  assert memory.get(2) == "again"
+
+
+@pytest.mark.parametrize("clip, description, match", [
+    (-1, "x", "clip=-1"), (1.0, "x", "clip=1.0"), (True, "x", "clip=True"),
+    (0, "", "non-empty string, got ''"), (0, "  ", "non-empty"), (0, None, "got None")])
+def test_add_rejects_bad_values(clip, description, match):
+  with pytest.raises(StoreError, match=match):
+    EpisodicMemory().add(clip, description)
+
+
+def test_bad_interval():
+  for interval in (0, -10, 2.5, True):
+    with pytest.raises(StoreError, match="interval="):
+      EpisodicMemory(interval)
+
+
+def test_to_string_matches_the_official_qa_serialisation():
+  expected = ("Description:\n\n"
+              "00:00:00-00:00:10\nA red cup sits on the table.\n\n"
+              "00:00:10-00:00:20\nTag 2 picks up the cup.\n\n"
+              "01:00:00-01:00:10\nThe sign shows 7.")
+  assert three_clips().to_string() == expected
+  assert EpisodicMemory().to_string() == "Description:\n\n"
+  assert EpisodicMemory(30, {1: "x"}).to_string() == "Description:\n\n00:00:30-00:01:00\nx"
+  assert format_seconds(3599) == "00:59:59" and format_seconds(360000) == "100:00:00"
+
+
+def test_json_round_trip_and_atomic_save(tmp_path):
+  memory = three_clips()
+  memory.add(4, 'Quotes "and" unicode: café\nnew line.')
+  again = EpisodicMemory.from_json(memory.to_json())
+  assert again == memory and again.items() == memory.items()
+  assert json.loads(memory.to_json())["descriptions"]["360"] == "The sign shows 7."
+
+  path = tmp_path / "memory.json"
+  memory.save(path)
+  assert EpisodicMemory.load(path) == memory
+  memory.add(5, "more")
+  memory.save(path)  # over an existing file
+  assert EpisodicMemory.load(path) == memory
+  assert os.listdir(tmp_path) == ["memory.json"]  # no temporary file left behind
+  assert EpisodicMemory.load(path) != EpisodicMemory(20, dict(memory.items()))
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[1]", "expected an object"), ('{"interval": 10}', "keys"),
+    ('{"interval": 10, "descriptions": {"a": "x"}}', "clip id 'a'"),
+    ('{"interval": 10, "descriptions": {"-1": "x"}}', "clip id '-1'"),
+    ('{"interval": 0, "descriptions": {}}', "interval=0"), ("{", "not valid JSON")])
+def test_from_json_errors(text, match):
+  with pytest.raises(StoreError, match=match):
+    EpisodicMemory.from_json(text)
+
+
+def test_load_error_names_the_file(tmp_path):
+  path = tmp_path / "bad.json"
+  path.write_text('{"interval": 10, "descriptions": {"0": ""}}')
+  with pytest.raises(StoreError, match="bad.json: clip 0"):
+    EpisodicMemory.load(path)
+
+
+def test_previous_is_the_window_before_the_clip():
+  memory = EpisodicMemory(descriptions={c: f"m{c}" for c in range(8) if c != 5})
+  assert memory.previous(0) == []
+  assert memory.previous(2) == ["m0", "m1"]
+  assert memory.previous(6) == ["m2", "m3", "m4"]  # clip 5 has no memory
+  assert memory.previous(7) == ["m3", "m4", "m6"]
+  assert memory.previous(20) == []
+  assert memory.previous(7, n=2) == ["m6"] and memory.previous(7, n=0) == []
+
+
+def test_schedule_35_s():
+  assert schedule(35) == [Window(0, 0, 10), Window(1, 0, 20), Window(2, 0, 30), Window(3, 0, 35)]
+
+
+def test_schedule_100_s():
+  assert schedule(100) == [(0, 0, 10), (1, 0, 20), (2, 0, 30), (3, 0, 40), (4, 0, 50),
+                           (5, 10, 60), (6, 20, 70), (7, 30, 80), (8, 40, 90), (9, 50, 100)]
+
+
+def test_schedule_tail_and_errors():
+  # The official loop stops once the last window ends within 1 s of the end.
+  assert [w.clip for w in schedule(30.8)] == [0, 1, 2]
+  assert schedule(31.5)[-1] == (3, 0, 31.5)
+  assert schedule(1) == [] and schedule(1.5) == [(0, 0, 1.5)]
+  assert schedule(40, interval=20, context=40) == [(0, 0, 20), (1, 0, 40)]
+  for kwargs, match in (({"duration": -1}, "duration=-1"), ({"duration": float("nan")}, "duration=nan"),
+                        ({"duration": 10, "context": 5}, "context=5")):
+    with pytest.raises(StoreError, match=match):
+      schedule(**kwargs)
+
+
+# --- window prompt --------------------------------------------------------------------------------
+
+PATCH_DIM = PRESETS["tiny"].vision.patch_dim  # 1536
+
+
+def video(grid=(2, 4, 4)):
+  return {"type": "video", "pixel_values": np.zeros((int(np.prod(grid)), PATCH_DIM), np.float32),
+          "grid_thw": list(grid), "timestamps": [0.5, 1.5]}
+
+
+def instruction(messages):
+  (turn,) = messages
+  assert turn["role"] == "user" and [item["type"] for item in turn["content"]] == ["text", "video", "text"]
+  return turn["content"][2]["text"]
+
+
+def test_prompt_joins_previous_memories_with_spaces():
+  text = instruction(prompt.window_messages(video(), ["Tag 1 sits.", "Tag 1 stands up."]))
+  assert prompt.PRECEDING_HEADER + "\nTag 1 sits. Tag 1 stands up.\n\n" + prompt.CLOSING in text
+  assert text.endswith(prompt.CLOSING)
+  empty = instruction(prompt.window_messages(video(), []))
+  assert prompt.PRECEDING_HEADER + "\n\n\n" + prompt.CLOSING in empty
+  with pytest.raises(ValueError, match="previous_memories: 5 given, at most 4"):
+    prompt.window_messages(video(), ["m"] * 5)
+  with pytest.raises(ValueError, match=r"previous_memories\[1\]=''"):
+    prompt.window_messages(video(), ["m", ""])
+
+
+def test_task_hint_only_with_questions():
+  assert prompt.TASK_HINT_HEADER not in instruction(prompt.window_messages(video(), ["m"]))
+  assert prompt.TASK_HINT_HEADER not in instruction(prompt.window_messages(video(), ["m"], []))
+  questions = [f"What is object {i}?" for i in range(5)]
+  text = instruction(prompt.window_messages(video(), ["m"], questions))
+  hint = prompt.TASK_HINT_HEADER + "\n" + "\n".join(f"- {q}" for q in questions)
+  # The hint sits between the output format and the preceding descriptions.
+  assert text.index(prompt.INSTRUCTION) < text.index(hint) < text.index(prompt.PRECEDING_HEADER)
+  with pytest.raises(ValueError, match="task_questions: 6 given, at most 5"):
+    prompt.window_messages(video(), ["m"], questions + ["one too many?"])
+
+
+def test_prompt_words_and_items():
+  words = prompt.prompt_words()
+  assert {"description", "preceding", "Description", "JSON", "[", "]", ":", "{", "}", "`"} <= words
+  fixed = prompt.PREAMBLE + prompt.INSTRUCTION + prompt.TASK_HINT_HEADER + prompt.PRECEDING_HEADER + prompt.CLOSING
+  assert fixed.isascii()  # the tiny byte-level tokenizer drops non-ASCII characters
+  assert set(prompt.WORD_PATTERN.findall(fixed)) <= words
+  assert prompt.window_video_item("s.mp4", 10, 60) == {"type": "video", "video": "s.mp4", "video_start": 10.0,
+                                                       "video_end": 60.0}
+  with pytest.raises(ValueError, match="video_item"):
+    prompt.window_messages({"type": "text", "text": "x"}, [])
+  with pytest.raises(ValueError, match=r"window \[5, 5\)"):
+    prompt.window_video_item("s.mp4", 5, 5)
+
+
+@pytest.fixture(scope="module")
+def processor(tmp_path_factory):
+  from taskmem_jax.processing import Qwen3VLProcessor, build_tiny_tokenizer
+  path = tmp_path_factory.mktemp("tiny_checkpoint")
+  build_tiny_tokenizer(PRESETS["tiny"], path)
+  with open(path / "config.json", "w") as f:
+    json.dump(PRESETS["tiny"].to_hf_dict(), f)
+  return Qwen3VLProcessor.from_pretrained(path)
+
+
+def test_prompt_renders_through_the_processor(processor):
+  config = PRESETS["tiny"]
+  previous = ["Tag 1 puts a red cup on the table.", "Tag 2 picks up the cup."]
+  messages = prompt.window_messages(video(), previous, ["What colour is the cup?"])
+  batch = processor(messages, thinking=True)
+  ids = batch["input_ids"][0]
+  assert (ids == config.video_token_id).sum() == 2 * 4 * 4 // 4  # 2 frame groups of 2x2 merged patches
+  assert batch["video_grid_thw"].tolist() == [[2, 4, 4]]
+  text = processor.tokenizer.decode(ids)
+  assert text.startswith("<|im_start|>user\n" + prompt.PREAMBLE + "<|vision_start|><0.5 seconds>")
+  assert text.endswith(prompt.CLOSING + "<|im_end|>\n<|im_start|>assistant\n<think>\n")
+  assert " ".join(previous) in text and "- What colour is the cup?" in text
+
+
+# --- parsers --------------------------------------------------------------------------------------
+
+GOOD = 'I see a cup.</think>\n\n```json\n{"description": "Tag 1 lifts the cup."}\n```'
+
+
+def test_parse_good_response_with_and_without_fences():
+  result = parse_response(GOOD)
+  assert result == ParseResult(True, "Tag 1 lifts the cup.", None, "I see a cup.")
+  assert parse_response('<think>\nhm\n</think>{"description": "x"}') == ParseResult(True, "x", None, "hm")
+  assert parse_response('</think> ```JSON {"description": "x"}```<|im_end|>').ok
+  assert parse_response('</think>```\n{"description": "x"}').description == "x"  # fence cut off
+
+
+@pytest.mark.parametrize("text, reason", [
+    ('{"description": "x"}', parse.NO_THINK_END),
+    ('a</think>b</think>{"description": "x"}', parse.MULTIPLE_THINK_END),
+    ("a</think>Tag 1 lifts the cup.", parse.NOT_JSON),
+    ('a</think>{"description": "x"} and more', parse.NOT_JSON),
+    ('a</think>["x"]', parse.NOT_A_DICT),
+    ('a</think>"x"', parse.NOT_A_DICT),
+    ('a</think>{"desc": "x"}', parse.WRONG_KEYS),
+    ('a</think>{"description": "x", "extra": 1}', parse.WRONG_KEYS),
+    ('a</think>{}', parse.WRONG_KEYS),
+    ('a</think>{"description": ["x"]}', parse.NOT_A_STRING),
+    ('a</think>{"description": ""}', parse.EMPTY_DESCRIPTION),
+    ('a</think>```json\n{"description": "  "}\n```', parse.EMPTY_DESCRIPTION),
+])
+def test_parse_failure_reasons(text, reason):
+  result = parse_response(text)
+  assert (result.ok, result.reason, result.description) == (False, reason, None)
+  assert not result.format_ok and reason in parse.FORMAT_FAILURES
+
+
+def test_parse_thinking_when_unterminated():
+  assert parse_response("<think>still going").thinking == "<think>still going"
+
+
+THINK_END_ID = 9
+
+
+def test_parse_token_budget_and_lengths():
+  # 3 thinking tokens, </think>, 4 answer tokens: the memory span is 5 tokens, </think> included.
+  tokens = [1, 2, 3, THINK_END_ID, 4, 5, 6, 7]
+  result = parse_response(GOOD, tokens=tokens, think_end_id=THINK_END_ID, max_memory_tokens=5)
+  assert result.ok and (result.memory_tokens, result.think_tokens) == (5, 3)
+  over = parse_response(GOOD, tokens=tokens, think_end_id=THINK_END_ID, max_memory_tokens=4)
+  assert (over.ok, over.reason, over.description, over.memory_tokens) == (False, parse.OVER_BUDGET,
+                                                                          "Tag 1 lifts the cup.", 5)
+  assert over.format_ok
+  # With ids, "exactly one </think>" is decided on the ids, as the official reward does.
+  twice = parse_response(GOOD, tokens=[THINK_END_ID, 1, THINK_END_ID], think_end_id=THINK_END_ID)
+  assert twice.reason == parse.MULTIPLE_THINK_END and twice.memory_tokens is None
+  assert parse_response(GOOD, tokens=[1, 2], think_end_id=THINK_END_ID).reason == parse.NO_THINK_END
+  bad = parse_response("a</think>{}", tokens=[1, THINK_END_ID, 2], think_end_id=THINK_END_ID)
+  assert bad.reason == parse.WRONG_KEYS and bad.memory_tokens == 2
+  with pytest.raises(ValueError, match="think_end_id"):
+    parse_response(GOOD, tokens=tokens)
+  with pytest.raises(ValueError, match="max_memory_tokens needs"):
+    parse_response(GOOD, max_memory_tokens=5)
+
+
+def test_lenient_parser():
+  assert parse_lenient(GOOD) == "Tag 1 lifts the cup."
+  assert parse_lenient('a</think>b</think>{"description": "x"}') == "x"  # after the last </think>
+  assert parse_lenient('{"description": "no think"}') == "no think"
+  assert parse_lenient('</think>Here it is: {"description": "x", "other": 1} done') == "x"
+  assert parse_lenient('</think>{"description": "cut \\"off') == 'cut "off'  # truncated: regex
+  assert parse_lenient("</think>{'description': 'single'}") is None
+  assert parse_lenient('</think>{"description": "  "}') is None
+  assert parse_lenient("</think>nothing here") is None
