@@ -1,0 +1,80 @@
+"""The reference streaming rollout, a plain Python loop over the schedule, as the official pipeline runs.
+
+For every step of ``store.schedule``: build the window prompt (previous memories of the window's
+clips, the window's video, optional task questions), sample num_samples responses with
+``sampling.generate``, parse them strictly, and store the first valid one as the new clip's memory.
+Every response and its parse are kept, so RL can score them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from taskmem_jax.memory.parse import ParseResult, parse_response
+from taskmem_jax.memory.prompt import window_messages, window_video_item
+from taskmem_jax.memory.store import EpisodicMemory, Window, schedule
+from taskmem_jax.processing.processor import Qwen3VLProcessor
+from taskmem_jax.sampling import generate
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+  max_new_tokens: int = 256       # thinking + memory
+  memory_budget: int | None = None  # tokens from </think> to the end (the paper's L_mem); None = unchecked
+  thinking_budget: int | None = None
+  num_samples: int = 1
+  temperature: float = 0.0
+  top_k: int | None = None
+  top_p: float | None = None
+  seed: int = 0
+  interval: int = 10
+  context: int = 50
+
+
+@dataclasses.dataclass
+class StepRecord:
+  """One window: the prompt's previous memories, and per sample its tokens [T], text and parse."""
+  window: Window
+  previous: list[str]
+  tokens: list[np.ndarray]
+  texts: list[str]
+  parses: list[ParseResult]
+
+
+def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str, duration: float, cfg: RolloutConfig,
+                    *, task_questions: list[str] | None = None,
+                    on_step: Callable[[StepRecord], None] | None = None) -> tuple[EpisodicMemory, list[StepRecord]]:
+  """Memorises the stream at video_path clip by clip; returns the memory and one record per window."""
+  tokenizer = processor.tokenizer
+  think_end = tokenizer.convert_tokens_to_ids("</think>")
+  stops = sorted({tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")})
+  memory = EpisodicMemory(interval=cfg.interval)
+  records = []
+  for step, window in enumerate(schedule(duration, cfg.interval, cfg.context)):
+    previous = memory.previous(window.clip)
+    messages = window_messages(window_video_item(video_path, window.start, window.end), previous, task_questions)
+    batch = processor([messages], thinking=True)
+    out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                   top_p=cfg.top_p, num_samples=cfg.num_samples, seed=cfg.seed + step, stop_token_ids=stops,
+                   pad_token_id=processor.pad_token_id, thinking_budget=cfg.thinking_budget,
+                   think_end_token_id=think_end)
+    record = StepRecord(window, previous, [], [], [])
+    for row, length in zip(out.tokens, out.lengths):
+      tokens = row[:length]
+      if len(tokens) and tokens[-1] in stops:
+        tokens = tokens[:-1]  # the stop token is not part of the memory span
+      text = tokenizer.decode(tokens.tolist(), skip_special_tokens=False)
+      record.tokens.append(tokens)
+      record.texts.append(text)
+      record.parses.append(parse_response(text, tokens=tokens.tolist(), think_end_id=think_end,
+                                          max_memory_tokens=cfg.memory_budget))
+    chosen = next((p for p in record.parses if p.ok), None)
+    if chosen is not None:
+      memory.add(window.clip, chosen.description)
+    records.append(record)
+    if on_step is not None:
+      on_step(record)
+  return memory, records
