@@ -179,3 +179,20 @@ def test_cached_vision_features_give_the_same_tokens(pair):
   np.testing.assert_allclose(out.logprobs, expected.logprobs, atol=1e-5)
   with pytest.raises(ValueError, match="vision_features: 14 feature rows"):
     generate(ours, no_pixels, max_new_tokens=2, vision_features=(features[:14], [d[:14] for d in deepstack]))
+
+
+def test_memory_budget_stops_the_span_after_think_end(pair):
+  _, ours = pair
+  batch = fx.inputs()
+  free = generate(ours, batch, max_new_tokens=STEPS)
+  think_end = int(free.tokens[0, 2])  # pretend row 0's third greedy token is </think>
+  first = int(np.argmax(free.tokens[0] == think_end))
+  stop = 199
+  assert stop not in free.tokens
+  out = generate(ours, batch, max_new_tokens=STEPS, stop_token_ids=[stop], think_end_token_id=think_end,
+                 memory_budget=3)
+  # </think> and two more tokens make a span of 3; then the stop is forced.
+  np.testing.assert_array_equal(out.tokens[0, : first + 3], free.tokens[0, : first + 3])
+  assert out.tokens[0, first + 3] == stop and out.lengths[0] == first + 4
+  with pytest.raises(ValueError, match="needs stop_token_ids"):
+    generate(ours, batch, max_new_tokens=2, memory_budget=3)

@@ -23,7 +23,7 @@ from taskmem_jax.sampling import generate
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
   max_new_tokens: int = 256       # thinking + memory
-  memory_budget: int | None = None  # tokens from </think> to the end (the paper's L_mem); None = unchecked
+  memory_budget: int | None = None  # tokens from </think> on (the paper's L_mem), enforced while decoding
   thinking_budget: int | None = None
   num_samples: int = 1
   temperature: float = 0.0
@@ -60,7 +60,7 @@ def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str, duratio
     out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                    top_p=cfg.top_p, num_samples=cfg.num_samples, seed=cfg.seed + step, stop_token_ids=stops,
                    pad_token_id=processor.pad_token_id, thinking_budget=cfg.thinking_budget,
-                   think_end_token_id=think_end)
+                   think_end_token_id=think_end, memory_budget=cfg.memory_budget)
     record = StepRecord(window, previous, [], [], [])
     for row, length in zip(out.tokens, out.lengths):
       tokens = row[:length]

@@ -48,6 +48,7 @@ class SamplingParams:
   pad_token_id: int = 0
   thinking_budget: int | None = None
   think_end_token_id: int = THINK_END_TOKEN_ID
+  memory_budget: int | None = None
 
   def __post_init__(self):
     if self.max_new_tokens <= 0:
@@ -60,6 +61,8 @@ class SamplingParams:
       raise ValueError(f"top_p={self.top_p}: must be in (0, 1] or None")
     if self.thinking_budget is not None and self.thinking_budget < 0:
       raise ValueError(f"thinking_budget={self.thinking_budget}: must be >= 0 or None")
+    if self.memory_budget is not None and (self.memory_budget < 1 or not self.stop_token_ids):
+      raise ValueError(f"memory_budget={self.memory_budget}: must be >= 1, and needs stop_token_ids to stop with")
 
 
 def bucket_length(length: int, minimum: int = 64) -> int:
@@ -104,15 +107,15 @@ def _choose(logits: Array, rng: Array, params: SamplingParams) -> tuple[Array, A
   return tokens, logprobs
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _prefill(graphdef, state, inputs: ModelInputs, cache_len: int, num_samples: int, features=None, deepstack=None):
-  """Runs the prompt through the model, filling a fresh cache of cache_len slots.
+def prefill(model: Qwen3VLForConditionalGeneration, inputs: ModelInputs, cache_len: int, num_samples: int = 1,
+            features=None, deepstack=None):
+  """Runs the prompt through the model, filling a fresh cache of cache_len slots (traceable).
 
+  The prompt's last slot must hold a real token in every row. Vision comes from inputs' pixels, or
+  from features / deepstack (encode_vision's outputs) when the inputs carry none.
   Returns (logits at the last prompt position [B*n, V] fp32, caches [B*n, cache_len, Hkv, hd],
   kv_mask [B*n, cache_len], next position [B*n]), each repeated num_samples times per prompt.
   """
-  TRACE_COUNTS["prefill"] += 1
-  model = nnx.merge(graphdef, state)
   text = model.config.text
   b, length = inputs.input_ids.shape
   shape = (b, cache_len, text.num_key_value_heads, text.head_dim)
@@ -128,30 +131,41 @@ def _prefill(graphdef, state, inputs: ModelInputs, cache_len: int, num_samples: 
   return repeat(logits), jax.tree.map(repeat, cache), repeat(kv_mask), repeat(next_position)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _prefill(graphdef, state, inputs: ModelInputs, cache_len: int, num_samples: int, features=None, deepstack=None):
+  TRACE_COUNTS["prefill"] += 1
+  return prefill(nnx.merge(graphdef, state), inputs, cache_len, num_samples, features, deepstack)
+
+
 class DecodeState(NamedTuple):
   """The while_loop carry. step: tokens written so far; logits: [B, V] fp32 for the next token;
-  tokens, logprobs: [B, max_new_tokens]; done, thinking: [B] bool; cache: per-layer KVCache
-  [B, S, Hkv, hd]."""
+  tokens, logprobs: [B, max_new_tokens]; done, thinking (no </think> yet): [B] bool; memory_len: [B]
+  tokens since </think>, itself included; cache: per-layer KVCache [B, S, Hkv, hd]."""
   step: Array
   logits: Array
   tokens: Array
   logprobs: Array
   done: Array
   thinking: Array
+  memory_len: Array
   cache: list[KVCache]
   rng: Array
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7), donate_argnums=(2,))
-def _decode(graphdef, state, carry: DecodeState, kv_mask, next_position, start_slot: int, params: SamplingParams,
-            chunk: int) -> DecodeState:
-  """Up to `chunk` decode steps: choose a token from the current logits, write it, run it through
-  the model. The carry (and so the cache) is donated and updated in place.
+def init_decode_state(logits: Array, cache: list[KVCache], params: SamplingParams, rng: Array) -> DecodeState:
+  rows = logits.shape[0]
+  return DecodeState(jnp.int32(0), logits, jnp.full((rows, params.max_new_tokens), params.pad_token_id, jnp.int32),
+                     jnp.zeros((rows, params.max_new_tokens), jnp.float32), jnp.zeros((rows,), bool),
+                     jnp.ones((rows,), bool), jnp.zeros((rows,), jnp.int32), cache, rng)
+
+
+def decode(model: Qwen3VLForConditionalGeneration, carry: DecodeState, kv_mask: Array, next_position: Array,
+           start_slot, params: SamplingParams, chunk: int) -> DecodeState:
+  """Up to `chunk` decode steps (traceable): choose a token from the current logits, write it, run it
+  through the model.
 
   kv_mask: [B, S]; next_position: [B] position of the first generated token; start_slot: its slot.
   """
-  TRACE_COUNTS["decode"] += 1
-  model = nnx.merge(graphdef, state)
   b = carry.logits.shape[0]
   stop_ids = jnp.asarray(params.stop_token_ids or (-1,), jnp.int32)
   last = jnp.minimum(carry.step + chunk, params.max_new_tokens)
@@ -162,12 +176,16 @@ def _decode(graphdef, state, carry: DecodeState, kv_mask, next_position, start_s
   def body(c: DecodeState) -> DecodeState:
     rng, key = jax.random.split(c.rng)
     token, logprob = _choose(c.logits, key, params)
-    thinking = c.thinking
     if params.thinking_budget is not None:
-      forced = thinking & (c.step >= params.thinking_budget)
+      forced = c.thinking & (c.step >= params.thinking_budget)
       token = jnp.where(forced, params.think_end_token_id, token)
       logprob = jnp.where(forced, 0.0, logprob)  # not the policy's choice
-      thinking = thinking & (token != params.think_end_token_id)
+    if params.memory_budget is not None:  # the memory span is full: stop
+      forced = ~c.thinking & (c.memory_len >= params.memory_budget)
+      token = jnp.where(forced, params.stop_token_ids[0], token)
+      logprob = jnp.where(forced, 0.0, logprob)
+    thinking = c.thinking & (token != params.think_end_token_id)
+    memory_len = jnp.where(thinking, 0, c.memory_len + 1)
     token = jnp.where(c.done, params.pad_token_id, token)
     logprob = jnp.where(c.done, 0.0, logprob)
     position = jnp.broadcast_to((next_position + c.step)[None, :, None], (3, b, 1))
@@ -175,16 +193,24 @@ def _decode(graphdef, state, carry: DecodeState, kv_mask, next_position, start_s
     hidden, cache = model.hidden_states(step_inputs, cache=c.cache, cache_index=start_slot + c.step, kv_mask=kv_mask)
     return DecodeState(c.step + 1, model.logits(hidden)[:, 0].astype(jnp.float32),
                        c.tokens.at[:, c.step].set(token), c.logprobs.at[:, c.step].set(logprob),
-                       c.done | jnp.isin(token, stop_ids), thinking, cache, rng)
+                       c.done | jnp.isin(token, stop_ids), thinking, memory_len, cache, rng)
 
   return jax.lax.while_loop(cond, body, carry)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7), donate_argnums=(2,))
+def _decode(graphdef, state, carry: DecodeState, kv_mask, next_position, start_slot: int, params: SamplingParams,
+            chunk: int) -> DecodeState:
+  """decode, jitted; the carry (and so the cache) is donated and updated in place."""
+  TRACE_COUNTS["decode"] += 1
+  return decode(nnx.merge(graphdef, state), carry, kv_mask, next_position, start_slot, params, chunk)
 
 
 def generate(model: Qwen3VLForConditionalGeneration, inputs: dict, *, max_new_tokens: int,
              temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
              num_samples: int = 1, seed: int = 0, stop_token_ids=None, pad_token_id: int = 0,
              thinking_budget: int | None = None, think_end_token_id: int = THINK_END_TOKEN_ID,
-             min_bucket: int = 64, decode_chunk: int | None = None,
+             memory_budget: int | None = None, min_bucket: int = 64, decode_chunk: int | None = None,
              on_tokens: Callable[[int], None] | None = None, vision_features=None) -> GenerateOutput:
   """Samples continuations of a batch of prompts.
 
@@ -192,7 +218,8 @@ def generate(model: Qwen3VLForConditionalGeneration, inputs: dict, *, max_new_to
   pixel_values / image_grid_thw, pixel_values_videos / video_grid_thw). temperature 0 is greedy.
   Rows stop at any of stop_token_ids (the stop token is kept). With thinking_budget=N, a row that
   has not closed its thinking after N tokens gets think_end_token_id forced as token N+1 (the prompt
-  is assumed to end inside <think>).
+  is assumed to end inside <think>). With memory_budget=M, a row whose span from </think> (included)
+  reaches M tokens is stopped with stop_token_ids[0] (the paper's memory budget L_mem).
   decode_chunk: decode this many steps per device call (None: all in one call) and report each
   chunk's step count to on_tokens, e.g. a progress bar's update; the loop also ends early once every
   row has stopped.
@@ -202,7 +229,7 @@ def generate(model: Qwen3VLForConditionalGeneration, inputs: dict, *, max_new_to
   every window that shows it. Vision attention never crosses frames, so this is exact.
   """
   params = SamplingParams(max_new_tokens, temperature, top_k, top_p, tuple(stop_token_ids or ()), pad_token_id,
-                          thinking_budget, think_end_token_id)
+                          thinking_budget, think_end_token_id, memory_budget)
   if num_samples <= 0:
     raise ValueError(f"num_samples={num_samples}: must be positive")
   ids = np.asarray(inputs["input_ids"])
@@ -230,10 +257,7 @@ def generate(model: Qwen3VLForConditionalGeneration, inputs: dict, *, max_new_to
   graphdef, state = nnx.split(model)
   logits, cache, kv_mask, next_position = _prefill(graphdef, state, prepared, length + max_new_tokens, num_samples,
                                                    features, deepstack)
-  rows = logits.shape[0]
-  carry = DecodeState(jnp.int32(0), logits, jnp.full((rows, max_new_tokens), pad_token_id, jnp.int32),
-                      jnp.zeros((rows, max_new_tokens), jnp.float32), jnp.zeros((rows,), bool),
-                      jnp.full((rows,), thinking_budget is not None), cache, jax.random.key(seed))
+  carry = init_decode_state(logits, cache, params, jax.random.key(seed))
   chunk = max_new_tokens if decode_chunk is None else decode_chunk
   while True:
     before = int(carry.step)
