@@ -1,0 +1,327 @@
+"""The streaming memory rollout as one jitted ``lax.scan`` over clips.
+
+Each step shows the policy a window: up to 5 clip slots (4 previous clips and the new one) and the
+memories written for the previous clips, and decodes the new clip's memory. On device:
+- The window prompt lives in one fixed-size buffer (``WindowTemplate``). Clip slots that are not in
+  use yet, memory slots that are shorter than their width, and separators between missing memories
+  are masked. Positions come from the mask (``layout_positions``), so each step is equivalent to the
+  compact prompt with the masked slots removed (``compact_prompt``).
+- Vision and DeepStack features are encoded once per clip, before the scan, and gathered into each
+  window that shows the clip. The official pipeline re-encodes the whole 50-s window at every step.
+- The carry is a ring buffer of the last 4 memories (token ids [B, 4, M] and lengths [B, 4]) and the
+  RNG. The new memory is cut out of the response at the token level (``TokenFormat``) and pushed.
+
+``rollout_reference`` runs the same steps as a Python loop over ``sampling.generate`` on the compact
+prompts; tests check that both give identical memories under greedy decoding.
+
+The template is the window prompt of memory/prompt.py, rendered by the processor's chat template
+and tokenized piece by piece (fixed text, each clip slot, each memory), so memories can be spliced
+in as token ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from taskmem_jax.memory.prompt import window_messages
+from taskmem_jax.memory.store import MAX_PREVIOUS
+from taskmem_jax.models.qwen3_vl.layout import BufferLayout, concat, layout_positions, text_slots, vision_group_slots
+from taskmem_jax.models.qwen3_vl.model import ModelInputs
+from taskmem_jax.processing.processor import VIDEO_PAD, VISION_END, VISION_START, Qwen3VLProcessor
+from taskmem_jax.sampling import sampler
+
+Array = jax.Array
+CLIP_SLOTS = MAX_PREVIOUS + 1
+_MEMORY_SENTINEL = "MEMORYSLOT{}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenFormat:
+  """Where the memory sits in a response, at the token level: after the one think_end token comes
+  `prefix` (the tokens of '{"description": "'), then the memory, then a token equal to close (the
+  first token of '"}')."""
+  think_end: int
+  prefix: tuple[int, ...]
+  close: int
+
+  @classmethod
+  def from_tokenizer(cls, tokenizer) -> "TokenFormat":
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+    return cls(tokenizer.convert_tokens_to_ids("</think>"), tuple(encode('{"description": "')), encode('"}')[0])
+
+
+class WindowTemplate(NamedTuple):
+  """A window prompt buffer of L slots (NumPy, static).
+
+  ids: [L] the fixed tokens (placeholders in memory slots); fixed: [L] bool, always real;
+  clip_slot: [L] which clip slot (0..4) a video token belongs to, else -1; memory_slot, memory_offset:
+  [L] memory slot (0..3) and offset of memory tokens, else -1; separator_of: [L] memory slot a
+  separator precedes, else -1; vision_offset: [L] for vision tokens, slot * clip_tokens + index, else -1.
+  """
+  ids: np.ndarray
+  fixed: np.ndarray
+  clip_slot: np.ndarray
+  memory_slot: np.ndarray
+  memory_offset: np.ndarray
+  separator_of: np.ndarray
+  vision_offset: np.ndarray
+  layout: BufferLayout
+  memory_width: int
+  clip_tokens: int
+  clip_grid: tuple[int, int, int]
+
+  @property
+  def length(self) -> int:
+    return len(self.ids)
+
+
+def build_template(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memory_width: int,
+                   task_questions: list[str] | None = None, interval: float = 10.0) -> WindowTemplate:
+  """The window prompt as a buffer: clip slot j shows a clip of grid clip_grid (t, h, w) whose frame
+  groups sit at interval*j + clip_timestamps seconds of the window; memory slots hold memory_width
+  tokens each."""
+  tokenizer, config = processor.tokenizer, processor.config
+  encode = lambda text: list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+  t, h, w = (int(x) for x in clip_grid)
+  if len(clip_timestamps) != t:
+    raise ValueError(f"clip_timestamps: {len(clip_timestamps)} given for {t} temporal groups")
+  merge = config.vision.spatial_merge_size
+  per_group = (h // merge) * (w // merge)
+  video = {"type": "video", "pixel_values": np.zeros((t * h * w, config.vision.patch_dim), np.float32),
+           "grid_thw": [t, h, w], "timestamps": list(clip_timestamps)}
+  sentinels = [_MEMORY_SENTINEL.format(m) for m in range(MAX_PREVIOUS)]
+  text = processor.render(window_messages(video, sentinels, task_questions), thinking=True)
+  if text.count(VIDEO_PAD) != 1 or any(text.count(s) != 1 for s in sentinels):
+    raise ValueError("the chat template did not render the window prompt with one video and four memories")
+  before_video, after_video = text.split(VIDEO_PAD)
+  between, rest = after_video.split(sentinels[0])
+  separators, tail = [], rest
+  for s in sentinels[1:]:
+    separator, tail = tail.split(s)
+    separators.append(separator)
+  if len(set(separators)) != 1:
+    raise ValueError(f"memories are not joined by one separator: {separators!r}")
+
+  ids, fixed, clip_slot, memory_slot, memory_offset, separator_of, vision_offset, parts = ([] for _ in range(8))
+
+  def add(tokens, layout: BufferLayout, *, is_fixed=False, clip=-1, mem=-1, offset=None, sep=-1, vision=None):
+    n = len(tokens)
+    ids.extend(tokens)
+    fixed.extend([is_fixed] * n)
+    clip_slot.extend([clip] * n)
+    memory_slot.extend([mem] * n)
+    memory_offset.extend(offset if offset is not None else [-1] * n)
+    separator_of.extend([sep] * n)
+    vision_offset.extend(vision if vision is not None else [-1] * n)
+    parts.append(layout)
+
+  add(encode(before_video), text_slots(len(encode(before_video))), is_fixed=True)
+  for j in range(CLIP_SLOTS):
+    for g, seconds in enumerate(clip_timestamps):
+      stamp = encode(f"<{interval * j + seconds:.1f} seconds>") + [config.vision_start_token_id]
+      add(stamp, text_slots(len(stamp)), clip=j)
+      add([config.video_token_id] * per_group, vision_group_slots(h, w, merge), clip=j,
+          vision=list(j * t * per_group + g * per_group + np.arange(per_group)))
+      add([config.vision_end_token_id], text_slots(1), clip=j)
+  middle = encode(between)
+  add(middle, text_slots(len(middle)), is_fixed=True)
+  separator = encode(separators[0])
+  for m in range(MAX_PREVIOUS):
+    if m:
+      add(separator, text_slots(len(separator)), sep=m)
+    add([processor.pad_token_id] * memory_width, text_slots(memory_width), mem=m, offset=list(range(memory_width)))
+  end = encode(tail)
+  add(end, text_slots(len(end)), is_fixed=True)
+  as_int = lambda x: np.asarray(x, np.int32)
+  return WindowTemplate(as_int(ids), np.asarray(fixed, bool), as_int(clip_slot), as_int(memory_slot),
+                        as_int(memory_offset), as_int(separator_of), as_int(vision_offset), concat(parts),
+                        memory_width, t * per_group, (t, h, w))
+
+
+def window_mask(template: WindowTemplate, step, ring_lengths):
+  """Which slots hold real tokens at scan step `step` (clip `step` is new). ring_lengths: [B, 4].
+
+  Clip slots fill left to right until the window is full; memories are right-aligned in the ring.
+  Returns (mask [B, L] int32, clip of each slot [5] int32).
+  """
+  slots = jnp.arange(CLIP_SLOTS)
+  clip_of_slot = jnp.where(step < CLIP_SLOTS - 1, slots, step - (CLIP_SLOTS - 1) + slots)
+  clip_real = (clip_of_slot <= step)[jnp.maximum(template.clip_slot, 0)] & (template.clip_slot >= 0)
+  has = ring_lengths > 0  # [B, 4]
+  memory_real = (template.memory_slot >= 0)[None] & (
+      jnp.asarray(template.memory_offset)[None] < jnp.take(ring_lengths, jnp.maximum(template.memory_slot, 0), axis=1))
+  # A separator goes between two memories that exist: before slot m if m and some earlier slot do.
+  earlier = jnp.cumsum(has, axis=1) - has
+  sep_slot = jnp.maximum(template.separator_of, 0)
+  separator_real = (template.separator_of >= 0)[None] & jnp.take(has & (earlier > 0), sep_slot, axis=1)
+  mask = jnp.asarray(template.fixed)[None] | clip_real[None] | memory_real | separator_real
+  return mask.astype(jnp.int32), clip_of_slot
+
+
+def window_inputs(template: WindowTemplate, step, ring_tokens, ring_lengths) -> ModelInputs:
+  """The buffer prompt of one step for a batch (ring_tokens [B, 4, M], ring_lengths [B, 4]).
+
+  vision_index points into features laid out [B, 5 slots, clip_tokens] (flattened), see gather_features.
+  """
+  b = ring_tokens.shape[0]
+  mask, _ = window_mask(template, step, ring_lengths)
+  memory = template.memory_slot >= 0
+  spliced = ring_tokens[:, jnp.maximum(template.memory_slot, 0), jnp.maximum(template.memory_offset, 0)]
+  ids = jnp.where(memory[None], spliced, jnp.asarray(template.ids)[None])
+  positions, deltas = layout_positions(template.layout, mask)
+  per_row = CLIP_SLOTS * template.clip_tokens
+  vision = jnp.asarray(template.vision_offset)[None]
+  vision_index = jnp.where(vision >= 0, vision + per_row * jnp.arange(b)[:, None], -1)
+  return ModelInputs(ids.astype(jnp.int32), mask, positions, deltas, vision_index.astype(jnp.int32))
+
+
+def gather_features(features, deepstack, clip_of_slot):
+  """features: [B, n_clips, clip_tokens, H] -> the window's [B * 5 * clip_tokens, H] (and DeepStack)."""
+  take = lambda f: f[:, clip_of_slot].reshape(-1, f.shape[-1])
+  return take(features), [take(d) for d in deepstack]
+
+
+def cut_memory(tokens: Array, fmt: TokenFormat, width: int) -> tuple[Array, Array]:
+  """tokens: [B, T] responses -> (memory tokens [B, width], 0-padded; lengths [B], 0 when the
+  response breaks the format: not exactly one think_end, no prefix after it, no close, empty, or
+  longer than width)."""
+  t = tokens.shape[1]
+  is_end = tokens == fmt.think_end
+  end = jnp.argmax(is_end, axis=1)
+  start = end + 1 + len(fmt.prefix)
+  prefix = jnp.asarray(fmt.prefix or (0,), jnp.int32)
+  at = jnp.minimum(end[:, None] + 1 + jnp.arange(len(prefix)), t - 1)
+  prefix_ok = jnp.all(jnp.take_along_axis(tokens, at, axis=1) == prefix[None], axis=1) if fmt.prefix else True
+  closes = (tokens == fmt.close) & (jnp.arange(t)[None] >= start[:, None])
+  length = jnp.argmax(closes, axis=1) - start
+  ok = (jnp.sum(is_end, axis=1) == 1) & prefix_ok & jnp.any(closes, axis=1) & (length > 0) & (length <= width)
+  length = jnp.where(ok, length, 0)
+  picked = jnp.take_along_axis(tokens, jnp.minimum(start[:, None] + jnp.arange(width), t - 1), axis=1)
+  return jnp.where(jnp.arange(width)[None] < length[:, None], picked, 0), length
+
+
+def push(ring_tokens, ring_lengths, memory, length):
+  """Drops the oldest memory, appends the new one (right-aligned ring)."""
+  return (jnp.concatenate([ring_tokens[:, 1:], memory[:, None]], axis=1),
+          jnp.concatenate([ring_lengths[:, 1:], length[:, None]], axis=1))
+
+
+class RolloutOutput(NamedTuple):
+  """Per clip (leading axis) and row: tokens [n, B, T], logprobs [n, B, T], lengths [n, B] (response
+  tokens, stop included), memories [n, B, M] and memory_lengths [n, B] (0: no valid memory)."""
+  tokens: np.ndarray
+  logprobs: np.ndarray
+  lengths: np.ndarray
+  memories: np.ndarray
+  memory_lengths: np.ndarray
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _scan(graphdef, template: "_Static", params: sampler.SamplingParams, fmt: TokenFormat, state, features, deepstack,
+          rng):
+  model = nnx.merge(graphdef, state)
+  template = template.value
+  b, n_clips = features.shape[:2]
+  m = template.memory_width
+  cache_len = template.length + params.max_new_tokens
+
+  def step(carry, k):
+    ring_tokens, ring_lengths, rng = carry
+    rng, key = jax.random.split(rng)
+    inputs = window_inputs(template, k, ring_tokens, ring_lengths)
+    _, clip_of_slot = window_mask(template, k, ring_lengths)
+    feats, ds = gather_features(features, deepstack, clip_of_slot)
+    logits, cache, kv_mask, next_position = sampler.prefill(model, inputs, cache_len, 1, feats, ds)
+    out = sampler.decode(model, sampler.init_decode_state(logits, cache, params, key), kv_mask, next_position,
+                         template.length, params, params.max_new_tokens)
+    memory, length = cut_memory(out.tokens, fmt, m)
+    lengths = _response_lengths(out.tokens, out.step, params)
+    ring_tokens, ring_lengths = push(ring_tokens, ring_lengths, memory, length)
+    return (ring_tokens, ring_lengths, rng), (out.tokens, out.logprobs, lengths, memory, length)
+
+  carry = (jnp.zeros((b, MAX_PREVIOUS, m), jnp.int32), jnp.zeros((b, MAX_PREVIOUS), jnp.int32), rng)
+  _, ys = jax.lax.scan(step, carry, jnp.arange(n_clips))
+  return ys
+
+
+def _response_lengths(tokens, steps, params: sampler.SamplingParams):
+  stops = jnp.isin(tokens, jnp.asarray(params.stop_token_ids or (-1,), jnp.int32))
+  return jnp.where(jnp.any(stops, axis=1), jnp.argmax(stops, axis=1) + 1, steps).astype(jnp.int32)
+
+
+class _Static:
+  """Hashable-by-identity wrapper, so a template of NumPy arrays can be a static jit argument."""
+
+  def __init__(self, value):
+    self.value = value
+
+
+def encode_clips(model, clips_pixels, clip_grid) -> tuple[Array, list[Array]]:
+  """clips_pixels: [B, n_clips, t*h*w, C*T*P*P] -> features [B, n_clips, clip_tokens, H] and DeepStack
+  features of the same shape, in one vision pass (attention never crosses frames, so this equals
+  encoding each clip alone)."""
+  b, n = clips_pixels.shape[:2]
+  pixels = np.asarray(clips_pixels).reshape(b * n * clips_pixels.shape[2], -1)
+  features, deepstack = model.vision_features(pixels, np.tile(np.asarray(clip_grid)[None], (b * n, 1)))
+  shape = lambda f: f.reshape(b, n, -1, f.shape[-1])
+  return shape(features), [shape(d) for d in deepstack]
+
+
+def rollout(model, template: WindowTemplate, features, deepstack, params: sampler.SamplingParams, fmt: TokenFormat,
+            seed: int = 0) -> RolloutOutput:
+  """Memorises B streams of n clips each (features from encode_clips) in one jitted scan."""
+  graphdef, state = nnx.split(model)
+  static = _TEMPLATES.setdefault(id(template), (_Static(template), template))[0]
+  ys = _scan(graphdef, static, params, fmt, state, features, deepstack, jax.random.key(seed))
+  return RolloutOutput(*(np.asarray(y) for y in ys))
+
+
+# Keeps one static wrapper per template object, so repeated rollouts reuse the compiled scan.
+_TEMPLATES: dict[int, tuple[_Static, WindowTemplate]] = {}
+
+
+def compact_prompt(template: WindowTemplate, step: int, ring_tokens: np.ndarray, ring_lengths: np.ndarray):
+  """One row's prompt with the masked slots removed (the reference's input): (ids [L'], clip of each
+  clip slot in use). ring_tokens: [4, M]; ring_lengths: [4]."""
+  inputs = window_inputs(template, step, jnp.asarray(ring_tokens)[None], jnp.asarray(ring_lengths)[None])
+  mask, clip_of_slot = window_mask(template, step, jnp.asarray(ring_lengths)[None])
+  keep = np.asarray(mask[0]) > 0
+  clips = [int(c) for c in np.asarray(clip_of_slot) if c <= step]
+  return np.asarray(inputs.input_ids[0])[keep], clips
+
+
+def rollout_reference(model, template: WindowTemplate, features, deepstack, params: sampler.SamplingParams,
+                      fmt: TokenFormat) -> RolloutOutput:
+  """The same rollout as a Python loop over sampling.generate on compact prompts (greedy only: the
+  loop draws its random numbers differently from the scan)."""
+  if params.temperature != 0:
+    raise ValueError("rollout_reference is the greedy reference; use temperature=0")
+  b, n_clips = features.shape[:2]
+  m = template.memory_width
+  ring_tokens, ring_lengths = np.zeros((b, MAX_PREVIOUS, m), np.int32), np.zeros((b, MAX_PREVIOUS), np.int32)
+  outputs = []
+  for k in range(n_clips):
+    step_out = []
+    for row in range(b):
+      ids, clips = compact_prompt(template, k, ring_tokens[row], ring_lengths[row])
+      feats = jnp.concatenate([features[row, c] for c in clips])
+      ds = [jnp.concatenate([d[row, c] for c in clips]) for d in deepstack]
+      out = sampler.generate(model, {"input_ids": ids[None], "video_grid_thw": [template.clip_grid] * len(clips)},
+                             max_new_tokens=params.max_new_tokens, stop_token_ids=params.stop_token_ids,
+                             pad_token_id=params.pad_token_id, thinking_budget=params.thinking_budget,
+                             think_end_token_id=params.think_end_token_id, memory_budget=params.memory_budget,
+                             vision_features=(feats, ds))
+      step_out.append(out)
+    tokens = np.concatenate([o.tokens for o in step_out])
+    memory, length = (np.asarray(x) for x in cut_memory(jnp.asarray(tokens), fmt, m))
+    ring_tokens, ring_lengths = (np.asarray(x) for x in push(ring_tokens, ring_lengths, memory, length))
+    outputs.append((tokens, np.concatenate([o.logprobs for o in step_out]),
+                    np.concatenate([o.lengths for o in step_out]), memory, length))
+  return RolloutOutput(*(np.stack(x) for x in zip(*outputs)))

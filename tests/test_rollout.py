@@ -1,0 +1,94 @@
+"""The jitted scan rollout against the Python-loop reference, and its buffer prompts against the
+compact prompts."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import describe
+from taskmem_jax.memory import rollout as R
+from taskmem_jax.models import qwen3_vl
+from taskmem_jax.processing import Qwen3VLProcessor
+from taskmem_jax.sampling import SamplingParams
+
+CLIP_GRID = (2, 4, 4)  # two frame groups of 4 tokens per clip
+N_CLIPS, STREAMS, WIDTH, STEPS = 7, 2, 6, 12
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  checkpoint = describe.tiny_checkpoint(str(tmp_path_factory.mktemp("rollout")))
+  model = qwen3_vl.from_pretrained(checkpoint, dtype=np.float32)
+  processor = Qwen3VLProcessor.from_pretrained(checkpoint)
+  template = R.build_template(processor, CLIP_GRID, [2.5, 7.5], WIDTH)
+  rng = np.random.default_rng(0)
+  pixels = rng.standard_normal((STREAMS, N_CLIPS, int(np.prod(CLIP_GRID)), 1536)).astype(np.float32)
+  features, deepstack = R.encode_clips(model, pixels, CLIP_GRID)
+  stop = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+  params = SamplingParams(STEPS, stop_token_ids=(stop,), pad_token_id=processor.pad_token_id)
+  return model, processor, template, features, deepstack, params
+
+
+def format_from_first_window(setup):
+  """A token format that the random model's greedy first response satisfies (row 0): its once-only
+  token plays </think>, and a later token plays the closing quote, so memories flow into the ring."""
+  model, _, template, features, deepstack, params = setup
+  probe = R.rollout_reference(model, template, features[:1, :1], [d[:1, :1] for d in deepstack], params,
+                              R.TokenFormat(-1, (), -1))
+  row = probe.tokens[0, 0]
+  values, counts = np.unique(row[:4], return_counts=True)
+  once = [v for v in row[:4] if counts[values == v][0] == 1 and (row == v).sum() == 1]
+  end = int(np.argmax(row == once[0]))
+  close = next(int(v) for v in row[end + 3:] if v != once[0])
+  return R.TokenFormat(int(once[0]), (), close)
+
+
+def test_scan_equals_python_loop(setup):
+  model, _, template, features, deepstack, params = setup
+  fmt = format_from_first_window(setup)
+  scan = R.rollout(model, template, features, deepstack, params, fmt)
+  loop = R.rollout_reference(model, template, features, deepstack, params, fmt)
+  assert (scan.memory_lengths > 0).any(), "no memory was ever written: the test would not exercise the ring"
+  np.testing.assert_array_equal(scan.tokens, loop.tokens)
+  np.testing.assert_array_equal(scan.lengths, loop.lengths)
+  np.testing.assert_array_equal(scan.memories, loop.memories)
+  np.testing.assert_array_equal(scan.memory_lengths, loop.memory_lengths)
+  np.testing.assert_allclose(scan.logprobs, loop.logprobs, atol=1e-4)
+
+
+def test_buffer_step_logits_equal_the_compact_prompt(setup):
+  model, _, template, features, deepstack, params = setup
+  ring = np.zeros((1, 4, WIDTH), np.int32)
+  ring[0, 2, :3], ring[0, 3, :5] = [11, 12, 13], [21, 22, 23, 24, 25]  # two memories, right-aligned
+  lengths = np.array([[0, 0, 3, 5]], np.int32)
+  for step in (1, 6):  # window filling up, and full
+    inputs = R.window_inputs(template, step, jnp.asarray(ring), jnp.asarray(lengths))
+    _, clip_of_slot = R.window_mask(template, step, jnp.asarray(lengths))
+    feats, ds = R.gather_features(features[:1], [d[:1] for d in deepstack], clip_of_slot)
+    buffer_logits = np.asarray(model.forward_from_features(inputs, feats, ds))[0, -1]
+    ids, clips = R.compact_prompt(template, step, ring[0], lengths[0])
+    compact_features = jnp.concatenate([features[0, c] for c in clips])
+    compact_ds = [jnp.concatenate([d[0, c] for c in clips]) for d in deepstack]
+    compact = qwen3_vl.prepare_inputs(model.config, ids[None], video_grid_thw=[CLIP_GRID] * len(clips),
+                                      require_pixels=False)
+    expected = np.asarray(model.forward_from_features(compact, compact_features, compact_ds))[0, -1]
+    np.testing.assert_allclose(buffer_logits, expected, rtol=1e-5, atol=1e-5)
+    assert len(clips) == min(step + 1, 5)
+    # The compact prompt holds both memories, joined by the template's separator.
+    joined = [11, 12, 13] + template.ids[template.separator_of == 3].tolist() + [21, 22, 23, 24, 25]
+    assert any(ids[i:i + len(joined)].tolist() == joined for i in range(len(ids)))
+
+
+def test_cut_memory():
+  fmt = R.TokenFormat(think_end=9, prefix=(7, 8), close=5)
+  tokens = jnp.asarray([
+      [1, 9, 7, 8, 3, 4, 5, 0],   # ok: memory [3, 4]
+      [1, 9, 7, 8, 5, 0, 0, 0],   # empty memory
+      [9, 9, 7, 8, 3, 5, 0, 0],   # two think ends
+      [1, 9, 7, 2, 3, 5, 0, 0],   # prefix broken
+      [1, 9, 7, 8, 3, 4, 4, 4],   # never closed
+      [9, 7, 8, 1, 2, 3, 4, 5],   # too long for width 3
+  ])
+  memory, length = R.cut_memory(tokens, fmt, 3)
+  assert np.asarray(length).tolist() == [2, 0, 0, 0, 0, 0]
+  assert np.asarray(memory)[0].tolist() == [3, 4, 0]
