@@ -19,7 +19,6 @@ The checkpoint is random (init_random + save_pretrained into a temp dir) unless 
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import statistics
 import tempfile
@@ -32,6 +31,7 @@ import torch
 from absl import app, flags
 
 from experiments.demo import build_prompt, synthetic_image, synthetic_video
+from taskmem_jax.io import atomic_write_json
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.models.qwen3_vl import Qwen3VLConfig, TextConfig, VisionConfig
 from taskmem_jax.processing import normalize, patchify
@@ -187,10 +187,7 @@ def main(argv):
   if max(ours["foreign"], peer["foreign"]) > 0.1:
     print("WARNING: other processes used the CPU while timing; the ms above are not trustworthy")
   if _JSON_OUT.value:
-    tmp_out = _JSON_OUT.value + ".tmp"
-    with open(tmp_out, "w") as f:
-      json.dump(result, f, indent=2)
-    os.replace(tmp_out, _JSON_OUT.value)
+    atomic_write_json(_JSON_OUT.value, result)
     print(f"results written to {_JSON_OUT.value}")
 
 

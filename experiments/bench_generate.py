@@ -25,7 +25,6 @@ bench_forward's (imported with it).
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import statistics
 import tempfile
@@ -38,6 +37,7 @@ from absl import app, flags
 from flax import nnx
 
 from experiments import bench_forward as bf  # its flags: preset, checkpoint, dtype, batch, repeats, json_out, ...
+from taskmem_jax.io import atomic_write_json
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.models.qwen3_vl import Qwen3VLConfig
 from taskmem_jax.sampling import bucket_length, generate
@@ -178,9 +178,7 @@ def main(argv):
   if max(o["foreign_cpu"], p["foreign_cpu"]) > 0.1:
     print("WARNING: other processes used the CPU while timing; the rates above are not trustworthy")
   if bf._JSON_OUT.value:
-    with open(bf._JSON_OUT.value + ".tmp", "w") as f:
-      json.dump(result, f, indent=2)
-    os.replace(bf._JSON_OUT.value + ".tmp", bf._JSON_OUT.value)
+    atomic_write_json(bf._JSON_OUT.value, result)
     print(f"results written to {bf._JSON_OUT.value}")
 
 

@@ -22,6 +22,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
+from taskmem_jax.io import atomic_write_json
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import normalize, patchify
 
@@ -122,10 +123,7 @@ def run(cfg, workdir: str) -> dict:
       "seconds_steady_forward": round(steady, 4),
       "backend": jax.default_backend(),
   }
-  out = os.path.join(workdir, "demo_results.json")
-  with open(out + ".tmp", "w") as f:
-    json.dump(result, f, indent=2)
-  os.replace(out + ".tmp", out)
+  atomic_write_json(os.path.join(workdir, "demo_results.json"), result)
   return result
 
 

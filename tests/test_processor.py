@@ -12,7 +12,7 @@ from transformers.video_utils import VideoMetadata
 
 from taskmem_jax.models.qwen3_vl import init_random, preset
 from taskmem_jax.processing.processor import ProcessorError, Qwen3VLProcessor, VisionInput
-from taskmem_jax.processing.tokenizer import build_tiny_tokenizer, load_tokenizer
+from taskmem_jax.processing.tokenizer import build_tiny_tokenizer
 from taskmem_jax.processing.video import VideoClip
 
 TINY = preset("tiny")

@@ -8,10 +8,10 @@ fractions in [0, 1]; ``format_table`` prints percentages.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from typing import Iterable, Sequence
+
+from taskmem_jax.io import atomic_write_json
 
 OVERALL = "overall"
 
@@ -61,15 +61,5 @@ def format_table(scores: dict) -> str:
 
 
 def save_json(scores: dict, path: str | os.PathLike) -> None:
-  """Writes the scores as JSON to a temporary file next to `path`, then renames it over `path`."""
-  path = os.fspath(path)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp.", suffix=".json")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      json.dump(scores, f, indent=2, ensure_ascii=False)
-      f.write("\n")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  """Writes the scores as JSON atomically (a temporary file renamed over `path`)."""
+  atomic_write_json(path, scores, ensure_ascii=False)

@@ -34,7 +34,7 @@ from taskmem_jax.memory.prompt import window_messages
 from taskmem_jax.memory.store import MAX_PREVIOUS
 from taskmem_jax.models.qwen3_vl.layout import BufferLayout, concat, layout_positions, text_slots, vision_group_slots
 from taskmem_jax.models.qwen3_vl.model import ModelInputs
-from taskmem_jax.processing.processor import VIDEO_PAD, VISION_END, VISION_START, Qwen3VLProcessor
+from taskmem_jax.processing.processor import VIDEO_PAD, Qwen3VLProcessor
 from taskmem_jax.sampling import sampler
 
 Array = jax.Array

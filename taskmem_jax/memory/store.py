@@ -13,8 +13,9 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from typing import Iterator, NamedTuple
+
+from taskmem_jax.io import atomic_write_text
 
 DEFAULT_INTERVAL = 10  # seconds of new video per step
 DEFAULT_CONTEXT = 50  # seconds of video the policy sees per step (4 previous clips + the new one)
@@ -183,20 +184,6 @@ class EpisodicMemory:
       return cls.from_json(text)
     except StoreError as e:
       raise StoreError(f"{os.fspath(path)}: {e}") from None
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-  """Writes text (UTF-8) to a temporary file in path's directory, then os.replace()s it onto path."""
-  path = os.fspath(path)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp.", suffix=".json")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def _check_interval(interval) -> None:

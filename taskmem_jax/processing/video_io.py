@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import av
 import numpy as np
+
+from taskmem_jax.io import atomic_write
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *, crf: int = 10) -> None:
@@ -20,10 +21,8 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *, crf:
   t, h, w, _ = frames.shape
   if t == 0 or h % 2 or w % 2:
     raise ValueError(f"frames: need at least one frame and even height and width, got {frames.shape}")
-  path = os.fspath(path)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".video.", suffix=".mp4")
-  os.close(fd)
-  try:
+
+  def write(tmp):
     with av.open(tmp, "w", format="mp4") as container:
       stream = container.add_stream("libx264", rate=round(fps) if float(fps).is_integer() else fps)
       stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
@@ -31,8 +30,5 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *, crf:
       for frame in frames:
         container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
       container.mux(stream.encode())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+
+  atomic_write(path, write)

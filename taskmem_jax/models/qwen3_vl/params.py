@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from typing import Callable, NamedTuple
 
 import jax
@@ -23,6 +22,7 @@ from flax import traverse_util
 from safetensors import safe_open
 import safetensors.numpy
 
+from taskmem_jax.io import atomic_write, atomic_write_json
 from taskmem_jax.models.qwen3_vl.config import Qwen3VLConfig
 from taskmem_jax.models.qwen3_vl.model import Qwen3VLForConditionalGeneration
 
@@ -220,12 +220,12 @@ def save_pretrained(model: Qwen3VLForConditionalGeneration, path: str | os.PathL
   names = [SAFETENSORS] if len(shards) == 1 else [
       f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
   for name, shard in zip(names, shards):
-    _atomic_write(path, name, lambda tmp, shard=shard: safetensors.numpy.save_file(
+    atomic_write(os.path.join(path, name), lambda tmp, shard=shard: safetensors.numpy.save_file(
         shard, tmp, metadata={"format": "pt"}))
   if len(shards) > 1:
     index = {"metadata": {"total_size": sum(a.nbytes for s in shards for a in s.values())},
              "weight_map": {k: name for name, s in zip(names, shards) for k in s}}
-    _atomic_write(path, SAFETENSORS_INDEX, lambda tmp: _write_json(tmp, index))
+    atomic_write_json(os.path.join(path, SAFETENSORS_INDEX), index, sort_keys=True)
   # Weight files of an earlier save that the new one does not name would only confuse readers.
   keep = set(names) | ({SAFETENSORS_INDEX} if len(shards) > 1 else set())
   for name in os.listdir(path):
@@ -234,21 +234,4 @@ def save_pretrained(model: Qwen3VLForConditionalGeneration, path: str | os.PathL
       os.remove(os.path.join(path, name))
   hf_config = config.to_hf_dict()
   hf_config["dtype"] = {"bfloat16": "bfloat16", "float16": "float16"}.get(str(model.dtype), "float32")
-  _atomic_write(path, "config.json", lambda tmp: _write_json(tmp, hf_config))
-
-
-def _write_json(file: str, obj) -> None:
-  with open(file, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-
-
-def _atomic_write(directory: str, name: str, write: Callable[[str], None]) -> None:
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-  os.close(fd)
-  try:
-    write(tmp)
-    os.replace(tmp, os.path.join(directory, name))
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  atomic_write_json(os.path.join(path, "config.json"), hf_config, sort_keys=True)

@@ -1,0 +1,36 @@
+"""Atomic file writes: write to a temporary file in the target's directory, then rename it over the
+target, so a crash never leaves a half-written checkpoint, memory store or results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Callable
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+  """Calls write(tmp_path) to fill a temporary file, then os.replace()s it onto path."""
+  path = os.fspath(path)
+  name = os.path.basename(path)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".{name}.", suffix=".tmp")
+  os.close(fd)
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+  def write(tmp):
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(text)
+  atomic_write(path, write)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, **dump_kwargs) -> None:
+  """obj as indented JSON with a final newline; dump_kwargs go to json.dumps (e.g. sort_keys)."""
+  atomic_write_text(path, json.dumps(obj, indent=2, **dump_kwargs) + "\n")
