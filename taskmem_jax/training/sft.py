@@ -1,0 +1,156 @@
+"""Supervised fine-tuning of Qwen3-VL: AdamW over a jitted pure step, grain data, orbax checkpoints.
+
+Functional core: the model is split once into (graphdef, params, rest); the step is a jitted pure
+function of (TrainState, rest, ModelInputs, loss_mask) that donates the state. Metrics stay on device
+and are fetched every `log_every` steps, so the loop never waits on the device in between.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+import types
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from tqdm import tqdm
+
+from taskmem_jax.models.qwen3_vl import ModelInputs
+from taskmem_jax.training import checkpoint as ckpt
+from taskmem_jax.training.data import make_dataset, model_inputs
+from taskmem_jax.training.loss import masked_cross_entropy
+
+
+class TrainState(NamedTuple):
+  """step: int32 scalar (steps done); params: the model's nnx.Param state; opt_state: optax's."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def lr_schedule(cfg) -> optax.Schedule:
+  """Linear warmup from 0 to cfg.lr over cfg.warmup_steps, then cosine to cfg.lr * cfg.end_lr_ratio at cfg.steps."""
+  return optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup_steps, max(cfg.steps, cfg.warmup_steps + 1),
+                                            end_value=cfg.lr * cfg.end_lr_ratio)
+
+
+def make_optimizer(cfg) -> optax.GradientTransformation:
+  """Global-norm clipping, then AdamW; weight decay only on matrices (not norms or biases)."""
+  return optax.chain(
+      optax.clip_by_global_norm(cfg.grad_clip),
+      optax.adamw(lr_schedule(cfg), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay,
+                  mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)))
+
+
+def init_state(model: nnx.Module, optimizer: optax.GradientTransformation):
+  """model -> (graphdef, rest, TrainState); rest holds non-Param variables (none in Qwen3-VL), not trained."""
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  return graphdef, rest, TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+
+
+def loss_fn(graphdef, params, rest, inputs: ModelInputs, loss_mask: jax.Array):
+  """(loss, tokens) of one batch; pure in params."""
+  logits = nnx.merge(graphdef, params, rest).forward(inputs)
+  return masked_cross_entropy(logits, inputs.input_ids, loss_mask)
+
+
+def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule: optax.Schedule | None = None):
+  """The jitted step: (TrainState, rest, ModelInputs, loss_mask [B, L]) -> (TrainState, metrics).
+
+  The state argument is donated. metrics: loss, tokens, grad_norm (before clipping), lr; float32
+  device scalars. Compiles once per distinct batch shape (length bucket, video grid).
+  """
+
+  def step(state: TrainState, rest, inputs: ModelInputs, loss_mask):
+    grad_fn = jax.value_and_grad(lambda p: loss_fn(graphdef, p, rest, inputs, loss_mask), has_aux=True)
+    (loss, tokens), grads = grad_fn(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "tokens": tokens, "grad_norm": optax.global_norm(grads),
+               "lr": jnp.asarray(schedule(state.step) if schedule else jnp.nan, jnp.float32)}
+    return TrainState(state.step + 1, params, opt_state), metrics
+
+  return jax.jit(step, donate_argnums=0)
+
+
+_OPTIMIZER_FIELDS = ("lr", "warmup_steps", "end_lr_ratio", "steps", "weight_decay", "b1", "b2", "grad_clip")
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_step(graphdef, hyper: tuple):
+  """One jitted step per (model structure, optimizer settings), so that repeated train() calls in a
+  process (a resume, tests, sweeps) reuse its compilations."""
+  cfg = types.SimpleNamespace(**dict(zip(_OPTIMIZER_FIELDS, hyper)))
+  optimizer = make_optimizer(cfg)
+  return optimizer, make_train_step(graphdef, optimizer, lr_schedule(cfg))
+
+
+def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str | None = None,
+          progress: bool = True, stop_at: int | None = None) -> dict:
+  """Trains `model` on `examples` (see data.py) for cfg.steps steps, resuming from cfg.workdir.
+
+  The model's arrays are donated to the first step: use the returned model, not `model`, afterwards.
+  stop_at: end after this step (with a checkpoint) as a preemption would; the schedule still spans
+  cfg.steps, so a later call with the same cfg continues exactly. Changing cfg.steps between runs
+  changes the cosine schedule of the remaining steps.
+
+  cfg fields: steps, batch_size, buckets, seed, lr, warmup_steps, end_lr_ratio, weight_decay, b1, b2,
+  grad_clip, log_every, save_every, keep_checkpoints, workdir, export_dir ("" = no export).
+  Checkpoints go to cfg.workdir/checkpoints; when one exists the run continues from the latest,
+  params, optimizer and data order included. Returns {"model": the trained model, "history": one
+  dict per step (step, loss, tokens, grad_norm, lr), "first_step_s": seconds of the first step
+  (compile included), "steps_per_s": rate of the later steps, "resumed_from": step or None}.
+  """
+  graphdef = nnx.graphdef(model)
+  optimizer, step_fn = _cached_step(graphdef, tuple(getattr(cfg, k) for k in _OPTIMIZER_FIELDS))
+  graphdef, rest, state = init_state(model, optimizer)
+  dataset = make_dataset(examples, batch_size=cfg.batch_size, buckets=tuple(cfg.buckets), pad_id=pad_id,
+                         seed=cfg.seed)
+  iterator = iter(dataset)
+  manager = ckpt.make_manager(os.path.join(cfg.workdir, "checkpoints"), keep=cfg.keep_checkpoints,
+                              save_every=cfg.save_every)
+  resumed_from = manager.latest_step()
+  if resumed_from is not None:
+    state, data_state = ckpt.restore(manager, state, resumed_from)
+    iterator.set_state(data_state)
+  start = resumed_from or 0
+
+  history, pending = [], []
+  bar = tqdm(total=cfg.steps, initial=start, desc="sft", unit="step", disable=not progress)
+  first_step_s = steps_per_s = None
+  tic = time.perf_counter()
+  end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+  for step in range(start + 1, end + 1):
+    inputs, loss_mask = model_inputs(model.config, next(iterator))
+    state, metrics = step_fn(state, rest, inputs, loss_mask)
+    pending.append((step, metrics))
+    if first_step_s is None:
+      jax.block_until_ready(metrics)  # once, to tell compile time apart from step time
+      first_step_s, tic = time.perf_counter() - tic, time.perf_counter()
+    if step % cfg.log_every == 0 or step == end:
+      for s, m in jax.device_get(pending):
+        history.append({"step": s, **{k: float(v) for k, v in m.items()}})
+      pending = []
+      last = history[-1]
+      bar.set_postfix(loss=f"{last['loss']:.4f}")
+      if progress:
+        bar.write(f"step {step}: loss {last['loss']:.4f}  grad_norm {last['grad_norm']:.3f}  lr {last['lr']:.2e}  "
+                  f"tokens {int(last['tokens'])}")
+    ckpt.save(manager, step, state, iterator.get_state(), force=step == end)
+    bar.update(1)
+  bar.close()
+  jax.block_until_ready(state)
+  if end - start > 1:
+    steps_per_s = (end - start - 1) / (time.perf_counter() - tic)
+  manager.wait_until_finished()
+  manager.close()
+
+  trained = nnx.merge(graphdef, state.params, rest)
+  if cfg.export_dir and end == cfg.steps:
+    ckpt.export_pretrained(trained, cfg.export_dir, tokenizer_dir)
+  return {"model": trained, "history": history, "first_step_s": first_step_s, "steps_per_s": steps_per_s,
+          "resumed_from": resumed_from}
