@@ -1,7 +1,7 @@
 r"""Forward-pass benchmark: taskmem_jax against transformers' PyTorch Qwen3-VL, one checkpoint, one run.
 
 Measures, on the same Hugging Face checkpoint and the same inputs (one image plus one video of
-several frame groups, in the prompt layout of experiments/demo.py):
+several frame groups, in the prompt layout of experiments/model_demo.py):
   - ours: taskmem_jax ``from_pretrained(dir)`` then ``model(**batch)`` (jitted): the first call
     (trace + compile + one run) in seconds, then the median of --repeats steady calls in ms;
   - peer: transformers ``Qwen3VL(Moe)ForConditionalGeneration.from_pretrained(dir)`` with sdpa
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from absl import app, flags
 
-from experiments.demo import build_prompt, synthetic_image, synthetic_video
+from experiments.model_demo import build_prompt, synthetic_image, synthetic_video
 from taskmem_jax.io import atomic_write_json
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.models.qwen3_vl import Qwen3VLConfig, TextConfig, VisionConfig

@@ -1,139 +1,114 @@
-r"""The README's main job: a Qwen3-VL checkpoint run on an image and a short video.
+r"""The README's main job: memorise a SynthWorld stream clip by clip, answer every task's questions from
+memory only, and report Acc / Cov / Prec per task.
 
-Until SynthWorld exists this builds a tiny random checkpoint (or loads yours with
---config.checkpoint=DIR), writes it in Hugging Face format, loads it back through the same
-from_pretrained that real checkpoints use, and runs one forward pass over a prompt holding a
-synthetic image and a timestamped synthetic video.
+  python -m experiments.demo --output_dir=/tmp/taskmem_demo [--policy=shipped|teacher] [--seed=S]
 
-  python -m experiments.demo --workdir=/tmp/taskmem_demo
-  python -m experiments.demo --workdir=/tmp/taskmem_demo --config.preset=tiny-moe
+Steps:
+1. Generate a seeded SynthWorld stream and write it as an mp4.
+2. Memorise it with the policy. The default is the SFT policy shipped in assets/synthworld_policy.
+   It reads each 50-s window back from the mp4 through the same decord / processor / generate path
+   that real videos use. --policy=teacher writes the programmatic teacher's memories instead, for
+   comparison.
+3. Answer each task's questions with the deterministic memory-only reader.
+4. Write DIR/results.json (acc, cov, prec and n per task and overall, plus memory quality), DIR/memory.json
+   and DIR/report.html (frame thumbnails, facts, memories, questions and answers).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from ml_collections import config_flags
 from tqdm import tqdm
 
-from taskmem_jax.io import atomic_write_json
-from taskmem_jax.models import qwen3_vl
-from taskmem_jax.processing import normalize, patchify
+from taskmem_jax.envs import synthworld as sw
+from taskmem_jax.envs.synthworld.reader import answer
+from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory
+from taskmem_jax.eval.metrics import format_table, save_json
+from taskmem_jax.eval.qa import evaluate_memory, memory_quality
+from taskmem_jax.eval.report import write_report
+from taskmem_jax.memory.loop import RolloutConfig, memorize_stream
+from taskmem_jax.memory.store import EpisodicMemory, format_seconds, schedule
 
+POLICY_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  """Only when run as a script, so that importing this module (tests, other scripts) defines no flags."""
-  config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "configs/demo.py"))
-  flags.DEFINE_string("workdir", "/tmp/taskmem_demo", "Where the checkpoint and results go.")
+  """Only when run as a script, so that importing this module (tests) defines no flags."""
+  flags.DEFINE_string("output_dir", "/tmp/taskmem_demo", "Where the stream, results and report go.")
+  flags.DEFINE_enum("policy", "shipped", ["shipped", "teacher"], "Who writes the memories.")
+  flags.DEFINE_string("policy_dir", POLICY_DIR, "The shipped policy checkpoint (HF format with tokenizer).")
+  flags.DEFINE_integer("seed", 1000, "Stream seed (the shipped policy was trained on other seeds).")
+  flags.DEFINE_integer("clips", 12, "Clips of 10 s in the stream.")
+  flags.DEFINE_integer("budget", 40, "Memory token budget of the teacher (description tokens).")
+  flags.DEFINE_integer("max_new_tokens", 96, "Response tokens the policy may write per window.")
+  flags.DEFINE_integer("questions_per_task", 0, "0 = every question the stream supports.")
 
 
-def synthetic_image(height: int, width: int, seed: int) -> np.ndarray:
-  """uint8 [H, W, 3]: a colour gradient with a bright rectangle."""
-  y, x = np.mgrid[0:height, 0:width]
-  img = np.stack([255 * x / width, 255 * y / height, np.full_like(x, 128.0)], -1)
-  r = np.random.default_rng(seed)
-  top, left = r.integers(0, height // 2), r.integers(0, width // 2)
-  img[top:top + height // 4, left:left + width // 4] = (255, 255, 0)
-  return img.astype(np.uint8)
+def memorise(stream: sw.Stream, video_path: str, policy: str, *, policy_dir: str = POLICY_DIR, budget: int = 40,
+             max_new_tokens: int = 96, seed: int = 0, progress: bool = True) -> EpisodicMemory:
+  """The stream's episodic memory, written by the shipped policy or by the teacher."""
+  if policy == "teacher":
+    return teacher_episodic_memory(stream, budget_tokens=budget, rng=np.random.default_rng(seed))
+  if not os.path.isfile(os.path.join(policy_dir, "config.json")):
+    raise FileNotFoundError(f"{policy_dir}: no shipped policy checkpoint (config.json) found")
+  from taskmem_jax.models import qwen3_vl  # noqa: import here: the teacher path needs no model
+  from taskmem_jax.processing import Qwen3VLProcessor
+  model = qwen3_vl.from_pretrained(policy_dir, dtype=np.float32)
+  processor = Qwen3VLProcessor.from_pretrained(policy_dir)
+  bar = tqdm(total=len(schedule(stream.duration)), desc="memorising", unit="clip", disable=not progress)
+  memory, _ = memorize_stream(model, processor, video_path, stream.duration,
+                              RolloutConfig(max_new_tokens=max_new_tokens, seed=seed), on_step=lambda _: bar.update())
+  bar.close()
+  return memory
 
 
-def synthetic_video(height: int, width: int, frames: int) -> np.ndarray:
-  """uint8 [T, H, W, 3]: a square moving left to right on a dark background."""
-  video = np.zeros((frames, height, width, 3), np.uint8)
-  side = height // 4
-  for t in range(frames):
-    left = int((width - side) * t / max(frames - 1, 1))
-    video[t, height // 2 - side // 2: height // 2 + side // 2, left:left + side] = (255, 64, 64)
-  return video
+def run(output_dir: str, *, policy: str = "shipped", policy_dir: str = POLICY_DIR, seed: int = 1000, clips: int = 12,
+        budget: int = 40, max_new_tokens: int = 96, questions_per_task: int = 0, progress: bool = True) -> dict:
+  os.makedirs(output_dir, exist_ok=True)
+  stream = sw.generate(seed, sw.WorldConfig(num_clips=clips))
+  video_path = sw.write_stream(stream, os.path.join(output_dir, "stream.mp4"))
+  memory = memorise(stream, video_path, policy, policy_dir=policy_dir, budget=budget, max_new_tokens=max_new_tokens,
+                    seed=seed, progress=progress)
+  memory.save(os.path.join(output_dir, "memory.json"))
+  questions = sw.make_tasks(stream, questions_per_task or None, seed=seed)
+  records, scores = evaluate_memory(stream, memory, questions, answer)
+  quality = memory_quality(stream, memory)
+  results = {"policy": policy, "seed": seed, "clips": clips, **scores, "memory_quality": quality}
+  save_json(results, os.path.join(output_dir, "results.json"))
 
-
-def build_prompt(config: qwen3_vl.Qwen3VLConfig, image_grid, video_grid, fps: float) -> np.ndarray:
-  """Token ids in Qwen3-VL's chat layout: text, <vs> image pads <ve>, then per video frame group
-  `<t seconds>` text, <vs> video pads <ve>. Text tokens are arbitrary ids (a tiny random checkpoint
-  has no tokenizer); the vision layout is exactly what transformers 5 produces."""
-  merge = config.vision.spatial_merge_size**2
-  text = lambda n, start: list(range(start, start + n))
-  ids = text(5, 10) + [config.vision_start_token_id]
-  ids += [config.image_token_id] * (int(np.prod(image_grid)) // merge) + [config.vision_end_token_id]
-  t, h, w = video_grid
-  tp = config.vision.temporal_patch_size
-  ids += text(3, 20) + [config.vision_start_token_id]
-  for group in range(t):
-    ids += text(2, 30 + int(group * tp / fps))  # stands in for the "<x.y seconds>" timestamp text
-    ids += [config.vision_start_token_id] + [config.video_token_id] * (h * w // merge) + [config.vision_end_token_id]
-  ids += [config.vision_end_token_id] + text(6, 40)
-  return np.array([ids], np.int64)
-
-
-def run(cfg, workdir: str) -> dict:
-  os.makedirs(workdir, exist_ok=True)
-  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.dtype]
-  steps = tqdm(total=4, desc="demo", unit="step")
-  checkpoint = cfg.checkpoint
-  if not checkpoint:
-    checkpoint = os.path.join(workdir, "checkpoint")
-    model = qwen3_vl.init_random(qwen3_vl.preset(cfg.preset), seed=cfg.seed, dtype=dtype)
-    qwen3_vl.save_pretrained(model, checkpoint)
-  steps.update(); steps.set_postfix_str("checkpoint written")
-  model = qwen3_vl.from_pretrained(checkpoint, dtype=dtype)
-  config = model.config
-  steps.update(); steps.set_postfix_str("loaded")
-
-  image = synthetic_image(*cfg.image_size, seed=cfg.seed)
-  n_frames = max(int(cfg.video_seconds * cfg.video_fps), config.vision.temporal_patch_size)
-  video = synthetic_video(*cfg.video_size, frames=n_frames)
-  image_pixels, image_grid = patchify(normalize(image[None]), config.vision)
-  video_pixels, video_grid = patchify(normalize(video), config.vision)
-  input_ids = build_prompt(config, image_grid, video_grid, cfg.video_fps)
-  batch = dict(input_ids=input_ids, pixel_values=image_pixels, image_grid_thw=image_grid[None],
-               pixel_values_videos=video_pixels, video_grid_thw=video_grid[None])
-
-  start = time.perf_counter()
-  logits = jax.block_until_ready(model(**batch))
-  first = time.perf_counter() - start
-  steps.update(); steps.set_postfix_str("compiled")
-  start = time.perf_counter()
-  logits = jax.block_until_ready(model(**batch))
-  steady = time.perf_counter() - start
-  steps.update(); steps.close()
-
-  last = np.asarray(logits[0, -1].astype(jnp.float32))
-  top = np.argsort(-last)[: cfg.top_k]
-  result = {
-      "checkpoint": checkpoint,
-      "config": config.model_type,
-      "params": qwen3_vl.count_params(config),
-      "dtype": cfg.dtype,
-      "image_grid_thw": image_grid.tolist(),
-      "video_grid_thw": video_grid.tolist(),
-      "prompt_tokens": int(input_ids.shape[1]),
-      "vision_tokens": int((input_ids == config.image_token_id).sum() + (input_ids == config.video_token_id).sum()),
-      "logits_shape": list(logits.shape),
-      "logits_finite": bool(np.isfinite(np.asarray(logits, np.float32)).all()),
-      "next_token_top_k": [{"id": int(i), "logit": float(last[i])} for i in top],
-      "seconds_first_call_with_compile": round(first, 3),
-      "seconds_steady_forward": round(steady, 4),
-      "backend": jax.default_backend(),
-  }
-  atomic_write_json(os.path.join(workdir, "demo_results.json"), result)
-  return result
+  clip_rows = []
+  for clip in range(stream.num_clips):
+    start, end = stream.clip_span(clip)
+    frames = list(stream.clip_frames(clip))
+    clip_rows.append({"clip": clip, "span": f"{format_seconds(int(start))}-{format_seconds(int(end))}",
+                      "frames": stream.render_frames(frames[:: max(len(frames) // 4, 1)][:4]),
+                      "facts": [f.text for f in stream.facts_in(clip)],
+                      "memory": memory.get(clip) if clip in memory else None})
+  question_rows = [{"task": task, "text": q.text, "options": q.options, "answer": q.answer, "predicted": predicted}
+                   for (task, predicted, _), q in zip(records, [q for qs in questions.values() for q in qs])]
+  table_rows = [{"task": t, **s} for t, s in scores["tasks"].items()] + [{"task": "overall", **scores["overall"]}]
+  write_report(os.path.join(output_dir, "report.html"), title=f"SynthWorld stream {seed}: {policy} memories",
+               summary={"policy": policy, "clips": clips, "faithfulness": f"{quality['faithfulness']:.3f}",
+                        "redundancy": f"{quality['redundancy']:.3f}",
+                        "facts per memory": f"{quality['facts_per_memory']:.2f}"},
+               clips=clip_rows, questions=question_rows, table_rows=table_rows)
+  return results
 
 
 def main(argv):
   del argv
-  result = run(FLAGS.config, FLAGS.workdir)
-  print(json.dumps(result, indent=2))
-  print(f"results written to {os.path.join(FLAGS.workdir, 'demo_results.json')}")
-  if not result["logits_finite"]:
-    raise SystemExit("non-finite logits")
+  results = run(FLAGS.output_dir, policy=FLAGS.policy, policy_dir=FLAGS.policy_dir, seed=FLAGS.seed,
+                clips=FLAGS.clips, budget=FLAGS.budget, max_new_tokens=FLAGS.max_new_tokens,
+                questions_per_task=FLAGS.questions_per_task)
+  print(format_table(results))
+  quality = results["memory_quality"]
+  print(f"\nmemory quality: faithfulness {quality['faithfulness']:.3f}, redundancy {quality['redundancy']:.3f}, "
+        f"{quality['facts_per_memory']:.2f} facts per memory")
+  print(f"results: {os.path.join(FLAGS.output_dir, 'results.json')}; report: "
+        f"{os.path.join(FLAGS.output_dir, 'report.html')}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
   os.close(fd)
   try:
     write(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual permissions
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -34,3 +35,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any, **dump_kwargs) -> None:
   """obj as indented JSON with a final newline; dump_kwargs go to json.dumps (e.g. sort_keys)."""
   atomic_write_text(path, json.dumps(obj, indent=2, **dump_kwargs) + "\n")
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask

@@ -1,4 +1,4 @@
-"""Config of the README's main job (experiments/demo.py)."""
+"""Config of the README's main job (experiments/model_demo.py)."""
 
 import ml_collections
 

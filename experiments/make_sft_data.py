@@ -1,0 +1,166 @@
+r"""SFT data from SynthWorld teacher memories, the random starting checkpoint, and the shipped policy's run.
+
+For every seed, a stream is generated, the programmatic teacher writes its episodic memory
+(teacher_episodic_memory, a token budget per memory), and every window of the streaming schedule
+becomes one example: the window prompt (memory.window_messages) with the rendered clip and the
+teacher's previous memories of that window, and the target teacher_response(teacher memory of the new
+clip). Clips the teacher left out (no new fact fitted) give no example.
+
+  PYTHONPATH=. .venv/bin/python -m experiments.make_sft_data --workdir=WORK [--seeds=0:8 --num_clips=8 ...]
+
+builds WORK/init (random tiny checkpoint + SynthWorld tokenizer), WORK/sft_synthworld.jsonl (optional,
+--write_jsonl) and, with --train, trains with experiments/configs/sft_synthworld.py and exports the
+policy to --export_dir.
+
+The shipped policy assets/synthworld_policy/ was produced by (see the report in the closing note):
+
+  PYTHONPATH=. .venv/bin/python -m experiments.make_sft_data --workdir=/tmp/sw_sft --train \
+      --export_dir=assets/synthworld_policy
+
+(RESULTS_PLACEHOLDER)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+
+from taskmem_jax.envs.synthworld import (WorldConfig, build_synthworld_tokenizer, generate, render_clip,
+                                         synthworld_model_config)
+from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory, teacher_response
+from taskmem_jax.memory import schedule, window_messages
+from taskmem_jax.processing.video import VideoClip
+
+DEFAULT_BUDGET = 40  # teacher memory budget, tokens of the description
+DEFAULT_UPSCALE = 1  # np.repeat factor on frame height and width before the processor
+
+
+def init_checkpoint(path: str, seed: int = 0) -> str:
+  """A random tiny Qwen3-VL (synthworld_model_config()) with the SynthWorld tokenizer, in HF format."""
+  from taskmem_jax.models import qwen3_vl
+
+  if not os.path.isfile(os.path.join(path, "config.json")):
+    os.makedirs(path, exist_ok=True)
+    build_synthworld_tokenizer(path)
+    qwen3_vl.save_pretrained(qwen3_vl.init_random(synthworld_model_config(), seed=seed), path)
+  return path
+
+
+def upscale(clip: VideoClip, factor: int) -> VideoClip:
+  """The clip with every frame pixel repeated factor x factor times (factor 1: unchanged)."""
+  if factor == 1:
+    return clip
+  frames = np.repeat(np.repeat(clip.frames, factor, axis=1), factor, axis=2)
+  return dataclasses.replace(clip, frames=frames)
+
+
+def window_records(seed: int, *, num_clips: int, budget_tokens: int = DEFAULT_BUDGET, upscale_factor: int = 1,
+                   teacher_seed: int | None = None):
+  """(stream, teacher memory, [(window, messages, target)]) for one stream."""
+  stream = generate(seed, WorldConfig(num_clips=num_clips))
+  rng = np.random.default_rng(seed if teacher_seed is None else teacher_seed)
+  memory = teacher_episodic_memory(stream, budget_tokens=budget_tokens, rng=rng)
+  records = []
+  for window in schedule(stream.duration):
+    if window.clip not in memory:
+      continue
+    clip = upscale(render_clip(stream, window.start, window.end), upscale_factor)
+    messages = window_messages({"type": "video", "video": clip}, memory.previous(window.clip), None)
+    records.append((window, messages, teacher_response(memory.get(window.clip))))
+  return stream, memory, records
+
+
+def make_examples(processor, seeds, *, num_clips: int, budget_tokens: int = DEFAULT_BUDGET,
+                  upscale_factor: int = 1, jsonl_path: str | None = None) -> list[dict[str, np.ndarray]]:
+  """Training examples (training.data format) of every window of every seed's stream, seeds in order.
+
+  jsonl_path: also write {"seed", "clip", "start", "end", "previous", "target"} per example (the video
+  is the seed's stream, re-rendered by render_clip; the records are for inspection, not load_jsonl).
+  """
+  from taskmem_jax.training.data import example_from_messages
+
+  examples, lines = [], []
+  for seed in seeds:
+    _, memory, records = window_records(seed, num_clips=num_clips, budget_tokens=budget_tokens,
+                                        upscale_factor=upscale_factor)
+    for window, messages, target in records:
+      examples.append(example_from_messages(processor, messages, target))
+      lines.append({"seed": seed, "clip": window.clip, "start": window.start, "end": window.end,
+                    "previous": memory.previous(window.clip), "target": target})
+  if jsonl_path:
+    with open(jsonl_path, "w", encoding="utf-8") as f:
+      f.writelines(json.dumps(line) + "\n" for line in lines)
+  return examples
+
+
+def _seed_range(text: str) -> range:
+  a, _, b = text.partition(":")
+  return range(int(a), int(b))
+
+
+def main(argv):
+  del argv
+  from absl import flags, logging
+
+  import jax.numpy as jnp
+
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.processing import Qwen3VLProcessor
+  from taskmem_jax.training import train
+
+  F = flags.FLAGS
+  logging.set_verbosity(logging.WARNING)
+  os.makedirs(F.workdir, exist_ok=True)
+  checkpoint = init_checkpoint(os.path.join(F.workdir, "init"))
+  processor = Qwen3VLProcessor.from_pretrained(checkpoint)
+  tic = time.perf_counter()
+  examples = make_examples(processor, _seed_range(F.seeds), num_clips=F.num_clips, budget_tokens=F.budget,
+                           upscale_factor=F.upscale,
+                           jsonl_path=os.path.join(F.workdir, "sft_synthworld.jsonl") if F.write_jsonl else None)
+  lengths = [len(e["input_ids"]) for e in examples]
+  print(f"{len(examples)} examples in {time.perf_counter() - tic:.1f} s; lengths {min(lengths)}..{max(lengths)}; "
+        f"grids {sorted({tuple(map(tuple, e['video_grid_thw'].tolist())) for e in examples})}; "
+        f"{sum(int(e['loss_mask'].sum()) for e in examples)} target tokens")
+  if not F.train:
+    return
+  cfg = F.config
+  with cfg.unlocked():
+    cfg.workdir = os.path.join(F.workdir, "train")
+    cfg.export_dir = F.export_dir or os.path.join(F.workdir, "export")
+  model = qwen3_vl.from_pretrained(checkpoint, dtype=jnp.float32)
+  tic = time.perf_counter()
+  result = train(cfg, model, examples, processor.pad_token_id, tokenizer_dir=checkpoint)
+  history = result["history"]
+  print(f"trained {cfg.steps} steps in {time.perf_counter() - tic:.0f} s; loss {history[0]['loss']:.4f} -> "
+        f"{history[-1]['loss']:.4f}; exported to {cfg.export_dir}")
+  with open(os.path.join(F.workdir, "history.json"), "w") as f:
+    json.dump(history, f)
+
+
+def define_flags() -> None:
+  """Only when run as a script, so that importing this module defines no flags."""
+  from absl import flags
+  from ml_collections import config_flags
+
+  flags.DEFINE_string("workdir", "/tmp/taskmem_sw_sft", "Initial checkpoint, JSONL, orbax checkpoints.")
+  flags.DEFINE_string("seeds", "0:8", "Training stream seeds, start:stop.")
+  flags.DEFINE_integer("num_clips", 8, "Clips per stream.")
+  flags.DEFINE_integer("budget", DEFAULT_BUDGET, "Teacher memory budget (tokens).")
+  flags.DEFINE_integer("upscale", DEFAULT_UPSCALE, "Pixel repeat factor of the frames.")
+  flags.DEFINE_bool("write_jsonl", True, "Write WORK/sft_synthworld.jsonl.")
+  flags.DEFINE_bool("train", False, "Train and export.")
+  flags.DEFINE_string("export_dir", "", "Export dir of the trained policy; empty = WORK/export.")
+  config_flags.DEFINE_config_file(
+      "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "sft_synthworld.py"),
+      "SFT config.")
+
+
+if __name__ == "__main__":
+  from absl import app
+
+  define_flags()
+  app.run(main)
