@@ -12,12 +12,20 @@ builds WORK/init (random tiny checkpoint + SynthWorld tokenizer), WORK/sft_synth
 --write_jsonl) and, with --train, trains with experiments/configs/sft_synthworld.py and exports the
 policy to --export_dir.
 
-The shipped policy assets/synthworld_policy/ was produced by (see the report in the closing note):
+The shipped policy assets/synthworld_policy/ was produced by (seeds 0..31, 8 clips each, teacher budget
+40, no upscaling: 256 examples, video grids [10..50, 4, 4], 12888 target tokens; config
+experiments/configs/sft_synthworld.py with --config.steps=500, batch 1, lr 2e-3, seed 0; random init seed 0):
 
-  PYTHONPATH=. .venv/bin/python -m experiments.make_sft_data --workdir=/tmp/sw_sft --train \
-      --export_dir=assets/synthworld_policy
+  PYTHONPATH=. .venv/bin/python -m experiments.make_sft_data --workdir=/tmp/sw_sft --seeds=0:32 \
+      --num_clips=8 --train --config.steps=500 --export_dir=assets/synthworld_policy --eval_seeds=100:102
 
-(RESULTS_PLACEHOLDER)
+Measured on 2 CPU cores: 183 s of training. Loss per target token 5.48 at step 1; mean per 50 steps
+3.26, 0.98, 0.81, 0.74, 0.72, 0.69, 0.64, 0.66, 0.59, 0.57; the final logged step-500 loss was 0.918 (a
+single example, so noisy). Held-out greedy rollouts (seeds 100, 101; 8 windows each): every response
+parses (parse rate 1.0), but memory_quality gives faithfulness 0.0, redundancy 0.5, 37.5% of memories
+have no parseable fact, and both seeds give the same texts: the policy has learned the response format
+and the fact language, not to read the video. An upscaled run (--upscale=2, grids [.., 8, 8], 600 steps)
+had the same loss curve and the same collapse (faithfulness 0.0 on seed 100).
 """
 
 from __future__ import annotations
@@ -29,9 +37,17 @@ import time
 
 import numpy as np
 
-from taskmem_jax.envs.synthworld import (WorldConfig, build_synthworld_tokenizer, generate, render_clip,
-                                         synthworld_model_config)
-from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory, teacher_response
+from taskmem_jax.envs.synthworld import (
+  WorldConfig,
+  build_synthworld_tokenizer,
+  generate,
+  render_clip,
+  synthworld_model_config,
+)
+from taskmem_jax.envs.synthworld.teacher import (
+  teacher_episodic_memory,
+  teacher_response,
+)
 from taskmem_jax.memory import schedule, window_messages
 from taskmem_jax.processing.video import VideoClip
 
@@ -97,7 +113,34 @@ def make_examples(processor, seeds, *, num_clips: int, budget_tokens: int = DEFA
   return examples
 
 
+def evaluate_policy(checkpoint: str, seed: int, *, num_clips: int, workdir: str, max_new_tokens: int = 128) -> dict:
+  """Greedy rollout of the policy at `checkpoint` over the held-out stream of `seed` (written to an mp4
+  and read back as the pipeline reads videos): per-window parse rate, memory_quality of the memories it
+  wrote, and the texts."""
+  import jax.numpy as jnp
+
+  from taskmem_jax.envs.synthworld import write_stream
+  from taskmem_jax.eval.qa import memory_quality
+  from taskmem_jax.memory.loop import RolloutConfig, memorize_stream
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.processing import Qwen3VLProcessor
+
+  model = qwen3_vl.from_pretrained(checkpoint, dtype=jnp.float32)
+  processor = Qwen3VLProcessor.from_pretrained(checkpoint)
+  stream = generate(seed, WorldConfig(num_clips=num_clips))
+  path = write_stream(stream, os.path.join(workdir, f"heldout_{seed}.mp4"))
+  tic = time.perf_counter()
+  memory, records = memorize_stream(model, processor, path, stream.duration,
+                                    RolloutConfig(max_new_tokens=max_new_tokens))
+  parsed = sum(r.parses[0].ok for r in records)
+  return {"seed": seed, "windows": len(records), "parsed": parsed, "parse_rate": parsed / max(len(records), 1),
+          "quality": memory_quality(stream, memory) if len(memory) else None,
+          "seconds": round(time.perf_counter() - tic, 1), "texts": [r.texts[0] for r in records]}
+
+
 def _seed_range(text: str) -> range:
+  if not text:
+    return range(0)
   a, _, b = text.partition(":")
   return range(int(a), int(b))
 
@@ -106,11 +149,7 @@ def main(argv):
   del argv
   from absl import flags, logging
 
-  import jax.numpy as jnp
-
-  from taskmem_jax.models import qwen3_vl
   from taskmem_jax.processing import Qwen3VLProcessor
-  from taskmem_jax.training import train
 
   F = flags.FLAGS
   logging.set_verbosity(logging.WARNING)
@@ -125,8 +164,22 @@ def main(argv):
   print(f"{len(examples)} examples in {time.perf_counter() - tic:.1f} s; lengths {min(lengths)}..{max(lengths)}; "
         f"grids {sorted({tuple(map(tuple, e['video_grid_thw'].tolist())) for e in examples})}; "
         f"{sum(int(e['loss_mask'].sum()) for e in examples)} target tokens")
-  if not F.train:
-    return
+  if F.train:
+    _train(F, checkpoint, processor, examples)
+  for seed in _seed_range(F.eval_seeds):
+    export = F.export_dir or os.path.join(F.workdir, "export")
+    result = evaluate_policy(export, seed, num_clips=F.num_clips, workdir=F.workdir)
+    print(json.dumps({k: v for k, v in result.items() if k != "texts"}))
+    for text in result["texts"]:
+      print("  ", text)
+
+
+def _train(F, checkpoint, processor, examples):
+  import jax.numpy as jnp
+
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.training import train
+
   cfg = F.config
   with cfg.unlocked():
     cfg.workdir = os.path.join(F.workdir, "train")
@@ -153,6 +206,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("upscale", DEFAULT_UPSCALE, "Pixel repeat factor of the frames.")
   flags.DEFINE_bool("write_jsonl", True, "Write WORK/sft_synthworld.jsonl.")
   flags.DEFINE_bool("train", False, "Train and export.")
+  flags.DEFINE_string("eval_seeds", "", "Held-out seeds start:stop to roll the exported policy out on.")
   flags.DEFINE_string("export_dir", "", "Export dir of the trained policy; empty = WORK/export.")
   config_flags.DEFINE_config_file(
       "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "sft_synthworld.py"),

@@ -12,7 +12,7 @@ def get_config():
   c.workdir = "/tmp/taskmem_sw_sft/train"
   c.batch_size = 1
   c.buckets = (512, 768, 1024, 1280)
-  c.steps = 600
+  c.steps = 500
   c.lr = 2e-3
   c.warmup_steps = 30
   c.end_lr_ratio = 0.05

@@ -1,0 +1,58 @@
+"""SynthWorld SFT data (experiments/make_sft_data.py) and the shipped policy folder."""
+
+import os
+
+import numpy as np
+import pytest
+
+from experiments.make_sft_data import make_examples, window_records
+from taskmem_jax.envs.synthworld import (
+  build_synthworld_tokenizer,
+  synthworld_model_config,
+)
+from taskmem_jax.processing import Qwen3VLProcessor
+from taskmem_jax.processing.tokenizer import check_tokenizer, load_tokenizer
+
+POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")
+
+
+@pytest.fixture(scope="module")
+def processor(tmp_path_factory):
+  path = tmp_path_factory.mktemp("sw_tok")
+  build_synthworld_tokenizer(path)
+  return Qwen3VLProcessor(load_tokenizer(path), synthworld_model_config())
+
+
+def test_examples_train_on_the_teacher_response_only(processor):
+  _, memory, records = window_records(3, num_clips=4)
+  examples = make_examples(processor, [3], num_clips=4)
+  assert len(examples) == len(records) == len(memory) >= 3
+  tokenizer = processor.tokenizer
+  im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+  for example, (window, _, target) in zip(examples, records):
+    mask = example["loss_mask"].astype(bool)
+    n = int(mask.sum())
+    assert mask[-n:].all() and not mask[:-n].any()  # one contiguous span at the end
+    ids = example["input_ids"][mask]
+    assert ids[-1] == im_end
+    assert tokenizer.decode(ids[:-1].tolist(), skip_special_tokens=False) == target
+    prompt = tokenizer.decode(example["input_ids"][~mask].tolist(), skip_special_tokens=False)
+    previous = memory.previous(window.clip)
+    assert target.endswith('"}') and memory.get(window.clip) in target
+    if previous:
+      assert "[Description of the preceding part]:\n" + " ".join(previous) in prompt
+    assert example["video_grid_thw"].shape == (1, 3)
+    assert np.isfinite(example["pixel_values_videos"]).all()
+  assert any(memory.previous(w.clip) for w, _, _ in records)
+
+
+def test_shipped_policy_loads():
+  from taskmem_jax.models import qwen3_vl
+
+  assert os.path.isfile(os.path.join(POLICY, "config.json")), "assets/synthworld_policy is missing"
+  size = sum(os.path.getsize(os.path.join(POLICY, f)) for f in os.listdir(POLICY))
+  assert size < 8 * 1024**2
+  model = qwen3_vl.from_pretrained(POLICY)
+  processor = Qwen3VLProcessor.from_pretrained(POLICY)
+  check_tokenizer(processor.tokenizer, model.config)
+  assert model.config.text.vocab_size == synthworld_model_config().text.vocab_size
