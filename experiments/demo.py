@@ -42,7 +42,8 @@ def define_flags() -> None:
   flags.DEFINE_string("policy_dir", POLICY_DIR, "The shipped policy checkpoint (HF format with tokenizer).")
   flags.DEFINE_integer("seed", 1000, "Stream seed (the shipped policy was trained on other seeds).")
   flags.DEFINE_integer("clips", 12, "Clips of 10 s in the stream.")
-  flags.DEFINE_integer("budget", 40, "Memory token budget of the teacher (description tokens).")
+  flags.DEFINE_integer("budget", 40, "Memory token budget (description tokens; the policy's L_mem adds the JSON "
+                       "wrapper and is enforced while decoding).")
   flags.DEFINE_integer("max_new_tokens", 96, "Response tokens the policy may write per window.")
   flags.DEFINE_integer("questions_per_task", 0, "0 = every question the stream supports.")
 
@@ -58,9 +59,11 @@ def memorise(stream: sw.Stream, video_path: str, policy: str, *, policy_dir: str
   from taskmem_jax.processing import Qwen3VLProcessor
   model = qwen3_vl.from_pretrained(policy_dir, dtype=np.float32)
   processor = Qwen3VLProcessor.from_pretrained(policy_dir)
+  # L_mem covers the response from </think> on: the JSON wrapper's tokens plus the teacher's budget.
+  wrapper = len(processor.tokenizer('</think>{"description": ""}', add_special_tokens=False)["input_ids"])
+  cfg = RolloutConfig(max_new_tokens=max_new_tokens, memory_budget=budget + wrapper, seed=seed)
   bar = tqdm(total=len(schedule(stream.duration)), desc="memorising", unit="clip", disable=not progress)
-  memory, _ = memorize_stream(model, processor, video_path, stream.duration,
-                              RolloutConfig(max_new_tokens=max_new_tokens, seed=seed), on_step=lambda _: bar.update())
+  memory, _ = memorize_stream(model, processor, video_path, stream.duration, cfg, on_step=lambda _: bar.update())
   bar.close()
   return memory
 

@@ -92,3 +92,16 @@ def test_cut_memory():
   memory, length = R.cut_memory(tokens, fmt, 3)
   assert np.asarray(length).tolist() == [2, 0, 0, 0, 0, 0]
   assert np.asarray(memory)[0].tolist() == [3, 4, 0]
+
+
+def test_samples_per_stream_are_independent_trajectories(setup):
+  model, _, template, features, deepstack, params = setup
+  fmt = format_from_first_window(setup)
+  sampled = SamplingParams(STEPS, temperature=1.0, stop_token_ids=params.stop_token_ids,
+                           pad_token_id=params.pad_token_id)
+  out = R.rollout(model, template, features[:, :3], [d[:, :3] for d in deepstack], sampled, fmt, seed=4,
+                  num_samples=3)
+  assert out.tokens.shape == (3, STREAMS * 3, STEPS)
+  assert len({out.tokens[0, r].tobytes() for r in range(3)}) > 1  # one stream's samples differ
+  greedy = R.rollout(model, template, features[:, :3], [d[:, :3] for d in deepstack], params, fmt, num_samples=2)
+  np.testing.assert_array_equal(greedy.tokens[:, 0::2], greedy.tokens[:, 1::2])  # and agree when greedy

@@ -275,8 +275,15 @@ def encode_clips(model, clips_pixels, clip_grid) -> tuple[Array, list[Array]]:
 
 
 def rollout(model, template: WindowTemplate, features, deepstack, params: sampler.SamplingParams, fmt: TokenFormat,
-            seed: int = 0) -> RolloutOutput:
-  """Memorises B streams of n clips each (features from encode_clips) in one jitted scan."""
+            seed: int = 0, num_samples: int = 1) -> RolloutOutput:
+  """Memorises B streams of n clips each (features from encode_clips) in one jitted scan.
+
+  num_samples > 1 runs that many independent trajectories per stream (each with its own memories);
+  rows come out grouped by stream: row b * num_samples + s is sample s of stream b.
+  """
+  if num_samples > 1:
+    features = jnp.repeat(features, num_samples, axis=0)
+    deepstack = [jnp.repeat(d, num_samples, axis=0) for d in deepstack]
   graphdef, state = nnx.split(model)
   static = _TEMPLATES.setdefault(id(template), (_Static(template), template))[0]
   ys = _scan(graphdef, static, params, fmt, state, features, deepstack, jax.random.key(seed))
