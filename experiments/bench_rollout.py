@@ -55,7 +55,7 @@ def main(argv):
       (FLAGS.streams, FLAGS.clips, int(np.prod(grid)), model.config.vision.patch_dim)).astype(np.float32)
   features, deepstack = R.encode_clips(model, pixels, grid)
   tokenizer = processor.tokenizer
-  params = SamplingParams(FLAGS.max_new_tokens, stop_token_ids=(tokenizer.convert_tokens_to_ids("<|im_end|>"),),
+  params = SamplingParams(FLAGS.max_new_tokens, stop_token_ids=tuple(processor.stop_token_ids),
                           pad_token_id=processor.pad_token_id)
   fmt = R.TokenFormat.from_tokenizer(tokenizer)
 

@@ -55,7 +55,7 @@ def memorise(stream: sw.Stream, video_path: str, policy: str, *, policy_dir: str
     return teacher_episodic_memory(stream, budget_tokens=budget, rng=np.random.default_rng(seed))
   if not os.path.isfile(os.path.join(policy_dir, "config.json")):
     raise FileNotFoundError(f"{policy_dir}: no shipped policy checkpoint (config.json) found")
-  from taskmem_jax.models import qwen3_vl  # noqa: import here: the teacher path needs no model
+  from taskmem_jax.models import qwen3_vl  # imported here: the teacher path needs no model
   from taskmem_jax.processing import Qwen3VLProcessor
   model = qwen3_vl.from_pretrained(policy_dir, dtype=np.float32)
   processor = Qwen3VLProcessor.from_pretrained(policy_dir)

@@ -86,8 +86,7 @@ def describe(checkpoint: str, video: str, *, start=None, end=None, prompt: str, 
   batch = processor([{"role": "user", "content": [item, {"type": "text", "text": prompt}]}], thinking=thinking)
   preprocess_s = time.perf_counter() - tic
   tokenizer = processor.tokenizer
-  stop_ids = sorted({i for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                                 tokenizer.convert_tokens_to_ids("<|endoftext|>")) if isinstance(i, int)})
+  stop_ids = processor.stop_token_ids
   bar = tqdm(total=max_new_tokens, desc="decoding", unit="tok", disable=not progress)
   tic = time.perf_counter()
   out = generate(model, batch, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,

@@ -43,8 +43,7 @@ class ModelAnswerer:
   def __init__(self, model, processor: Qwen3VLProcessor, *, max_new_tokens: int = 64, thinking: bool | None = None):
     self.model, self.processor = model, processor
     self.max_new_tokens, self.thinking = max_new_tokens, thinking
-    tokenizer = processor.tokenizer
-    self.stop_ids = sorted({tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")})
+    self.stop_ids = processor.stop_token_ids
 
   def __call__(self, question: str, options: Sequence[str], memory: EpisodicMemory) -> str | None:
     text, _ = qa_prompt(memory.to_string(), question, options)

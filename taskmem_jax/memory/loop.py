@@ -50,7 +50,7 @@ def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str, duratio
   """Memorises the stream at video_path clip by clip; returns the memory and one record per window."""
   tokenizer = processor.tokenizer
   think_end = tokenizer.convert_tokens_to_ids("</think>")
-  stops = sorted({tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")})
+  stops = processor.stop_token_ids
   memory = EpisodicMemory(interval=cfg.interval)
   records = []
   for step, window in enumerate(schedule(duration, cfg.interval, cfg.context)):

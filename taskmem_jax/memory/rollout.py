@@ -242,18 +242,13 @@ def _scan(graphdef, template: "_Static", params: sampler.SamplingParams, fmt: To
     out = sampler.decode(model, sampler.init_decode_state(logits, cache, params, key), kv_mask, next_position,
                          template.length, params, params.max_new_tokens)
     memory, length = cut_memory(out.tokens, fmt, m)
-    lengths = _response_lengths(out.tokens, out.step, params)
+    lengths = sampler.response_lengths(out.tokens, out.step, params.stop_token_ids)
     ring_tokens, ring_lengths = push(ring_tokens, ring_lengths, memory, length)
     return (ring_tokens, ring_lengths, rng), (out.tokens, out.logprobs, lengths, memory, length)
 
   carry = (jnp.zeros((b, MAX_PREVIOUS, m), jnp.int32), jnp.zeros((b, MAX_PREVIOUS), jnp.int32), rng)
   _, ys = jax.lax.scan(step, carry, jnp.arange(n_clips))
   return ys
-
-
-def _response_lengths(tokens, steps, params: sampler.SamplingParams):
-  stops = jnp.isin(tokens, jnp.asarray(params.stop_token_ids or (-1,), jnp.int32))
-  return jnp.where(jnp.any(stops, axis=1), jnp.argmax(stops, axis=1) + 1, steps).astype(jnp.int32)
 
 
 class _Static:

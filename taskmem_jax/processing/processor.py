@@ -97,6 +97,14 @@ class Qwen3VLProcessor:
     return cls(load_tokenizer(checkpoint_dir), config, **kwargs)
 
   @property
+  def stop_token_ids(self) -> list[int]:
+    """The ids that end an assistant turn: <|im_end|>, <|endoftext|> and the tokenizer's eos, sorted."""
+    tokenizer = self.tokenizer
+    ids = (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"),
+           tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+    return sorted({i for i in ids if isinstance(i, int)})
+
+  @property
   def merge_length(self) -> int:
     return self.config.vision.spatial_merge_size**2
 

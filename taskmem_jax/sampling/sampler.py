@@ -198,6 +198,12 @@ def decode(model: Qwen3VLForConditionalGeneration, carry: DecodeState, kv_mask: 
   return jax.lax.while_loop(cond, body, carry)
 
 
+def response_lengths(tokens, steps, stop_token_ids) -> Array:
+  """tokens [B, T] -> [B] int32: up to and including the first stop token, else the steps decoded."""
+  stops = jnp.isin(tokens, jnp.asarray(tuple(stop_token_ids) or (-1,), jnp.int32))
+  return jnp.where(jnp.any(stops, axis=1), jnp.argmax(stops, axis=1) + 1, steps).astype(jnp.int32)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 5, 6, 7), donate_argnums=(2,))
 def _decode(graphdef, state, carry: DecodeState, kv_mask, next_position, start_slot: int, params: SamplingParams,
             chunk: int) -> DecodeState:
@@ -267,7 +273,5 @@ def generate(model: Qwen3VLForConditionalGeneration, inputs: dict, *, max_new_to
       on_tokens(step - before)
     if step >= max_new_tokens or bool(jnp.all(carry.done)):
       break
-  tokens, logprobs = np.asarray(carry.tokens), np.asarray(carry.logprobs)
-  stopped = np.isin(tokens, params.stop_token_ids) if params.stop_token_ids else np.zeros(tokens.shape, bool)
-  lengths = np.where(stopped.any(axis=1), stopped.argmax(axis=1) + 1, step).astype(np.int32)
-  return GenerateOutput(tokens, logprobs, lengths)
+  lengths = response_lengths(carry.tokens, step, params.stop_token_ids)
+  return GenerateOutput(np.asarray(carry.tokens), np.asarray(carry.logprobs), np.asarray(lengths))
