@@ -62,8 +62,7 @@ def test_buffer_step_logits_equal_the_compact_prompt(setup):
   ring[0, 2, :3], ring[0, 3, :5] = [11, 12, 13], [21, 22, 23, 24, 25]  # two memories, right-aligned
   lengths = np.array([[0, 0, 3, 5]], np.int32)
   for step in (1, 6):  # window filling up, and full
-    inputs = R.window_inputs(template, step, jnp.asarray(ring), jnp.asarray(lengths))
-    _, clip_of_slot = R.window_mask(template, step, jnp.asarray(lengths))
+    inputs, clip_of_slot = R.window_inputs(template, step, jnp.asarray(ring), jnp.asarray(lengths))
     feats, ds = R.gather_features(features[:1], [d[:1] for d in deepstack], clip_of_slot)
     buffer_logits = np.asarray(model.forward_from_features(inputs, feats, ds))[0, -1]
     ids, clips = R.compact_prompt(template, step, ring[0], lengths[0])

@@ -165,13 +165,14 @@ def window_mask(template: WindowTemplate, step, ring_lengths):
   return mask.astype(jnp.int32), clip_of_slot
 
 
-def window_inputs(template: WindowTemplate, step, ring_tokens, ring_lengths) -> ModelInputs:
-  """The buffer prompt of one step for a batch (ring_tokens [B, 4, M], ring_lengths [B, 4]).
+def window_inputs(template: WindowTemplate, step, ring_tokens, ring_lengths) -> tuple[ModelInputs, Array]:
+  """The buffer prompt of one step for a batch (ring_tokens [B, 4, M], ring_lengths [B, 4]), and the
+  clip each clip slot shows [5] (window_mask).
 
   vision_index points into features laid out [B, 5 slots, clip_tokens] (flattened), see gather_features.
   """
   b = ring_tokens.shape[0]
-  mask, _ = window_mask(template, step, ring_lengths)
+  mask, clip_of_slot = window_mask(template, step, ring_lengths)
   memory = template.memory_slot >= 0
   spliced = ring_tokens[:, jnp.maximum(template.memory_slot, 0), jnp.maximum(template.memory_offset, 0)]
   ids = jnp.where(memory[None], spliced, jnp.asarray(template.ids)[None])
@@ -179,7 +180,7 @@ def window_inputs(template: WindowTemplate, step, ring_tokens, ring_lengths) -> 
   per_row = CLIP_SLOTS * template.clip_tokens
   vision = jnp.asarray(template.vision_offset)[None]
   vision_index = jnp.where(vision >= 0, vision + per_row * jnp.arange(b)[:, None], -1)
-  return ModelInputs(ids.astype(jnp.int32), mask, positions, deltas, vision_index.astype(jnp.int32))
+  return ModelInputs(ids.astype(jnp.int32), mask, positions, deltas, vision_index.astype(jnp.int32)), clip_of_slot
 
 
 def gather_features(features, deepstack, clip_of_slot):
@@ -235,8 +236,7 @@ def _scan(graphdef, template: "_Static", params: sampler.SamplingParams, fmt: To
   def step(carry, k):
     ring_tokens, ring_lengths, rng = carry
     rng, key = jax.random.split(rng)
-    inputs = window_inputs(template, k, ring_tokens, ring_lengths)
-    _, clip_of_slot = window_mask(template, k, ring_lengths)
+    inputs, clip_of_slot = window_inputs(template, k, ring_tokens, ring_lengths)
     feats, ds = gather_features(features, deepstack, clip_of_slot)
     logits, cache, kv_mask, next_position = sampler.prefill(model, inputs, cache_len, 1, feats, ds)
     out = sampler.decode(model, sampler.init_decode_state(logits, cache, params, key), kv_mask, next_position,
@@ -292,9 +292,8 @@ _TEMPLATES: dict[int, tuple[_Static, WindowTemplate]] = {}
 def compact_prompt(template: WindowTemplate, step: int, ring_tokens: np.ndarray, ring_lengths: np.ndarray):
   """One row's prompt with the masked slots removed (the reference's input): (ids [L'], clip of each
   clip slot in use). ring_tokens: [4, M]; ring_lengths: [4]."""
-  inputs = window_inputs(template, step, jnp.asarray(ring_tokens)[None], jnp.asarray(ring_lengths)[None])
-  mask, clip_of_slot = window_mask(template, step, jnp.asarray(ring_lengths)[None])
-  keep = np.asarray(mask[0]) > 0
+  inputs, clip_of_slot = window_inputs(template, step, jnp.asarray(ring_tokens)[None], jnp.asarray(ring_lengths)[None])
+  keep = np.asarray(inputs.attention_mask[0]) > 0
   clips = [int(c) for c in np.asarray(clip_of_slot) if c <= step]
   return np.asarray(inputs.input_ids[0])[keep], clips
 
