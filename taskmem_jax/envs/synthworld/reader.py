@@ -96,6 +96,13 @@ def _parse_cached(description: str) -> tuple[ParsedFact, ...]:
   return tuple(fact for piece in _SPLIT.split(description) if (fact := parse_clause(piece)) is not None)
 
 
+def clauses(description: str) -> list[str]:
+  """The non-blank clauses of a description, split where parse_memory splits it."""
+  if not isinstance(description, str):
+    raise TypeError(f"description: expected a string, got {type(description).__name__}")
+  return [piece.strip() for piece in _SPLIT.split(description) if piece and piece.strip()]
+
+
 def parse_memory(description: str) -> list[ParsedFact]:
   """The facts a description states, in the order it states them; unparseable text is skipped."""
   if not isinstance(description, str):
