@@ -1,0 +1,99 @@
+r"""Phase One: learn how to memorize with GSPO and the multi-objective reward (taskmem_jax/rl).
+
+  python -m experiments.phase_one --config=experiments/configs/phase_one_synthworld.py --workdir=DIR \
+      [--config.steps=40 --config.reward.usefulness_scale=0 ...]
+
+Loads the policy (--config.checkpoint, HF format), trains on streams from --config.env with the
+configured judge, writes DIR/metrics.jsonl, TensorBoard events in DIR/tb and orbax checkpoints in
+DIR/checkpoints (a rerun resumes where the last one stopped), and exports the trained policy to
+--config.export_dir (default DIR/export) in HF format, which experiments.demo --policy_dir can load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax.numpy as jnp
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from taskmem_jax.models import qwen3_vl
+from taskmem_jax.processing import Qwen3VLProcessor
+from taskmem_jax.rl.trainer import train
+
+FLAGS = flags.FLAGS
+_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "phase_one_synthworld.py")
+
+
+def define_flags() -> None:
+  """Only when run as a script, so that importing this module defines no flags."""
+  config_flags.DEFINE_config_file("config", _CONFIG, "ml_collections config (experiments/configs/phase_one_*.py).")
+  flags.DEFINE_string("workdir", None, "Overrides --config.workdir.")
+
+
+def make_source(cfg):
+  """The stream source named by cfg.env."""
+  if cfg.env == "synthworld":
+    from taskmem_jax.envs.synthworld import WorldConfig
+    from taskmem_jax.rl.streams import SynthWorldSource
+    return SynthWorldSource(WorldConfig(num_clips=cfg.world_clips), seed_base=cfg.seed_base,
+                            teacher_budget=cfg.teacher_budget, teacher_seed=cfg.seed)
+  raise ValueError(f"config.env={cfg.env!r}: only 'synthworld' streams are available here (real-video streams "
+                   "need the benchmark loaders)")
+
+
+def make_judge(cfg):
+  """The judge named by cfg.judge."""
+  if cfg.judge == "ground_truth":
+    from taskmem_jax.rewards import GroundTruthJudge
+    return GroundTruthJudge()
+  if cfg.judge == "local":
+    from taskmem_jax.rewards.local_llm import LocalLLMJudge
+    if not cfg.judge_checkpoint:
+      raise ValueError("config.judge='local' needs config.judge_checkpoint (an HF Qwen3-VL folder)")
+    model = qwen3_vl.from_pretrained(cfg.judge_checkpoint, dtype=jnp.float32)
+    return LocalLLMJudge(model, Qwen3VLProcessor.from_pretrained(cfg.judge_checkpoint))
+  if cfg.judge == "http":
+    from taskmem_jax.rewards.http import HTTPJudge
+    if not cfg.judge_base_url or not cfg.judge_model:
+      raise ValueError("config.judge='http' needs config.judge_base_url and config.judge_model")
+    return HTTPJudge(cfg.judge_base_url, cfg.judge_model, api_key_env=cfg.judge_api_key_env)
+  raise ValueError(f"config.judge={cfg.judge!r}: expected ground_truth, local or http")
+
+
+def identity_tags(cfg):
+  from taskmem_jax.rewards import FACE_TAGS, SYNTHWORLD_TAGS
+  return SYNTHWORLD_TAGS if cfg.env == "synthworld" else FACE_TAGS
+
+
+def run(cfg, progress: bool = True, **kwargs) -> dict:
+  """Loads the policy, source and judge named by cfg and trains; returns trainer.train's dict."""
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.dtype]
+  if not os.path.isfile(os.path.join(cfg.checkpoint, "config.json")):
+    raise FileNotFoundError(f"config.checkpoint={cfg.checkpoint!r}: no config.json there")
+  model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=dtype)
+  processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
+  return train(cfg, model, processor, make_source(cfg), make_judge(cfg), tags=identity_tags(cfg),
+               progress=progress, **kwargs)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  cfg = FLAGS.config
+  if FLAGS.workdir:
+    with cfg.unlocked():
+      cfg.workdir = FLAGS.workdir
+  result = run(cfg)
+  history = result["history"]
+  keys = ("reward", "pass_rate", "faithfulness", "redundancy", "format_failure", "memory_tokens", "step_s")
+  for h in (history[:1] + history[-1:]) if history else []:
+    print(json.dumps({"step": h["step"], **{k: round(h[k], 4) for k in keys if k in h}}))
+  print(f"metrics: {os.path.join(cfg.workdir, 'metrics.jsonl')}; exported policy: "
+        f"{cfg.export_dir or os.path.join(cfg.workdir, 'export')}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,123 @@
+"""Where Phase One's windows come from: B parallel streams and the history each window shows.
+
+The official data (taskmem-spec.md §2.3, TaskMem training/stage1/simulate_ep_data.py) runs B streams in
+parallel. Every step each stream advances one clip; once a stream is deeper than n_min clips it is
+replaced by a fresh video with probability p per step, and always after n_max clips. The previous
+memories a window shows come from the teacher in the off-policy stage and from the policy's own earlier
+outputs in the on-policy stage (the first response of the group that parsed, as the official reward
+manager writes history/<video>.json).
+
+`StreamSlots` is that simulator. Its randomness is a pure function of (seed, step), so its state is just
+the slots (video id, clip, history), a small JSON dict saved with each checkpoint: a resumed run draws
+exactly what the uninterrupted run would have.
+
+`SynthWorldSource` supplies the videos: SynthWorld streams by seed (video id k = seed base + k), their
+windows rendered in memory, the teacher's memories, and the judge's WindowContext with the ground truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from taskmem_jax.memory.store import EpisodicMemory, Window, schedule
+from taskmem_jax.rewards.judge import WindowContext
+
+
+@dataclasses.dataclass
+class Slot:
+  """One parallel stream: which video, which clip comes next, and the memories written so far."""
+  video: int
+  clip: int
+  memory: EpisodicMemory
+
+  def to_dict(self) -> dict:
+    return {"video": self.video, "clip": self.clip, "memory": self.memory.to_dict()}
+
+  @classmethod
+  def from_dict(cls, data: dict) -> Slot:
+    return cls(int(data["video"]), int(data["clip"]), EpisodicMemory.from_dict(data["memory"]))
+
+
+class StreamSlots:
+  """B streams stepping one clip per training step (see the module docstring).
+
+  num_clips(video) -> clips available in that video (a stream also ends when its video does).
+  """
+
+  def __init__(self, num_streams: int, num_clips, *, n_min: int = 11, n_max: int = 22, p_resample: float = 0.13,
+               seed: int = 0):
+    if num_streams < 1:
+      raise ValueError(f"num_streams={num_streams}: need at least one stream")
+    if not 0 <= n_min <= n_max or n_max < 1:
+      raise ValueError(f"n_min={n_min}, n_max={n_max}: need 0 <= n_min <= n_max and n_max >= 1")
+    if not 0.0 <= p_resample <= 1.0:
+      raise ValueError(f"p_resample={p_resample}: must be a probability")
+    self.num_clips, self.n_min, self.n_max, self.p, self.seed = num_clips, n_min, n_max, p_resample, seed
+    self.slots = [Slot(b, 0, EpisodicMemory()) for b in range(num_streams)]
+    self.next_video = num_streams
+
+  def advance(self, step: int) -> None:
+    """After training step `step`: every stream moves to its next clip, or to a fresh video."""
+    rng = np.random.default_rng([self.seed, step])
+    draws = rng.random(len(self.slots))
+    for b, slot in enumerate(self.slots):
+      depth = slot.clip + 1  # clips this stream has shown
+      done = depth >= min(self.n_max, self.num_clips(slot.video))
+      if done or (depth > self.n_min and draws[b] < self.p):
+        self.slots[b] = Slot(self.next_video, 0, EpisodicMemory())
+        self.next_video += 1
+      else:
+        slot.clip += 1
+
+  def state(self) -> dict:
+    return {"next_video": self.next_video, "slots": [s.to_dict() for s in self.slots]}
+
+  def restore(self, state: dict) -> None:
+    slots = [Slot.from_dict(s) for s in state["slots"]]
+    if len(slots) != len(self.slots):
+      raise ValueError(f"checkpoint has {len(slots)} streams, the config asks for {len(self.slots)}")
+    self.slots, self.next_video = slots, int(state["next_video"])
+
+
+class SynthWorldSource:
+  """SynthWorld videos for the slots: video k is generate(seed_base + k, world)."""
+
+  def __init__(self, world, *, seed_base: int = 0, teacher_budget: int = 40, teacher_seed: int = 0, cache: int = 64):
+    from taskmem_jax.envs.synthworld import generate
+    from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory
+
+    self.world, self.seed_base = world, seed_base
+    self._generate, self._teacher = generate, teacher_episodic_memory
+    self.teacher_budget, self.teacher_seed = teacher_budget, teacher_seed
+    self.stream = functools.lru_cache(maxsize=cache)(self._stream)
+    self.teacher = functools.lru_cache(maxsize=cache)(self._teacher_memory)
+
+  def _stream(self, video: int):
+    return self._generate(self.seed_base + video, self.world)
+
+  def _teacher_memory(self, video: int) -> EpisodicMemory:
+    rng = np.random.default_rng([self.teacher_seed, self.seed_base + video])
+    return self._teacher(self.stream(video), budget_tokens=self.teacher_budget, rng=rng)
+
+  def num_clips(self, video: int) -> int:
+    return self.world.num_clips
+
+  def window(self, video: int, clip: int) -> Window:
+    windows = schedule(self.stream(video).duration)
+    return windows[clip]
+
+  def video_item(self, video: int, clip: int) -> dict:
+    """The processor's video item for the window that ends with `clip` (frames rendered in memory)."""
+    from taskmem_jax.envs.synthworld import render_clip
+
+    w = self.window(video, clip)
+    return {"type": "video", "video": render_clip(self.stream(video), w.start, w.end)}
+
+  def context(self, video: int, clip: int, previous: list[str], video_item: dict | None = None) -> WindowContext:
+    w = self.window(video, clip)
+    frames = video_item["video"] if video_item is not None else None
+    return WindowContext(clip=clip, start=w.start, end=w.end, previous=tuple(previous), video=frames,
+                         stream=self.stream(video))

@@ -1,0 +1,218 @@
+"""The Phase-One training loop: B streams x G samples, judged, group-normalised, GSPO updates.
+
+One step (taskmem-spec.md §2):
+1. every stream shows its current window (previous memories from the teacher in the off-policy stage,
+   from the policy's own history afterwards) and the policy samples G responses (sampling.generate, one
+   prefill shared by the group);
+2. each group is parsed and scored (rewards.score_group with the configured judge), advantages are
+   group-normalised (rl.advantages);
+3. old log-probs are recomputed with the current parameters (as verl does), and the groups are split into
+   mini-batches, one AdamW update each (rl.step);
+4. the history takes the first parsed response of each group, the streams advance (rl.streams), and an
+   orbax checkpoint holds params, optimizer state and the stream state: a killed run resumes exactly.
+Metrics go to workdir/metrics.jsonl and TensorBoard event files in workdir/tb.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from taskmem_jax.io import atomic_write_text
+from taskmem_jax.memory.parse import parse_response
+from taskmem_jax.memory.prompt import window_messages
+from taskmem_jax.rewards import RewardConfig, score_group
+from taskmem_jax.rl.advantages import group_advantages
+from taskmem_jax.rl.step import LossConfig, TrainState, add_trees, group_batch, group_grad, log_probs_fn, make_apply
+from taskmem_jax.rl.streams import StreamSlots
+from taskmem_jax.sampling import generate
+from taskmem_jax.tensorboard import SummaryWriter
+from taskmem_jax.training import checkpoint as ckpt
+from taskmem_jax.training.data import bucket_length
+from taskmem_jax.training.sft import make_optimizer
+
+
+def loss_config(cfg) -> LossConfig:
+  return LossConfig(cfg.loss, float(cfg.clip_low), float(cfg.clip_high), cfg.aggregation, float(cfg.kl_coef),
+                    float(cfg.temperature) if cfg.temperature > 0 else 1.0)
+
+
+class Rollout:
+  """What one stream's window produced: prompt ids, its video, G responses and their scores."""
+
+  def __init__(self, prompt_ids, pixels, grid, responses, texts, parses, score, ctx):
+    self.prompt_ids, self.pixels, self.grid = prompt_ids, pixels, grid
+    self.responses, self.texts, self.parses, self.score, self.ctx = responses, texts, parses, score, ctx
+
+
+def sample_group(model, processor, source, slot, previous, cfg, judge, seed: int, tags=None) -> Rollout:
+  """Samples and scores G responses for the slot's current window."""
+  item = source.video_item(slot.video, slot.clip)
+  batch = processor([window_messages(item, previous, None)], thinking=True)
+  think_end = processor.tokenizer.convert_tokens_to_ids("</think>")
+  stops = processor.stop_token_ids
+  out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None,
+                 top_p=cfg.top_p or None, num_samples=cfg.group_size, seed=seed, stop_token_ids=stops,
+                 pad_token_id=processor.pad_token_id, thinking_budget=cfg.thinking_budget or None,
+                 think_end_token_id=think_end, memory_budget=cfg.memory_budget or None)
+  responses, texts, parses = [], [], []
+  for row, length in zip(out.tokens, out.lengths):
+    response = np.asarray(row[:length], np.int32)
+    body = response[:-1] if len(response) and response[-1] in stops else response
+    text = processor.tokenizer.decode(body.tolist(), skip_special_tokens=False)
+    responses.append(response)
+    texts.append(text)
+    parses.append(parse_response(text, tokens=body.tolist(), think_end_id=think_end))
+  ctx = source.context(slot.video, slot.clip, previous, item)
+  score = score_group(parses, ctx, judge, RewardConfig.from_dict(cfg.reward), tags)
+  prompt = batch["input_ids"][0][batch["attention_mask"][0] > 0]
+  return Rollout(prompt, batch["pixel_values_videos"], batch["video_grid_thw"], responses, texts, parses, score, ctx)
+
+
+def step_metrics(rollouts: list[Rollout], advantages: np.ndarray) -> dict:
+  """Means over the step's responses of every reward component and quality statistic."""
+  s = [r.score for r in rollouts]
+  cat = lambda name: np.concatenate([getattr(x, name) for x in s])
+  status = cat("status")
+  parsed = status == 0
+  mem, think = cat("memory_tokens"), cat("think_tokens")
+  nanmean = lambda v: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+  return {
+      "reward": float(cat("reward").mean()), "reward/format": float(cat("format").mean()),
+      "reward/quality": float(cat("quality").mean()), "reward/richness": float(cat("richness").mean()),
+      "reward/thinking": float(cat("thinking").mean()), "pass_rate": float(cat("passed").mean()),
+      "format_failure": float((status == 1).mean()), "judge_failure": float((status == 2).mean()),
+      "faithfulness": nanmean(cat("faithful")), "redundancy": 1.0 - nanmean(cat("non_redundant")),
+      "memory_tokens": float(mem[parsed].mean()) if parsed.any() else float("nan"),
+      "think_tokens": float(think[think >= 0].mean()) if (think >= 0).any() else float("nan"),
+      "response_tokens": float(np.mean([len(t) for r in rollouts for t in r.responses])),
+      "advantage_abs": float(np.abs(advantages).mean()), "groups_failed": float(sum(x.group_failed for x in s)),
+  }
+
+
+def _metrics_lines(path: str, upto: int) -> list[str]:
+  """Lines of an existing metrics.jsonl with step <= upto (a resumed run rewrites the rest)."""
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    return [line for line in f if line.strip() and json.loads(line)["step"] <= upto]
+
+
+def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = True, stop_at: int | None = None,
+          on_step=None) -> dict:
+  """Phase-One training for cfg.steps steps from cfg.workdir (resuming its latest checkpoint).
+
+  source: a stream source (rl.streams.SynthWorldSource or one with the same methods). judge: a
+  rewards.Judge. stop_at: end after this step, as a preemption would. on_step(step, metrics, rollouts): a
+  hook. At the last step the policy is exported in HF format to cfg.export_dir (default workdir/export).
+  Returns {"model", "history": per-step metrics, "resumed_from"}. The model's arrays are donated:
+  use the returned model.
+  """
+  loss_cfg = loss_config(cfg)
+  optimizer = make_optimizer(cfg)
+  apply = make_apply(optimizer)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+  ref_params = jax.tree.map(jnp.copy, params) if loss_cfg.kl_coef else None
+  slots = StreamSlots(cfg.num_streams, source.num_clips, n_min=cfg.n_min, n_max=cfg.n_max,
+                      p_resample=cfg.p_resample, seed=cfg.seed)
+  os.makedirs(cfg.workdir, exist_ok=True)
+  manager = ckpt.make_manager(os.path.join(cfg.workdir, "checkpoints"), keep=cfg.keep_checkpoints,
+                              save_every=cfg.save_every)
+  resumed_from = manager.latest_step()
+  start = 0
+  if resumed_from is not None:
+    state, data = ckpt.restore(manager, state, resumed_from)
+    slots.restore(data["slots"])
+    start = int(data["step"])
+  metrics_path = os.path.join(cfg.workdir, "metrics.jsonl")
+  lines = _metrics_lines(metrics_path, start)
+  atomic_write_text(metrics_path, "".join(lines))
+  history = [json.loads(line) for line in lines]
+  writer = SummaryWriter(os.path.join(cfg.workdir, "tb"))
+
+  bar = tqdm(total=cfg.steps, initial=start, desc="phase one", unit="step", disable=not progress)
+  end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+  for step in range(start, end):
+    tic = time.perf_counter()
+    off_policy = step < cfg.off_policy_steps
+    live = nnx.merge(graphdef, state.params, rest)
+    rollouts = []
+    for b, slot in enumerate(slots.slots):
+      teacher = source.teacher(slot.video)
+      previous = (teacher if off_policy else slot.memory).previous(slot.clip)
+      rollouts.append(sample_group(live, processor, source, slot, previous, cfg, judge,
+                                   seed=(cfg.seed * 1_000_003 + step * 1009 + b) % (2**31), tags=tags))
+    scores = [r.score for r in rollouts]
+    advantages = np.asarray(group_advantages(
+        np.stack([s.reward for s in scores]), eps=cfg.eps, negative_gate=cfg.negative_gate, mode=cfg.advantage_mode,
+        parsed=np.stack([s.status == 0 for s in scores]), correctness=np.stack([s.correctness for s in scores]),
+        group_failed=np.array([s.group_failed for s in scores])))
+    sample_s = time.perf_counter() - tic
+
+    batches = []
+    for r in rollouts:
+      length = bucket_length(len(r.prompt_ids) + max(len(x) for x in r.responses), tuple(cfg.buckets))
+      batches.append(group_batch(model.config, r.prompt_ids, r.responses, r.pixels, r.grid, processor.pad_token_id,
+                                 length))
+    old = [log_probs_fn(graphdef, state.params, rest, loss_cfg.temperature, gb.inputs) for gb in batches]
+    ref = [log_probs_fn(graphdef, ref_params, rest, loss_cfg.temperature, gb.inputs) if ref_params is not None
+           else None for gb in batches]
+    update_metrics = []
+    groups = np.array_split(np.arange(len(batches)), cfg.num_minibatches)
+    for members in groups:
+      grad_sum, parts = None, []
+      for k in members:
+        if not advantages[k].any() and not loss_cfg.kl_coef:
+          continue  # zero advantages: a zero gradient (it still counts in the mean below)
+        grads, m = group_grad(graphdef, state.params, rest, loss_cfg, batches[k], old[k],
+                              jnp.asarray(advantages[k]), ref[k])
+        grad_sum = grads if grad_sum is None else add_trees(grad_sum, grads)
+        parts.append(m)
+      if grad_sum is None:
+        continue
+      state, grad_norm = apply(state, grad_sum, float(len(members)))
+      update_metrics.append({**{k: jnp.mean(jnp.stack([m[k] for m in parts])) for k in parts[0]},
+                             "grad_norm": grad_norm})
+
+    for slot, r in zip(slots.slots, rollouts):
+      if off_policy:
+        teacher = source.teacher(slot.video)
+        if slot.clip in teacher:
+          slot.memory.add(slot.clip, teacher.get(slot.clip))
+      else:
+        chosen = next((p for p in r.parses if p.ok), None)
+        if chosen is not None:
+          slot.memory.add(slot.clip, chosen.description)
+    slots.advance(step)
+
+    metrics = {"step": step + 1, "stage": "off_policy" if off_policy else "on_policy", **step_metrics(rollouts,
+                                                                                                      advantages)}
+    for k, v in jax.device_get(update_metrics[-1] if update_metrics else {}).items():
+      metrics[k] = float(v)
+    metrics["updates"] = len(update_metrics)
+    metrics["sample_s"], metrics["step_s"] = sample_s, time.perf_counter() - tic
+    history.append(metrics)
+    with open(metrics_path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(metrics) + "\n")
+    writer.scalars(step + 1, {k: v for k, v in metrics.items() if isinstance(v, float)})
+    ckpt.save(manager, step + 1, state, {"step": step + 1, "slots": slots.state()}, force=step + 1 == end)
+    if on_step is not None:
+      on_step(step + 1, metrics, rollouts)
+    bar.set_postfix(reward=f"{metrics['reward']:.3f}", faithful=f"{metrics['faithfulness']:.2f}")
+    bar.update(1)
+  bar.close()
+  writer.close()
+  manager.wait_until_finished()
+  manager.close()
+  trained = nnx.merge(graphdef, state.params, rest)
+  if end == cfg.steps:
+    ckpt.export_pretrained(trained, cfg.export_dir or os.path.join(cfg.workdir, "export"), cfg.checkpoint or None)
+  return {"model": trained, "history": history, "resumed_from": resumed_from}

@@ -1,0 +1,152 @@
+"""Phase-One training loop: the stream simulator, event files, and an exact resume of a real run."""
+
+import json
+import os
+import struct
+
+import jax
+import numpy as np
+import pytest
+
+from taskmem_jax.rewards import Judge, Ranking, Verdict
+from taskmem_jax.rl.streams import StreamSlots
+from taskmem_jax.tensorboard import SummaryWriter, crc32c, encode_event, masked_crc32c
+
+POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")
+
+
+def test_stream_slots_extend_resample_and_force():
+  slots = StreamSlots(64, lambda video: 100, n_min=3, n_max=6, p_resample=0.5, seed=1)
+  depths = []
+  for step in range(12):
+    slots.advance(step)
+    depths.append([s.clip for s in slots.slots])
+  depths = np.array(depths)
+  assert depths.max() <= 5  # a stream shows at most n_max = 6 clips (clips 0..5)
+  # Below n_min streams always extend: after 3 steps every stream is at clip 3.
+  assert (depths[2] == 3).all()
+  # Past n_min, about half the streams are resampled each step.
+  resampled = (depths[3] == 0).mean()
+  assert 0.3 < resampled < 0.7
+  assert slots.next_video > 64
+  # The draws depend only on (seed, step): a restored simulator continues identically.
+  a = StreamSlots(8, lambda v: 100, n_min=1, n_max=4, seed=3)
+  for step in range(3):
+    a.advance(step)
+  b = StreamSlots(8, lambda v: 100, n_min=1, n_max=4, seed=3)
+  b.restore(json.loads(json.dumps(a.state())))
+  for step in range(3, 9):
+    a.advance(step)
+    b.advance(step)
+  assert a.state() == b.state()
+  # A stream also ends with its video.
+  short = StreamSlots(1, lambda v: 2, n_min=5, n_max=10)
+  short.advance(0)
+  short.advance(1)
+  assert short.slots[0].video == 1 and short.slots[0].clip == 0
+  with pytest.raises(ValueError, match="n_min"):
+    StreamSlots(2, lambda v: 9, n_min=5, n_max=3)
+
+
+def test_crc32c_and_events_decode_with_protobuf(tmp_path):
+  assert crc32c(b"123456789") == 0xE3069283  # the standard CRC-32C check value
+  # Decode our hand-encoded Event with the protobuf library's own parser, from a descriptor built here.
+  from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+  fdp = descriptor_pb2.FileDescriptorProto(name="ev.proto", package="t", syntax="proto3")
+  value = fdp.message_type.add(name="Value")
+  value.field.add(name="tag", number=1, type=9, label=1)
+  value.field.add(name="simple_value", number=2, type=2, label=1)
+  summary = fdp.message_type.add(name="Summary")
+  summary.field.add(name="value", number=1, type=11, label=3, type_name=".t.Value")
+  event = fdp.message_type.add(name="Event")
+  event.field.add(name="wall_time", number=1, type=1, label=1)
+  event.field.add(name="step", number=2, type=3, label=1)
+  event.field.add(name="file_version", number=3, type=9, label=1)
+  event.field.add(name="summary", number=5, type=11, label=1, type_name=".t.Summary")
+  pool = descriptor_pool.DescriptorPool()
+  pool.Add(fdp)
+  Event = message_factory.GetMessageClass(pool.FindMessageTypeByName("t.Event"))
+
+  writer = SummaryWriter(str(tmp_path))
+  writer.scalars(7, {"reward": 0.25, "faithfulness": 1.0})
+  writer.close()
+  data = open(writer.path, "rb").read()
+  events, offset = [], 0
+  while offset < len(data):
+    (n,) = struct.unpack_from("<Q", data, offset)
+    assert struct.unpack_from("<I", data, offset + 8)[0] == masked_crc32c(data[offset:offset + 8])
+    payload = data[offset + 12:offset + 12 + n]
+    assert struct.unpack_from("<I", data, offset + 12 + n)[0] == masked_crc32c(payload)
+    events.append(Event.FromString(payload))
+    offset += 16 + n
+  assert events[0].file_version == "brain.Event:2"
+  assert events[1].step == 7
+  assert {v.tag: v.simple_value for v in events[1].summary.value} == {"reward": 0.25, "faithfulness": 1.0}
+  assert Event.FromString(encode_event(wall_time=1.5, step=2**40)).step == 2**40
+
+
+class LengthJudge(Judge):
+  """Passes every memory and ranks longer ones first: a judge whose rewards vary with the policy's
+  output, so that updates happen even when the policy's memories are not faithful."""
+  name = "length"
+
+  def faithfulness(self, ctx, descriptions):
+    return [Verdict(True)] * len(descriptions)
+
+  def non_redundancy(self, ctx, descriptions):
+    return [Verdict(True)] * len(descriptions)
+
+  def rank(self, ctx, descriptions):
+    return Ranking(tuple(sorted(range(len(descriptions)), key=lambda i: -len(descriptions[i]))))
+
+
+def _config(workdir):
+  from experiments.configs import phase_one_synthworld
+
+  cfg = phase_one_synthworld.get_config()
+  cfg.workdir = str(workdir)
+  cfg.num_streams, cfg.group_size, cfg.steps, cfg.off_policy_steps = 2, 4, 4, 1
+  cfg.n_min, cfg.n_max, cfg.world_clips = 1, 2, 3
+  cfg.max_new_tokens = 48
+  cfg.reward.memory_token_threshold = 40  # some memories pass, some do not: the rewards vary
+  cfg.lr = 1e-3
+  cfg.save_every = 1
+  cfg.temperature = 1.0
+  return cfg
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
+def test_four_steps_equal_two_then_resume_then_two(tmp_path):
+  from experiments.phase_one import make_source
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.processing import Qwen3VLProcessor
+  from taskmem_jax.rewards import SYNTHWORLD_TAGS
+  from taskmem_jax.rl.trainer import train
+
+  def run(workdir, **kwargs):
+    cfg = _config(workdir)
+    model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32)
+    processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
+    return train(cfg, model, processor, make_source(cfg), LengthJudge(), tags=SYNTHWORLD_TAGS, progress=False,
+                 **kwargs)
+
+  initial = jax.tree.leaves(qwen3_vl.from_pretrained(POLICY, dtype=np.float32))
+  straight = run(tmp_path / "a")
+  part = run(tmp_path / "b", stop_at=2)
+  assert [h["step"] for h in part["history"]] == [1, 2]
+  resumed = run(tmp_path / "b")
+  assert resumed["resumed_from"] == 2
+  assert sum(h["updates"] for h in straight["history"]) >= 2  # the run really trained
+  for x, y in zip(jax.tree.leaves(straight["model"]), jax.tree.leaves(resumed["model"])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert any(not np.array_equal(np.asarray(x), np.asarray(y))
+             for x, y in zip(initial, jax.tree.leaves(straight["model"])))
+  lines = lambda d: [json.loads(line) for line in open(d / "metrics.jsonl")]
+  a, b = lines(tmp_path / "a"), lines(tmp_path / "b")
+  assert [h["step"] for h in b] == [1, 2, 3, 4]
+  for x, y in zip(a, b):
+    assert x["reward"] == y["reward"] and x["stage"] == y["stage"]
+  assert a[0]["stage"] == "off_policy" and a[1]["stage"] == "on_policy"
+  assert os.path.isfile(tmp_path / "a" / "export" / "model.safetensors")
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "a" / "tb"))
