@@ -49,13 +49,13 @@ def make_judge(cfg):
     from taskmem_jax.rewards import GroundTruthJudge
     return GroundTruthJudge()
   if cfg.judge == "local":
-    from taskmem_jax.rewards.local_llm import LocalLLMJudge
+    from taskmem_jax.rewards import LocalLLMJudge
     if not cfg.judge_checkpoint:
       raise ValueError("config.judge='local' needs config.judge_checkpoint (an HF Qwen3-VL folder)")
     model = qwen3_vl.from_pretrained(cfg.judge_checkpoint, dtype=jnp.float32)
     return LocalLLMJudge(model, Qwen3VLProcessor.from_pretrained(cfg.judge_checkpoint))
   if cfg.judge == "http":
-    from taskmem_jax.rewards.http import HTTPJudge
+    from taskmem_jax.rewards import HTTPJudge
     if not cfg.judge_base_url or not cfg.judge_model:
       raise ValueError("config.judge='http' needs config.judge_base_url and config.judge_model")
     return HTTPJudge(cfg.judge_base_url, cfg.judge_model, api_key_env=cfg.judge_api_key_env)

@@ -150,3 +150,38 @@ def test_four_steps_equal_two_then_resume_then_two(tmp_path):
   assert a[0]["stage"] == "off_policy" and a[1]["stage"] == "on_policy"
   assert os.path.isfile(tmp_path / "a" / "export" / "model.safetensors")
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "a" / "tb"))
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
+def test_population_of_two_equals_two_separate_runs(tmp_path):
+  from experiments.phase_one import make_source
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.processing import Qwen3VLProcessor
+  from taskmem_jax.rewards import SYNTHWORLD_TAGS
+  from taskmem_jax.rl.trainer import train
+
+  settings = [{"memory_token_threshold": 40}, {"memory_token_threshold": 46, "usefulness_scale": 0.5}]
+
+  def run(workdir, population):
+    cfg = _config(workdir)
+    cfg.steps = 2
+    cfg.population = population
+    model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32)
+    processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
+    return train(cfg, model, processor, make_source(cfg), LengthJudge(), tags=SYNTHWORLD_TAGS, progress=False)
+
+  both = run(tmp_path / "pop", settings)
+  assert len(both["models"]) == 2 and [h["member"] for h in both["history"]] == [0, 1, 0, 1]
+  singles = [run(tmp_path / f"single{k}", [s]) for k, s in enumerate(settings)]
+  assert [h["reward"] for h in both["history"][0::2]] == [h["reward"] for h in singles[0]["history"]]
+  assert [h["reward"] for h in both["history"][1::2]] == [h["reward"] for h in singles[1]["history"]]
+  assert both["history"][0]["reward"] != both["history"][1]["reward"]  # the settings really differ
+  # Batched (vmapped) matmuls round differently from unbatched ones, and Adam turns a tiny gradient's
+  # rounding into a visible step, so equality is up to 1e-5 absolute (the updates themselves are ~1e-3).
+  for member, single in zip(both["models"], singles):
+    for x, y in zip(jax.tree.leaves(member), jax.tree.leaves(single["model"])):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+  moved = max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
+              for x, y in zip(jax.tree.leaves(both["models"][0]), jax.tree.leaves(both["models"][1])))
+  assert moved > 1e-4  # the two members really trained apart
+  assert os.path.isfile(tmp_path / "pop" / "export" / "member_1" / "model.safetensors")

@@ -138,3 +138,18 @@ def test_judge_failures_zero_the_response_and_mark_the_group():
 def test_ground_truth_judge_needs_the_stream():
   with pytest.raises(ValueError, match="WindowContext.stream"):
     GroundTruthJudge().faithfulness(WindowContext(clip=0, start=0.0, end=10.0), ["a"])
+
+
+class _FirstIsBestJudge(_FlakyJudge):
+  """Ranks in the order given: a judge with a pure position bias."""
+
+
+def test_ranking_sees_a_seeded_shuffle():
+  ctx = WindowContext(clip=0, start=0.0, end=10.0)
+  parses = [response("a b"), response("c d"), response("e f"), response("g h")]
+  out = score_group(parses, ctx, _FirstIsBestJudge(), CFG, rng=np.random.default_rng(3))
+  order = np.random.default_rng(3).permutation(4)  # what the judge was shown, position 0 first
+  expected = np.zeros(4)
+  expected[order] = 0.05 * (1 - np.arange(4) / 3)
+  np.testing.assert_allclose(out.richness, expected)
+  assert not np.array_equal(order, np.arange(4))

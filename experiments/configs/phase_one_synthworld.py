@@ -40,6 +40,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.memory_budget = 0        # 0 = no cut while sampling (over-long memories fail the quality check instead)
   # Reward (spec §2.2, README launch values); the SynthWorld memory limit is in its word-level tokens.
   c.reward = ml_collections.ConfigDict(RewardConfig(memory_token_threshold=60).to_dict())
+  # Population (rl/population.py): one dict of reward overrides per member, trained in one job; [] = one policy.
+  c.population = []
   c.judge = "ground_truth"   # ground_truth | local | http
   c.judge_checkpoint = ""    # local: HF folder of the judge model
   c.judge_base_url = ""      # http: OpenAI-compatible server

@@ -54,10 +54,12 @@ class GroupScore:
 
 
 def score_group(parses: Sequence[ParseResult], ctx: WindowContext, judge: Judge, cfg: RewardConfig,
-                tags: IdentityTags | None = None) -> GroupScore:
+                tags: IdentityTags | None = None, rng: np.random.Generator | None = None) -> GroupScore:
   """Rewards of one group. parses: parse_response(text, tokens=..., think_end_id=...) of each response,
   without max_memory_tokens (the budget is checked here, against cfg.memory_token_threshold). tags: the
-  identity-tag rule (terms.FACE_TAGS, terms.SYNTHWORLD_TAGS); None skips the check."""
+  identity-tag rule (terms.FACE_TAGS, terms.SYNTHWORLD_TAGS); None skips the check. rng: shuffles the
+  memories before ranking, as the official reward does, so a judge's position bias averages out (None:
+  rollout order)."""
   g = len(parses)
   if g == 0:
     raise ValueError("score_group: an empty group")
@@ -106,6 +108,8 @@ def score_group(parses: Sequence[ParseResult], ctx: WindowContext, judge: Judge,
 
   ranked = [i for i in valid if out.passed[i] and out.status[i] == PARSED]
   if len(ranked) >= 2 and not out.group_failed:
+    if rng is not None:
+      ranked = [ranked[k] for k in rng.permutation(len(ranked))]
     ranking = judge.rank(ctx, [parses[i].description for i in ranked])
     if ranking.failed:
       out.group_failed = True

@@ -1,28 +1,25 @@
-"""The jitted pieces of a Phase-One update: token log-probs, the group gradient, the optimizer update.
+"""The pieces of a Phase-One update: group batches, token log-probs and the group gradient.
 
 A training group is the G responses sampled for one window: G rows of prompt + response sharing one
 prompt, so one video. The window's vision features are computed once and every row reads them (row g's
 vision_index points at the same features), which is exact and G times cheaper than G copies of the
 pixels. Groups of different windows differ in their video grid, so each group is its own call and the
 mini-batch's gradient is the mean of its groups' gradients (every group has G rows, so that equals the
-seq-mean over the mini-batch).
+seq-mean over the mini-batch). rl/population.py vmaps and jits these over the member axis.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from taskmem_jax.models.qwen3_vl import ModelInputs, prepare_inputs
 from taskmem_jax.models.qwen3_vl.positions import vision_metadata
 from taskmem_jax.rl.losses import LOSSES, k3_kl
-from taskmem_jax.training.sft import TrainState
 
 
 class GroupBatch(NamedTuple):
@@ -84,9 +81,8 @@ def token_log_probs(model, inputs: ModelInputs, temperature: float) -> jax.Array
   return jnp.pad(picked, ((0, 0), (1, 0)))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def log_probs_fn(graphdef, params, rest, temperature: float, inputs: ModelInputs) -> jax.Array:
-  """token_log_probs with the model as (graphdef, params, rest); jitted (old and reference log-probs)."""
+def split_log_probs(graphdef, params, rest, temperature: float, inputs: ModelInputs) -> jax.Array:
+  """token_log_probs with the model as (graphdef, params, rest)."""
   return token_log_probs(nnx.merge(graphdef, params, rest), inputs, temperature)
 
 
@@ -103,7 +99,6 @@ def _loss(graphdef, params, rest, loss_cfg: LossConfig, batch: GroupBatch, old_l
   return loss, metrics
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
 def group_grad(graphdef, params, rest, loss_cfg: LossConfig, batch: GroupBatch, old_log_probs, advantages,
                ref_log_probs=None):
   """(grads, metrics) of one group's loss; metrics are float32 scalars (loss included)."""
@@ -111,17 +106,6 @@ def group_grad(graphdef, params, rest, loss_cfg: LossConfig, batch: GroupBatch, 
                                      ref_log_probs), has_aux=True)
   grads, metrics = grad_fn(params)
   return grads, metrics
-
-
-def make_apply(optimizer: optax.GradientTransformation):
-  """The jitted update: (TrainState, summed grads, number of groups) -> (TrainState, grad_norm); donates."""
-
-  def apply(state: TrainState, grad_sum, count):
-    grads = jax.tree.map(lambda g: g / count, grad_sum)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), optax.global_norm(grads)
-
-  return jax.jit(apply, donate_argnums=0)
 
 
 @jax.jit

@@ -28,17 +28,18 @@ from taskmem_jax.rewards.judge import WindowContext
 
 @dataclasses.dataclass
 class Slot:
-  """One parallel stream: which video, which clip comes next, and the memories written so far."""
+  """One parallel stream: which video, which clip comes next, and the memories written so far (one
+  EpisodicMemory per population member: the members see the same windows but write their own history)."""
   video: int
   clip: int
-  memory: EpisodicMemory
+  memories: list[EpisodicMemory]
 
   def to_dict(self) -> dict:
-    return {"video": self.video, "clip": self.clip, "memory": self.memory.to_dict()}
+    return {"video": self.video, "clip": self.clip, "memories": [m.to_dict() for m in self.memories]}
 
   @classmethod
   def from_dict(cls, data: dict) -> Slot:
-    return cls(int(data["video"]), int(data["clip"]), EpisodicMemory.from_dict(data["memory"]))
+    return cls(int(data["video"]), int(data["clip"]), [EpisodicMemory.from_dict(m) for m in data["memories"]])
 
 
 class StreamSlots:
@@ -48,7 +49,7 @@ class StreamSlots:
   """
 
   def __init__(self, num_streams: int, num_clips, *, n_min: int = 11, n_max: int = 22, p_resample: float = 0.13,
-               seed: int = 0):
+               seed: int = 0, members: int = 1):
     if num_streams < 1:
       raise ValueError(f"num_streams={num_streams}: need at least one stream")
     if not 0 <= n_min <= n_max or n_max < 1:
@@ -56,7 +57,8 @@ class StreamSlots:
     if not 0.0 <= p_resample <= 1.0:
       raise ValueError(f"p_resample={p_resample}: must be a probability")
     self.num_clips, self.n_min, self.n_max, self.p, self.seed = num_clips, n_min, n_max, p_resample, seed
-    self.slots = [Slot(b, 0, EpisodicMemory()) for b in range(num_streams)]
+    self.members = members
+    self.slots = [self._fresh(b) for b in range(num_streams)]
     self.next_video = num_streams
 
   def advance(self, step: int) -> None:
@@ -67,18 +69,22 @@ class StreamSlots:
       depth = slot.clip + 1  # clips this stream has shown
       done = depth >= min(self.n_max, self.num_clips(slot.video))
       if done or (depth > self.n_min and draws[b] < self.p):
-        self.slots[b] = Slot(self.next_video, 0, EpisodicMemory())
+        self.slots[b] = self._fresh(self.next_video)
         self.next_video += 1
       else:
         slot.clip += 1
+
+  def _fresh(self, video: int) -> Slot:
+    return Slot(video, 0, [EpisodicMemory() for _ in range(self.members)])
 
   def state(self) -> dict:
     return {"next_video": self.next_video, "slots": [s.to_dict() for s in self.slots]}
 
   def restore(self, state: dict) -> None:
     slots = [Slot.from_dict(s) for s in state["slots"]]
-    if len(slots) != len(self.slots):
-      raise ValueError(f"checkpoint has {len(slots)} streams, the config asks for {len(self.slots)}")
+    if len(slots) != len(self.slots) or any(len(s.memories) != self.members for s in slots):
+      raise ValueError(f"checkpoint has {len(slots)} streams x {len(slots[0].memories) if slots else 0} members, "
+                       f"the config asks for {len(self.slots)} x {self.members}")
     self.slots, self.next_video = slots, int(state["next_video"])
 
 

@@ -7,10 +7,13 @@ One step (taskmem-spec.md §2):
 2. each group is parsed and scored (rewards.score_group with the configured judge), advantages are
    group-normalised (rl.advantages);
 3. old log-probs are recomputed with the current parameters (as verl does), and the groups are split into
-   mini-batches, one AdamW update each (rl.step);
+   mini-batches, one AdamW update each;
 4. the history takes the first parsed response of each group, the streams advance (rl.streams), and an
    orbax checkpoint holds params, optimizer state and the stream state: a killed run resumes exactly.
-Metrics go to workdir/metrics.jsonl and TensorBoard event files in workdir/tb.
+
+The loop always trains a population (rl/population.py): P = len(cfg.population) members that differ in
+their reward settings, P = 1 when cfg.population is empty. Metrics go to workdir/metrics.jsonl (one line
+per step and member) and TensorBoard event files in workdir/tb.
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ from taskmem_jax.io import atomic_write_text
 from taskmem_jax.memory.parse import parse_response
 from taskmem_jax.memory.prompt import window_messages
 from taskmem_jax.rewards import RewardConfig, score_group
+from taskmem_jax.rl import population as pop
 from taskmem_jax.rl.advantages import group_advantages
-from taskmem_jax.rl.step import LossConfig, TrainState, add_trees, group_batch, group_grad, log_probs_fn, make_apply
+from taskmem_jax.rl.step import LossConfig, add_trees, group_batch
 from taskmem_jax.rl.streams import StreamSlots
 from taskmem_jax.sampling import generate
 from taskmem_jax.tensorboard import SummaryWriter
 from taskmem_jax.training import checkpoint as ckpt
 from taskmem_jax.training.data import bucket_length
-from taskmem_jax.training.sft import make_optimizer
+from taskmem_jax.training.sft import TrainState, make_optimizer
 
 
 def loss_config(cfg) -> LossConfig:
@@ -44,17 +48,25 @@ def loss_config(cfg) -> LossConfig:
                     float(cfg.temperature) if cfg.temperature > 0 else 1.0)
 
 
+def reward_configs(cfg) -> list[RewardConfig]:
+  """One RewardConfig per member: cfg.reward with each of cfg.population's overrides ([cfg.reward] if none)."""
+  base = dict(cfg.reward)
+  overrides = list(cfg.get("population", None) or [{}])
+  return [RewardConfig.from_dict({**base, **dict(o)}) for o in overrides]
+
+
 class Rollout:
-  """What one stream's window produced: prompt ids, its video, G responses and their scores."""
+  """What one member wrote for one stream's window: prompt ids, the window's video, G responses, scores."""
 
-  def __init__(self, prompt_ids, pixels, grid, responses, texts, parses, score, ctx):
+  def __init__(self, prompt_ids, pixels, grid, responses, parses, score):
     self.prompt_ids, self.pixels, self.grid = prompt_ids, pixels, grid
-    self.responses, self.texts, self.parses, self.score, self.ctx = responses, texts, parses, score, ctx
+    self.responses, self.parses, self.score = responses, parses, score
 
 
-def sample_group(model, processor, source, slot, previous, cfg, judge, seed: int, tags=None) -> Rollout:
-  """Samples and scores G responses for the slot's current window."""
-  item = source.video_item(slot.video, slot.clip)
+def sample_group(model, processor, item, previous, ctx_fn, cfg, judge, reward: RewardConfig, seed: int,
+                 tags=None) -> Rollout:
+  """Samples and scores G responses for one window (item: its video item; ctx_fn(previous) -> the judge's
+  WindowContext)."""
   batch = processor([window_messages(item, previous, None)], thinking=True)
   think_end = processor.tokenizer.convert_tokens_to_ids("</think>")
   stops = processor.stop_token_ids
@@ -62,22 +74,20 @@ def sample_group(model, processor, source, slot, previous, cfg, judge, seed: int
                  top_p=cfg.top_p or None, num_samples=cfg.group_size, seed=seed, stop_token_ids=stops,
                  pad_token_id=processor.pad_token_id, thinking_budget=cfg.thinking_budget or None,
                  think_end_token_id=think_end, memory_budget=cfg.memory_budget or None)
-  responses, texts, parses = [], [], []
+  responses, parses = [], []
   for row, length in zip(out.tokens, out.lengths):
     response = np.asarray(row[:length], np.int32)
     body = response[:-1] if len(response) and response[-1] in stops else response
     text = processor.tokenizer.decode(body.tolist(), skip_special_tokens=False)
     responses.append(response)
-    texts.append(text)
     parses.append(parse_response(text, tokens=body.tolist(), think_end_id=think_end))
-  ctx = source.context(slot.video, slot.clip, previous, item)
-  score = score_group(parses, ctx, judge, RewardConfig.from_dict(cfg.reward), tags)
+  score = score_group(parses, ctx_fn(previous), judge, reward, tags, rng=np.random.default_rng(seed))
   prompt = batch["input_ids"][0][batch["attention_mask"][0] > 0]
-  return Rollout(prompt, batch["pixel_values_videos"], batch["video_grid_thw"], responses, texts, parses, score, ctx)
+  return Rollout(prompt, batch["pixel_values_videos"], batch["video_grid_thw"], responses, parses, score)
 
 
 def step_metrics(rollouts: list[Rollout], advantages: np.ndarray) -> dict:
-  """Means over the step's responses of every reward component and quality statistic."""
+  """Means over one member's responses of a step: every reward component and quality statistic."""
   s = [r.score for r in rollouts]
   cat = lambda name: np.concatenate([getattr(x, name) for x in s])
   status = cat("status")
@@ -97,6 +107,15 @@ def step_metrics(rollouts: list[Rollout], advantages: np.ndarray) -> dict:
   }
 
 
+def _member_batches(model_config, rollouts_by_member, b: int, pad_id: int, buckets):
+  """Slot b's group of every member, padded to one common length and stacked: a GroupBatch with [P, ...]."""
+  rs = [rollouts[b] for rollouts in rollouts_by_member]
+  longest = max(len(r.prompt_ids) + max(len(x) for x in r.responses) for r in rs)
+  length = bucket_length(longest, tuple(buckets))
+  return pop.stack([group_batch(model_config, r.prompt_ids, r.responses, r.pixels, r.grid, pad_id, length)
+                    for r in rs])
+
+
 def _metrics_lines(path: str, upto: int) -> list[str]:
   """Lines of an existing metrics.jsonl with step <= upto (a resumed run rewrites the rest)."""
   if not os.path.exists(path):
@@ -111,18 +130,23 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
 
   source: a stream source (rl.streams.SynthWorldSource or one with the same methods). judge: a
   rewards.Judge. stop_at: end after this step, as a preemption would. on_step(step, metrics, rollouts): a
-  hook. At the last step the policy is exported in HF format to cfg.export_dir (default workdir/export).
-  Returns {"model", "history": per-step metrics, "resumed_from"}. The model's arrays are donated:
-  use the returned model.
+  hook. At the last step the policy is exported in HF format to cfg.export_dir (default workdir/export;
+  member k of a population to .../member_k). Returns {"model" (P = 1) or "models", "history": per-step
+  metrics (with "member" when P > 1), "resumed_from"}. The model's arrays are donated: use the returned ones.
   """
+  rewards = reward_configs(cfg)
+  size = len(rewards)
   loss_cfg = loss_config(cfg)
   optimizer = make_optimizer(cfg)
-  apply = make_apply(optimizer)
+  apply = pop.make_apply(optimizer)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-  ref_params = jax.tree.map(jnp.copy, params) if loss_cfg.kl_coef else None
+  sharding = pop.population_sharding(size)
+  one = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+  state = pop.shard(pop.stack([one] * size), sharding)
+  del one, params
+  ref_params = jax.tree.map(jnp.copy, state.params) if loss_cfg.kl_coef else None
   slots = StreamSlots(cfg.num_streams, source.num_clips, n_min=cfg.n_min, n_max=cfg.n_max,
-                      p_resample=cfg.p_resample, seed=cfg.seed)
+                      p_resample=cfg.p_resample, seed=cfg.seed, members=size)
   os.makedirs(cfg.workdir, exist_ok=True)
   manager = ckpt.make_manager(os.path.join(cfg.workdir, "checkpoints"), keep=cfg.keep_checkpoints,
                               save_every=cfg.save_every)
@@ -130,6 +154,7 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
   start = 0
   if resumed_from is not None:
     state, data = ckpt.restore(manager, state, resumed_from)
+    state = pop.shard(state, sharding)
     slots.restore(data["slots"])
     start = int(data["step"])
   metrics_path = os.path.join(cfg.workdir, "metrics.jsonl")
@@ -143,76 +168,82 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
   for step in range(start, end):
     tic = time.perf_counter()
     off_policy = step < cfg.off_policy_steps
-    live = nnx.merge(graphdef, state.params, rest)
-    rollouts = []
+    rollouts = [[] for _ in range(size)]  # [P][B]
     for b, slot in enumerate(slots.slots):
-      teacher = source.teacher(slot.video)
-      previous = (teacher if off_policy else slot.memory).previous(slot.clip)
-      rollouts.append(sample_group(live, processor, source, slot, previous, cfg, judge,
-                                   seed=(cfg.seed * 1_000_003 + step * 1009 + b) % (2**31), tags=tags))
-    scores = [r.score for r in rollouts]
-    advantages = np.asarray(group_advantages(
-        np.stack([s.reward for s in scores]), eps=cfg.eps, negative_gate=cfg.negative_gate, mode=cfg.advantage_mode,
-        parsed=np.stack([s.status == 0 for s in scores]), correctness=np.stack([s.correctness for s in scores]),
-        group_failed=np.array([s.group_failed for s in scores])))
+      item = source.video_item(slot.video, slot.clip)
+      ctx_fn = lambda previous, slot=slot, item=item: source.context(slot.video, slot.clip, previous, item)
+      for p in range(size):
+        memory = source.teacher(slot.video) if off_policy else slot.memories[p]
+        live = nnx.merge(graphdef, pop.member(state.params, p), rest)
+        rollouts[p].append(sample_group(live, processor, item, memory.previous(slot.clip), ctx_fn, cfg, judge,
+                                        rewards[p], seed=(cfg.seed * 1_000_003 + step * 1009 + b) % (2**31),
+                                        tags=tags))
+    advantages = np.stack([np.asarray(group_advantages(
+        np.stack([r.score.reward for r in rs]), eps=cfg.eps, negative_gate=cfg.negative_gate,
+        mode=cfg.advantage_mode, parsed=np.stack([r.score.status == 0 for r in rs]),
+        correctness=np.stack([r.score.correctness for r in rs]),
+        group_failed=np.array([r.score.group_failed for r in rs]))) for rs in rollouts])  # [P, B, G]
     sample_s = time.perf_counter() - tic
 
-    batches = []
-    for r in rollouts:
-      length = bucket_length(len(r.prompt_ids) + max(len(x) for x in r.responses), tuple(cfg.buckets))
-      batches.append(group_batch(model.config, r.prompt_ids, r.responses, r.pixels, r.grid, processor.pad_token_id,
-                                 length))
-    old = [log_probs_fn(graphdef, state.params, rest, loss_cfg.temperature, gb.inputs) for gb in batches]
-    ref = [log_probs_fn(graphdef, ref_params, rest, loss_cfg.temperature, gb.inputs) if ref_params is not None
+    batches = [pop.shard(_member_batches(model.config, rollouts, b, processor.pad_token_id, cfg.buckets), sharding)
+               for b in range(len(slots.slots))]
+    old = [pop.log_probs(graphdef, state.params, rest, loss_cfg.temperature, gb.inputs) for gb in batches]
+    ref = [pop.log_probs(graphdef, ref_params, rest, loss_cfg.temperature, gb.inputs) if ref_params is not None
            else None for gb in batches]
     update_metrics = []
-    groups = np.array_split(np.arange(len(batches)), cfg.num_minibatches)
-    for members in groups:
+    for members in np.array_split(np.arange(len(batches)), cfg.num_minibatches):
       grad_sum, parts = None, []
-      for k in members:
-        if not advantages[k].any() and not loss_cfg.kl_coef:
-          continue  # zero advantages: a zero gradient (it still counts in the mean below)
-        grads, m = group_grad(graphdef, state.params, rest, loss_cfg, batches[k], old[k],
-                              jnp.asarray(advantages[k]), ref[k])
+      for b in members:
+        if not advantages[:, b].any() and not loss_cfg.kl_coef:
+          continue  # zero advantages for every member: a zero gradient (still counted in the mean below)
+        grads, m = pop.group_grads(graphdef, state.params, rest, loss_cfg, batches[b], old[b],
+                                   jnp.asarray(advantages[:, b]), ref[b])
         grad_sum = grads if grad_sum is None else add_trees(grad_sum, grads)
         parts.append(m)
       if grad_sum is None:
         continue
       state, grad_norm = apply(state, grad_sum, float(len(members)))
-      update_metrics.append({**{k: jnp.mean(jnp.stack([m[k] for m in parts])) for k in parts[0]},
-                             "grad_norm": grad_norm})
+      update_metrics.append({**{k: jnp.mean(jnp.stack([m[k] for m in parts]), axis=0) for k in parts[0]},
+                             "grad_norm": grad_norm})  # each [P]
 
-    for slot, r in zip(slots.slots, rollouts):
-      if off_policy:
-        teacher = source.teacher(slot.video)
-        if slot.clip in teacher:
-          slot.memory.add(slot.clip, teacher.get(slot.clip))
-      else:
-        chosen = next((p for p in r.parses if p.ok), None)
-        if chosen is not None:
-          slot.memory.add(slot.clip, chosen.description)
+    for b, slot in enumerate(slots.slots):
+      for p in range(size):
+        if off_policy:
+          teacher = source.teacher(slot.video)
+          if slot.clip in teacher:
+            slot.memories[p].add(slot.clip, teacher.get(slot.clip))
+        else:
+          chosen = next((x for x in rollouts[p][b].parses if x.ok), None)
+          if chosen is not None:
+            slot.memories[p].add(slot.clip, chosen.description)
     slots.advance(step)
 
-    metrics = {"step": step + 1, "stage": "off_policy" if off_policy else "on_policy", **step_metrics(rollouts,
-                                                                                                      advantages)}
-    for k, v in jax.device_get(update_metrics[-1] if update_metrics else {}).items():
-      metrics[k] = float(v)
-    metrics["updates"] = len(update_metrics)
-    metrics["sample_s"], metrics["step_s"] = sample_s, time.perf_counter() - tic
-    history.append(metrics)
-    with open(metrics_path, "a", encoding="utf-8") as f:
-      f.write(json.dumps(metrics) + "\n")
-    writer.scalars(step + 1, {k: v for k, v in metrics.items() if isinstance(v, float)})
+    last_update = jax.device_get(update_metrics[-1]) if update_metrics else {}
+    step_s = time.perf_counter() - tic
+    for p in range(size):
+      metrics = {"step": step + 1, **({"member": p} if size > 1 else {}),
+                 "stage": "off_policy" if off_policy else "on_policy", **step_metrics(rollouts[p], advantages[p]),
+                 **{k: float(v[p]) for k, v in last_update.items()}, "updates": len(update_metrics),
+                 "sample_s": sample_s, "step_s": step_s}
+      history.append(metrics)
+      with open(metrics_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(metrics) + "\n")
+      prefix = f"member_{p}/" if size > 1 else ""
+      writer.scalars(step + 1, {prefix + k: v for k, v in metrics.items() if isinstance(v, float)})
     ckpt.save(manager, step + 1, state, {"step": step + 1, "slots": slots.state()}, force=step + 1 == end)
     if on_step is not None:
-      on_step(step + 1, metrics, rollouts)
-    bar.set_postfix(reward=f"{metrics['reward']:.3f}", faithful=f"{metrics['faithfulness']:.2f}")
+      on_step(step + 1, history[-size:], rollouts)
+    bar.set_postfix(reward=f"{history[-size]['reward']:.3f}", faithful=f"{history[-size]['faithfulness']:.2f}")
     bar.update(1)
   bar.close()
   writer.close()
   manager.wait_until_finished()
   manager.close()
-  trained = nnx.merge(graphdef, state.params, rest)
+  models = [nnx.merge(graphdef, pop.member(state.params, p), rest) for p in range(size)]
   if end == cfg.steps:
-    ckpt.export_pretrained(trained, cfg.export_dir or os.path.join(cfg.workdir, "export"), cfg.checkpoint or None)
-  return {"model": trained, "history": history, "resumed_from": resumed_from}
+    export = cfg.export_dir or os.path.join(cfg.workdir, "export")
+    for p, trained in enumerate(models):
+      ckpt.export_pretrained(trained, export if size == 1 else os.path.join(export, f"member_{p}"),
+                             cfg.checkpoint or None)
+  result = {"history": history, "resumed_from": resumed_from}
+  return {**result, "model": models[0]} if size == 1 else {**result, "models": models}
