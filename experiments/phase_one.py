@@ -39,8 +39,12 @@ def make_source(cfg):
     from taskmem_jax.rl.streams import SynthWorldSource
     return SynthWorldSource(WorldConfig(num_clips=cfg.world_clips), seed_base=cfg.seed_base,
                             teacher_budget=cfg.teacher_budget, teacher_seed=cfg.seed)
-  raise ValueError(f"config.env={cfg.env!r}: only 'synthworld' streams are available here (real-video streams "
-                   "need the benchmark loaders)")
+  if cfg.env == "videos":
+    from taskmem_jax.rl.streams import VideoFilesSource
+    if not cfg.get("manifest"):
+      raise ValueError("config.env='videos' needs config.manifest (JSONL of {\"video\": PATH, \"memory\": PATH})")
+    return VideoFilesSource(cfg.manifest)
+  raise ValueError(f"config.env={cfg.env!r}: expected synthworld or videos")
 
 
 def make_judge(cfg):

@@ -185,3 +185,49 @@ def test_population_of_two_equals_two_separate_runs(tmp_path):
               for x, y in zip(jax.tree.leaves(both["models"][0]), jax.tree.leaves(both["models"][1])))
   assert moved > 1e-4  # the two members really trained apart
   assert os.path.isfile(tmp_path / "pop" / "export" / "member_1" / "model.safetensors")
+
+
+def test_official_30b_config_values():
+  from experiments.configs import phase_one_30b_a3b
+
+  c = phase_one_30b_a3b.get_config()
+  assert (c.num_streams, c.group_size, c.num_minibatches, c.lr, c.loss, c.clip_low, c.clip_high) == (
+      32, 8, 4, 1e-6, "gspo", 0.2, 0.28)
+  assert (c.temperature, c.top_k, c.top_p, c.max_new_tokens) == (0.7, 20, 0.8, 8192)
+  assert (c.reward.memory_token_threshold, c.reward.think_threshold, c.reward.usefulness_scale,
+          c.reward.format_penalty) == (150, 1200, 0.1, -1.5)
+  assert (c.n_min, c.n_max, c.p_resample, c.advantage_mode, c.kl_coef) == (11, 22, 0.13, "optimize_threshold", 0.0)
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
+def test_video_files_source_trains_from_mp4_and_teacher_json(tmp_path):
+  from experiments.phase_one import make_source
+  from taskmem_jax.envs.synthworld import WorldConfig, generate, write_stream
+  from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.processing import Qwen3VLProcessor
+  from taskmem_jax.rl.trainer import train
+
+  stream = generate(77, WorldConfig(num_clips=3))
+  write_stream(stream, tmp_path / "v.mp4")
+  teacher = teacher_episodic_memory(stream, budget_tokens=40, rng=np.random.default_rng(0))
+  teacher.save(tmp_path / "v.json")
+  (tmp_path / "m.jsonl").write_text(json.dumps({"video": "v.mp4", "memory": "v.json"}) + "\n")
+  cfg = _config(tmp_path / "run")
+  cfg.env, cfg.manifest = "videos", str(tmp_path / "m.jsonl")
+  cfg.num_streams, cfg.steps, cfg.off_policy_steps = 1, 3, 3
+  source = make_source(cfg)
+  assert source.num_clips(0) == 3 and source.num_clips(5) == 3
+  assert source.teacher(0) == teacher
+  item = source.video_item(0, 2)
+  assert item["video"] == str(tmp_path / "v.mp4") and (item["video_start"], item["video_end"]) == (0.0, 30.0)
+  assert source.context(0, 2, ["x"]).video_path == str(tmp_path / "v.mp4")
+  model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32)
+  result = train(cfg, model, Qwen3VLProcessor.from_pretrained(cfg.checkpoint), source, LengthJudge(),
+                 progress=False)
+  assert [h["step"] for h in result["history"]] == [1, 2, 3]
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text('{"video": 3}\n')
+  with pytest.raises(ValueError, match="bad.jsonl:1"):
+    cfg.manifest = str(bad)
+    make_source(cfg)

@@ -22,7 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.dtype = "float32"
   c.seed = 0
   # Streams (spec §2.3): B parallel streams, G samples per window.
-  c.env = "synthworld"
+  c.env = "synthworld"       # synthworld | videos (a manifest of mp4 files + teacher memories, rl/streams.py)
+  c.manifest = ""
   c.num_streams = 4          # official 32
   c.group_size = 8           # official n = 8
   c.steps = 40               # official 50 on-policy steps after the off-policy data

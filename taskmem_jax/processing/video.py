@@ -113,6 +113,21 @@ def _window(path: str, total: int, fps: float, start: float | None, end: float |
   return first, stop, start, end
 
 
+def video_duration(path: str | os.PathLike) -> float:
+  """Seconds of the video at path: frames / average fps, read_video's convention."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise MediaError(f"video file not found: {path}")
+  try:
+    reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+  except (RuntimeError, decord.DECORDError) as e:
+    raise MediaError(f"cannot open video {path}: {str(e).strip().splitlines()[0]}") from e
+  total, fps = len(reader), float(reader.get_avg_fps())
+  if total == 0 or not (math.isfinite(fps) and fps > 0):
+    raise MediaError(f"video {path}: {total} frames at fps {fps}; cannot tell its duration")
+  return total / fps
+
+
 def read_video(path: str | os.PathLike, *, start: float | None = None, end: float | None = None, fps: float = FPS,
                min_frames: int = MIN_FRAMES, max_frames: int = MAX_FRAMES) -> VideoClip:
   """Decode the sampled frames of the [start, end) window (seconds; None = the whole video).

@@ -127,3 +127,63 @@ class SynthWorldSource:
     frames = video_item["video"] if video_item is not None else None
     return WindowContext(clip=clip, start=w.start, end=w.end, previous=tuple(previous), video=frames,
                          stream=self.stream(video))
+
+
+class VideoFilesSource:
+  """Real videos for the slots, from a JSONL manifest: one {"video": PATH, "memory": PATH} per line.
+
+  "memory" (optional) is the teacher's EpisodicMemory JSON of that video (the paper's Gemini seed
+  memories), the off-policy history; without it the off-policy stage shows no previous memories.
+  Relative paths are read from the manifest's folder. Video k of the slots is line k mod the number of
+  lines, so streams cycle through the manifest. The judge gets the window's file and span (video_path,
+  start, end); there is no ground truth.
+  """
+
+  def __init__(self, manifest: str):
+    import json
+    import os
+
+    from taskmem_jax.processing.video import video_duration
+
+    folder = os.path.dirname(os.path.abspath(manifest))
+    self.entries = []
+    with open(manifest, encoding="utf-8") as f:
+      for number, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          entry = json.loads(line)
+        except ValueError as e:
+          raise ValueError(f"{manifest}:{number}: not JSON ({e})") from e
+        if not isinstance(entry, dict) or not isinstance(entry.get("video"), str):
+          raise ValueError(f"{manifest}:{number}: expected an object with a string \"video\"")
+        video = os.path.join(folder, entry["video"])
+        memory = os.path.join(folder, entry["memory"]) if entry.get("memory") else None
+        self.entries.append((video, memory, video_duration(video)))
+    if not self.entries:
+      raise ValueError(f"{manifest}: no videos listed")
+    self.teacher = functools.lru_cache(maxsize=64)(self._teacher)
+
+  def _entry(self, video: int):
+    return self.entries[video % len(self.entries)]
+
+  def _teacher(self, video: int) -> EpisodicMemory:
+    _, memory, _ = self._entry(video)
+    return EpisodicMemory.load(memory) if memory else EpisodicMemory()
+
+  def num_clips(self, video: int) -> int:
+    return len(schedule(self._entry(video)[2]))
+
+  def window(self, video: int, clip: int) -> Window:
+    return schedule(self._entry(video)[2])[clip]
+
+  def video_item(self, video: int, clip: int) -> dict:
+    from taskmem_jax.memory.prompt import window_video_item
+
+    w = self.window(video, clip)
+    return window_video_item(self._entry(video)[0], w.start, w.end)
+
+  def context(self, video: int, clip: int, previous: list[str], video_item: dict | None = None) -> WindowContext:
+    w = self.window(video, clip)
+    return WindowContext(clip=clip, start=w.start, end=w.end, previous=tuple(previous),
+                         video_path=self._entry(video)[0])
