@@ -8,7 +8,7 @@ r"""Reward-weight sweeps over Phase One (taskmem_jax/rl/sweep.py).
 with --random=N, N settings are drawn ("lo:hi" draws uniformly from a range). --mode=separate runs
 each setting in DIR/run_K one after another (a rerun skips finished runs and resumes an interrupted one);
 --mode=population trains all settings (reward.* fields only) as one population job in DIR/population.
-At the end DIR/sweep.md holds a table of the settings and the final metrics (means over the last 3
+At the end DIR/curves.html charts every run's metrics, DIR/sweep.md holds a table of the settings and the final metrics (means over the last 3
 steps), also printed, and DIR/sweep.json the same data.
 """
 
@@ -62,6 +62,12 @@ def run(cfg, settings: list[dict], workdir: str, mode: str, progress: bool = Tru
       run_phase_one(job, progress=progress)
       runs.append({"name": f"run_{k}", "setting": setting, "workdir": job.workdir,
                    "final": sweep.final_metrics(sweep.read_history(job.workdir))})
+  from taskmem_jax.eval.curves import write_curves
+
+  write_curves(os.path.join(workdir, "curves.html"),
+               {f"{r['name']}: {r['setting']}": sweep.read_history(r["workdir"], member=k if mode == "population"
+                                                                   else None) for k, r in enumerate(runs)},
+               title=f"Sweep {workdir}")
   return sweep.summarise(runs, os.path.join(workdir, "sweep"))
 
 

@@ -69,3 +69,15 @@ def test_sweep_runs_and_summarises(tmp_path):
   runs = json.load(open(tmp_path / "sweep.json"))
   assert [r["setting"]["reward.format_penalty"] for r in runs] == [-1.5, -6]
   assert os.path.isfile(tmp_path / "population" / "export" / "member_0" / "config.json")
+  assert "<svg" in (tmp_path / "curves.html").read_text()
+  assert "<svg" in (tmp_path / "population" / "curves.html").read_text()
+
+
+def test_curves_page_draws_each_series(tmp_path):
+  from taskmem_jax.eval.curves import write_curves
+
+  rows = [{"step": s, "reward": 0.1 * s, "faithfulness": float("nan") if s == 1 else 1.0} for s in (1, 2, 3)]
+  write_curves(tmp_path / "c.html", {"a": rows, "b": rows[:1]}, title="t", metrics=("reward", "faithfulness", "x"))
+  page = (tmp_path / "c.html").read_text()
+  assert page.count("<svg") == 2 and page.count("<polyline") == 2 and page.count("<circle") == 1
+  assert "&#9632; a" in page and "&#9632; b" in page

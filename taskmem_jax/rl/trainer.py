@@ -13,7 +13,7 @@ One step (taskmem-spec.md §2):
 
 The loop always trains a population (rl/population.py): P = len(cfg.population) members that differ in
 their reward settings, P = 1 when cfg.population is empty. Metrics go to workdir/metrics.jsonl (one line
-per step and member) and TensorBoard event files in workdir/tb.
+per step and member), TensorBoard event files in workdir/tb, and charts in workdir/curves.html.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
+from taskmem_jax.eval.curves import write_curves
 from taskmem_jax.io import atomic_write_text
 from taskmem_jax.memory.parse import parse_response
 from taskmem_jax.memory.prompt import window_messages
@@ -237,6 +238,9 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
     bar.update(1)
   bar.close()
   writer.close()
+  series = {"policy": history} if size == 1 else {f"member {p}: {dict(o)}": [h for h in history if h["member"] == p]
+                                                   for p, o in enumerate(cfg.population)}
+  write_curves(os.path.join(cfg.workdir, "curves.html"), series, title=f"Phase One: {cfg.workdir}")
   manager.wait_until_finished()
   manager.close()
   models = [nnx.merge(graphdef, pop.member(state.params, p), rest) for p in range(size)]
