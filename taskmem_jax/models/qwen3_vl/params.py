@@ -25,6 +25,7 @@ import safetensors.numpy
 from taskmem_jax.io import atomic_write, atomic_write_json
 from taskmem_jax.models.qwen3_vl.config import Qwen3VLConfig
 from taskmem_jax.models.qwen3_vl.model import Qwen3VLForConditionalGeneration
+from taskmem_jax.models.qwen3_vl.text import SteerParam
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -202,7 +203,7 @@ def save_pretrained(model: Qwen3VLForConditionalGeneration, path: str | os.PathL
   path = os.fspath(path)
   os.makedirs(path, exist_ok=True)
   config = model.config
-  state = nnx.state(model, nnx.Param)
+  state = nnx.state(model, nnx.All(nnx.Param, nnx.Not(SteerParam)))  # a steer is saved on its own
   table = param_table(config, state)
   flat = traverse_util.flatten_dict(nnx.to_pure_dict(state))
 

@@ -98,6 +98,11 @@ class DecoderLayer(nnx.Module):
     return x + self.mlp(self.post_attention_layernorm(x)), cache
 
 
+class SteerParam(nnx.Param):
+  """A Phase-Two steer vector (taskmem_jax/adapters/steer.py): trainable where the backbone is frozen,
+  and not part of the Hugging Face checkpoint."""
+
+
 class TextModel(nnx.Module):
 
   def __init__(self, cfg: TextConfig, *, dtype, rngs: nnx.Rngs):
@@ -128,10 +133,13 @@ class TextModel(nnx.Module):
     mask = causal[None] & attention_mask.astype(bool)[:, None, :]
     x = embeds
     new_cache = [] if cache is not None else None
+    steer_at = {layer: k for k, layer in enumerate(getattr(self, "steer_layers", ()))}
     for i, layer in enumerate(self.layers):
       x, layer_cache = layer(x, cos, sin, mask, None if cache is None else cache[i], cache_index)
       if cache is not None:
         new_cache.append(layer_cache)
       if i < len(deepstack):
         x = jnp.where(visual_mask[..., None], x + deepstack[i].astype(x.dtype), x)
+      if i in steer_at:  # the steer adapter (adapters/steer.py): every position of layer i's output
+        x = x + self.steer[steer_at[i]].astype(x.dtype)
     return self.norm(x), new_cache
