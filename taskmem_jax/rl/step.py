@@ -47,7 +47,7 @@ class LossConfig(NamedTuple):
 def group_batch(config, prompt_ids: np.ndarray, responses: list[np.ndarray], pixel_values, video_grid_thw,
                 pad_id: int, length: int) -> GroupBatch:
   """prompt_ids [Lp] (no padding), responses: G arrays of token ids (stop token included), the window's
-  pixel rows and grid -> a GroupBatch of [G, length] rows."""
+  pixel rows and grid (both None for a text-only prompt) -> a GroupBatch of [G, length] rows."""
   g = len(responses)
   ids = np.full((g, length), pad_id, np.int32)
   attention = np.zeros((g, length), np.int32)
@@ -60,6 +60,10 @@ def group_batch(config, prompt_ids: np.ndarray, responses: list[np.ndarray], pix
     ids[i, :lp], ids[i, lp:n] = prompt_ids, r
     attention[i, :n] = 1
     mask[i, lp:n] = 1.0
+  if video_grid_thw is None:  # a text-only prompt
+    inputs = prepare_inputs(config, ids, attention)
+    return GroupBatch(inputs._replace(position_ids=np.asarray(inputs.position_ids, np.int32),
+                                      rope_deltas=np.asarray(inputs.rope_deltas, np.int32)), mask)
   grid = np.asarray(video_grid_thw, np.int64).reshape(-1, 3)
   # Index work for G copies of the video, then every row is pointed at the first copy's features.
   inputs = prepare_inputs(config, ids, attention, pixel_values_videos=None, video_grid_thw=np.tile(grid, (g, 1)),
