@@ -19,6 +19,7 @@ from taskmem_jax.processing.video import VideoClip
 from taskmem_jax.rewards import judge_prompts as P
 from taskmem_jax.rewards.http import HTTPJudge
 from taskmem_jax.rewards.judge import WindowContext
+from taskmem_jax.rewards.task_judge import TIE, TaskJudge, both_orders
 
 
 def completion(content, finish_reason="stop", **message):
@@ -274,6 +275,93 @@ def test_repr_hides_the_key(judge_for):
   assert "secret" not in repr(judge_for())
 
 
+# --- task preferences (Phase Two) ---------------------------------------------------------------------
+
+QUESTIONS = ["How many cups are on the table?", "What colour is the cup that falls?"]
+
+
+def memories(body) -> dict:
+  """The {"0": ..., "1": ...} object of a task prompt, as the judge was shown it."""
+  text = user_text(body)
+  start = text.index("[Memories]:\n") + len("[Memories]:\n")
+  return json.JSONDecoder().raw_decode(text, start)[0]
+
+
+def preference_reply(more_useful, rationale="because"):
+  return completion(json.dumps({"more_useful": more_useful, "rationale": rationale}))
+
+
+@pytest.mark.parametrize("reply,winner", [
+    (preference_reply(0), 0), (preference_reply(1), 1), (preference_reply(-1), TIE),
+    (completion('Here you go:\n```json\n{"more_useful": "1", "rationale": "counts cups"}\n```'), 1),
+])
+def test_preference_is_parsed(server, judge_for, reply, winner):
+  server.respond = lambda body, n: (200, reply, 0.0)
+  judge = judge_for(temperature=1e-6)
+  assert isinstance(judge, TaskJudge)
+  preference = judge.prefer(QUESTIONS, "two cups. a red cup falls.", "person 1 sits.")
+  assert preference.winner == winner and preference.reason in ("because", "counts cups")
+  body = server.requests[0]["body"]
+  assert len(server.requests) == 1 and body["temperature"] == 1e-6 and isinstance(body["messages"][0]["content"], str)
+  text = user_text(body)
+  assert "1. How many cups are on the table?\n2. What colour is the cup that falls?" in text
+  assert memories(body) == {"0": "two cups. a red cup falls.", "1": "person 1 sits."} and '"more_useful"' in text
+  assert text.index('"0"') < text.index('"1"')
+
+
+def test_preferences_keep_the_pairs_order(server, judge_for):
+  # The judge prefers the memory containing "good"; earlier pairs answer later, so replies arrive out of order.
+  def respond(body, n):
+    shown = memories(body)
+    return 200, preference_reply(0 if "good" in shown["0"] else 1), 0.05 * (4 - int(shown["0"][-1]))
+  server.respond = respond
+  pairs = [("good 0", "bad 0"), ("bad 1", "good 1"), ("bad 2", "good 2"), ("good 3", "bad 3")]
+  preferences = judge_for(concurrency=4).prefer_many(QUESTIONS, pairs)
+  assert [p.winner for p in preferences] == [0, 1, 1, 0] and len(server.requests) == 4
+
+
+@pytest.mark.parametrize("content,reason", [
+    ('{"more_useful": 1, "rationale": "x"', "not parseable as a preference (no JSON object)"),
+    ('{"winner": 1}', "not parseable as a preference (JSON object(s) without more_useful)"),
+    ("Memory 1 is better.", "not parseable as a preference"),
+    ('{"more_useful": 2, "rationale": "x"}', "more_useful=2 out of range"),
+    ('{"more_useful": "first"}', "more_useful='first' out of range"),
+    ('{"more_useful": true}', "more_useful=True out of range"),
+])
+def test_bad_preference_replies_fail(server, judge_for, content, reason):
+  server.respond = lambda body, n: (200, completion(content), 0.0)
+  preference = judge_for().prefer(QUESTIONS, "a", "b")
+  assert preference.failed and reason in preference.reason and len(server.requests) == 1
+
+
+def test_preference_failures_reuse_the_call_machinery(server, judge_for):
+  server.respond = lambda body, n: (500, {"error": "overloaded"}, 0.0) if n == 0 else (200, preference_reply(1), 0)
+  assert judge_for(max_retries=1).prefer(QUESTIONS, "a", "b").winner == 1 and len(server.requests) == 2
+  server.respond = lambda body, n: (200, preference_reply(1), 0.6)
+  preference = judge_for(timeout_s=0.2, max_retries=0).prefer(QUESTIONS, "a", "b")
+  assert preference.failed and "timeout after 0.2 s (after 1 attempts)" in preference.reason
+  bad = judge_for().prefer_many(QUESTIONS, [("a", None)])  # fails that pair without a request
+  assert bad[0].failed and bad[0].reason.startswith("TypeError") and len(server.requests) == 3
+  with pytest.raises(ValueError, match="1 to 5"):
+    judge_for().prefer_many([], [("a", "b")])
+
+
+def test_both_orders_over_the_server(server, judge_for):
+  # A judge that prefers the longer memory, except that pair (c, d) always gets "0" (position bias)
+  # and pair (e, f) is a tie.
+  def respond(body, n):
+    shown = memories(body)
+    if {shown["0"], shown["1"]} == {"c", "dd"}:
+      return 200, preference_reply(0), 0.0
+    if {shown["0"], shown["1"]} == {"e", "f"}:
+      return 200, preference_reply(-1), 0.0
+    return 200, preference_reply(int(len(shown["1"]) > len(shown["0"]))), 0.0
+  server.respond = respond
+  got = both_orders(judge_for(), QUESTIONS, [("aaa", "b"), ("x", "yy"), ("c", "dd"), ("e", "f")])
+  assert [p.winner for p in got] == [0, 1, None, None]
+  assert [p.reason for p in got[2:]] == ["the two orders disagree", "tie"] and len(server.requests) == 8
+
+
 # --- parsers (judge_prompts) --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("reply,ok", [
@@ -299,3 +387,15 @@ def test_parse_ranking_and_labels():
     P.rank_labels(27)
   assert "for example: [RANK START] 2, 3, 1 [RANK END]" in P.ranking_prompt([], ["a", "b", "c"])
   assert "(empty)" in P.non_redundancy_prompt([], "x")
+
+
+@pytest.mark.parametrize("reply,winner", [
+    ('{"more_useful": 0, "rationale": "r"}', 0), ("1", 1), ("**-1**", TIE), ('{"more_useful": 1.0}', 1),
+    ('<think>{"more_useful": 0}</think>\n{"more_useful": 1}', 1), ('{"a": {"more_useful": -1}}', TIE),
+    ('Reasoning.\n{"more_useful": 1}\nFinal: {"more_useful": 0}', 0), ("2", None), ("", None), (None, None),
+])
+def test_parse_preference(reply, winner):
+  preference = P.parse_preference(reply)
+  assert preference.winner == winner
+  if winner is None:
+    assert "not parseable" in preference.reason

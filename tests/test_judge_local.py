@@ -1,6 +1,6 @@
 """LocalLLMJudge on a tiny random checkpoint, against references built without the judge's machinery.
 
-References: label log-probs from a plain full forward pass (model(...), pixels through the processor,
+References: label log-probs (verdicts and task preferences) from a plain full forward pass (model(...), pixels through the processor,
 no feature caching, no bucket padding) on the prompt rendered here; the ranking from a step-by-step loop
 of full forward passes over the growing sequence (no KV cache).
 """
@@ -16,6 +16,7 @@ from taskmem_jax.rewards import judge_prompts as P
 from taskmem_jax.rewards import local_llm
 from taskmem_jax.rewards.judge import WindowContext
 from taskmem_jax.rewards.local_llm import LocalLLMJudge
+from taskmem_jax.rewards.task_judge import TIE, TaskJudge, both_orders
 
 DESCRIPTIONS = ["person 1 sits down.", "person 2 waves at person 1.", "a red cup falls off the table."]
 
@@ -39,8 +40,8 @@ def encode(processor, text):
   return processor.tokenizer.encode(text, add_special_tokens=False)
 
 
-def reference_logprobs(model, processor, conversation, thinking=None):
-  """[2]: log p("1"), log p("0") after the rendered prompt, from one full forward pass."""
+def reference_logprobs(model, processor, conversation, thinking=None, labels=("1", "0")):
+  """log p(label) for each label (default "1", "0") after the rendered prompt, from one full forward pass."""
   batch = processor([conversation], thinking=thinking)
   ids = batch["input_ids"][0].tolist()
   if processor.render(conversation, thinking=thinking).endswith("<think>\n"):
@@ -48,7 +49,7 @@ def reference_logprobs(model, processor, conversation, thinking=None):
   logits = np.asarray(model(np.array([ids]), None, None, None, batch.get("pixel_values_videos"),
                             batch.get("video_grid_thw")))[0, -1].astype(np.float64)
   logp = logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
-  return logp[[encode(processor, "1")[0], encode(processor, "0")[0]]]
+  return logp[[encode(processor, label)[0] for label in labels]]
 
 
 def check_verdicts(verdicts, references):
@@ -155,3 +156,66 @@ def test_bad_arguments(tiny):
     LocalLLMJudge(model, processor, max_batch=0)
   with pytest.raises(ValueError, match="single tokens"):
     LocalLLMJudge(model, processor).token_id("10")
+
+
+# --- task preferences (Phase Two) ---------------------------------------------------------------------
+
+QUESTIONS = ["How many cups are on the table?", "What colour is the cup that falls?"]
+PAIRS = [(DESCRIPTIONS[0], DESCRIPTIONS[2]), (DESCRIPTIONS[2], DESCRIPTIONS[0]), (DESCRIPTIONS[1], DESCRIPTIONS[1])]
+
+
+@pytest.mark.parametrize("thinking", [None, True])
+def test_preferences_are_the_argmax_of_a_plain_forward(tiny, thinking):
+  model, processor = tiny
+  judge = LocalLLMJudge(model, processor, thinking=thinking, max_batch=2)  # 3 pairs: two batches
+  assert isinstance(judge, TaskJudge) and P.TASK_LABELS == ("0", "1", "-")
+  preferences = judge.prefer_many(QUESTIONS, PAIRS)
+  for (first, second), preference in zip(PAIRS, preferences):
+    prompt = P.task_prompt(QUESTIONS, first, second, reply="label")
+    assert f'"0": "{first}",\n  "1": "{second}"' in prompt and "2. What colour" in prompt
+    logp = reference_logprobs(model, processor, [{"role": "user", "content": prompt}], thinking, P.TASK_LABELS)
+    assert preference.winner == (0, 1, TIE)[int(np.argmax(logp))]
+    got = [float(x.split("=")[1]) for x in preference.reason.split(", ")]
+    np.testing.assert_allclose(got, logp, atol=2e-4)
+  # Batched = unbatched: one pair per call (one forward each) gives the same preferences.
+  single = [judge.prefer(QUESTIONS, a, b) for a, b in PAIRS]
+  assert [p.winner for p in single] == [p.winner for p in preferences]
+  np.testing.assert_allclose([[float(x.split("=")[1]) for x in p.reason.split(", ")] for p in single],
+                             [[float(x.split("=")[1]) for x in p.reason.split(", ")] for p in preferences], atol=2e-4)
+
+
+def test_both_orders_over_the_local_judge(tiny, monkeypatch):
+  model, processor = tiny
+  judge = LocalLLMJudge(model, processor, max_batch=8)
+  # both_orders sends (a, b), (c, d), (e, f), then (b, a), (d, c), (f, e) in one prefer_many call (one
+  # batch). Forced label probabilities: a wins both orders; "0" twice for (c, d) disagrees; (e, f) ties.
+  forced = np.log(np.array([[.8, .1, .1], [.7, .2, .1], [.1, .1, .8], [.1, .8, .1], [.6, .3, .1], [.1, .8, .1]]))
+  shown = []
+  monkeypatch.setattr(judge, "_label_logprobs", lambda conversations, *a: shown.append(conversations) or forced)
+  got = both_orders(judge, QUESTIONS, [("a", "b"), ("c", "d"), ("e", "f")])
+  assert [p.winner for p in got] == [0, None, None] and [p.reason for p in got[1:]] == [
+      "the two orders disagree", "tie"]
+  assert len(shown) == 1 and '"0": "b"' in shown[0][3][0]["content"]
+  assert both_orders(judge, QUESTIONS, []) == []
+
+
+def test_model_errors_become_failed_preferences(tiny, monkeypatch):
+  model, processor = tiny
+  calls = []
+
+  def flaky(*args):
+    calls.append(1)
+    if len(calls) == 1:
+      raise RuntimeError("device lost")
+    return real(*args)
+
+  real = local_llm._last_logits
+  monkeypatch.setattr(local_llm, "_last_logits", flaky)
+  preferences = LocalLLMJudge(model, processor, max_batch=2).prefer_many(QUESTIONS, PAIRS)
+  assert [p.failed for p in preferences] == [True, True, False]  # only the failing batch's rows
+  assert preferences[0].reason == "RuntimeError: device lost"
+  judge = LocalLLMJudge(model, processor)
+  bad = judge.prefer_many(QUESTIONS, [("a", 3)])[0]  # not a string: that batch fails, nothing raises
+  assert bad.failed and bad.reason.startswith("TypeError") and judge.prefer_many(QUESTIONS, []) == []
+  with pytest.raises(ValueError, match="1 to 5"):
+    judge.prefer_many(QUESTIONS * 3, PAIRS)  # bad questions are the caller's mistake

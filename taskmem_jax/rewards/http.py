@@ -1,4 +1,4 @@
-"""HTTPJudge: the three Phase-One judgements from an OpenAI-compatible chat-completions server.
+"""HTTPJudge: the Phase-One judgements and the Phase-Two task preference from an OpenAI-compatible server.
 
 The official reward asks hosted models (Gemini for the video, GPT-4o for the text and the ranking,
 taskmem-spec.md §2.2); this client speaks the protocol most servers share (OpenAI, vLLM, SGLang,
@@ -8,9 +8,15 @@ data-URL image_url part after a "Frame at t s:" text part (OpenAI's multimodal m
 
 Only the standard library (urllib) is used. Connection errors, timeouts, HTTP 429 and 5xx are retried
 up to max_retries times with exponential backoff (honouring a numeric Retry-After); other 4xx are not.
-Every failure becomes a failed Verdict / Ranking whose reason names it: the HTTP status, a timeout,
-malformed JSON, no choices, a refusal, or a reply that is not 0/1. A group's descriptions are sent
-concurrently (a small thread pool); results keep the descriptions' order.
+Every failure becomes a failed Verdict / Ranking / Preference whose reason names it: the HTTP status, a
+timeout, malformed JSON, no choices, a refusal, or a reply that is not 0/1 (a preference: no JSON object
+with more_useful, or more_useful not 0, 1 or -1). A group's descriptions are sent concurrently (a small
+thread pool); results keep the descriptions' order.
+
+The task preference (task_judge.TaskJudge, taskmem-spec.md §3.2; GPT-4o at temperature 1e-6 officially)
+is one text-only call per ordered pair with judge_prompts.task_prompt; the reply is
+{"more_useful": 0 | 1 | -1, "rationale": ...}, and the rationale becomes the Preference's reason. The pairs
+of one prefer_many call go through the same thread pool and keep their order.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import PIL.Image
 
 from taskmem_jax.rewards import judge_prompts as P
 from taskmem_jax.rewards.judge import Judge, Ranking, Verdict, WindowContext
+from taskmem_jax.rewards.task_judge import Preference, TaskJudge, check_questions
 
 MAX_RETRY_AFTER_S = 30.0  # a server's Retry-After is honoured up to this long
 
@@ -45,7 +52,7 @@ class _Retryable(CallError):
   pass
 
 
-class HTTPJudge(Judge):
+class HTTPJudge(Judge, TaskJudge):
   """Judges with a hosted model.
 
   base_url: up to the API version, e.g. "https://api.openai.com/v1" or "http://localhost:8000/v1".
@@ -127,6 +134,18 @@ class HTTPJudge(Judge):
     except Exception as e:
       return Ranking(None, _reason(e))
 
+  # --- the TaskJudge interface (Phase Two) -------------------------------------------------------
+
+  def prefer(self, questions: Sequence[str], first: str, second: str) -> Preference:
+    return self.prefer_many(questions, [(first, second)])[0]
+
+  def prefer_many(self, questions: Sequence[str], pairs: Sequence[tuple[str, str]]) -> list[Preference]:
+    """One call per ordered pair (shown as {"0": first, "1": second}), concurrently, in the pairs' order.
+    Bad questions raise (check_questions: the caller's mistake); everything else fails one preference."""
+    questions = check_questions(questions)
+    messages = lambda pair: [{"role": "user", "content": P.task_prompt(questions, *pair, reply="json")}]
+    return self._pool(lambda pair: self.preference(lambda: messages(pair)), list(pairs))
+
   # --- one call -------------------------------------------------------------------------------------
 
   def verdict(self, messages: list[dict] | Callable[[], list[dict]]) -> Verdict:
@@ -135,6 +154,13 @@ class HTTPJudge(Judge):
       return P.parse_verdict(self.complete(messages() if callable(messages) else messages))
     except Exception as e:
       return Verdict(None, _reason(e))
+
+  def preference(self, messages: list[dict] | Callable[[], list[dict]]) -> Preference:
+    """One task-preference call; messages may be a function that builds them (its errors fail it too)."""
+    try:
+      return P.parse_preference(self.complete(messages() if callable(messages) else messages))
+    except Exception as e:
+      return Preference(None, _reason(e))
 
   def complete(self, messages: list[dict]) -> str:
     """The reply's text; raises CallError naming what went wrong."""
@@ -189,11 +215,14 @@ class HTTPJudge(Judge):
 
   def _map(self, messages: Callable[[str], list[dict]], descriptions: Sequence[str]) -> list[Verdict]:
     """One verdict per description, concurrently, in the descriptions' order."""
-    call = lambda d: self.verdict(lambda: messages(d))
-    if len(descriptions) <= 1 or self.concurrency == 1:
-      return [call(d) for d in descriptions]
-    with concurrent.futures.ThreadPoolExecutor(min(self.concurrency, len(descriptions))) as pool:
-      return list(pool.map(call, descriptions))
+    return self._pool(lambda d: self.verdict(lambda: messages(d)), descriptions)
+
+  def _pool(self, call: Callable[[Any], Any], items: Sequence) -> list:
+    """call(item) for every item, up to `concurrency` at a time, in the items' order (call never raises)."""
+    if len(items) <= 1 or self.concurrency == 1:
+      return [call(item) for item in items]
+    with concurrent.futures.ThreadPoolExecutor(min(self.concurrency, len(items))) as pool:
+      return list(pool.map(call, items))
 
 
 def _send(request: urllib.request.Request, timeout_s: float) -> bytes:

@@ -8,7 +8,11 @@ read the same questions. Three prompts:
 - non-redundancy (the text judge): the preceding description and one candidate; passes iff it repeats no
   fact and has no box, subtitle, transcript-label or conclusion talk;
 - ranking: the preceding description and M labelled candidates; the labels, best first, between
-  [RANK START] and [RANK END].
+  [RANK START] and [RANK END];
+and the Phase-Two task-usefulness prompt (taskmem-spec.md §3.2): up to 5 example questions of one task
+type (never their answers) and two memories shown as {"0": ..., "1": ...}; which memory is more useful
+for answering such questions, or a tie. A hosted judge replies {"more_useful": 0 | 1 | -1, "rationale":
+...}; a local one is read from the log-probs of TASK_LABELS ("0", "1", and "-" for a tie).
 Verdicts are a single label, PASS_LABEL or FAIL_LABEL ("1" / "0", as the official judges answer), so a
 local model can be read from the log-probs of two tokens and a hosted one from a one-character reply.
 All fixed text is ASCII (the tiny test tokenizer keeps only printable ASCII).
@@ -21,12 +25,17 @@ import re
 from typing import Sequence
 
 from taskmem_jax.rewards.judge import Ranking, Verdict, check_ranking
+from taskmem_jax.rewards.task_judge import TIE, Preference, check_questions
 
 PASS_LABEL, FAIL_LABEL = "1", "0"
 RANK_START, RANK_END = "[RANK START]", "[RANK END]"
 RANK_SEPARATOR = ", "
 MAX_RANKED = 26  # single-character labels: digits 1-9, or letters A-Z beyond nine candidates
 EMPTY_PRECEDING = "(empty)"
+# The local task judge's labels: memory "0", memory "1", a tie. "-" (the first character of the hosted
+# judge's -1) is one token in Qwen's tokenizers, in the tiny test tokenizer and in SynthWorld's vocabulary.
+TASK_LABELS = ("0", "1", "-")
+TASK_WINNERS = (0, 1, TIE)  # what TASK_LABELS[i] means
 
 FAITHFULNESS_INTRO = ("You check descriptions of a video for accuracy. You are given a video window, the "
                       "description of the part before it, and a candidate description of the window's newest "
@@ -54,6 +63,20 @@ RANKING_TASK = """You compare candidate descriptions of the same new part of a v
 unique information each one adds beyond the preceding description, without overlapping with it. Prefer \
 concrete facts about people, objects, actions and speech; a description that weaves what people say into \
 the narrative beats one that refers to subtitles."""
+
+TASK_INTRO = """An assistant watches a long video one short clip at a time and writes a memory of each clip. \
+Later it has to answer questions from its memories alone, without seeing the video again. You help decide \
+what such a memory should keep. Below are example questions of one kind that the assistant will be asked \
+(their answers are not shown), followed by two candidate memories of the same clip, keyed "0" and "1". \
+Decide which memory would be more useful for answering questions like these, about this clip or similar \
+ones. Consider only usefulness for such questions: whether a memory records the details they depend on. \
+Do not reward length or style for its own sake. If neither memory is more useful than the other, it is a tie."""
+
+TASK_REPLY_LABEL = (f'Reply with a single character: {TASK_LABELS[0]} if memory "0" is more useful, '
+                    f'{TASK_LABELS[1]} if memory "1" is more useful, or {TASK_LABELS[2]} (a hyphen) if it is a tie.')
+
+TASK_REPLY_JSON = ('Reply with a JSON object only, in this form: {"more_useful": <0, 1 or -1>, "rationale": '
+                   '"<one sentence>"}, where more_useful is the key of the more useful memory, or -1 for a tie.')
 
 
 def _preceding(previous: Sequence[str]) -> str:
@@ -93,6 +116,24 @@ def ranking_prompt(previous: Sequence[str], candidates: Sequence[str]) -> str:
           + "\n".join(lines)
           + f"\n\nWrite the labels of all {len(candidates)} candidates, best first, separated by commas, between "
           f"{RANK_START} and {RANK_END}, for example: {RANK_START} {example} {RANK_END}")
+
+
+def task_prompt(questions: Sequence[str], first: str, second: str, reply: str = "json") -> str:
+  """The task judge's whole user message: the example questions, then {"0": first, "1": second}.
+
+  reply: "json" (a hosted judge: TASK_REPLY_JSON) or "label" (a local one: TASK_REPLY_LABEL). Raises
+  ValueError / TypeError for bad questions (task_judge.check_questions) or a memory that is not a string."""
+  questions = check_questions(questions)
+  for name, memory in (("first", first), ("second", second)):
+    if not isinstance(memory, str):
+      raise TypeError(f"{name} memory: expected a string, got {type(memory).__name__}")
+  if reply not in ("json", "label"):
+    raise ValueError(f"reply={reply!r}: 'json' or 'label'")
+  listed = "\n".join(f"{i + 1}. {q.strip()}" for i, q in enumerate(questions))
+  # ensure_ascii=False: a memory reaches the judge as written (escapes would cost tokens and clarity).
+  memories = json.dumps({"0": first, "1": second}, ensure_ascii=False, indent=2)
+  return (f"{TASK_INTRO}\n\n[Example questions]:\n{listed}\n\n[Memories]:\n{memories}\n\n"
+          + (TASK_REPLY_JSON if reply == "json" else TASK_REPLY_LABEL))
 
 
 # --- parsing replies (hosted judges; the local judge never needs to parse) ----------------------
@@ -144,6 +185,59 @@ def parse_ranking(reply: str, m: int) -> Ranking:
   if order is None:
     return Ranking(None, f"ranking {found} is not each of the {m} labels exactly once")
   return Ranking(order, "")
+
+
+_BARE_PREFERENCE = re.compile(r"^[\"'`(\[]?\s*(-1|0|1)\s*[\"'`)\]]?\s*\.?$")
+
+
+def parse_preference(reply: str) -> Preference:
+  """A task judge's reply -> Preference (winner 0, 1 or TIE; reason: the judge's rationale).
+
+  Lenient about the wrapping: a reasoning block, code fences and text around the JSON object are skipped;
+  the last object with a "more_useful" key counts; more_useful may be a number or a string ("1"); a reply
+  that is only 0, 1 or -1 is accepted too. Fails, naming the reply, when no such object is found, and
+  when more_useful is not 0, 1 or -1: never a guess."""
+  text = _final_text(reply or "")
+  objects = _json_objects(text)
+  answers = [o for o in objects if "more_useful" in o]
+  if not answers:
+    bare = _BARE_PREFERENCE.match(text.replace("*", ""))
+    if bare:
+      return Preference(int(bare.group(1)), "bare label")
+    what = "JSON object(s) without more_useful" if objects else "no JSON object"
+    return Preference(None, f"reply not parseable as a preference ({what}): {_excerpt(reply)}")
+  value = answers[-1]["more_useful"]
+  winner = _winner(value)
+  if winner is None:
+    return Preference(None, f"more_useful={value!r} out of range: expected 0, 1 or -1")
+  rationale = answers[-1].get("rationale")
+  return Preference(winner, rationale.strip() if isinstance(rationale, str) else "")
+
+
+def _json_objects(text: str) -> list[dict]:
+  """Every JSON object that starts at some "{" of text, in order (nested ones included)."""
+  decoder, found = json.JSONDecoder(), []
+  for i, ch in enumerate(text):
+    if ch == "{":
+      try:
+        value, _ = decoder.raw_decode(text, i)
+      except ValueError:
+        continue
+      if isinstance(value, dict):
+        found.append(value)
+  return found
+
+
+def _winner(value) -> int | None:
+  """0, 1 or TIE from more_useful's value (int, integral float, or such a string); None otherwise."""
+  if isinstance(value, bool):  # JSON true/false are not memory keys
+    return None
+  if isinstance(value, str):
+    value = value.strip()
+    return int(value) if value in ("0", "1", "-1") else None
+  if isinstance(value, (int, float)) and value in (0, 1, -1):
+    return int(value)
+  return None
 
 
 def _excerpt(text, limit: int = 120) -> str:

@@ -1,4 +1,4 @@
-"""LocalLLMJudge: the three Phase-One judgements from a Qwen3-VL checkpoint run by this project.
+"""LocalLLMJudge: the Phase-One judgements and the Phase-Two task preference from a local Qwen3-VL checkpoint.
 
 The prompts are judge_prompts'. A local model is read without parsing, so a judgement fails only when
 the model call itself fails:
@@ -6,7 +6,9 @@ the model call itself fails:
   (one forward pass per batch of the group's descriptions; only the last position's logits are formed);
 - a ranking is greedy decoding constrained to the labels not yet written: after "[RANK START] " the
   model picks the most likely remaining label, then the label and ", " are fed back through the KV
-  cache, M - 1 choices in all; the last label is forced. The result is always a permutation.
+  cache, M - 1 choices in all; the last label is forced. The result is always a permutation;
+- a task preference (Phase Two, task_judge.TaskJudge; text only) is the argmax of the next-token log-probs
+  of the three TASK_LABELS ("0", "1", "-" = tie) after judge_prompts.task_prompt, batched like the verdicts.
 With a Thinking chat template (the prompt ends in "<think>\\n") an empty reasoning block is closed
 first, "\\n</think>\\n\\n", as Qwen3 does when thinking is switched off, so the answer comes next.
 
@@ -28,17 +30,18 @@ from taskmem_jax.memory.prompt import window_video_item
 from taskmem_jax.models.qwen3_vl.model import ModelInputs, prepare_inputs
 from taskmem_jax.rewards import judge_prompts as P
 from taskmem_jax.rewards.judge import Judge, Ranking, Verdict, WindowContext
+from taskmem_jax.rewards.task_judge import Preference, TaskJudge, check_questions
 from taskmem_jax.sampling.sampler import bucket_length, prefill
 
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
 
 
-class LocalLLMJudge(Judge):
+class LocalLLMJudge(Judge, TaskJudge):
   """Judges with a local Qwen3-VL model (Qwen3VLForConditionalGeneration) and its Qwen3VLProcessor.
 
   thinking: the chat template, as Qwen3VLProcessor takes it (None: the checkpoint's own).
-  max_batch: descriptions per forward pass. video_kwargs: options added to the video item (fps,
-  max_frames, min_pixels, max_pixels, ...; see processing.processor). min_bucket: prompts are
+  max_batch: descriptions (or memory pairs) per forward pass. video_kwargs: options added to the video
+  item (fps, max_frames, min_pixels, max_pixels, ...; see processing.processor). min_bucket: prompts are
   left-padded to sampler.bucket_length(L, min_bucket) so similar prompts share one compilation.
   """
 
@@ -63,6 +66,10 @@ class LocalLLMJudge(Judge):
     self.fail_id = self.token_id(P.FAIL_LABEL)
     if self.pass_id == self.fail_id:
       raise ValueError(f"labels {P.PASS_LABEL!r} and {P.FAIL_LABEL!r} map to the same token {self.pass_id}")
+    # Checked here rather than on first use: a tokenizer without them is a setup error, not a bad batch.
+    self.task_ids = [self.token_id(label) for label in P.TASK_LABELS]
+    if len(set(self.task_ids)) != len(self.task_ids):
+      raise ValueError(f"task labels {P.TASK_LABELS} map to tokens {self.task_ids}; they must be distinct")
     probe = processor.render([{"role": "user", "content": "x"}], thinking=thinking)
     self.answer_prefix = self._encode(THINK_CLOSE) if probe.endswith(THINK_OPEN) else []
     self.rank_prefix = self.answer_prefix + self._encode(P.RANK_START + " ")
@@ -93,6 +100,30 @@ class LocalLLMJudge(Judge):
     except Exception as e:
       return Ranking(None, _describe(e))
 
+  # --- the TaskJudge interface (Phase Two) -------------------------------------------------------
+
+  def prefer(self, questions: Sequence[str], first: str, second: str) -> Preference:
+    return self.prefer_many(questions, [(first, second)])[0]
+
+  def prefer_many(self, questions: Sequence[str], pairs: Sequence[tuple[str, str]]) -> list[Preference]:
+    """One preference per ordered pair (shown as {"0": first, "1": second}), max_batch pairs per forward.
+
+    Bad questions are the caller's mistake and raise (check_questions); anything that goes wrong in a
+    batch (a pair that is not two strings, the model call) fails only that batch's preferences."""
+    questions = check_questions(questions)
+    pairs = list(pairs)
+    preferences = []
+    for i in range(0, len(pairs), self.max_batch):
+      chunk = pairs[i:i + self.max_batch]
+      try:
+        scores = self._label_logprobs([self.task_messages(questions, a, b) for a, b in chunk], None, None,
+                                      self.task_ids)
+      except Exception as e:
+        preferences += [Preference(None, _describe(e))] * len(chunk)
+        continue
+      preferences += [_preference(row) for row in scores]
+    return preferences
+
   # --- prompts (public so tests and tools can render exactly what the judge sees) -----------------
 
   def video_item(self, ctx: WindowContext) -> dict[str, Any]:
@@ -116,6 +147,9 @@ class LocalLLMJudge(Judge):
 
   def ranking_messages(self, ctx: WindowContext, descriptions: Sequence[str]) -> list[dict]:
     return [{"role": "user", "content": P.ranking_prompt(ctx.previous, descriptions)}]
+
+  def task_messages(self, questions: Sequence[str], first: str, second: str) -> list[dict]:
+    return [{"role": "user", "content": P.task_prompt(questions, first, second, reply="label")}]
 
   def token_id(self, text: str) -> int:
     """The id of text, which must be exactly one token of this tokenizer (ValueError otherwise)."""
@@ -162,11 +196,13 @@ class LocalLLMJudge(Judge):
       return None
     return self.model.vision_features(video["pixel_values"], np.asarray(video["grid_thw"])[None])
 
-  def _label_logprobs(self, conversations: list[list[dict]], video: dict | None, features) -> np.ndarray:
-    """One batch: [B, 2] log-probs of the two labels."""
+  def _label_logprobs(self, conversations: list[list[dict]], video: dict | None, features,
+                      label_ids: Sequence[int] | None = None) -> np.ndarray:
+    """One batch: [B, k] log-probs of the label tokens (default: PASS_LABEL, FAIL_LABEL)."""
+    label_ids = [self.pass_id, self.fail_id] if label_ids is None else list(label_ids)
     ids, mask = self._batch(conversations, self.answer_prefix)
     logp = jax.nn.log_softmax(self._last_logits(ids, mask, video, features), axis=-1)
-    return np.asarray(logp[:, jnp.array([self.pass_id, self.fail_id])])
+    return np.asarray(logp[:, jnp.array(label_ids)])
 
   def _batch(self, conversations: list[list[dict]], suffix: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Processor batch + suffix tokens on every row -> input_ids, attention_mask [B, bucket], left-padded.
@@ -219,6 +255,14 @@ def _verdict(yes: float, no: float) -> Verdict:
   if not (np.isfinite(yes) and np.isfinite(no)):
     return Verdict(None, "non-finite label log-probs: " + text)
   return Verdict(bool(yes > no), text)  # a tie (not seen in practice) does not pass
+
+
+def _preference(logp: np.ndarray) -> Preference:
+  """The winner among TASK_LABELS (their log-probs, in that order); exact ties go to the first label."""
+  text = ", ".join(f"log p({label})={x:.4f}" for label, x in zip(P.TASK_LABELS, logp))
+  if not np.all(np.isfinite(logp)):
+    return Preference(None, "non-finite label log-probs: " + text)
+  return Preference(P.TASK_WINNERS[int(np.argmax(logp))], text)
 
 
 def _describe(e: Exception) -> str:
