@@ -10,9 +10,10 @@ from typing import Any, Callable
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-  """Calls write(tmp_path) to fill a temporary file, then os.replace()s it onto path."""
+  """Calls write(tmp_path) to fill a temporary file, then os.replace()s it onto path (creating its folder)."""
   path = os.fspath(path)
   name = os.path.basename(path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".{name}.", suffix=".tmp")
   os.close(fd)
   try:

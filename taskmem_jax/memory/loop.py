@@ -44,18 +44,31 @@ class StepRecord:
   parses: list[ParseResult]
 
 
-def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str, duration: float, cfg: RolloutConfig,
+def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str | None, duration: float, cfg: RolloutConfig,
                     *, task_questions: list[str] | None = None,
-                    on_step: Callable[[StepRecord], None] | None = None) -> tuple[EpisodicMemory, list[StepRecord]]:
-  """Memorises the stream at video_path clip by clip; returns the memory and one record per window."""
+                    on_step: Callable[[StepRecord], None] | None = None, memory: EpisodicMemory | None = None,
+                    first_clip: int = 0, stop_clip: int | None = None,
+                    video_item: Callable[[Window], dict] | None = None) -> tuple[EpisodicMemory, list[StepRecord]]:
+  """Memorises the stream at video_path clip by clip; returns the memory and one record per window.
+
+  memory / first_clip / stop_clip: continue an existing memory over windows first_clip .. stop_clip - 1
+  (Phase Two switches to a task's adapter mid-stream; the memory is extended in place). video_item(window): the processor's video
+  item of a window, instead of reading video_path (e.g. SynthWorld clips rendered in memory).
+  """
   tokenizer = processor.tokenizer
   think_end = tokenizer.convert_tokens_to_ids("</think>")
   stops = processor.stop_token_ids
-  memory = EpisodicMemory(interval=cfg.interval)
+  memory = EpisodicMemory(interval=cfg.interval) if memory is None else memory
+  if video_item is None:
+    if video_path is None:
+      raise ValueError("memorize_stream: give video_path or video_item")
+    video_item = lambda w: window_video_item(video_path, w.start, w.end)
   records = []
   for step, window in enumerate(schedule(duration, cfg.interval, cfg.context)):
+    if window.clip < first_clip or (stop_clip is not None and window.clip >= stop_clip):
+      continue
     previous = memory.previous(window.clip)
-    messages = window_messages(window_video_item(video_path, window.start, window.end), previous, task_questions)
+    messages = window_messages(video_item(window), previous, task_questions)
     batch = processor([messages], thinking=True)
     out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                    top_p=cfg.top_p, num_samples=cfg.num_samples, seed=cfg.seed + step, stop_token_ids=stops,

@@ -1,0 +1,113 @@
+"""The rollout cache and preference pairs of one task (taskmem-spec.md §3.3).
+
+For every context (a window, its previous memories, and the task hint: up to 5 recent questions of the
+task type) the Phase-One policy, steer at zero, samples N memories with the task-hint prompt. Each is
+parsed and quality-checked with the Phase-One judge (faithful, non-redundant, identity tags, a
+description length cap): that is its `correct`. All pairs of parsable rollouts, shuffled, go through the
+task judge in both orders; the agreed verdicts form the context's preference graph and
+phase_two.pairs.select_pair takes at most one (chosen, rejected) pair from it. The official generator
+stops a context after 30 consecutive pairs without a usable verdict; so does this one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any, Sequence
+
+import numpy as np
+
+from taskmem_jax.memory.parse import parse_response
+from taskmem_jax.memory.prompt import window_messages
+from taskmem_jax.phase_two.dpo import PairExample
+from taskmem_jax.phase_two.pairs import Candidate, select_pair
+from taskmem_jax.rewards import RewardConfig, score_group
+from taskmem_jax.rewards.task_judge import both_orders
+from taskmem_jax.sampling import generate
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheConfig:
+  """num_samples: N rollouts per context. Sampling as the official rollout (T 0.6, top-p 0.95, top-k 20).
+  think_cap / desc_cap: a rollout with longer thinking fails to parse; a description longer than desc_cap
+  tokens is not correct (official 6400 / 300). max_misses: consecutive pairs without a usable verdict
+  before a context is given up (official 30). judge_chunk: pairs sent to the task judge at once."""
+  num_samples: int = 8
+  temperature: float = 0.6
+  top_p: float = 0.95
+  top_k: int = 20
+  max_new_tokens: int = 96
+  think_cap: int = 6400
+  desc_cap: int = 300
+  max_misses: int = 30
+  judge_chunk: int = 8
+  seed: int = 0
+
+
+@dataclasses.dataclass
+class ContextResult:
+  """What one context produced: the rollouts' texts and flags, the agreed preferences, the chosen pair."""
+  texts: list[str]
+  correct: list[bool]
+  desc_tokens: list[int]
+  preferences: list[tuple[int, int]]
+  pair: Any  # pairs.Pair or None
+  compared: int
+
+
+def judge_context(questions: Sequence[str], descriptions: Sequence[str], valid: Sequence[int], task_judge,
+                  rng: np.random.Generator, cfg: CacheConfig) -> tuple[list[tuple[int, int]], int]:
+  """Agreed (winner, loser) index pairs among the valid rollouts, and the number of pairs compared."""
+  pairs = list(itertools.combinations(valid, 2))
+  pairs = [pairs[i] for i in rng.permutation(len(pairs))]
+  preferences, misses, compared = [], 0, 0
+  for start in range(0, len(pairs), cfg.judge_chunk):
+    chunk = pairs[start:start + cfg.judge_chunk]
+    verdicts = both_orders(task_judge, questions, [(descriptions[a], descriptions[b]) for a, b in chunk])
+    for (a, b), v in zip(chunk, verdicts):
+      compared += 1
+      if v.failed:
+        misses += 1
+        if misses >= cfg.max_misses:
+          return preferences, compared
+        continue
+      misses = 0
+      preferences.append((a, b) if v.winner == 0 else (b, a))
+  return preferences, compared
+
+
+def context_pairs(model, processor, item: dict, previous: list[str], questions: Sequence[str], ctx, quality_judge,
+                  task_judge, reward: RewardConfig, cfg: CacheConfig, seed: int, tags=None) -> tuple[ContextResult,
+                                                                                                     PairExample | None]:
+  """Samples, checks and compares the rollouts of one context; returns its result and pair (or None)."""
+  tokenizer = processor.tokenizer
+  think_end = tokenizer.convert_tokens_to_ids("</think>")
+  stops = processor.stop_token_ids
+  batch = processor([window_messages(item, previous, list(questions))], thinking=True)
+  out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                 top_p=cfg.top_p, num_samples=cfg.num_samples, seed=seed, stop_token_ids=stops,
+                 pad_token_id=processor.pad_token_id, think_end_token_id=think_end)
+  responses, texts, parses = [], [], []
+  for row, length in zip(out.tokens, out.lengths):
+    response = np.asarray(row[:length], np.int32)
+    body = response[:-1] if len(response) and response[-1] in stops else response
+    text = tokenizer.decode(body.tolist(), skip_special_tokens=False)
+    responses.append(response)
+    texts.append(text)
+    parses.append(parse_response(text, tokens=body.tolist(), think_end_id=think_end))
+  valid = [i for i, p in enumerate(parses) if p.ok and p.think_tokens <= cfg.think_cap]
+  desc_tokens = [len(tokenizer.encode(p.description, add_special_tokens=False)) if p.ok else 0 for p in parses]
+  quality = score_group(parses, ctx, quality_judge, dataclasses.replace(reward, memory_token_threshold=1 << 30),
+                        tags)
+  correct = [bool(quality.passed[i]) and desc_tokens[i] <= cfg.desc_cap for i in range(len(parses))]
+  descriptions = [p.description or "" for p in parses]
+  rng = np.random.default_rng(seed)
+  preferences, compared = judge_context(questions, descriptions, valid, task_judge, rng, cfg)
+  pair = select_pair([Candidate(c, t) for c, t in zip(correct, desc_tokens)], preferences)
+  result = ContextResult(texts, correct, desc_tokens, preferences, pair, compared)
+  if pair is None:
+    return result, None
+  prompt = batch["input_ids"][0][batch["attention_mask"][0] > 0]
+  example = PairExample(prompt, batch.get("pixel_values_videos"), batch.get("video_grid_thw"),
+                        responses[pair.chosen], responses[pair.rejected])
+  return result, example

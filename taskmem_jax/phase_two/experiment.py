@@ -1,0 +1,137 @@
+"""Phase Two on a SynthWorld stream end to end: adapters per task, before/after, cross-task, drift, dropped
+facts; tables for the terminal and a matplotlib figure for the report. experiments/phase_two.py and the
+demo both call `run`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from taskmem_jax.adapters import steer as steer_lib
+from taskmem_jax.envs import synthworld as sw
+from taskmem_jax.envs.synthworld.reader import answer
+from taskmem_jax.memory.loop import RolloutConfig
+from taskmem_jax.phase_two.adapt import adapt_stream, drift, train_adapter
+from taskmem_jax.phase_two.cache import CacheConfig
+from taskmem_jax.rewards import SYNTHWORLD_TAGS, GroundTruthJudge, RewardConfig
+from taskmem_jax.rewards.synthworld_task import SynthWorldTaskJudge
+from taskmem_jax.rl.streams import SynthWorldSource
+
+
+def run(cfg, model, processor, stream, tasks: dict, *, progress=None) -> dict:
+  """cfg: experiments/configs/phase_two_synthworld.py. tasks: task -> questions (arrival order)."""
+  steer_lib.add_steer(model, tuple(cfg.steer_layers) or None)
+  source = SynthWorldSource(sw.WorldConfig(num_clips=cfg.train_clips), seed_base=cfg.train_seed_base,
+                            teacher_budget=cfg.teacher_budget)
+  reward = RewardConfig(memory_token_threshold=cfg.reward_memory_threshold)
+  cache_cfg = CacheConfig(**dict(cfg.cache))
+  quality, task_judge = GroundTruthJudge(), SynthWorldTaskJudge()
+  counter = iter(range(1 << 30))
+
+  def train(task, hint):
+    return train_adapter(model, processor, task, hint, source, quality, task_judge, reward, cache_cfg, cfg.dpo,
+                         num_contexts=cfg.num_contexts, seed=cfg.cache.seed * 1000 + next(counter),
+                         tags=SYNTHWORLD_TAGS)
+
+  rollout = RolloutConfig(max_new_tokens=cfg.max_new_tokens)
+  out = adapt_stream(model, processor, stream, tasks, answer, train, rollout,
+                     update_positions=tuple(cfg.update_positions), progress=progress)
+  results = {"phase_two": out["phase_two"], "cross_task": out["cross_task"], "fact_mentions": out["fact_mentions"],
+             "steer_layers": list(steer_lib.steer_layers(model))}
+  a, b = cfg.drift_from, cfg.drift_to
+  if a in out["adapters"] and b in tasks and len(tasks[b]) > max(cfg.drift_ks):
+    results["drift"] = drift(model, processor, stream, out["adapters"][a][-1], b, tasks[b], answer, train, rollout,
+                             out["phase_one_memory"], ks=tuple(cfg.drift_ks))
+  results["_memories"] = out["memories"]
+  results["_adapters"] = out["adapters"]
+  return results
+
+
+def format_tables(results: dict) -> str:
+  """Markdown: per-task before/after, the cross-task matrix, fact mentions, and the drift table."""
+  lines = ["Phase One vs Phase One + Two (questions after the adapter took over)", "",
+           "| Task | n | P1 Acc | P1 Cov | P1 Prec | P2 Acc | P2 Cov | P2 Prec | pairs |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  for task, r in results["phase_two"].items():
+    b, a = r["before"], r["after"]
+    pairs = "/".join(str(x["pairs"]) for x in r["adapters"])
+    lines.append(f"| {task} | {b['n']} | {100 * b['acc']:.1f} | {100 * b['cov']:.1f} | {100 * b['prec']:.1f} | "
+                 f"{100 * a['acc']:.1f} | {100 * a['cov']:.1f} | {100 * a['prec']:.1f} | {pairs} |")
+  cross = results["cross_task"]
+  if cross:
+    tasks = list(cross)
+    lines += ["", "Cross-task Acc (row: adapter of task i, column: questions of task j)", "",
+              "| adapter \\ task | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    for i in tasks:
+      lines.append(f"| {i} | " + " | ".join(f"{100 * cross[i][j]:.1f}" for j in tasks) + " |")
+    diag = np.mean([cross[t][t] for t in tasks])
+    off = [cross[i][j] for i in tasks for j in tasks if i != j]
+    lines.append(f"\ndiagonal mean {100 * diag:.1f}, off-diagonal mean {100 * np.mean(off) if off else float('nan'):.1f}")
+  mentions = results["fact_mentions"]
+  if mentions:
+    kinds = list(next(iter(mentions.values())))
+    lines += ["", "Facts stated per memory, by kind (adapted clips)", "",
+              "| memory | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
+    for who, rates in mentions.items():
+      lines.append(f"| {who} | " + " | ".join(f"{rates[k]:.2f}" for k in kinds) + " |")
+  d = results.get("drift")
+  if d:
+    lines += ["", f"Drift: the task switches from {d['from']} to {d['to']} ({d['questions_scored']} questions "
+              f"scored; Phase One Acc {100 * d['phase_one']:.1f})", "",
+              "| new-task questions seen | new adapter Acc | stale adapter Acc |", "|---:|---:|---:|"]
+    for k, n, s in zip(d["k"], d["new"], d["stale"]):
+      lines.append(f"| {k} | {100 * n:.1f} | {100 * s:.1f} |")
+    lines.append(f"\nrecovered (as accurate as with {d['k'][-1]} questions) after {d['recovered_at']} question(s)")
+  return "\n".join(lines)
+
+
+def plot(results: dict, path: str) -> str:
+  """A PNG with three panels: per-task Acc before/after, the cross-task matrix, drift; returns the path."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+  tasks = list(results["phase_two"])
+  x = np.arange(len(tasks))
+  before = [100 * results["phase_two"][t]["before"]["acc"] for t in tasks]
+  after = [100 * results["phase_two"][t]["after"]["acc"] for t in tasks]
+  axes[0].bar(x - 0.2, before, 0.4, label="Phase One")
+  axes[0].bar(x + 0.2, after, 0.4, label="Phase One + Two")
+  axes[0].set_xticks(x, tasks, rotation=30)
+  axes[0].set_ylabel("Acc (%)")
+  axes[0].legend()
+  axes[0].set_title("Per task, later questions")
+  cross = results["cross_task"]
+  if cross:
+    m = np.array([[100 * cross[i][j] for j in cross] for i in cross])
+    im = axes[1].imshow(m, cmap="viridis")
+    axes[1].set_xticks(range(len(cross)), list(cross), rotation=30)
+    axes[1].set_yticks(range(len(cross)), list(cross))
+    axes[1].set_xlabel("questions of task")
+    axes[1].set_ylabel("adapter of task")
+    fig.colorbar(im, ax=axes[1], label="Acc (%)")
+  axes[1].set_title("Cross-task")
+  d = results.get("drift")
+  if d:
+    axes[2].plot(d["k"], [100 * a for a in d["new"]], "o-", label=f"new adapter ({d['to']})")
+    axes[2].plot(d["k"], [100 * a for a in d["stale"]], "s--", label=f"stale adapter ({d['from']})")
+    axes[2].axhline(100 * d["phase_one"], color="grey", ls=":", label="Phase One")
+    axes[2].set_xlabel("new-task questions seen")
+    axes[2].set_ylabel("Acc (%)")
+    axes[2].legend()
+  axes[2].set_title("Task switch")
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp, dpi=90)
+  plt.close(fig)
+  os.replace(tmp, path)
+  return path
+
+
+def public(results: dict) -> dict:
+  """The JSON-able part of run()'s results (no memories or adapter arrays)."""
+  return {k: v for k, v in results.items() if not k.startswith("_")}
