@@ -133,6 +133,8 @@ def test_judge_failures_zero_the_response_and_mark_the_group():
   assert out.group_failed and all(out.status == JUDGE_FAILED) and np.all(out.richness == 0)
   out = score_group(parses, ctx, _FlakyJudge(), CFG)
   np.testing.assert_allclose(out.reward, [0.55, 0.525, 0.5])
+  out = score_group(parses, ctx, _FlakyJudge(fail_rank=True), CFG, rank=False)  # no ranking asked
+  assert not out.group_failed and np.all(out.richness == 0) and np.all(out.passed)
 
 
 def test_ground_truth_judge_needs_the_stream():

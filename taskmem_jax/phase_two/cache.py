@@ -98,7 +98,7 @@ def context_pairs(model, processor, item: dict, previous: list[str], questions: 
   valid = [i for i, p in enumerate(parses) if p.ok and p.think_tokens <= cfg.think_cap]
   desc_tokens = [len(tokenizer.encode(p.description, add_special_tokens=False)) if p.ok else 0 for p in parses]
   quality = score_group(parses, ctx, quality_judge, dataclasses.replace(reward, memory_token_threshold=1 << 30),
-                        tags)
+                        tags, rank=False)
   correct = [bool(quality.passed[i]) and desc_tokens[i] <= cfg.desc_cap for i in range(len(parses))]
   descriptions = [p.description or "" for p in parses]
   rng = np.random.default_rng(seed)

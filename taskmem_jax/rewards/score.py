@@ -54,12 +54,14 @@ class GroupScore:
 
 
 def score_group(parses: Sequence[ParseResult], ctx: WindowContext, judge: Judge, cfg: RewardConfig,
-                tags: IdentityTags | None = None, rng: np.random.Generator | None = None) -> GroupScore:
+                tags: IdentityTags | None = None, rng: np.random.Generator | None = None,
+                rank: bool = True) -> GroupScore:
   """Rewards of one group. parses: parse_response(text, tokens=..., think_end_id=...) of each response,
   without max_memory_tokens (the budget is checked here, against cfg.memory_token_threshold). tags: the
   identity-tag rule (terms.FACE_TAGS, terms.SYNTHWORLD_TAGS); None skips the check. rng: shuffles the
   memories before ranking, as the official reward does, so a judge's position bias averages out (None:
-  rollout order)."""
+  rollout order). rank=False skips the ranking judge (no richness), for callers that need only the
+  quality check (Phase Two's pair filter)."""
   g = len(parses)
   if g == 0:
     raise ValueError("score_group: an empty group")
@@ -107,7 +109,7 @@ def score_group(parses: Sequence[ParseResult], ctx: WindowContext, judge: Judge,
     out.correctness[i] = 1.0 if out.passed[i] else -1.0
 
   ranked = [i for i in valid if out.passed[i] and out.status[i] == PARSED]
-  if len(ranked) >= 2 and not out.group_failed:
+  if rank and len(ranked) >= 2 and not out.group_failed:
     if rng is not None:
       ranked = [ranked[k] for k in rng.permutation(len(ranked))]
     ranking = judge.rank(ctx, [parses[i].description for i in ranked])

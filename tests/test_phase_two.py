@@ -1,0 +1,83 @@
+"""Phase Two in the stream: the adapter takes over after the update question, pairs are mined and DPO
+runs, the Phase-One prefix of the memory is kept, and results and files come out."""
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from taskmem_jax.adapters import steer as S
+from taskmem_jax.envs import synthworld as sw
+from taskmem_jax.envs.synthworld.reader import answer
+from taskmem_jax.memory.loop import RolloutConfig
+from taskmem_jax.phase_two.adapt import adapt_stream, train_adapter, update_points
+from taskmem_jax.phase_two.cache import CacheConfig
+from taskmem_jax.rewards import Judge, RewardConfig, Verdict
+from taskmem_jax.rewards.synthworld_task import SynthWorldTaskJudge
+from taskmem_jax.rl.streams import SynthWorldSource
+
+POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")
+
+
+class PassAll(Judge):
+  """Every memory passes the quality check, so pairs form whatever the policy writes."""
+
+  def faithfulness(self, ctx, descriptions):
+    return [Verdict(True)] * len(descriptions)
+
+  non_redundancy = faithfulness
+
+
+def test_update_points_follow_the_schedule():
+  stream = sw.generate(1000, sw.WorldConfig(num_clips=8))
+  questions = sw.make_tasks(stream, seed=1000)["attribute"]
+  points = update_points(questions, (10, 30, 50), seed=0)
+  assert [clip for clip, _ in points] == [questions[u - 1].asked_after_clip + 1 for u in (10, 30, 50)]
+  assert all(len(hint) == 5 for _, hint in points)
+  assert set(points[1][1]) <= {q.text for q in questions[:30]}
+  assert update_points(questions[:3], (5,)) == []
+
+
+def _dpo():
+  c = ml_collections.ConfigDict(dict(steps=2, pairs_per_step=2, num_minibatches=1, beta=0.1, kl_coef=0.1, lr=1e-2,
+                                     b1=0.9, b2=0.999, weight_decay=0.01, grad_clip=1.0, temperature=1.0,
+                                     buckets=(512, 768, 1024), seed=0, post_scale=1.5))
+  return c
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
+def test_adapt_stream_end_to_end():
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.processing import Qwen3VLProcessor
+
+  model = S.add_steer(qwen3_vl.from_pretrained(POLICY, dtype=np.float32))
+  processor = Qwen3VLProcessor.from_pretrained(POLICY)
+  stream = sw.generate(1000, sw.WorldConfig(num_clips=5))
+  tasks = {t: q for t, q in sw.make_tasks(stream, seed=1000, tasks=("counting", "spatial")).items()}
+  source = SynthWorldSource(sw.WorldConfig(num_clips=4), seed_base=20_000)
+  cache = CacheConfig(num_samples=4, max_new_tokens=48)
+  stats = []
+
+  def train(task, hint):
+    adapter = train_adapter(model, processor, task, hint, source, PassAll(), SynthWorldTaskJudge(),
+                            RewardConfig(), cache, _dpo(), num_contexts=2, seed=len(stats))
+    stats.append(adapter.stats)
+    return adapter
+
+  out = adapt_stream(model, processor, stream, tasks, answer, train, RolloutConfig(max_new_tokens=48))
+  assert set(out["memories"]) == {"counting", "spatial"}
+  assert any(s["pairs"] > 0 for s in stats)  # pairs were mined and DPO ran on them
+  trained = [a[-1] for a in out["adapters"].values() if a[-1].stats["pairs"]]
+  assert trained and all(np.abs(a.values).max() > 0 for a in trained)
+  assert np.all(S.get_steer(model) == 0)  # the model is left with a zero steer
+  base = out["phase_one_memory"]
+  for task, memory in out["memories"].items():
+    switch = out["switch"][task]
+    assert switch == tasks[task][4].asked_after_clip + 1
+    assert {c: d for c, d in memory.items() if c < switch} == {c: d for c, d in base.items() if c < switch}
+    assert out["phase_two"][task]["before"]["n"] == len(tasks[task]) - 5
+  assert set(out["cross_task"]) == {"counting", "spatial"}
+  assert set(out["fact_mentions"]) == {"phase_one", "counting", "spatial"}
+  json.dumps({k: out[k] for k in ("phase_two", "cross_task", "fact_mentions")})
