@@ -10,8 +10,12 @@ Steps:
    that real videos use. --policy=teacher writes the programmatic teacher's memories instead, for
    comparison.
 3. Answer each task's questions with the deterministic memory-only reader.
-4. Write DIR/results.json (acc, cov, prec and n per task and overall, plus memory quality), DIR/memory.json
-   and DIR/report.html (frame thumbnails, facts, memories, questions and answers).
+4. Phase Two (shipped policy; --nophase_two skips it): per task, after its first 5 questions a steer
+   adapter is trained by DPO on task-judged pairs and writes the memory for the rest of the stream;
+   before/after per task, the cross-task matrix, what facts get dropped, and a task switch.
+5. Write DIR/results.json (acc, cov, prec and n per task and overall, memory quality, and `phase_two`,
+   `cross_task`, `fact_mentions`, `drift`), DIR/memory.json, DIR/phase_two.png and DIR/report.html (frame
+   thumbnails, facts, memories, questions and answers, the Phase-Two tables and figure).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ def define_flags() -> None:
                        "wrapper and is enforced while decoding).")
   flags.DEFINE_integer("max_new_tokens", 96, "Response tokens the policy may write per window.")
   flags.DEFINE_integer("questions_per_task", 0, "0 = every question the stream supports.")
+  flags.DEFINE_bool("phase_two", True, "After the Phase-One table, adapt a steer to each task (shipped policy only).")
 
 
 def memorise(stream: sw.Stream, video_path: str, policy: str, *, policy_dir: str = POLICY_DIR, budget: int = 40,
@@ -68,8 +73,27 @@ def memorise(stream: sw.Stream, video_path: str, policy: str, *, policy_dir: str
   return memory
 
 
+def phase_two(output_dir: str, policy_dir: str, stream: sw.Stream, questions: dict, progress: bool = True,
+              config=None) -> tuple[dict, str, str]:
+  """Phase Two on the demo stream (taskmem_jax/phase_two/experiment.py, the demo variant of its config):
+  (JSON-able results, the tables as text, the figure's path)."""
+  from experiments.configs import phase_two_synthworld
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.phase_two import experiment
+  from taskmem_jax.processing import Qwen3VLProcessor
+
+  cfg = config or phase_two_synthworld.get_config("demo")
+  model = qwen3_vl.from_pretrained(policy_dir, dtype=np.float32)
+  processor = Qwen3VLProcessor.from_pretrained(policy_dir)
+  say = (lambda text: tqdm.write(f"phase two: {text}")) if progress else None
+  results = experiment.run(cfg, model, processor, stream, questions, progress=say)
+  figure = experiment.plot(results, os.path.join(output_dir, "phase_two.png"))
+  return experiment.public(results), experiment.format_tables(results), figure
+
+
 def run(output_dir: str, *, policy: str = "shipped", policy_dir: str = POLICY_DIR, seed: int = 1000, clips: int = 12,
-        budget: int = 40, max_new_tokens: int = 96, questions_per_task: int = 0, progress: bool = True) -> dict:
+        budget: int = 40, max_new_tokens: int = 96, questions_per_task: int = 0, progress: bool = True,
+        with_phase_two: bool = False, phase_two_config=None) -> dict:
   os.makedirs(output_dir, exist_ok=True)
   stream = sw.generate(seed, sw.WorldConfig(num_clips=clips))
   video_path = sw.write_stream(stream, os.path.join(output_dir, "stream.mp4"))
@@ -78,8 +102,16 @@ def run(output_dir: str, *, policy: str = "shipped", policy_dir: str = POLICY_DI
   memory.save(os.path.join(output_dir, "memory.json"))
   questions = sw.make_tasks(stream, questions_per_task or None, seed=seed)
   records, scores = evaluate_memory(stream, memory, questions, answer)
-  quality = memory_quality(stream, memory)
+  # A policy may write no parseable memory at all (then every question is abstained on).
+  quality = memory_quality(stream, memory) if len(memory) else {
+      "faithfulness": float("nan"), "redundancy": float("nan"), "facts_per_memory": 0.0, "unparsed": float("nan"),
+      "memories": 0}
   results = {"policy": policy, "seed": seed, "clips": clips, **scores, "memory_quality": quality}
+  sections = []
+  if with_phase_two and policy == "shipped":
+    adapted, tables, figure = phase_two(output_dir, policy_dir, stream, questions, progress, phase_two_config)
+    results.update(adapted)
+    sections.append(("Phase Two: task adapters", tables, figure))
   save_json(results, os.path.join(output_dir, "results.json"))
 
   clip_rows = []
@@ -97,7 +129,7 @@ def run(output_dir: str, *, policy: str = "shipped", policy_dir: str = POLICY_DI
                summary={"policy": policy, "clips": clips, "faithfulness": f"{quality['faithfulness']:.3f}",
                         "redundancy": f"{quality['redundancy']:.3f}",
                         "facts per memory": f"{quality['facts_per_memory']:.2f}"},
-               clips=clip_rows, questions=question_rows, table_rows=table_rows)
+               clips=clip_rows, questions=question_rows, table_rows=table_rows, sections=sections)
   return results
 
 
@@ -105,11 +137,14 @@ def main(argv):
   del argv
   results = run(FLAGS.output_dir, policy=FLAGS.policy, policy_dir=FLAGS.policy_dir, seed=FLAGS.seed,
                 clips=FLAGS.clips, budget=FLAGS.budget, max_new_tokens=FLAGS.max_new_tokens,
-                questions_per_task=FLAGS.questions_per_task)
+                questions_per_task=FLAGS.questions_per_task, with_phase_two=FLAGS.phase_two)
   print(format_table(results))
   quality = results["memory_quality"]
   print(f"\nmemory quality: faithfulness {quality['faithfulness']:.3f}, redundancy {quality['redundancy']:.3f}, "
         f"{quality['facts_per_memory']:.2f} facts per memory")
+  if "phase_two" in results:
+    from taskmem_jax.phase_two.experiment import format_tables
+    print("\n" + format_tables(results))
   print(f"results: {os.path.join(FLAGS.output_dir, 'results.json')}; report: "
         f"{os.path.join(FLAGS.output_dir, 'report.html')}")
 

@@ -26,3 +26,23 @@ def test_teacher_demo_writes_results_and_report(tmp_path):
 def test_shipped_policy_demo_runs(tmp_path):
   results = demo.run(str(tmp_path), policy="shipped", seed=7, clips=3, progress=False)
   assert results["overall"]["n"] > 0 and (tmp_path / "report.html").is_file()
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(demo.POLICY_DIR, "config.json")), reason="no shipped policy")
+def test_demo_grows_phase_two_tables(tmp_path):
+  from experiments.configs import phase_two_synthworld
+
+  cfg = phase_two_synthworld.get_config("demo")
+  cfg.num_contexts, cfg.cache.num_samples, cfg.cache.max_new_tokens, cfg.max_new_tokens = 1, 2, 64, 64
+  cfg.dpo.steps, cfg.dpo.pairs_per_step, cfg.dpo.num_minibatches = 1, 1, 1
+  cfg.drift_ks = (1, 2)
+  results = demo.run(str(tmp_path), policy="shipped", seed=1000, clips=4, progress=False,
+                     with_phase_two=True, phase_two_config=cfg)
+  on_disk = json.loads((tmp_path / "results.json").read_text())
+  assert on_disk["cross_task"] == results["cross_task"]
+  assert set(on_disk["phase_two"]) and set(on_disk["cross_task"]) == set(on_disk["phase_two"])
+  for task, row in on_disk["phase_two"].items():
+    assert row["before"]["n"] == row["after"]["n"] > 0
+  assert (tmp_path / "phase_two.png").stat().st_size > 1000
+  report = (tmp_path / "report.html").read_text()
+  assert "Phase Two: task adapters" in report and "Cross-task Acc" in report

@@ -11,7 +11,8 @@ import ml_collections
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """variant "demo": the lighter settings the README's demo uses (fewer contexts and DPO rows)."""
   c = ml_collections.ConfigDict()
   c.checkpoint = os.path.join(ROOT, "assets", "synthworld_policy")  # the Phase-One policy (HF folder)
   c.seed = 1000              # the evaluation stream (held out from SFT and Phase One)
@@ -39,4 +40,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.drift_from = "ocr"
   c.drift_to = "counting"
   c.drift_ks = (1, 3, 5)
+  if variant == "demo":
+    c.num_contexts = 6
+    c.dpo.pairs_per_step = 8
+    c.dpo.num_minibatches = 2
+  elif variant:
+    raise ValueError(f"phase_two_synthworld: unknown variant {variant!r} (expected '' or 'demo')")
   return c
