@@ -113,18 +113,26 @@ def _window(path: str, total: int, fps: float, start: float | None, end: float |
   return first, stop, start, end
 
 
-def video_duration(path: str | os.PathLike) -> float:
-  """Seconds of the video at path: frames / average fps, read_video's convention."""
-  path = os.fspath(path)
+def _open(path: str, num_threads: int):
+  """(decord reader, frame count, average fps) of the video at path, or a MediaError naming the problem."""
   if not os.path.isfile(path):
     raise MediaError(f"video file not found: {path}")
   try:
-    reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+    reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
   except (RuntimeError, decord.DECORDError) as e:
+    # decord appends a C++ backtrace; its first line says what went wrong.
     raise MediaError(f"cannot open video {path}: {str(e).strip().splitlines()[0]}") from e
-  total, fps = len(reader), float(reader.get_avg_fps())
-  if total == 0 or not (math.isfinite(fps) and fps > 0):
-    raise MediaError(f"video {path}: {total} frames at fps {fps}; cannot tell its duration")
+  total, source_fps = len(reader), float(reader.get_avg_fps())
+  if total == 0:
+    raise MediaError(f"video {path} has no frames")
+  if not (math.isfinite(source_fps) and source_fps > 0):
+    raise MediaError(f"video {path} reports fps {source_fps}")
+  return reader, total, source_fps
+
+
+def video_duration(path: str | os.PathLike) -> float:
+  """Seconds of the video at path: frames / average fps, read_video's convention."""
+  _, total, fps = _open(os.fspath(path), 1)
   return total / fps
 
 
@@ -136,18 +144,7 @@ def read_video(path: str | os.PathLike, *, start: float | None = None, end: floa
   were a video of their own, and only the sampled frames are decoded (decord get_batch).
   """
   path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise MediaError(f"video file not found: {path}")
-  try:
-    reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=2)
-  except (RuntimeError, decord.DECORDError) as e:
-    # decord appends a C++ backtrace; its first line says what went wrong.
-    raise MediaError(f"cannot open video {path}: {str(e).strip().splitlines()[0]}") from e
-  total, source_fps = len(reader), float(reader.get_avg_fps())
-  if total == 0:
-    raise MediaError(f"video {path} has no frames")
-  if not (math.isfinite(source_fps) and source_fps > 0):
-    raise MediaError(f"video {path} reports fps {source_fps}")
+  reader, total, source_fps = _open(path, 2)
   first, stop, start, end = _window(path, total, source_fps, start, end)
   indices = first + sample_frame_indices(stop - first, source_fps, fps=fps, min_frames=min_frames,
                                          max_frames=max_frames)
