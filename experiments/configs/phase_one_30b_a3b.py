@@ -6,10 +6,11 @@
 
 Streams are real videos from a manifest (rl/streams.VideoFilesSource; "memory" = the teacher's seed
 memories for the off-policy stage), judged by an OpenAI-compatible server (the official code uses
-Gemini-2.5-Flash for the video judge and GPT-4o for the text and ranking judges). `mesh` names the device
-mesh the run is meant for (32 GPUs as TP4 x EP8 officially; fsdp over all devices here). The trainer
-places parameters on one device today: a 30B-A3B needs the sharded loading of the scale-out issue before
-this config fits a device.
+Gemini-2.5-Flash for the video judge and GPT-4o for the text and ranking judges). `mesh.fsdp = -1` splits
+every parameter (and its optimizer state) over all local devices (rl/population.make_mesh; the official
+run uses TP4 x EP8 on 32 GPUs). Loading still goes through one host copy of the weights before they
+are sharded (about 62 GB in bf16 for 30B-A3B); loading straight into shards and multi-host runs are the
+scale-out issue's.
 """
 
 from experiments.configs import phase_one_synthworld

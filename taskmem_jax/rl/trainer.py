@@ -141,9 +141,11 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
   optimizer = make_optimizer(cfg)
   apply = pop.make_apply(optimizer)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  sharding = pop.population_sharding(size)
+  mesh = pop.make_mesh(size, int(dict(cfg.get("mesh", None) or {}).get("fsdp", 1)))
   one = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-  state = pop.shard(pop.stack([one] * size), sharding)
+  state = pop.stack([one] * size)
+  sharding = pop.state_sharding(state, mesh)
+  state = pop.shard(state, sharding)
   del one, params
   ref_params = jax.tree.map(jnp.copy, state.params) if loss_cfg.kl_coef else None
   slots = StreamSlots(cfg.num_streams, source.num_clips, n_min=cfg.n_min, n_max=cfg.n_max,
@@ -186,8 +188,9 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
         group_failed=np.array([r.score.group_failed for r in rs]))) for rs in rollouts])  # [P, B, G]
     sample_s = time.perf_counter() - tic
 
-    batches = [pop.shard(_member_batches(model.config, rollouts, b, processor.pad_token_id, cfg.buckets), sharding)
+    batches = [_member_batches(model.config, rollouts, b, processor.pad_token_id, cfg.buckets)
                for b in range(len(slots.slots))]
+    batches = [pop.shard(gb, pop.batch_sharding(gb, mesh)) for gb in batches]
     old = [pop.log_probs(graphdef, state.params, rest, loss_cfg.temperature, gb.inputs) for gb in batches]
     ref = [pop.log_probs(graphdef, ref_params, rest, loss_cfg.temperature, gb.inputs) if ref_params is not None
            else None for gb in batches]
