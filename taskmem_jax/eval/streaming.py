@@ -1,0 +1,224 @@
+"""Streaming evaluation of a benchmark (benchmarks.Benchmark): memorise each stream clip by clip, ask each
+question after its time, answer from memory only, score Acc / Cov / Prec per task and overall.
+
+Resumable, nothing recomputed: each stream's memory is saved (atomically) after every clip to
+workdir/memories/<tag>/<stream>.json, and a rerun continues from the next clip; each answer is appended
+to workdir/answers.jsonl as soon as it is made, and a rerun skips the questions already there. A stream
+that fails (a missing or unreadable video) is recorded in workdir/errors.jsonl and counted; the run goes
+on. With Phase-Two adapters (a task -> Adapter-like dict of steer values + hint), a task's questions are
+answered from the memory written with that task's steer and hint (memory tag = the task), as the paper
+regenerates memory per task type; other tasks use the plain memory (tag "base").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from taskmem_jax.benchmarks.base import Benchmark, Question, Stream
+from taskmem_jax.eval.metrics import score
+from taskmem_jax.io import atomic_write_text
+from taskmem_jax.memory.loop import RolloutConfig, memorize_stream
+from taskmem_jax.memory.store import EpisodicMemory
+
+
+@dataclasses.dataclass
+class StreamingConfig:
+  interval: int = 10
+  context: int = 50
+  max_new_tokens: int = 1024
+  memory_budget: int | None = None
+  temperature: float = 0.0
+
+
+def window_reader(stream: Stream, render: Callable | None = None) -> Callable:
+  """window -> the processor's video item for a stream of one or more files. One file without overlays:
+  the file's [start, end) window, read by the processor. Several files (EgoLife's 30-s files), or
+  overlays (render(clip, window) -> clip): the window's frames read from every file it overlaps,
+  concatenated in stream time."""
+  from taskmem_jax.memory.prompt import window_video_item
+  from taskmem_jax.processing.video import VideoClip, read_video, video_duration
+
+  if len(stream.segments) == 1 and render is None:
+    path, offset = stream.segments[0].path, stream.segments[0].start
+    return lambda w: window_video_item(path, w.start - offset, w.end - offset)
+  durations = [video_duration(s.path) for s in stream.segments]
+
+  def item(window):
+    parts = []  # (the file's clip, the file's start in stream time)
+    for seg, length in zip(stream.segments, durations):
+      a, b = max(window.start, seg.start), min(window.end, seg.start + length)
+      if b > a:
+        parts.append((read_video(seg.path, start=a - seg.start, end=b - seg.start), seg.start))
+    if not parts:
+      raise FileNotFoundError(f"stream {stream.sid}: no file covers [{window.start}, {window.end})")
+    fps = parts[0][0].source_fps
+    frames = np.concatenate([clip.frames for clip, _ in parts])
+    # Frame indices in stream time, so that timestamps and overlays see one continuous video.
+    indices = np.concatenate([clip.frame_indices + round(start * fps) for clip, start in parts])
+    clip = VideoClip(frames, indices, fps, window.start, window.end, int(round(window.start * fps)))
+    return {"type": "video", "video": render(clip, window) if render else clip}
+
+  return item
+
+
+def stream_duration(stream: Stream) -> float:
+  from taskmem_jax.processing.video import video_duration
+
+  if stream.duration is not None:
+    return float(stream.duration)
+  last = stream.segments[-1]
+  return last.start + video_duration(last.path)
+
+
+def memory_at(memory: EpisodicMemory, seconds: float) -> EpisodicMemory:
+  """The memories of clips that had ended by `seconds` (all of them for an infinite time)."""
+  if math.isinf(seconds):
+    return memory
+  return EpisodicMemory(memory.interval, {c: d for c, d in memory.items() if (c + 1) * memory.interval <= seconds + 1e-9})
+
+
+class StreamingEvaluation:
+  """Runs one benchmark into workdir; see the module docstring.
+
+  policy: (model, processor) writing memories; answer(question, memory) -> letter / None (multiple choice)
+  or answer text / None (free form); grade(question_text, reference, prediction) -> (correct, score) for
+  free-form questions. adapters: task -> object with .values (steer [n, H]) and .hint (list of str), used
+  with adapters.steer.set_steer (the model must have the steer added).
+  """
+
+  def __init__(self, benchmark: Benchmark, workdir: str, policy, answer_mc: Callable | None = None,
+               answer_free: Callable | None = None, grade: Callable | None = None, cfg: StreamingConfig | None = None,
+               adapters: dict | None = None, render: Callable | None = None):
+    self.benchmark, self.workdir = benchmark, workdir
+    self.model, self.processor = policy
+    self.answer_mc, self.answer_free, self.grade = answer_mc, answer_free, grade
+    self.cfg = cfg or StreamingConfig()
+    self.adapters = adapters or {}
+    self.render = render
+    os.makedirs(workdir, exist_ok=True)
+    self.answers_path = os.path.join(workdir, "answers.jsonl")
+    self.errors_path = os.path.join(workdir, "errors.jsonl")
+
+  # --- memory --------------------------------------------------------------------------------------
+
+  def memory(self, stream: Stream, tag: str) -> EpisodicMemory:
+    """The stream's memory under `tag`, continued from disk and saved after every clip."""
+    path = os.path.join(self.workdir, "memories", tag, f"{_safe(stream.sid)}.json")
+    memory = EpisodicMemory.load(path) if os.path.exists(path) else EpisodicMemory(self.cfg.interval)
+    done_path = path + ".done"
+    if os.path.exists(done_path):
+      return memory
+    first = max(memory.clips(), default=-1) + 1
+    adapter = self.adapters.get(tag)
+    rollout = RolloutConfig(max_new_tokens=self.cfg.max_new_tokens, memory_budget=self.cfg.memory_budget,
+                            temperature=self.cfg.temperature, interval=self.cfg.interval, context=self.cfg.context)
+    if adapter is not None:
+      from taskmem_jax.adapters import steer as steer_lib
+      steer_lib.set_steer(self.model, adapter.values)
+    try:
+      memorize_stream(self.model, self.processor, None, stream_duration(stream), rollout,
+                      task_questions=list(adapter.hint) if adapter is not None else None, memory=memory,
+                      first_clip=first, video_item=window_reader(stream, self.render),
+                      on_step=lambda record: memory.save(path))
+    finally:
+      if adapter is not None:
+        from taskmem_jax.adapters import steer as steer_lib
+        steer_lib.set_steer(self.model, np.zeros_like(adapter.values))
+    memory.save(path)
+    atomic_write_text(done_path, "")
+    return memory
+
+  # --- answers -------------------------------------------------------------------------------------
+
+  def _done(self) -> dict[str, dict]:
+    if not os.path.exists(self.answers_path):
+      return {}
+    with open(self.answers_path, encoding="utf-8") as f:
+      rows = [json.loads(line) for line in f if line.strip()]
+    return {r["qid"]: r for r in rows}
+
+  def _append(self, path: str, row: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(row) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+
+  def _answer(self, q: Question, memory: EpisodicMemory) -> dict:
+    if q.multiple_choice:
+      predicted = self.answer_mc(q.text, q.options, memory)
+      return {"predicted": predicted, "correct": q.answer, "answered": predicted is not None}
+    prediction = self.answer_free(q.text, memory)
+    if prediction is None:
+      return {"predicted": None, "correct": "Y", "answered": False, "prediction": None}
+    ok, points = self.grade(q.text, q.answer, prediction)
+    return {"predicted": "Y" if ok else "N", "correct": "Y", "answered": True, "prediction": prediction,
+            "score": points}
+
+  def run(self, progress: bool = True) -> dict:
+    """Memorises and answers everything not yet done; returns the scores (also in workdir/scores.json)."""
+    done = self._done()
+    tic = time.perf_counter()
+    bar = tqdm(self.benchmark.streams, desc=f"{self.benchmark.name}", unit="stream", disable=not progress)
+    for stream in bar:
+      todo = [q for q in stream.questions if q.qid not in done]
+      if not todo:
+        continue
+      try:
+        memories = {}
+        for q in todo:
+          tag = q.task if q.task in self.adapters else "base"
+          if tag not in memories:
+            memories[tag] = self.memory(stream, tag)
+          row = {"qid": q.qid, "stream": stream.sid, "task": q.task, "memory": tag,
+                 **self._answer(q, memory_at(memories[tag], q.ask_after))}
+          self._append(self.answers_path, row)
+          done[q.qid] = row
+      except Exception as e:  # a bad stream is recorded and counted; the others go on
+        self._append(self.errors_path, {"stream": stream.sid, "error": f"{type(e).__name__}: {e}"})
+    scores = score((r["task"], r["predicted"], r["correct"]) for r in done.values())
+    scores["errors"] = {"load": len(self.benchmark.errors), "streams": _count_lines(self.errors_path)}
+    scores["seconds"] = time.perf_counter() - tic
+    atomic_write_text(os.path.join(self.workdir, "scores.json"), json.dumps(scores, indent=2) + "\n")
+    return scores
+
+
+def _safe(name: str) -> str:
+  return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _count_lines(path: str) -> int:
+  if not os.path.exists(path):
+    return 0
+  with open(path, encoding="utf-8") as f:
+    return sum(1 for line in f if line.strip())
+
+
+def plot_tasks(scores: dict, path: str, title: str) -> str:
+  """A bar plot of Acc / Cov / Prec per task and overall (matplotlib); returns the path."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  rows = [*scores["tasks"].items(), ("overall", scores["overall"])]
+  x = np.arange(len(rows))
+  fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
+  for k, (metric, offset) in enumerate((("acc", -0.27), ("cov", 0.0), ("prec", 0.27))):
+    ax.bar(x + offset, [100 * r[metric] for _, r in rows], 0.27, label=metric.capitalize())
+  ax.set_xticks(x, [name for name, _ in rows], rotation=30, ha="right")
+  ax.set_ylabel("%")
+  ax.set_title(title)
+  ax.legend()
+  fig.tight_layout()
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp, dpi=90)
+  plt.close(fig)
+  os.replace(tmp, path)
+  return path
