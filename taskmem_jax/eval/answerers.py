@@ -66,10 +66,11 @@ class ChatAnswerer:
   def __init__(self, complete: Callable[[list[dict]], str], *, num_samples: int = 1):
     self.complete, self.num_samples = complete, num_samples
 
-  def __call__(self, question: str, options: Sequence[str], memory: EpisodicMemory) -> str | None:
-    text, _ = qa_prompt(memory.to_string(), question, options)
+  def __call__(self, question, memory: EpisodicMemory) -> str | None:
+    """question: a benchmarks.Question (text, options)."""
+    text, _ = qa_prompt(memory.to_string(), question.text, question.options)
     messages = [{"role": "user", "content": text}]
-    return majority([parse_letter(self.complete(messages), len(options)) for _ in range(self.num_samples)])
+    return majority([parse_letter(self.complete(messages), len(question.options)) for _ in range(self.num_samples)])
 
 
 class ChatFreeFormAnswerer:
@@ -78,8 +79,9 @@ class ChatFreeFormAnswerer:
   def __init__(self, complete: Callable[[list[dict]], str]):
     self.complete = complete
 
-  def __call__(self, question: str, memory: EpisodicMemory) -> str | None:
-    reply = self.complete([{"role": "user", "content": f"{memory.to_string()}\n\nQuestion: {question}\n\n"
+  def __call__(self, question, memory: EpisodicMemory) -> str | None:
+    """question: a benchmarks.Question (its text)."""
+    reply = self.complete([{"role": "user", "content": f"{memory.to_string()}\n\nQuestion: {question.text}\n\n"
                                                         f"{FREE_FORM_INSTRUCTION}"}])
     return parse_free_form(reply)
 

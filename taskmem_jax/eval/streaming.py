@@ -88,9 +88,9 @@ def memory_at(memory: EpisodicMemory, seconds: float) -> EpisodicMemory:
 class StreamingEvaluation:
   """Runs one benchmark into workdir; see the module docstring.
 
-  policy: (model, processor) writing memories; answer(question, memory) -> letter / None (multiple choice)
-  or answer text / None (free form); grade(question_text, reference, prediction) -> (correct, score) for
-  free-form questions. adapters: task -> object with .values (steer [n, H]) and .hint (list of str), used
+  policy: (model, processor) writing memories; answer_mc(question, memory) -> letter / None and
+  answer_free(question, memory) -> answer text / None (question: a benchmarks.Question);
+  grade(question_text, reference, prediction) -> (correct, score) for free-form questions. adapters: task -> object with .values (steer [n, H]) and .hint (list of str), used
   with adapters.steer.set_steer (the model must have the steer added).
   """
 
@@ -153,9 +153,9 @@ class StreamingEvaluation:
 
   def _answer(self, q: Question, memory: EpisodicMemory) -> dict:
     if q.multiple_choice:
-      predicted = self.answer_mc(q.text, q.options, memory)
+      predicted = self.answer_mc(q, memory)
       return {"predicted": predicted, "correct": q.answer, "answered": predicted is not None}
-    prediction = self.answer_free(q.text, memory)
+    prediction = self.answer_free(q, memory)
     if prediction is None:
       return {"predicted": None, "correct": "Y", "answered": False, "prediction": None}
     ok, points = self.grade(q.text, q.answer, prediction)

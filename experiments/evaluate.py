@@ -1,0 +1,131 @@
+r"""Streaming evaluation on VideoMME, EgoLife, EgoTempo or SynthWorld (taskmem_jax/eval/streaming.py).
+
+  python -m experiments.evaluate --benchmark=videomme --data_dir=DIR --checkpoint=POLICY --workdir=W \
+      [--answerer=http --base_url=URL --model=gpt-4o --adapters_dir=ADAPTERS ...]
+
+The policy (--checkpoint, HF format) memorises every stream clip by clip (10-s clips, 50-s windows); each
+question is answered from memory only, after its time. With --adapters_dir (the <task>.safetensors files
+experiments/phase_two writes) a task's questions are answered from the memory written with that task's
+steer and hint. Multiple choice: --answerer=local (a checkpoint, --answerer_checkpoint, default the
+policy) or http (an OpenAI-compatible endpoint); EgoLife uses 3 samples and a majority vote. Free form
+(EgoTempo) is graded by --grader (http, local, or exact). Writes W/answers.jsonl, W/memories/, W/scores.json,
+W/scores.md and W/scores.png; a rerun resumes and recomputes nothing already written.
+
+Data layout (--data_dir): videomme: videomme.json (+ videos/, subtitles/); egolife: EgoLifeQA*.json
+(+ videos/ with A1_JAKE/DAYn/...); egotempo: egotempo_openQA.json (+ videos/); synthworld: streams are
+generated there (--seeds).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import jax.numpy as jnp
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Only when run as a script, so that importing this module defines no flags."""
+  flags.DEFINE_enum("benchmark", "synthworld", ["videomme", "egolife", "egotempo", "synthworld"], "Benchmark.")
+  flags.DEFINE_string("data_dir", "/tmp/taskmem_eval_data", "Annotations and videos (see the docstring).")
+  flags.DEFINE_string("checkpoint", None, "The memorisation policy (HF folder). Default: the shipped SynthWorld policy.")
+  flags.DEFINE_string("workdir", "/tmp/taskmem_eval", "Answers, memories, scores; a rerun resumes.")
+  flags.DEFINE_string("adapters_dir", "", "Phase-Two steer files <task>.safetensors (their hint in the metadata).")
+  flags.DEFINE_enum("answerer", "local", ["local", "http", "reader"], "reader: SynthWorld's deterministic reader.")
+  flags.DEFINE_string("answerer_checkpoint", "", "Local answerer / grader checkpoint; default the policy.")
+  flags.DEFINE_enum("grader", "exact", ["exact", "local", "http"], "Free-form grading (EgoTempo).")
+  flags.DEFINE_string("base_url", "", "OpenAI-compatible endpoint for http answerer / grader.")
+  flags.DEFINE_string("model", "", "Model name at the endpoint.")
+  flags.DEFINE_string("api_key_env", "OPENAI_API_KEY", "Environment variable holding the API key.")
+  flags.DEFINE_integer("max_new_tokens", 1024, "Tokens per memory response.")
+  flags.DEFINE_string("seeds", "1000:1002", "SynthWorld stream seeds, start:stop.")
+  flags.DEFINE_integer("clips", 8, "SynthWorld clips per stream.")
+  flags.DEFINE_string("durations", "short,medium", "VideoMME duration categories (the paper: short + medium).")
+
+
+def load(benchmark: str, data_dir: str):
+  """The benchmark from data_dir (see the module docstring for the layout)."""
+  import taskmem_jax.benchmarks as B
+
+  def one(pattern):
+    found = sorted(glob.glob(os.path.join(data_dir, pattern)))
+    if not found:
+      raise FileNotFoundError(f"{data_dir}: no {pattern}")
+    return found[0]
+
+  videos = os.path.join(data_dir, "videos")
+  if benchmark == "videomme":
+    subs = os.path.join(data_dir, "subtitles")
+    return B.load_videomme(one("videomme*.json*"), videos, subtitles_dir=subs if os.path.isdir(subs) else None,
+                           durations=tuple(FLAGS.durations.split(",")) if FLAGS.durations else None)
+  if benchmark == "egolife":
+    return B.load_egolife(one("EgoLifeQA*.json"), videos)
+  if benchmark == "egotempo":
+    return B.load_egotempo(one("egotempo*.json"), videos)
+  from taskmem_jax.benchmarks.synthworld import load_synthworld
+  a, _, b = FLAGS.seeds.partition(":")
+  return load_synthworld(data_dir, range(int(a), int(b)), clips=FLAGS.clips)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  from taskmem_jax.adapters import steer as steer_lib
+  from taskmem_jax.eval import answerers as A
+  from taskmem_jax.eval.metrics import format_table
+  from taskmem_jax.eval.streaming import StreamingConfig, StreamingEvaluation, plot_tasks
+  from taskmem_jax.io import atomic_write_text
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.phase_two.adapt import Adapter
+  from taskmem_jax.processing import Qwen3VLProcessor
+
+  checkpoint = FLAGS.checkpoint or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                "assets", "synthworld_policy")
+  benchmark = load(FLAGS.benchmark, FLAGS.data_dir)
+  print(f"{FLAGS.benchmark}: {len(benchmark.streams)} streams, {benchmark.num_questions()} questions, "
+        f"{len(benchmark.errors)} rows skipped")
+  for e in benchmark.errors[:10]:
+    print(f"  skipped {e.where}: {e.why}")
+  model = qwen3_vl.from_pretrained(checkpoint, dtype=jnp.bfloat16 if FLAGS.benchmark != "synthworld" else jnp.float32)
+  processor = Qwen3VLProcessor.from_pretrained(checkpoint)
+  adapters = {}
+  for path in sorted(glob.glob(os.path.join(FLAGS.adapters_dir, "*.safetensors"))) if FLAGS.adapters_dir else []:
+    meta = steer_lib.load(model, path)
+    adapters[meta.get("task", os.path.basename(path).removesuffix(".safetensors"))] = Adapter(
+        meta.get("task", ""), steer_lib.get_steer(model), [h for h in meta.get("hint", "").split(" | ") if h], {})
+  if adapters:
+    steer_lib.set_steer(model, 0 * steer_lib.get_steer(model))
+
+  def chat():
+    if FLAGS.answerer == "http" or FLAGS.grader == "http":
+      from taskmem_jax.rewards import HTTPJudge
+      return HTTPJudge(FLAGS.base_url, FLAGS.model, api_key_env=FLAGS.api_key_env or None).complete
+    answer_ckpt = FLAGS.answerer_checkpoint or checkpoint
+    answer_model = model if answer_ckpt == checkpoint else qwen3_vl.from_pretrained(answer_ckpt, dtype=jnp.bfloat16)
+    return A.LocalChat(answer_model, Qwen3VLProcessor.from_pretrained(answer_ckpt),
+                       temperature=0.6 if FLAGS.benchmark == "egolife" else 0.0)
+
+  if FLAGS.answerer == "reader":
+    from taskmem_jax.benchmarks.synthworld import reader_answerer
+    answer_mc, answer_free = reader_answerer, None
+  else:
+    complete = chat()
+    answer_mc = A.ChatAnswerer(complete, num_samples=3 if FLAGS.benchmark == "egolife" else 1)
+    answer_free = A.ChatFreeFormAnswerer(complete)
+  grade = A.ExactGrader() if FLAGS.grader == "exact" else A.ChatGrader(chat())
+  evaluation = StreamingEvaluation(benchmark, FLAGS.workdir, (model, processor), answer_mc, answer_free, grade,
+                                   StreamingConfig(max_new_tokens=FLAGS.max_new_tokens), adapters=adapters)
+  scores = evaluation.run()
+  table = format_table(scores)
+  atomic_write_text(os.path.join(FLAGS.workdir, "scores.md"), table + "\n")
+  plot_tasks(scores, os.path.join(FLAGS.workdir, "scores.png"), f"{FLAGS.benchmark}: Acc / Cov / Prec")
+  print(table)
+  print(f"errors: {scores['errors']}; {scores['seconds']:.0f} s; scores: {os.path.join(FLAGS.workdir, 'scores.json')}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,132 @@
+"""Streaming benchmark evaluation: memorise, answer after each question's time, resume without
+recomputing, bad streams counted, multi-file windows, answerers and graders."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from taskmem_jax.benchmarks.base import Benchmark, Question, Segment, Stream
+from taskmem_jax.benchmarks.synthworld import load_synthworld, reader_answerer
+from taskmem_jax.eval import answerers as A
+from taskmem_jax.eval import streaming
+from taskmem_jax.memory.store import EpisodicMemory, Window
+
+POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")
+needs_policy = pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no policy")
+
+
+def test_majority_parse_and_graders():
+  assert A.majority(["B", None, "B"]) == "B" and A.majority([None, None, "A"]) is None
+  assert A.majority(["A", "C"]) == "A"  # a tie goes to the first answer
+  calls = iter(["<think>A?</think> C", "C", "the answer is D"])
+  answerer = A.ChatAnswerer(lambda messages: next(calls), num_samples=3)
+  q = Question("q", "t", "which?", ("w", "x", "y", "z"), "C", 10.0)
+  assert answerer(q, EpisodicMemory()) == "C"
+  assert A.parse_free_form("<think>hm</think> a red cup") == "a red cup"
+  assert A.parse_free_form("Insufficient information.") is None
+  assert A.parse_grade('ok {"pred": "correct", "score": 4, "reason": "same"}') == (True, 4.0)
+  with pytest.raises(ValueError, match="pred"):
+    A.parse_grade("no json here")
+  assert A.ExactGrader()("q", "A red cup.", "a  red cup") == (True, 5.0)
+  assert A.ExactGrader()("q", "red cup", "blue cup")[0] is False
+
+
+def test_memory_at_cuts_at_the_question_time():
+  memory = EpisodicMemory(10, {0: "a.", 1: "b.", 2: "c."})
+  assert memory_at_clips(memory, 20.0) == [0, 1]
+  assert memory_at_clips(memory, 29.9) == [0, 1]
+  assert memory_at_clips(memory, float("inf")) == [0, 1, 2]
+
+
+def memory_at_clips(memory, seconds):
+  return streaming.memory_at(memory, seconds).clips()
+
+
+def test_window_across_files_equals_the_single_file(tmp_path):
+  from taskmem_jax.envs import synthworld as sw
+  from taskmem_jax.processing.video import read_video
+  from taskmem_jax.processing.video_io import write_video
+
+  world = sw.generate(3, sw.WorldConfig(num_clips=4))
+  frames = world.render_frames(np.arange(world.num_frames))
+  half = len(frames) // 2
+  write_video(str(tmp_path / "a.mp4"), frames[:half], world.fps, crf=0)
+  write_video(str(tmp_path / "b.mp4"), frames[half:], world.fps, crf=0)
+  write_video(str(tmp_path / "all.mp4"), frames, world.fps, crf=0)
+  split = Stream("s", (Segment(str(tmp_path / "a.mp4"), 0.0), Segment(str(tmp_path / "b.mp4"), half / world.fps)), ())
+  item = streaming.window_reader(split)(Window(2, 10.0, 30.0))
+  whole = read_video(str(tmp_path / "all.mp4"), start=10.0, end=30.0)
+  clip = item["video"]
+  np.testing.assert_array_equal(clip.frame_indices, whole.frame_indices)
+  assert clip.frames.shape == whole.frames.shape
+  assert np.abs(clip.frames.astype(int) - whole.frames.astype(int)).mean() < 2.0
+
+
+@needs_policy
+def test_run_resume_and_bad_stream(tmp_path, monkeypatch):
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.processing import Qwen3VLProcessor
+
+  bench = load_synthworld(str(tmp_path / "data"), [11, 12], clips=3, tasks=("counting", "spatial"),
+                          questions_per_task=2)
+  missing = Stream("missing", (Segment(str(tmp_path / "nope.mp4"), 0.0),),
+                   (Question("m0", "counting", "how many?", ("1", "2", "3", "4"), "A", 10.0),), duration=30.0)
+  bench = Benchmark("synthworld", [bench.streams[0], missing, bench.streams[1]])
+  policy = (qwen3_vl.from_pretrained(POLICY, dtype=np.float32), Qwen3VLProcessor.from_pretrained(POLICY))
+  cfg = streaming.StreamingConfig(max_new_tokens=64)
+  work = str(tmp_path / "work")
+  scores = streaming.StreamingEvaluation(bench, work, policy, reader_answerer, cfg=cfg).run(progress=False)
+  answered = [json.loads(line) for line in open(os.path.join(work, "answers.jsonl"))]
+  assert {r["qid"] for r in answered} == {q.qid for s in bench.streams[::2] for q in s.questions}
+  assert scores["overall"]["n"] == len(answered) and scores["errors"]["streams"] == 1
+  assert "missing" in open(os.path.join(work, "errors.jsonl")).read()
+  for stream in bench.streams[::2]:
+    assert os.path.exists(os.path.join(work, "memories", "base", f"{stream.sid}.json.done"))
+  # Resume: drop the last two answers; a rerun answers exactly those, without writing any memory.
+  lines = open(os.path.join(work, "answers.jsonl")).read().splitlines()
+  open(os.path.join(work, "answers.jsonl"), "w").write("\n".join(lines[:-2]) + "\n")
+
+  def no_memorising(*args, **kwargs):
+    raise AssertionError("memory recomputed")
+
+  monkeypatch.setattr(streaming, "memorize_stream", no_memorising)
+  again = streaming.StreamingEvaluation(Benchmark("synthworld", bench.streams[::2]), work, policy, reader_answerer,
+                                        cfg=cfg).run(progress=False)
+  rows = [json.loads(line) for line in open(os.path.join(work, "answers.jsonl"))]
+  assert len(rows) == len(answered) and [r["qid"] for r in rows[-2:]] == [r["qid"] for r in answered[-2:]]
+  assert again["overall"]["acc"] == scores["overall"]["acc"]
+  # A memory cut mid-stream continues from the next clip.
+  stream = bench.streams[0]
+  path = os.path.join(work, "memories", "base", f"{stream.sid}.json")
+  os.remove(path + ".done")
+  memory = EpisodicMemory.load(path)
+  kept = EpisodicMemory(10, {c: d for c, d in memory.items() if c < 1})
+  kept.save(path)
+  seen = {}
+
+  def record(*args, **kwargs):
+    seen["first_clip"] = kwargs["first_clip"]
+    return kwargs["memory"], []
+
+  monkeypatch.setattr(streaming, "memorize_stream", record)
+  streaming.StreamingEvaluation(bench, work, policy, reader_answerer, cfg=cfg).memory(stream, "base")
+  assert seen["first_clip"] == 1
+
+
+def test_free_form_questions_are_graded_and_abstentions_counted(tmp_path, monkeypatch):
+  qs = (Question("f0", "counting objects", "how many cups?", (), "three", 5.0),
+        Question("f1", "counting objects", "how many plates?", (), "two", 5.0),
+        Question("f2", "locating object", "where is the key?", (), "on the table", 5.0))
+  bench = Benchmark("egotempo", [Stream("c", (Segment("unused.mp4", 0.0),), qs, duration=10.0)])
+  replies = {"how many cups?": "Three", "how many plates?": "four", "where is the key?": None}
+  monkeypatch.setattr(streaming.StreamingEvaluation, "memory", lambda self, stream, tag: EpisodicMemory())
+  scores = streaming.StreamingEvaluation(bench, str(tmp_path), (None, None), answer_free=lambda q, m: replies[q.text],
+                                         grade=A.ExactGrader()).run(progress=False)
+  assert scores["tasks"]["counting objects"]["acc"] == 0.5 and scores["tasks"]["counting objects"]["cov"] == 1.0
+  assert scores["tasks"]["locating object"]["cov"] == 0.0
+  rows = [json.loads(line) for line in open(tmp_path / "answers.jsonl")]
+  assert rows[0]["prediction"] == "Three" and rows[0]["score"] == 5.0
+  path = streaming.plot_tasks(scores, str(tmp_path / "s.png"), "t")
+  assert os.path.getsize(path) > 1000
