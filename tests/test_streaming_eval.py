@@ -56,9 +56,8 @@ def test_window_across_files_equals_the_single_file(tmp_path):
   write_video(str(tmp_path / "b.mp4"), frames[half:], world.fps, crf=0)
   write_video(str(tmp_path / "all.mp4"), frames, world.fps, crf=0)
   split = Stream("s", (Segment(str(tmp_path / "a.mp4"), 0.0), Segment(str(tmp_path / "b.mp4"), half / world.fps)), ())
-  item = streaming.window_reader(split)(Window(2, 10.0, 30.0))
+  clip = streaming.window_clips(split)(Window(2, 10.0, 30.0))
   whole = read_video(str(tmp_path / "all.mp4"), start=10.0, end=30.0)
-  clip = item["video"]
   np.testing.assert_array_equal(clip.frame_indices, whole.frame_indices)
   assert clip.frames.shape == whole.frames.shape
   assert np.abs(clip.frames.astype(int) - whole.frames.astype(int)).mean() < 2.0
@@ -130,3 +129,29 @@ def test_free_form_questions_are_graded_and_abstentions_counted(tmp_path, monkey
   assert rows[0]["prediction"] == "Three" and rows[0]["score"] == 5.0
   path = streaming.plot_tasks(scores, str(tmp_path / "s.png"), "t")
   assert os.path.getsize(path) > 1000
+
+
+def test_window_preparer_renders_identities_and_maps_ids(tmp_path):
+  from taskmem_jax.envs import synthworld as sw
+  from taskmem_jax.processing.video import read_video
+
+  world = sw.generate(5, sw.WorldConfig(num_clips=3))
+  path = sw.write_stream(world, tmp_path / "v.mp4")
+  (tmp_path / "v.srt").write_text("1\n00:00:02,000 --> 00:00:06,000\n[face_7]: hello there\n")
+  # Face 9 is boxed from 1 s on; face 7 only speaks (from 2 s).
+  tracks = {"fps": 2, "tracks": [{"identity": 9, "boxes": [[k, 4, 4, 30, 30] for k in range(2, 20)]}]}
+  (tmp_path / "t.json").write_text(json.dumps(tracks))
+  stream = Stream("v", (Segment(str(path), 0.0),), (), duration=world.duration, subtitles=str(tmp_path / "v.srt"),
+                  tracks=str(tmp_path / "t.json"))
+  item, shown, to_memory = streaming.window_preparer(stream)(Window(1, 0.0, 20.0), ["[face_3] left.", "[face_9] sat."])
+  raw = read_video(str(path), start=0.0, end=20.0)
+  rendered = item["video"].frames
+  assert rendered.shape == raw.frames.shape
+  assert np.array_equal(rendered[0], raw.frames[0])  # at 0 s nothing is on screen yet
+  assert not np.array_equal(rendered[4], raw.frames[4])  # at 2 s: a box and a subtitle
+  # Local ids: face 9 (boxed at 1 s) = 1, face 7 (speaks at 2 s) = 2, face 3 (only in a memory) = 3.
+  assert shown == ["<face_3> left.", "<face_1> sat."]
+  assert to_memory("<face_2> greets <face_1>; face 3 waves.") == "[face_7] greets [face_9]; [face_3] waves."
+  plain = Stream("p", (Segment(str(path), 0.0),), (), duration=world.duration)
+  item, shown, to_memory = streaming.window_preparer(plain)(Window(1, 0.0, 20.0), ["x."])
+  assert item["video"] == str(path) and shown == ["x."] and to_memory is None

@@ -38,20 +38,14 @@ class StreamingConfig:
   temperature: float = 0.0
 
 
-def window_reader(stream: Stream, render: Callable | None = None) -> Callable:
-  """window -> the processor's video item for a stream of one or more files. One file without overlays:
-  the file's [start, end) window, read by the processor. Several files (EgoLife's 30-s files), or
-  overlays (render(clip, window) -> clip): the window's frames read from every file it overlaps,
-  concatenated in stream time."""
-  from taskmem_jax.memory.prompt import window_video_item
+def window_clips(stream: Stream) -> Callable:
+  """window -> VideoClip of the window in stream time, read from every file it overlaps and concatenated
+  (EpisodicMemory windows may cross EgoLife's 30-s files); frame_indices / source_fps is stream time."""
   from taskmem_jax.processing.video import VideoClip, read_video, video_duration
 
-  if len(stream.segments) == 1 and render is None:
-    path, offset = stream.segments[0].path, stream.segments[0].start
-    return lambda w: window_video_item(path, w.start - offset, w.end - offset)
   durations = [video_duration(s.path) for s in stream.segments]
 
-  def item(window):
+  def clip(window):
     parts = []  # (the file's clip, the file's start in stream time)
     for seg, length in zip(stream.segments, durations):
       a, b = max(window.start, seg.start), min(window.end, seg.start + length)
@@ -60,13 +54,40 @@ def window_reader(stream: Stream, render: Callable | None = None) -> Callable:
     if not parts:
       raise FileNotFoundError(f"stream {stream.sid}: no file covers [{window.start}, {window.end})")
     fps = parts[0][0].source_fps
-    frames = np.concatenate([clip.frames for clip, _ in parts])
-    # Frame indices in stream time, so that timestamps and overlays see one continuous video.
-    indices = np.concatenate([clip.frame_indices + round(start * fps) for clip, start in parts])
-    clip = VideoClip(frames, indices, fps, window.start, window.end, int(round(window.start * fps)))
-    return {"type": "video", "video": render(clip, window) if render else clip}
+    frames = np.concatenate([c.frames for c, _ in parts])
+    indices = np.concatenate([c.frame_indices + round(start * fps) for c, start in parts])
+    return VideoClip(frames, indices, fps, window.start, window.end, int(round(window.start * fps)))
 
-  return item
+  return clip
+
+
+def window_preparer(stream: Stream) -> Callable:
+  """memorize_stream's prepare hook for a stream: the window's video item, and, when the stream has
+  subtitles or face tracks, the paper's perception rendering (taskmem-spec.md §1.2): identities seen,
+  speaking or named by the previous memories are renumbered <face_1>..<face_K> for this window
+  (memory.identities.window_ids), boxes and `<face_k>: text` subtitles are burned into the frames, the
+  previous memories are shown with local ids and the new memory is stored with global [face_N] ids."""
+  from taskmem_jax.memory.identities import to_global, to_local, window_ids
+  from taskmem_jax.memory.prompt import window_video_item
+  from taskmem_jax.processing.overlay import load_overlays, render_window, window_identities
+
+  if not stream.subtitles and not stream.tracks:
+    if len(stream.segments) == 1:
+      path, offset = stream.segments[0].path, stream.segments[0].start
+      return lambda w, previous: (window_video_item(path, w.start - offset, w.end - offset), previous, None)
+    clips = window_clips(stream)
+    return lambda w, previous: ({"type": "video", "video": clips(w)}, previous, None)
+  subtitles, tracks = load_overlays(stream.subtitles, stream.tracks)
+  clips = window_clips(stream)
+
+  def prepare(window, previous):
+    clip = clips(window)
+    mapping = window_ids(*window_identities(clip, subtitles=subtitles, tracks=tracks), previous)
+    clip = render_window(clip, subtitles=subtitles, tracks=tracks, local_ids=mapping)
+    return ({"type": "video", "video": clip}, [to_local(p, mapping) for p in previous],
+            lambda description: to_global(description, mapping))
+
+  return prepare
 
 
 def stream_duration(stream: Stream) -> float:
@@ -96,13 +117,12 @@ class StreamingEvaluation:
 
   def __init__(self, benchmark: Benchmark, workdir: str, policy, answer_mc: Callable | None = None,
                answer_free: Callable | None = None, grade: Callable | None = None, cfg: StreamingConfig | None = None,
-               adapters: dict | None = None, render: Callable | None = None):
+               adapters: dict | None = None):
     self.benchmark, self.workdir = benchmark, workdir
     self.model, self.processor = policy
     self.answer_mc, self.answer_free, self.grade = answer_mc, answer_free, grade
     self.cfg = cfg or StreamingConfig()
     self.adapters = adapters or {}
-    self.render = render
     os.makedirs(workdir, exist_ok=True)
     self.answers_path = os.path.join(workdir, "answers.jsonl")
     self.errors_path = os.path.join(workdir, "errors.jsonl")
@@ -126,7 +146,7 @@ class StreamingEvaluation:
     try:
       memorize_stream(self.model, self.processor, None, stream_duration(stream), rollout,
                       task_questions=list(adapter.hint) if adapter is not None else None, memory=memory,
-                      first_clip=first, video_item=window_reader(stream, self.render),
+                      first_clip=first, prepare=window_preparer(stream),
                       on_step=lambda record: memory.save(path))
     finally:
       if adapter is not None:

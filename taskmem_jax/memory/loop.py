@@ -48,27 +48,36 @@ def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str | None, 
                     *, task_questions: list[str] | None = None,
                     on_step: Callable[[StepRecord], None] | None = None, memory: EpisodicMemory | None = None,
                     first_clip: int = 0, stop_clip: int | None = None,
-                    video_item: Callable[[Window], dict] | None = None) -> tuple[EpisodicMemory, list[StepRecord]]:
+                    video_item: Callable[[Window], dict] | None = None,
+                    prepare: Callable | None = None) -> tuple[EpisodicMemory, list[StepRecord]]:
   """Memorises the stream at video_path clip by clip; returns the memory and one record per window.
 
   memory / first_clip / stop_clip: continue an existing memory over windows first_clip .. stop_clip - 1
-  (Phase Two switches to a task's adapter mid-stream; the memory is extended in place). video_item(window): the processor's video
-  item of a window, instead of reading video_path (e.g. SynthWorld clips rendered in memory).
+  (Phase Two switches to a task's adapter mid-stream; the memory is extended in place).
+  video_item(window): the processor's video item of a window, instead of reading video_path (e.g. SynthWorld clips rendered in memory).
+  prepare(window, previous) -> (video item, previous memories as the prompt shows them, f(description) ->
+  what is stored): the full hook, for windows whose identities are renumbered (eval/streaming.py burns
+  face boxes and subtitles in with local <face_k> ids and maps the memory back to global ids).
   """
   tokenizer = processor.tokenizer
   think_end = tokenizer.convert_tokens_to_ids("</think>")
   stops = processor.stop_token_ids
   memory = EpisodicMemory(interval=cfg.interval) if memory is None else memory
-  if video_item is None:
+  if video_item is None and prepare is None:
     if video_path is None:
-      raise ValueError("memorize_stream: give video_path or video_item")
+      raise ValueError("memorize_stream: give video_path, video_item or prepare")
     video_item = lambda w: window_video_item(video_path, w.start, w.end)
   records = []
   for step, window in enumerate(schedule(duration, cfg.interval, cfg.context)):
     if window.clip < first_clip or (stop_clip is not None and window.clip >= stop_clip):
       continue
     previous = memory.previous(window.clip)
-    messages = window_messages(video_item(window), previous, task_questions)
+    to_memory = None
+    if prepare is not None:
+      item, shown, to_memory = prepare(window, previous)
+    else:
+      item, shown = video_item(window), previous
+    messages = window_messages(item, shown, task_questions)
     batch = processor([messages], thinking=True)
     out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                    top_p=cfg.top_p, num_samples=cfg.num_samples, seed=cfg.seed + step, stop_token_ids=stops,
@@ -86,7 +95,7 @@ def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str | None, 
                                           max_memory_tokens=cfg.memory_budget))
     chosen = next((p for p in record.parses if p.ok), None)
     if chosen is not None:
-      memory.add(window.clip, chosen.description)
+      memory.add(window.clip, to_memory(chosen.description) if to_memory else chosen.description)
     records.append(record)
     if on_step is not None:
       on_step(record)
