@@ -11,9 +11,10 @@ policy) or http (an OpenAI-compatible endpoint); EgoLife uses 3 samples and a ma
 (EgoTempo) is graded by --grader (http, local, or exact). Writes W/answers.jsonl, W/memories/, W/scores.json,
 W/scores.md and W/scores.png; a rerun resumes and recomputes nothing already written.
 
-Data layout (--data_dir): videomme: videomme.json (+ videos/, subtitles/); egolife: EgoLifeQA*.json
-(+ videos/ with A1_JAKE/DAYn/...); egotempo: egotempo_openQA.json (+ videos/); synthworld: streams are
-generated there (--seeds).
+Data layout (--data_dir): videomme: videomme.json[l] (+ videos/, subtitles/); egolife: EgoLifeQA*.json
+(+ the DAYn_A1_JAKE_HHMMSSFF.mp4 files anywhere below --video_dir); egotempo: egotempo_openQA.json
+(+ videos/<clip_id>.mp4); synthworld: streams are generated there (--seeds). --video_dir overrides
+data_dir/videos.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def define_flags() -> None:
   """Only when run as a script, so that importing this module defines no flags."""
   flags.DEFINE_enum("benchmark", "synthworld", ["videomme", "egolife", "egotempo", "synthworld"], "Benchmark.")
   flags.DEFINE_string("data_dir", "/tmp/taskmem_eval_data", "Annotations and videos (see the docstring).")
+  flags.DEFINE_string("video_dir", "", "Videos; default data_dir/videos when it exists, else data_dir.")
   flags.DEFINE_string("checkpoint", None, "The memorisation policy (HF folder). Default: the shipped SynthWorld policy.")
   flags.DEFINE_string("workdir", "/tmp/taskmem_eval", "Answers, memories, scores; a rerun resumes.")
   flags.DEFINE_string("adapters_dir", "", "Phase-Two steer files <task>.safetensors (their hint in the metadata).")
@@ -56,13 +58,14 @@ def load(benchmark: str, data_dir: str):
       raise FileNotFoundError(f"{data_dir}: no {pattern}")
     return found[0]
 
-  videos = os.path.join(data_dir, "videos")
+  videos = FLAGS.video_dir or (os.path.join(data_dir, "videos") if os.path.isdir(os.path.join(data_dir, "videos"))
+                               else data_dir)
   if benchmark == "videomme":
     subs = os.path.join(data_dir, "subtitles")
     return B.load_videomme(one("videomme*.json*"), videos, subtitles_dir=subs if os.path.isdir(subs) else None,
                            durations=tuple(FLAGS.durations.split(",")) if FLAGS.durations else None)
   if benchmark == "egolife":
-    return B.load_egolife(one("EgoLifeQA*.json"), videos)
+    return B.load_egolife(one("EgoLifeQA*.json"), videos, close_gaps=True)  # windows never fall in a gap
   if benchmark == "egotempo":
     return B.load_egotempo(one("egotempo*.json"), videos)
   from taskmem_jax.benchmarks.synthworld import load_synthworld

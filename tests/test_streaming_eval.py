@@ -155,3 +155,61 @@ def test_window_preparer_renders_identities_and_maps_ids(tmp_path):
   plain = Stream("p", (Segment(str(path), 0.0),), (), duration=world.duration)
   item, shown, to_memory = streaming.window_preparer(plain)(Window(1, 0.0, 20.0), ["x."])
   assert item["video"] == str(path) and shown == ["x."] and to_memory is None
+
+
+@needs_policy
+def test_fixture_benchmarks_end_to_end(tmp_path):
+  import benchmark_fixtures as F
+
+  import taskmem_jax.benchmarks as B
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.processing import Qwen3VLProcessor
+
+  policy = (qwen3_vl.from_pretrained(POLICY, dtype=np.float32), Qwen3VLProcessor.from_pretrained(POLICY))
+  cfg = streaming.StreamingConfig(max_new_tokens=48)
+  # VideoMME: a local checkpoint answers (the SynthWorld policy: the pipeline is real, the answers are not).
+  v = F.write_videomme(str(tmp_path / "vmme"))
+  vmme = B.load_videomme(v.annotation, v.video_dir, subtitles_dir=v.subtitles_dir)
+  assert any(s.subtitles for s in vmme.streams)
+  chat = A.LocalChat(*policy, max_new_tokens=8)
+  scores = streaming.StreamingEvaluation(vmme, str(tmp_path / "w_vmme"), policy, A.ChatAnswerer(chat),
+                                         cfg=cfg).run(progress=False)
+  assert scores["overall"]["n"] == vmme.num_questions() and scores["errors"]["streams"] == 0
+  assert set(scores["tasks"]) == set(vmme.tasks)
+  # EgoLife: multi-file day streams; majority of 3 samples from a scripted chat.
+  e = F.write_egolife(str(tmp_path / "ego"))
+  ego = B.load_egolife(e.annotation, e.video_dir, close_gaps=True)
+  replies = iter(["B", "C", "B"] * 50)
+  scores = streaming.StreamingEvaluation(ego, str(tmp_path / "w_ego"), policy,
+                                         A.ChatAnswerer(lambda m: next(replies), num_samples=3),
+                                         cfg=cfg).run(progress=False)
+  assert scores["overall"]["n"] == ego.num_questions() > 0 and scores["overall"]["cov"] == 1.0
+  # EgoTempo: free form, graded; one video missing -> a load error, the rest evaluated.
+  t = F.write_egotempo(str(tmp_path / "tempo"), skip_videos=(F.EGOTEMPO_CLIPS[1],))
+  tempo = B.load_egotempo(t.annotation, t.video_dir)
+  assert len(tempo.errors) == 1
+  scores = streaming.StreamingEvaluation(tempo, str(tmp_path / "w_tempo"), policy,
+                                         answer_free=lambda q, m: "Twice." if "drawer" in q.text else None,
+                                         grade=A.ExactGrader(), cfg=cfg).run(progress=False)
+  assert scores["tasks"]["counting actions"]["acc"] == 1.0 and scores["tasks"]["object sequence"]["cov"] == 0.0
+  assert scores["errors"]["load"] == 1
+
+
+@needs_policy
+def test_evaluate_command_on_a_videomme_fixture(tmp_path):
+  import subprocess
+  import sys
+
+  import benchmark_fixtures as F
+
+  F.write_videomme(str(tmp_path / "data"), fmt="jsonl")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cmd = [sys.executable, "-m", "experiments.evaluate", "--benchmark=videomme", f"--data_dir={tmp_path / 'data'}",
+         f"--workdir={tmp_path / 'work'}", "--max_new_tokens=32", "--durations="]
+  out = subprocess.run(cmd, cwd=root, env={**os.environ, "PYTHONPATH": root}, capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "| overall |" in out.stdout
+  scores = json.loads((tmp_path / "work" / "scores.json").read_text())
+  assert scores["overall"]["n"] > 0
+  assert (tmp_path / "work" / "scores.png").stat().st_size > 1000 and (tmp_path / "work" / "scores.md").is_file()

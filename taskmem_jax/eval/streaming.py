@@ -40,7 +40,8 @@ class StreamingConfig:
 
 def window_clips(stream: Stream) -> Callable:
   """window -> VideoClip of the window in stream time, read from every file it overlaps and concatenated
-  (EpisodicMemory windows may cross EgoLife's 30-s files); frame_indices / source_fps is stream time."""
+  (windows may cross EgoLife's 30-s files), or None when no file covers it; frame_indices / source_fps is
+  stream time."""
   from taskmem_jax.processing.video import VideoClip, read_video, video_duration
 
   durations = [video_duration(s.path) for s in stream.segments]
@@ -52,7 +53,7 @@ def window_clips(stream: Stream) -> Callable:
       if b > a:
         parts.append((read_video(seg.path, start=a - seg.start, end=b - seg.start), seg.start))
     if not parts:
-      raise FileNotFoundError(f"stream {stream.sid}: no file covers [{window.start}, {window.end})")
+      return None  # a gap between recording sessions (EgoLife days keep them)
     fps = parts[0][0].source_fps
     frames = np.concatenate([c.frames for c, _ in parts])
     indices = np.concatenate([c.frame_indices + round(start * fps) for c, start in parts])
@@ -76,12 +77,19 @@ def window_preparer(stream: Stream) -> Callable:
       path, offset = stream.segments[0].path, stream.segments[0].start
       return lambda w, previous: (window_video_item(path, w.start - offset, w.end - offset), previous, None)
     clips = window_clips(stream)
-    return lambda w, previous: ({"type": "video", "video": clips(w)}, previous, None)
+
+    def plain(window, previous):
+      clip = clips(window)
+      return None if clip is None else ({"type": "video", "video": clip}, previous, None)
+
+    return plain
   subtitles, tracks = load_overlays(stream.subtitles, stream.tracks)
   clips = window_clips(stream)
 
   def prepare(window, previous):
     clip = clips(window)
+    if clip is None:
+      return None
     mapping = window_ids(*window_identities(clip, subtitles=subtitles, tracks=tracks), previous)
     clip = render_window(clip, subtitles=subtitles, tracks=tracks, local_ids=mapping)
     return ({"type": "video", "video": clip}, [to_local(p, mapping) for p in previous],
@@ -193,12 +201,15 @@ class StreamingEvaluation:
         continue
       try:
         memories = {}
+        duration = stream_duration(stream)
         for q in todo:
           tag = q.task if q.task in self.adapters else "base"
           if tag not in memories:
             memories[tag] = self.memory(stream, tag)
+          # Asked at (or after) the end: the whole memory, the final partial clip included.
+          seconds = q.ask_after if q.ask_after < duration - 1e-6 else float("inf")
           row = {"qid": q.qid, "stream": stream.sid, "task": q.task, "memory": tag,
-                 **self._answer(q, memory_at(memories[tag], q.ask_after))}
+                 **self._answer(q, memory_at(memories[tag], seconds))}
           self._append(self.answers_path, row)
           done[q.qid] = row
       except Exception as e:  # a bad stream is recorded and counted; the others go on

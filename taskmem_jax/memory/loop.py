@@ -56,7 +56,7 @@ def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str | None, 
   (Phase Two switches to a task's adapter mid-stream; the memory is extended in place).
   video_item(window): the processor's video item of a window, instead of reading video_path (e.g. SynthWorld clips rendered in memory).
   prepare(window, previous) -> (video item, previous memories as the prompt shows them, f(description) ->
-  what is stored): the full hook, for windows whose identities are renumbered (eval/streaming.py burns
+  what is stored), or None to skip the window: the full hook, for windows whose identities are renumbered (eval/streaming.py burns
   face boxes and subtitles in with local <face_k> ids and maps the memory back to global ids).
   """
   tokenizer = processor.tokenizer
@@ -74,7 +74,10 @@ def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str | None, 
     previous = memory.previous(window.clip)
     to_memory = None
     if prepare is not None:
-      item, shown, to_memory = prepare(window, previous)
+      prepared = prepare(window, previous)
+      if prepared is None:  # no video covers this window (a gap between a stream's files): nothing to write
+        continue
+      item, shown, to_memory = prepared
     else:
       item, shown = video_item(window), previous
     messages = window_messages(item, shown, task_questions)
