@@ -9,7 +9,9 @@ experiments/phase_two writes) a task's questions are answered from the memory wr
 steer and hint. Multiple choice: --answerer=local (a checkpoint, --answerer_checkpoint, default the
 policy) or http (an OpenAI-compatible endpoint); EgoLife uses 3 samples and a majority vote. Free form
 (EgoTempo) is graded by --grader (http, local, or exact). Writes W/answers.jsonl, W/memories/, W/scores.json,
-W/scores.md and W/scores.png; a rerun resumes and recomputes nothing already written.
+W/scores.md and W/scores.png; a rerun resumes and recomputes nothing already written. --phase_two trains
+each task's adapter online from its first --update_after questions (W/adapters/<task>.safetensors) and
+answers the task's later questions from the memory written with it, the paper's schedule.
 
 Data layout (--data_dir): videomme: videomme.json[l] (+ videos/, subtitles/); egolife: EgoLifeQA*.json
 (+ the DAYn_A1_JAKE_HHMMSSFF.mp4 files anywhere below --video_dir); egotempo: egotempo_openQA.json
@@ -46,6 +48,11 @@ def define_flags() -> None:
   flags.DEFINE_string("seeds", "1000:1002", "SynthWorld stream seeds, start:stop.")
   flags.DEFINE_integer("clips", 8, "SynthWorld clips per stream.")
   flags.DEFINE_string("durations", "short,medium", "VideoMME duration categories (the paper: short + medium).")
+  flags.DEFINE_bool("phase_two", False, "Train each task's adapter from its first --update_after questions (judged "
+                    "by --base_url if given, else the local answerer checkpoint) and answer its later questions "
+                    "from the adapted memory.")
+  flags.DEFINE_integer("update_after", 5, "Phase Two: questions of a task answered before its adapter takes over.")
+  flags.DEFINE_integer("adapt_contexts", 16, "Phase Two: training windows per adapter.")
 
 
 def load(benchmark: str, data_dir: str):
@@ -73,6 +80,34 @@ def load(benchmark: str, data_dir: str):
   return load_synthworld(data_dir, range(int(a), int(b)), clips=FLAGS.clips)
 
 
+def train_adapters(evaluation, model, processor) -> dict:
+  """Phase Two online (taskmem_jax/phase_two/online.py) with the official DPO settings."""
+  from experiments.configs import phase_two_synthworld
+  from taskmem_jax.adapters import steer as steer_lib
+  from taskmem_jax.phase_two.cache import CacheConfig
+  from taskmem_jax.phase_two.online import adapt_benchmark
+  from taskmem_jax.rewards import RewardConfig
+
+  if FLAGS.base_url:
+    from taskmem_jax.rewards import HTTPJudge
+    judge = HTTPJudge(FLAGS.base_url, FLAGS.model, api_key_env=FLAGS.api_key_env or None)
+  else:
+    from taskmem_jax.models import qwen3_vl
+    from taskmem_jax.processing import Qwen3VLProcessor
+    from taskmem_jax.rewards import LocalLLMJudge
+    ckpt = FLAGS.answerer_checkpoint or FLAGS.checkpoint or evaluation_checkpoint()
+    judge = LocalLLMJudge(qwen3_vl.from_pretrained(ckpt, dtype=jnp.bfloat16), Qwen3VLProcessor.from_pretrained(ckpt))
+  steer_lib.add_steer(model)
+  dpo = phase_two_synthworld.get_config().dpo
+  return adapt_benchmark(evaluation, judge, judge, RewardConfig(), CacheConfig(max_new_tokens=FLAGS.max_new_tokens),
+                         dpo, update_after=FLAGS.update_after, num_contexts=FLAGS.adapt_contexts)
+
+
+def evaluation_checkpoint() -> str:
+  return FLAGS.checkpoint or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
+                                          "synthworld_policy")
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -85,8 +120,7 @@ def main(argv):
   from taskmem_jax.phase_two.adapt import Adapter
   from taskmem_jax.processing import Qwen3VLProcessor
 
-  checkpoint = FLAGS.checkpoint or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                                "assets", "synthworld_policy")
+  checkpoint = evaluation_checkpoint()
   benchmark = load(FLAGS.benchmark, FLAGS.data_dir)
   print(f"{FLAGS.benchmark}: {len(benchmark.streams)} streams, {benchmark.num_questions()} questions, "
         f"{len(benchmark.errors)} rows skipped")
@@ -119,8 +153,12 @@ def main(argv):
     answer_mc = A.ChatAnswerer(complete, num_samples=3 if FLAGS.benchmark == "egolife" else 1)
     answer_free = A.ChatFreeFormAnswerer(complete)
   grade = A.ExactGrader() if FLAGS.grader == "exact" else A.ChatGrader(chat())
+  update_after = FLAGS.update_after if (FLAGS.phase_two or adapters) else 0
   evaluation = StreamingEvaluation(benchmark, FLAGS.workdir, (model, processor), answer_mc, answer_free, grade,
-                                   StreamingConfig(max_new_tokens=FLAGS.max_new_tokens), adapters=adapters)
+                                   StreamingConfig(max_new_tokens=FLAGS.max_new_tokens), adapters=adapters,
+                                   update_after=update_after)
+  if FLAGS.phase_two:
+    evaluation.adapters = train_adapters(evaluation, model, processor)
   scores = evaluation.run()
   table = format_table(scores)
   atomic_write_text(os.path.join(FLAGS.workdir, "scores.md"), table + "\n")

@@ -213,3 +213,46 @@ def test_evaluate_command_on_a_videomme_fixture(tmp_path):
   scores = json.loads((tmp_path / "work" / "scores.json").read_text())
   assert scores["overall"]["n"] > 0
   assert (tmp_path / "work" / "scores.png").stat().st_size > 1000 and (tmp_path / "work" / "scores.md").is_file()
+
+
+@needs_policy
+def test_phase_two_schedule_online(tmp_path, monkeypatch):
+  import ml_collections
+
+  from taskmem_jax.adapters import steer as S
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.phase_two import online
+  from taskmem_jax.phase_two.cache import CacheConfig
+  from taskmem_jax.rewards import Judge, RewardConfig, Verdict
+  from taskmem_jax.rewards.synthworld_task import SynthWorldTaskJudge
+  from taskmem_jax.processing import Qwen3VLProcessor
+
+  class PassAll(Judge):
+    def faithfulness(self, ctx, descriptions):
+      return [Verdict(True)] * len(descriptions)
+
+    non_redundancy = faithfulness
+
+  bench = load_synthworld(str(tmp_path / "data"), [21], clips=3, tasks=("counting", "ocr"), questions_per_task=None)
+  model = S.add_steer(qwen3_vl.from_pretrained(POLICY, dtype=np.float32))
+  policy = (model, Qwen3VLProcessor.from_pretrained(POLICY))
+  evaluation = streaming.StreamingEvaluation(bench, str(tmp_path / "w"), policy, reader_answerer,
+                                             cfg=streaming.StreamingConfig(max_new_tokens=48), update_after=3)
+  dpo = ml_collections.ConfigDict(dict(steps=1, pairs_per_step=1, num_minibatches=1, beta=0.1, kl_coef=0.0, lr=1e-2,
+                                       b1=0.9, b2=0.999, weight_decay=0.0, grad_clip=1.0, temperature=1.0,
+                                       buckets=(512, 768, 1024), seed=0, post_scale=1.0))
+  args = (PassAll(), SynthWorldTaskJudge(), RewardConfig(), CacheConfig(num_samples=3, max_new_tokens=48), dpo)
+  adapters = online.adapt_benchmark(evaluation, *args, update_after=3, num_contexts=2, progress=None)
+  counting = [q for q in bench.streams[0].questions if q.task == "counting"]
+  assert "counting" in adapters and len(counting) > 3
+  assert os.path.exists(tmp_path / "w" / "adapters" / "counting.safetensors")
+  assert adapters["counting"].hint == [q.text for q in counting[:3]]
+  # A rerun loads the saved adapters instead of training them again.
+  monkeypatch.setattr(online, "train_adapter", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+  again = online.adapt_benchmark(evaluation, *args, update_after=3, num_contexts=2, progress=None)
+  np.testing.assert_allclose(again["counting"].values, adapters["counting"].values)
+  evaluation.adapters = again
+  evaluation.run(progress=False)
+  rows = {r["qid"]: r for r in map(json.loads, open(tmp_path / "w" / "answers.jsonl"))}
+  assert [rows[q.qid]["memory"] for q in counting[:4]] == ["base", "base", "base", "counting"]
+  assert os.path.exists(tmp_path / "w" / "memories" / "counting" / "synthworld_21.json.done")

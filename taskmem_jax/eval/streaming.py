@@ -120,17 +120,26 @@ class StreamingEvaluation:
   policy: (model, processor) writing memories; answer_mc(question, memory) -> letter / None and
   answer_free(question, memory) -> answer text / None (question: a benchmarks.Question);
   grade(question_text, reference, prediction) -> (correct, score) for free-form questions. adapters: task -> object with .values (steer [n, H]) and .hint (list of str), used
-  with adapters.steer.set_steer (the model must have the steer added).
+  with adapters.steer.set_steer (the model must have the steer added). update_after: a task's first
+  update_after questions (benchmark order) are answered from the plain memory, the later ones from the
+  adapter's (the Phase-Two schedule; 0 = every question of an adapted task).
   """
 
   def __init__(self, benchmark: Benchmark, workdir: str, policy, answer_mc: Callable | None = None,
                answer_free: Callable | None = None, grade: Callable | None = None, cfg: StreamingConfig | None = None,
-               adapters: dict | None = None):
+               adapters: dict | None = None, update_after: int = 0):
     self.benchmark, self.workdir = benchmark, workdir
     self.model, self.processor = policy
     self.answer_mc, self.answer_free, self.grade = answer_mc, answer_free, grade
     self.cfg = cfg or StreamingConfig()
     self.adapters = adapters or {}
+    self.update_after = update_after
+    counts: dict[str, int] = {}
+    self.task_index = {}  # qid -> its index among its task's questions, in benchmark order
+    for stream in benchmark.streams:
+      for q in stream.questions:
+        self.task_index[q.qid] = counts.get(q.task, 0)
+        counts[q.task] = counts.get(q.task, 0) + 1
     os.makedirs(workdir, exist_ok=True)
     self.answers_path = os.path.join(workdir, "answers.jsonl")
     self.errors_path = os.path.join(workdir, "errors.jsonl")
@@ -203,7 +212,9 @@ class StreamingEvaluation:
         memories = {}
         duration = stream_duration(stream)
         for q in todo:
-          tag = q.task if q.task in self.adapters else "base"
+          # The Phase-Two schedule: a task's first update_after questions are answered from the plain memory.
+          adapted = q.task in self.adapters and self.task_index[q.qid] >= self.update_after
+          tag = q.task if adapted else "base"
           if tag not in memories:
             memories[tag] = self.memory(stream, tag)
           # Asked at (or after) the end: the whole memory, the final partial clip included.

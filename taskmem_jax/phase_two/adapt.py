@@ -55,6 +55,8 @@ def train_adapter(model, processor, task: str, hint: list[str], source, quality_
   pairs, compared, preferences = [], 0, 0
   for k, (video, clip) in enumerate(training_contexts(source, num_contexts, seed)):
     item = source.video_item(video, clip)
+    if item is None:  # a window no video covers
+      continue
     previous = source.teacher(video).previous(clip)
     ctx = source.context(video, clip, previous, item)
     result, pair = context_pairs(model, processor, item, previous, hint, ctx, quality_judge, task_judge, reward,

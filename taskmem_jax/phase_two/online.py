@@ -1,0 +1,91 @@
+"""Phase Two on a benchmark as it streams: each task's adapter is trained from its first questions.
+
+The paper's protocol (taskmem-spec.md §3.5): a task type's first questions are answered from the plain
+Phase-One memory; then an adapter is trained with those questions as the task hint and the memory for
+the task's later questions is written with it. The training windows come from the benchmark's own
+streams (`BenchmarkSource`), their history is the policy's plain memory of that stream, and the judges
+are the ones given (an OpenAI-compatible server or a local checkpoint; there is no ground truth).
+Adapters are saved to workdir/adapters/<task>.safetensors as they are made, and a rerun loads them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from taskmem_jax.adapters import steer as steer_lib
+from taskmem_jax.memory.store import schedule
+from taskmem_jax.phase_two.adapt import Adapter, train_adapter
+from taskmem_jax.rewards.judge import WindowContext
+
+
+class BenchmarkSource:
+  """Training windows over the evaluation's streams (video k = stream k mod their number); the history
+  of a window is the policy's plain ("base") memory of that stream, written (or loaded) on demand."""
+
+  def __init__(self, evaluation, streams):
+    from taskmem_jax.eval.streaming import stream_duration, window_preparer
+
+    self.evaluation, self.streams = evaluation, list(streams)
+    self._windows = [schedule(stream_duration(s), evaluation.cfg.interval, evaluation.cfg.context)
+                     for s in self.streams]
+    self._prepare = [window_preparer(s) for s in self.streams]
+
+  def _k(self, video: int) -> int:
+    return video % len(self.streams)
+
+  def num_clips(self, video: int) -> int:
+    return len(self._windows[self._k(video)])
+
+  def video_item(self, video: int, clip: int) -> dict | None:
+    prepared = self._prepare[self._k(video)](self._windows[self._k(video)][clip], [])
+    return None if prepared is None else prepared[0]
+
+  def teacher(self, video: int):
+    return self.evaluation.memory(self.streams[self._k(video)], "base")
+
+  def context(self, video: int, clip: int, previous, item=None) -> WindowContext:
+    k = self._k(video)
+    w = self._windows[k]
+    video_path = item["video"] if item and isinstance(item.get("video"), str) else None
+    frames = item["video"] if item and not isinstance(item.get("video"), str) else None
+    return WindowContext(clip=clip, start=w[clip].start, end=w[clip].end, previous=tuple(previous), video=frames,
+                         video_path=video_path)
+
+
+def adapt_benchmark(evaluation, quality_judge, task_judge, reward, cache_cfg, dpo_cfg, *, update_after: int = 5,
+                    num_contexts: int = 16, seed: int = 0, progress=print) -> dict[str, Adapter]:
+  """Trains (or loads) one adapter per task that has more than update_after questions; returns task -> Adapter.
+  The evaluation's model must have a steer (adapters.steer.add_steer)."""
+  model, processor = evaluation.model, evaluation.processor
+  by_task: dict[str, list] = {}
+  for stream in evaluation.benchmark.streams:
+    for q in stream.questions:
+      by_task.setdefault(q.task, []).append(q)
+  source = BenchmarkSource(evaluation, evaluation.benchmark.streams)
+  adapters = {}
+  for k, (task, questions) in enumerate(sorted(by_task.items())):
+    if len(questions) <= update_after:
+      continue
+    path = os.path.join(evaluation.workdir, "adapters", f"{_safe(task)}.safetensors")
+    hint = [q.text for q in questions[:update_after]][-5:]
+    if os.path.exists(path):
+      meta = steer_lib.load(model, path)
+      adapters[task] = Adapter(task, steer_lib.get_steer(model), [h for h in meta.get("hint", "").split(" | ") if h],
+                               {})
+      steer_lib.set_steer(model, np.zeros_like(adapters[task].values))
+      continue
+    adapter = train_adapter(model, processor, task, hint, source, quality_judge, task_judge, reward, cache_cfg,
+                            dpo_cfg, num_contexts=num_contexts, seed=seed * 1000 + k)
+    steer_lib.set_steer(model, adapter.values)
+    steer_lib.save(model, path, metadata={"task": task, "hint": " | ".join(hint), "pairs": adapter.stats["pairs"]})
+    steer_lib.set_steer(model, np.zeros_like(adapter.values))
+    adapters[task] = adapter
+    if progress:
+      progress(f"{task}: adapter from {adapter.stats['pairs']} pairs of {num_contexts} windows")
+  return adapters
+
+
+def _safe(name: str) -> str:
+  return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
