@@ -36,6 +36,8 @@ class VisionConfig:
   hidden_act: str = "gelu_pytorch_tanh"
   rope_theta: float = 10000.0
   layer_norm_eps: float = 1e-6  # fixed in HF, not a config key
+  # "auto" | "xla" | "pallas" (kernels/): a runtime choice, not part of the checkpoint; auto = pallas on GPU.
+  attention_impl: str = "auto"
 
   @property
   def head_dim(self) -> int:
@@ -68,6 +70,8 @@ class TextConfig:
   decoder_sparse_step: int = 1
   mlp_only_layers: tuple[int, ...] = ()
   router_aux_loss_coef: float = 0.001
+  # "auto" | "xla" | "pallas" (kernels/): a runtime choice, not part of the checkpoint; auto = pallas on GPU.
+  attention_impl: str = "auto"
 
   @property
   def is_moe(self) -> bool:
@@ -146,6 +150,10 @@ def validate(cfg: Qwen3VLConfig) -> None:
     fail("text_config.hidden_act", t.hidden_act, "only 'silu' is supported")
   if v.hidden_act not in ("gelu_pytorch_tanh", "gelu"):
     fail("vision_config.hidden_act", v.hidden_act, "only 'gelu_pytorch_tanh' and 'gelu' are supported")
+  for field, value in (("text_config.attention_impl", t.attention_impl),
+                       ("vision_config.attention_impl", v.attention_impl)):
+    if value not in ("auto", "xla", "pallas"):
+      fail(field, value, "expected 'auto', 'xla' or 'pallas'")
   for field, value in (("text_config.num_attention_heads", t.num_attention_heads),
                        ("text_config.num_key_value_heads", t.num_key_value_heads),
                        ("text_config.head_dim", t.head_dim), ("vision_config.num_heads", v.num_heads),
@@ -282,6 +290,7 @@ def _from_hf_dict(cfg: dict[str, Any], source: str) -> Qwen3VLConfig:
       decoder_sparse_step=sparse_step,
       mlp_only_layers=mlp_only,
       router_aux_loss_coef=float(get(text, "router_aux_loss_coef", "text_config", 0.001)),
+      attention_impl=get(text, "attention_impl", "text_config", "auto"),
   )
   vision_rope = vision.get("rope_parameters") or {}
   if vision_rope.get("rope_type", "axial") != "axial":

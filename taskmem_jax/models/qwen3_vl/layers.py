@@ -7,6 +7,9 @@ Every module computes in the dtype of its parameters, as transformers does.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -94,3 +97,52 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, scale: floa
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = jnp.einsum("bhgls,bshd->blhgd", probs, v, preferred_element_type=jnp.float32)
   return out.reshape(b, l, hq, d).astype(q.dtype)
+
+
+# --- attention_impl = "pallas": the kernels in kernels/ (flash and decode attention) -------------
+
+def resolve_attention_impl(impl: str) -> str:
+  """A config's attention_impl -> "xla" or "pallas". "auto" is pallas on a GPU, xla elsewhere (CPU, and
+  TPU until kernels/ has a Mosaic TPU backend). "pallas" on a CPU runs the kernels in interpret mode."""
+  if impl not in ("auto", "xla", "pallas"):
+    raise ValueError(f"attention_impl={impl!r}: expected 'auto', 'xla' or 'pallas'")
+  if impl == "auto":
+    return "pallas" if jax.default_backend() == "gpu" else "xla"
+  return impl
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["kv_valid", "q_offset"], meta_fields=["causal"])
+@dataclasses.dataclass(frozen=True)
+class KernelMask:
+  """The structure of a [B, L, S] mask, for the kernels: key j is visible to query i when kv_valid[b, j]
+  and, if causal, j <= q_offset + i. kv_valid: [B, S] bool; q_offset: the slot of query 0 (int or traced).
+  A pytree whose ``causal`` flag stays static under jit."""
+  kv_valid: Array
+  q_offset: Array | int = 0
+  causal: bool = False
+
+  def dense(self, l: int) -> Array:
+    """The same mask as [B, L, S] bool (what dot_product_attention takes)."""
+    mask = jnp.broadcast_to(self.kv_valid[:, None, :], (self.kv_valid.shape[0], l, self.kv_valid.shape[1]))
+    if self.causal:
+      mask &= jnp.arange(self.kv_valid.shape[1])[None, None, :] <= self.q_offset + jnp.arange(l)[None, :, None]
+    return mask
+
+
+def kernel_attention(q: Array, k: Array, v: Array, mask: KernelMask, scale: float) -> Array:
+  """dot_product_attention through kernels/ (interpret mode off the GPU). Shapes as dot_product_attention.
+
+  The same visibility, except that a query which sees no key (a left-padding slot) gets zeros instead
+  of the XLA path's uniform average; nothing downstream reads those rows. One causal query over a
+  cache (decode) goes to the split-K decode kernel with length q_offset + 1.
+  """
+  from kernels.decode_attention import decode_attention  # kernels/ sits beside taskmem_jax/
+  from kernels.flash_attention import flash_attention
+  b, l = q.shape[:2]
+  if l == 1 and mask.causal:
+    return decode_attention(q[:, 0], k, v, jnp.asarray(mask.q_offset) + 1, kv_mask=mask.kv_valid, scale=scale,
+                            impl="pallas")[:, None]
+  # Every query is segment 1 and valid keys are segment 1, so a query sees exactly the valid keys.
+  return flash_attention(q, k, v, causal=mask.causal, q_segment_ids=jnp.ones((b, l), jnp.int32),
+                         kv_segment_ids=mask.kv_valid.astype(jnp.int32), q_offset=mask.q_offset, scale=scale,
+                         impl="pallas")

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from taskmem_jax.models.qwen3_vl.config import TextConfig
-from taskmem_jax.models.qwen3_vl.layers import Embed, Linear, RMSNorm, dot_product_attention, rotate_half
+from taskmem_jax.models.qwen3_vl.layers import (Embed, KernelMask, Linear, RMSNorm, dot_product_attention,
+                                                kernel_attention, resolve_attention_impl, rotate_half)
 from taskmem_jax.models.qwen3_vl.moe import SparseMoeBlock
 
 Array = jax.Array
@@ -47,7 +48,8 @@ class Attention(nnx.Module):
 
   def __call__(self, x: Array, cos: Array, sin: Array, mask: Array, cache: KVCache | None = None,
                cache_index: Array | int = 0) -> tuple[Array, KVCache | None]:
-    """x: [B, L, H]; cos, sin: [B, L, hd]; mask: [B, L, S] bool over the keys.
+    """x: [B, L, H]; cos, sin: [B, L, hd]; mask: [B, L, S] bool over the keys, or a KernelMask
+    (attention_impl "pallas": the same visibility, computed by the kernels in kernels/).
 
     Without a cache S = L. With one (k, v: [B, S, Hkv, hd]) the new keys (after q/k-norm and RoPE)
     and values are written at slots cache_index .. cache_index + L - 1 and attention reads the whole
@@ -65,7 +67,10 @@ class Attention(nnx.Module):
       cache = KVCache(jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), start),
                       jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), start))
       k, v = cache.k, cache.v
-    out = dot_product_attention(q, k, v, mask, self.head_dim**-0.5)
+    if isinstance(mask, KernelMask):
+      out = kernel_attention(q, k, v, mask, self.head_dim**-0.5)
+    else:
+      out = dot_product_attention(q, k, v, mask, self.head_dim**-0.5)
     return self.o_proj(out.reshape(b, l, -1)), cache
 
 
@@ -127,10 +132,13 @@ class TextModel(nnx.Module):
     """
     _, l, _ = embeds.shape
     cos, sin = text_rotary(position_ids, self.cfg, embeds.dtype)
-    slots = attention_mask.shape[1]
-    query_slot = cache_index + jnp.arange(l)
-    causal = jnp.arange(slots)[None, :] <= query_slot[:, None]  # [L, S]
-    mask = causal[None] & attention_mask.astype(bool)[:, None, :]
+    if resolve_attention_impl(self.cfg.attention_impl) == "pallas":  # the kernels take the mask's structure
+      mask = KernelMask(attention_mask.astype(bool), cache_index, causal=True)
+    else:
+      slots = attention_mask.shape[1]
+      query_slot = cache_index + jnp.arange(l)
+      causal = jnp.arange(slots)[None, :] <= query_slot[:, None]  # [L, S]
+      mask = causal[None] & attention_mask.astype(bool)[:, None, :]
     x = embeds
     new_cache = [] if cache is not None else None
     steer_at = {layer: k for k, layer in enumerate(getattr(self, "steer_layers", ()))}

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from taskmem_jax.models.qwen3_vl.config import VisionConfig
-from taskmem_jax.models.qwen3_vl.layers import Embed, LayerNorm, Linear, dot_product_attention, rotate_half
+from taskmem_jax.models.qwen3_vl.layers import (Embed, KernelMask, LayerNorm, Linear, dot_product_attention,
+                                                kernel_attention, resolve_attention_impl, rotate_half)
 from taskmem_jax.models.qwen3_vl.positions import VisionMetadata
 
 Array = jax.Array
@@ -32,6 +33,7 @@ class VisionAttention(nnx.Module):
 
   def __init__(self, cfg: VisionConfig, *, dtype, rngs: nnx.Rngs):
     self.num_heads = cfg.num_heads
+    self.attention_impl = cfg.attention_impl
     self.qkv = Linear(cfg.hidden_size, 3 * cfg.hidden_size, use_bias=True, dtype=dtype, rngs=rngs)
     self.proj = Linear(cfg.hidden_size, cfg.hidden_size, use_bias=True, dtype=dtype, rngs=rngs)
 
@@ -51,8 +53,12 @@ class VisionAttention(nnx.Module):
 
     by_frame = lambda t: t[meta.frame_tokens]  # [S, Lmax, nh, hd]
     s, longest = meta.frame_tokens.shape
-    mask = jnp.broadcast_to(meta.frame_valid[:, None, :], (s, longest, longest))
-    out = dot_product_attention(by_frame(rope(q)), by_frame(rope(k)), by_frame(v), mask, hd**-0.5)
+    if resolve_attention_impl(self.attention_impl) == "pallas":  # frames as rows; padding keys masked
+      out = kernel_attention(by_frame(rope(q)), by_frame(rope(k)), by_frame(v),
+                             KernelMask(meta.frame_valid.astype(bool)), hd**-0.5)
+    else:
+      mask = jnp.broadcast_to(meta.frame_valid[:, None, :], (s, longest, longest))
+      out = dot_product_attention(by_frame(rope(q)), by_frame(rope(k)), by_frame(v), mask, hd**-0.5)
     return self.proj(out.reshape(s * longest, dv)[meta.token_slot])
 
 
