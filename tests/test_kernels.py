@@ -156,3 +156,19 @@ def test_model_logits_and_grads_pallas_equal_xla():
   for gx, gp in zip(flat_x, flat_p):
     _close(gp, gx, 1e-4)
   assert any(np.abs(np.asarray(g)).max() > 0 for g in flat_x)
+
+
+def test_greedy_generate_pallas_equals_xla():
+  """The sampler's prefill into the cache (flash attention at a slot offset) and its while-loop decode
+  steps (decode attention, per-row length = the traced cache slot + 1) give the XLA path's tokens."""
+  from taskmem_jax.models.qwen3_vl import init_random, preset
+  from taskmem_jax.sampling.sampler import generate
+  base = preset("tiny")
+  ids = np.array([[0, 0, 0, 11, 12, 13, 14], [21, 22, 23, 24, 25, 26, 27]], np.int64)
+  batch = {"input_ids": ids, "attention_mask": (np.arange(7)[None] >= np.array([[3], [0]])).astype(np.int64)}
+  outs = {}
+  for impl in ("xla", "pallas"):
+    model = init_random(base.replace(text=dataclasses.replace(base.text, attention_impl=impl)), seed=1)
+    outs[impl] = generate(model, batch, max_new_tokens=4, min_bucket=16)
+  np.testing.assert_array_equal(np.asarray(outs["pallas"].tokens), np.asarray(outs["xla"].tokens))
+  _close(outs["pallas"].logprobs, outs["xla"].logprobs, 1e-5)
