@@ -1,5 +1,7 @@
 """kernels/ against their plain-jnp references, in Pallas interpret mode on the CPU (CI has no GPU).
 
+On a GPU the same tests run the compiled Triton kernels (interpret defaults to off there).
+
 Shapes are tiny on purpose (interpret mode runs the kernel body per grid step in Python-traced XLA),
 but they cover what the GPU sees: lengths that are not multiples of the block size, GQA ratios
 1, 2 and 8, head dims 64 and 128, causal with a cache offset, padding and block-diagonal segment ids,
@@ -68,7 +70,7 @@ def test_flash_attention_forward_and_grads(case):
   def loss(fn):
     return lambda q, k, v: (fn(q, k, v).astype(jnp.float32) * w).sum()
 
-  pallas = lambda q, k, v: flash_attention(q, k, v, impl="pallas", interpret=True, block_q=block, block_k=block, **kw)
+  pallas = lambda q, k, v: flash_attention(q, k, v, impl="pallas", block_q=block, block_k=block, **kw)
   ref = lambda q, k, v: flash_ref.attention(q, k, v, **kw)
   out, grads = jax.jit(jax.value_and_grad(loss(pallas), argnums=(0, 1, 2)))(q, k, v)
   out_ref, grads_ref = jax.jit(jax.value_and_grad(loss(ref), argnums=(0, 1, 2)))(q, k, v)
@@ -83,7 +85,7 @@ def test_flash_attention_query_without_keys_is_zero():
   q, k, v, _ = _qkv(1, 1, 20, 20, 2, 1, 64, jnp.float32)
   seg = jnp.where(jnp.arange(20) < 4, 0, 1)[None]  # the first 4 queries' segment has no key
   out = flash_attention(q, k, v, q_segment_ids=seg, kv_segment_ids=jnp.ones_like(seg), impl="pallas",
-                        interpret=True, block_q=16, block_k=16)
+                        block_q=16, block_k=16)
   assert np.all(np.asarray(out[:, :4]) == 0) and np.all(np.isfinite(out))
   _close(out, flash_ref.attention(q, k, v, q_segment_ids=seg, kv_segment_ids=jnp.ones_like(seg)), 1e-5)
 
@@ -97,8 +99,7 @@ def test_decode_attention_per_row_lengths(hq, hkv, d, splits, dtype):
   v = jax.random.normal(ks[2], (b, s, hkv, d)).astype(dtype)
   lengths = jnp.array([100, 37, 0])
   kv_mask = jnp.arange(s)[None] >= jnp.array([[0], [5], [0]])
-  out = decode_attention(q, k, v, lengths, kv_mask=kv_mask, impl="pallas", interpret=True, block_k=16,
-                         num_splits=splits)
+  out = decode_attention(q, k, v, lengths, kv_mask=kv_mask, impl="pallas", block_k=16, num_splits=splits)
   _close(out, decode_ref.decode_attention(q, k, v, lengths, kv_mask=kv_mask), 2e-2 if dtype == jnp.bfloat16 else 1e-5)
   assert np.all(np.asarray(out[2]) == 0)
 
