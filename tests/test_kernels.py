@@ -173,3 +173,30 @@ def test_greedy_generate_pallas_equals_xla():
     outs[impl] = generate(model, batch, max_new_tokens=4, min_bucket=16)
   np.testing.assert_array_equal(np.asarray(outs["pallas"].tokens), np.asarray(outs["xla"].tokens))
   _close(outs["pallas"].logprobs, outs["xla"].logprobs, 1e-5)
+
+
+# (what, b, l, s, hq, hkv, d): 30B-A3B's text attention (GQA 8, D 128) and vision attention (D 72)
+GPU_LOWERING_CASES = [("flash", 1, 256, 256, 32, 4, 128), ("flash", 2, 100, 100, 16, 16, 72),
+                      ("decode", 2, 1, 1000, 32, 4, 128), ("decode", 1, 1, 300, 4, 4, 64)]
+
+
+@pytest.mark.parametrize("what,b,l,s,hq,hkv,d", GPU_LOWERING_CASES)
+def test_kernels_lower_for_gpu(what, b, l, s, hq, hkv, d):
+  """Without a GPU, lower the compiled (non-interpret) kernels for CUDA: Pallas's Triton lowering runs
+  on the host and rejects what Triton cannot take (tile shapes that are not powers of two, unsupported
+  indexing). Catches lowering bugs, not PTX compilation or speed."""
+  from jax import export
+  bf16 = jnp.bfloat16
+  no_check = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
+  if what == "flash":
+    def fn(q, k, v):
+      f = lambda q, k, v: flash_attention(q, k, v, causal=hkv < hq, impl="pallas", interpret=False, block_q=128,
+                                          block_k=64).astype(jnp.float32).sum()
+      return jax.value_and_grad(f, argnums=(0, 1, 2))(q, k, v)
+    q = jax.ShapeDtypeStruct((b, l, hq, d), bf16)
+  else:
+    fn = lambda q, k, v: decode_attention(q, k, v, jnp.full((b,), s - 7), impl="pallas", interpret=False)
+    q = jax.ShapeDtypeStruct((b, hq, d), bf16)
+  kv = jax.ShapeDtypeStruct((b, s, hkv, d), bf16)
+  exported = export.export(jax.jit(fn), platforms=("cuda",), disabled_checks=no_check)(q, kv, kv)
+  assert "xla.gpu.triton" in exported.mlir_module()

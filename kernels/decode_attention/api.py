@@ -15,8 +15,11 @@ Array = jax.Array
 
 
 def default_num_splits(b: int, hkv: int, s: int, block_k: int) -> int:
-  """Enough programs to cover ~2 waves of an H100's 132 SMs, at least 4 key blocks per split."""
-  return max(1, min(max(1, 264 // (b * hkv)), -(-s // (4 * block_k))))
+  """Enough programs to cover ~2 waves of an H100's 132 SMs, at least 4 key blocks per split, and a
+  divisor of the number of key blocks, so that a cache of a multiple of block_k is never padded (copied)."""
+  blocks = -(-s // block_k)
+  target = max(1, min(264 // (b * hkv), blocks // 4))
+  return next(n for n in range(target, 0, -1) if blocks % n == 0)
 
 
 def decode_attention(q: Array, k: Array, v: Array, lengths: Array | int, *, kv_mask: Array | None = None,
@@ -31,6 +34,8 @@ def decode_attention(q: Array, k: Array, v: Array, lengths: Array | int, *, kv_m
   s, hkv = k.shape[1], k.shape[2]
   if hq % hkv:
     raise ValueError(f"{hq} query heads are not a multiple of {hkv} KV heads")
+  if block_k & (block_k - 1):
+    raise ValueError(f"block_k={block_k}: must be a power of two (Triton's tiles)")
   scale = d**-0.5 if scale is None else float(scale)
   lengths = jnp.broadcast_to(jnp.asarray(lengths, jnp.int32), (b,))
   if resolve_impl(impl) == "xla":

@@ -89,6 +89,8 @@ def flash_attention(q: Array, k: Array, v: Array, *, causal: bool = False, q_seg
   s, hkv = k.shape[1], k.shape[2]
   if hq % hkv:
     raise ValueError(f"{hq} query heads are not a multiple of {hkv} KV heads")
+  if block_q & (block_q - 1) or block_k & (block_k - 1):
+    raise ValueError(f"block_q={block_q}, block_k={block_k}: must be powers of two (Triton's tiles)")
   scale = d**-0.5 if scale is None else float(scale)
   if resolve_impl(impl) == "xla":
     return reference.attention(q, k, v, causal=causal, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
