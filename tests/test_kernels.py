@@ -47,8 +47,8 @@ FLASH_CASES = {
     "causal-pad-gqa1-d64": (2, 37, 37, 2, 2, 64, True, "padding", 0, 16, jnp.float32),
     # the vision tower's per-frame attention as one block-diagonal sequence (frames of 20, 30, 14)
     "frames-gqa2-d128": (1, 64, 64, 4, 2, 128, False, "frames", 0, 32, jnp.float32),
-    # prefill of 37 tokens into a 64-slot cache at slot 21, Qwen3-VL-30B's GQA ratio, bf16
-    "cache-offset-gqa8-bf16": (2, 37, 64, 8, 1, 64, True, "padding", 21, 16, jnp.bfloat16),
+    # prefill of 37 tokens into a 64-slot cache at per-row slots 21 and 27, Qwen3-VL-30B's GQA ratio, bf16
+    "cache-offset-gqa8-bf16": (2, 37, 64, 8, 1, 64, True, "padding", (21, 27), 16, jnp.bfloat16),
 }
 
 
@@ -65,6 +65,7 @@ def test_flash_attention_forward_and_grads(case):
   b, l, s, hq, hkv, d, causal, kind, q_offset, block, dtype = FLASH_CASES[case]
   q, k, v, w = _qkv(0, b, l, s, hq, hkv, d, dtype)
   q_seg, kv_seg = _segments(kind, b, l, s, q_offset)
+  q_offset = jnp.asarray(q_offset, jnp.int32)  # an array, read by the kernels at run time (per row)
   kw = dict(causal=causal, q_segment_ids=q_seg, kv_segment_ids=kv_seg, q_offset=q_offset)
 
   def loss(fn):
