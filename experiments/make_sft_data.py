@@ -12,6 +12,10 @@ builds WORK/init (random tiny checkpoint + SynthWorld tokenizer), WORK/sft_synth
 --write_jsonl) and, with --train, trains with experiments/configs/sft_synthworld.py and exports the
 policy to --export_dir.
 
+--teacher_order=time writes the earliest facts that fit instead of the teacher's random subset, so the
+target is a function of the video (the default stays the teacher's definition). Examples are kept lazy
+(LazyVideoExample: pixels rendered when the training step reads them), so thousands fit in memory.
+
 The shipped policy assets/synthworld_policy/ was produced by (seeds 0..31, 8 clips each, teacher budget
 40, no upscaling: 256 examples, video grids [10..50, 4, 4], 12888 target tokens; config
 experiments/configs/sft_synthworld.py with --config.steps=500, batch 1, lr 2e-3, seed 0; random init seed 0):
@@ -26,14 +30,37 @@ parses (parse rate 1.0), but memory_quality gives faithfulness 0.0, redundancy 0
 have no parseable fact, and both seeds give the same texts: the policy has learned the response format
 and the fact language, not to read the video. An upscaled run (--upscale=2, grids [.., 8, 8], 600 steps)
 had the same loss curve and the same collapse (faithfulness 0.0 on seed 100).
+
+Why, measured (no data bug): the windows' frames hold exactly the target clip's events (changed frames
+== fact frames), and at the random init the target loss depends on the video (5.449 right video, 5.447
+another seed's, 5.417 blank) with d loss / d vision features 0.13, matching finite differences. Training
+then learns to ignore the video: on held-out windows the shipped policy's target loss is 0.6127 with the
+right video, another seed's or a blank one (equal to 1e-5), d loss / d features falls to ~3e-6, and the
+vision features become a large constant (std 12 against a per-token spread of 1). None of these runs
+changed that (time-ordered targets, loss with another seed's video equal to 4 digits): 2400 examples
+(seeds 0:300) x 800 steps at lr 2e-3 and at 5e-4; 3000 two-clip windows with budget 12 (first fact) at
+lr 1e-3, 2e-4, 5e-5; the vision mergers' output layers zero-initialised (a one-off init change); a
+video-only prompt (no instruction, ~200 tokens, 5000 steps at 3e-4). Toy probes (video-only prompt,
+target = one colour word, 1646 one-clip streams, chance loss 0.9 per token) locate the limit in the
+vision path: a frame filled with the colour is learned at lr 1e-3 in ~300 steps, so is one coloured
+32-px region; a solid 10-px square always in a region's first cell is not learned at 1e-3 (1000 steps)
+but is at 3e-4 (loss 0.02 in 600 steps); the same square in a random one of the 9 cells is not learned
+at 3e-4 in 1500 steps, and with --upscale=2 starts to be after ~1000 (0.61 at 1500); the real frame
+(first object's colour, static) is not learned in 4000 steps at 1e-3, 3e-4 or 1e-4, nor upscaled in 1500
+at 3e-4. So lr 2e-3 is too high for small objects, and at lower rates reading 10-px sprites that
+straddle 16-px patches takes more steps than a CPU budget gives. Next to try: lr <= 3e-4 with finer
+patches (upscale 2 or patch 8) for tens of thousands of steps (a GPU), or a vision stage first (e.g.
+per-region object labels as targets).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -75,11 +102,12 @@ def upscale(clip: VideoClip, factor: int) -> VideoClip:
 
 
 def window_records(seed: int, *, num_clips: int, budget_tokens: int = DEFAULT_BUDGET, upscale_factor: int = 1,
-                   teacher_seed: int | None = None):
-  """(stream, teacher memory, [(window, messages, target)]) for one stream."""
+                   teacher_seed: int | None = None, teacher_order: str = "random"):
+  """(stream, teacher memory, [(window, messages, target)]) for one stream. teacher_order: see
+  teacher.teacher_memory ("time" makes the target a function of the video)."""
   stream = generate(seed, WorldConfig(num_clips=num_clips))
   rng = np.random.default_rng(seed if teacher_seed is None else teacher_seed)
-  memory = teacher_episodic_memory(stream, budget_tokens=budget_tokens, rng=rng)
+  memory = teacher_episodic_memory(stream, budget_tokens=budget_tokens, rng=rng, order=teacher_order)
   records = []
   for window in schedule(stream.duration):
     if window.clip not in memory:
@@ -90,21 +118,52 @@ def window_records(seed: int, *, num_clips: int, budget_tokens: int = DEFAULT_BU
   return stream, memory, records
 
 
+class LazyVideoExample(Mapping):
+  """A training example whose pixel_values_videos are rendered again on every access (about 10 ms), so
+  that thousands of windows fit in memory: a 5-clip window's pixels are ~5 MB of float32, the rest of
+  the example a few KB. Behaves as the example dict for training.data (collate reads it by key)."""
+
+  def __init__(self, example: dict[str, np.ndarray], render):
+    self._fields = {k: v for k, v in example.items() if k != "pixel_values_videos"}
+    self._render = render
+
+  def __getitem__(self, key):
+    return self._render() if key == "pixel_values_videos" else self._fields[key]
+
+  def __iter__(self):
+    return iter([*self._fields, "pixel_values_videos"])
+
+  def __len__(self):
+    return len(self._fields) + 1
+
+
+def _pixels_of(processor, stream, window, previous, upscale_factor):
+  clip = upscale(render_clip(stream, window.start, window.end), upscale_factor)
+  messages = window_messages({"type": "video", "video": clip}, previous, None)
+  return processor([messages], thinking=True)["pixel_values_videos"]
+
+
 def make_examples(processor, seeds, *, num_clips: int, budget_tokens: int = DEFAULT_BUDGET,
-                  upscale_factor: int = 1, jsonl_path: str | None = None) -> list[dict[str, np.ndarray]]:
+                  upscale_factor: int = 1, jsonl_path: str | None = None, teacher_order: str = "random",
+                  lazy: bool = False) -> list:
   """Training examples (training.data format) of every window of every seed's stream, seeds in order.
 
   jsonl_path: also write {"seed", "clip", "start", "end", "previous", "target"} per example (the video
   is the seed's stream, re-rendered by render_clip; the records are for inspection, not load_jsonl).
+  lazy: LazyVideoExample instead of dicts (the same arrays; pixels rendered when read).
   """
   from taskmem_jax.training.data import example_from_messages
 
   examples, lines = [], []
   for seed in seeds:
-    _, memory, records = window_records(seed, num_clips=num_clips, budget_tokens=budget_tokens,
-                                        upscale_factor=upscale_factor)
+    stream, memory, records = window_records(seed, num_clips=num_clips, budget_tokens=budget_tokens,
+                                             upscale_factor=upscale_factor, teacher_order=teacher_order)
     for window, messages, target in records:
-      examples.append(example_from_messages(processor, messages, target))
+      example = example_from_messages(processor, messages, target)
+      if lazy:
+        example = LazyVideoExample(example, functools.partial(_pixels_of, processor, stream, window,
+                                                              memory.previous(window.clip), upscale_factor))
+      examples.append(example)
       lines.append({"seed": seed, "clip": window.clip, "start": window.start, "end": window.end,
                     "previous": memory.previous(window.clip), "target": target})
   if jsonl_path:
@@ -158,7 +217,7 @@ def main(argv):
   processor = Qwen3VLProcessor.from_pretrained(checkpoint)
   tic = time.perf_counter()
   examples = make_examples(processor, _seed_range(F.seeds), num_clips=F.num_clips, budget_tokens=F.budget,
-                           upscale_factor=F.upscale,
+                           upscale_factor=F.upscale, teacher_order=F.teacher_order, lazy=True,
                            jsonl_path=os.path.join(F.workdir, "sft_synthworld.jsonl") if F.write_jsonl else None)
   lengths = [len(e["input_ids"]) for e in examples]
   print(f"{len(examples)} examples in {time.perf_counter() - tic:.1f} s; lengths {min(lengths)}..{max(lengths)}; "
@@ -203,6 +262,9 @@ def define_flags() -> None:
   flags.DEFINE_string("seeds", "0:8", "Training stream seeds, start:stop.")
   flags.DEFINE_integer("num_clips", 8, "Clips per stream.")
   flags.DEFINE_integer("budget", DEFAULT_BUDGET, "Teacher memory budget (tokens).")
+  flags.DEFINE_enum("teacher_order", "random", ["random", "time"],
+                    "Teacher fact order: random (the teacher's definition) or time (the earliest facts that fit: "
+                    "a target the video determines, for SFT).")
   flags.DEFINE_integer("upscale", DEFAULT_UPSCALE, "Pixel repeat factor of the frames.")
   flags.DEFINE_bool("write_jsonl", True, "Write WORK/sft_synthworld.jsonl.")
   flags.DEFINE_bool("train", False, "Train and export.")

@@ -5,11 +5,14 @@ import os
 import numpy as np
 import pytest
 
-from experiments.make_sft_data import make_examples, window_records
+from experiments.make_sft_data import LazyVideoExample, make_examples, window_records
 from taskmem_jax.envs.synthworld import (
+  WorldConfig,
   build_synthworld_tokenizer,
+  generate,
   synthworld_model_config,
 )
+from taskmem_jax.envs.synthworld.teacher import count_tokens, teacher_memory
 from taskmem_jax.processing import Qwen3VLProcessor
 from taskmem_jax.processing.tokenizer import check_tokenizer, load_tokenizer
 
@@ -56,3 +59,32 @@ def test_shipped_policy_loads():
   processor = Qwen3VLProcessor.from_pretrained(POLICY)
   check_tokenizer(processor.tokenizer, model.config)
   assert model.config.text.vocab_size == synthworld_model_config().text.vocab_size
+
+
+def test_time_order_teacher_keeps_the_earliest_facts_that_fit():
+  stream = generate(5, WorldConfig(num_clips=3))
+  for clip in range(3):
+    facts = stream.facts_in(clip)
+    expected, used = [], 0
+    for fact in facts:  # greedy in time order: a fact that does not fit is skipped, later ones may fit
+      if used + count_tokens(fact.text) <= 25:
+        expected.append(fact.text)
+        used += count_tokens(fact.text)
+    for seed in (0, 1):  # the rng is not used
+      got = teacher_memory(stream, clip, budget_tokens=25, rng=np.random.default_rng(seed), order="time")
+      assert got == " ".join(expected)
+  # The default stays the random subset.
+  a = teacher_memory(stream, 1, budget_tokens=25, rng=np.random.default_rng(3))
+  assert a == teacher_memory(stream, 1, budget_tokens=25, rng=np.random.default_rng(3), order="random")
+  with pytest.raises(ValueError, match="order"):
+    teacher_memory(stream, 0, budget_tokens=25, rng=np.random.default_rng(0), order="sorted")
+
+
+def test_lazy_examples_equal_the_eager_ones(processor):
+  eager = make_examples(processor, [3, 4], num_clips=3, teacher_order="time")
+  lazy = make_examples(processor, [3, 4], num_clips=3, teacher_order="time", lazy=True)
+  assert len(eager) == len(lazy) and all(isinstance(e, LazyVideoExample) for e in lazy)
+  for e, z in zip(eager, lazy):
+    assert set(e) == set(z)
+    for key in e:
+      np.testing.assert_array_equal(e[key], z[key])

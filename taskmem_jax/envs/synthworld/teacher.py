@@ -6,6 +6,7 @@ previous memories already state, nor any fact twice), and within a token budget.
 description's tokens under the SynthWorld tokenizer's word-level pre-tokenization (exactly what its
 tokenizer.json encodes, since every word of a fact sentence is in the vocabulary); the policy response
 around it (`teacher_response`) adds a few tokens of thinking and JSON that the budget does not cover.
+order="time" (an option for SFT data, not the teacher's definition) keeps the earliest facts that fit.
 """
 
 from __future__ import annotations
@@ -27,13 +28,21 @@ def count_tokens(text: str) -> int:
   return len(pre_tokenize(text))
 
 
+ORDERS = ("random", "time")
+
+
 def teacher_memory(stream: Stream, clip: int, *, budget_tokens: int, rng: np.random.Generator,
-                   previous: list[str] | None = None) -> str:
+                   previous: list[str] | None = None, order: str = "random") -> str:
   """A description of `clip`: facts drawn in random order, each kept if it still fits `budget_tokens`
   and is not already stated by `previous` (earlier memories' descriptions) or by a kept fact; the kept
-  ones are written in time order. Returns "" when no new fact fits (the caller leaves the clip out)."""
+  ones are written in time order. Returns "" when no new fact fits (the caller leaves the clip out).
+
+  order="time" draws the facts in time order instead (the earliest ones that fit; rng unused): a target
+  that is a function of the video, which SFT data can use (experiments/make_sft_data.py)."""
   if not isinstance(budget_tokens, numbers.Integral) or isinstance(budget_tokens, bool) or budget_tokens < 1:
     raise ValueError(f"budget_tokens={budget_tokens!r}: must be a positive integer")
+  if order not in ORDERS:
+    raise ValueError(f"order={order!r}: expected one of {ORDERS}")
   if not isinstance(rng, np.random.Generator):
     raise TypeError(f"rng: expected a numpy Generator, got {type(rng).__name__}")
   if previous is None:
@@ -43,7 +52,8 @@ def teacher_memory(stream: Stream, clip: int, *, budget_tokens: int, rng: np.ran
   stated = {fact for description in previous for fact in parse_memory(description)}
   facts = stream.facts_in(clip)
   kept, used = set(), 0
-  for i in rng.permutation(len(facts)).tolist():
+  draws = rng.permutation(len(facts)).tolist() if order == "random" else range(len(facts))
+  for i in draws:
     fact, cost = ParsedFact.of(facts[i]), count_tokens(facts[i].text)
     if fact in stated or used + cost > budget_tokens:
       continue
@@ -54,13 +64,14 @@ def teacher_memory(stream: Stream, clip: int, *, budget_tokens: int, rng: np.ran
 
 
 def teacher_episodic_memory(stream: Stream, *, budget_tokens: int, rng: np.random.Generator,
-                            num_previous: int = MAX_PREVIOUS) -> EpisodicMemory:
+                            num_previous: int = MAX_PREVIOUS, order: str = "random") -> EpisodicMemory:
   """Teacher memories of every clip of the stream in turn, each told the `num_previous` memories before
-  it, as the policy's window shows them. Clips with no new fact that fits are left out."""
+  it, as the policy's window shows them. Clips with no new fact that fits are left out. order: as in
+  teacher_memory."""
   memory = EpisodicMemory()
   for clip in range(stream.num_clips):
     description = teacher_memory(stream, clip, budget_tokens=budget_tokens, rng=rng,
-                                 previous=memory.previous(clip, num_previous))
+                                 previous=memory.previous(clip, num_previous), order=order)
     if description:
       memory.add(clip, description)
   return memory
