@@ -60,8 +60,10 @@ def _segments(kind, b, l, s, q_offset):
   return jnp.broadcast_to(ids, (b, l)), jnp.broadcast_to(ids, (b, s))
 
 
-@pytest.mark.parametrize("case", list(FLASH_CASES))
-def test_flash_attention_forward_and_grads(case):
+@pytest.mark.parametrize("case,backend", [(c, "gpu") for c in FLASH_CASES] +
+                         [("causal-pad-gqa1-d64", "tpu"), ("cache-offset-gqa8-bf16", "tpu")])
+def test_flash_attention_forward_and_grads(case, backend):
+  """backend "gpu": pallas_gpu.py (Triton), "tpu": pallas_tpu.py (Mosaic TPU); interpret mode on CPU."""
   b, l, s, hq, hkv, d, causal, kind, q_offset, block, dtype = FLASH_CASES[case]
   q, k, v, w = _qkv(0, b, l, s, hq, hkv, d, dtype)
   q_seg, kv_seg = _segments(kind, b, l, s, q_offset)
@@ -71,7 +73,8 @@ def test_flash_attention_forward_and_grads(case):
   def loss(fn):
     return lambda q, k, v: (fn(q, k, v).astype(jnp.float32) * w).sum()
 
-  pallas = lambda q, k, v: flash_attention(q, k, v, impl="pallas", block_q=block, block_k=block, **kw)
+  pallas = lambda q, k, v: flash_attention(q, k, v, impl="pallas", block_q=block, block_k=block, backend=backend,
+                                           interpret=True if backend != "gpu" else None, **kw)
   ref = lambda q, k, v: flash_ref.attention(q, k, v, **kw)
   out, grads = jax.jit(jax.value_and_grad(loss(pallas), argnums=(0, 1, 2)))(q, k, v)
   out_ref, grads_ref = jax.jit(jax.value_and_grad(loss(ref), argnums=(0, 1, 2)))(q, k, v)
@@ -177,27 +180,30 @@ def test_greedy_generate_pallas_equals_xla():
 
 
 # (what, b, l, s, hq, hkv, d): 30B-A3B's text attention (GQA 8, D 128) and vision attention (D 72)
-GPU_LOWERING_CASES = [("flash", 1, 256, 256, 32, 4, 128), ("flash", 2, 100, 100, 16, 16, 72),
-                      ("decode", 2, 1, 1000, 32, 4, 128), ("decode", 1, 1, 300, 4, 4, 64)]
+LOWERING_CASES = [("flash-gpu", 1, 256, 256, 32, 4, 128), ("flash-gpu", 2, 100, 100, 16, 16, 72),
+                  ("decode-gpu", 2, 1, 1000, 32, 4, 128), ("decode-gpu", 1, 1, 300, 4, 4, 64),
+                  ("flash-tpu", 1, 512, 512, 32, 4, 128), ("flash-tpu", 2, 200, 200, 16, 16, 72)]
 
 
-@pytest.mark.parametrize("what,b,l,s,hq,hkv,d", GPU_LOWERING_CASES)
-def test_kernels_lower_for_gpu(what, b, l, s, hq, hkv, d):
-  """Without a GPU, lower the compiled (non-interpret) kernels for CUDA: Pallas's Triton lowering runs
-  on the host and rejects what Triton cannot take (tile shapes that are not powers of two, unsupported
-  indexing). Catches lowering bugs, not PTX compilation or speed."""
+@pytest.mark.parametrize("what,b,l,s,hq,hkv,d", LOWERING_CASES)
+def test_kernels_lower_for_gpu_and_tpu(what, b, l, s, hq, hkv, d):
+  """Without an accelerator, lower the compiled (non-interpret) kernels for CUDA / TPU: Pallas's Triton
+  and Mosaic lowerings run on the host and reject what the hardware cannot take (Triton: tiles that are
+  not powers of two; Mosaic: blocks off the 8 x 128 tiling; unsupported ops or indexing). Catches
+  lowering bugs, not the device compilers' (PTX, Mosaic's layout passes) or speed."""
   from jax import export
   bf16 = jnp.bfloat16
-  no_check = [export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
-  if what == "flash":
+  platform, target = ("tpu", "tpu_custom_call") if what.endswith("tpu") else ("cuda", "__gpu$xla.gpu.triton")
+  no_check = [export.DisabledSafetyCheck.custom_call(target)]
+  if what.startswith("flash"):
     def fn(q, k, v):
-      f = lambda q, k, v: flash_attention(q, k, v, causal=hkv < hq, impl="pallas", interpret=False, block_q=128,
-                                          block_k=64).astype(jnp.float32).sum()
+      f = lambda q, k, v: flash_attention(q, k, v, causal=hkv < hq, impl="pallas", interpret=False,
+                                          backend=what[-3:]).astype(jnp.float32).sum()
       return jax.value_and_grad(f, argnums=(0, 1, 2))(q, k, v)
     q = jax.ShapeDtypeStruct((b, l, hq, d), bf16)
   else:
     fn = lambda q, k, v: decode_attention(q, k, v, jnp.full((b,), s - 7), impl="pallas", interpret=False)
     q = jax.ShapeDtypeStruct((b, hq, d), bf16)
   kv = jax.ShapeDtypeStruct((b, s, hkv, d), bf16)
-  exported = export.export(jax.jit(fn), platforms=("cuda",), disabled_checks=no_check)(q, kv, kv)
-  assert "xla.gpu.triton" in exported.mlir_module()
+  exported = export.export(jax.jit(fn), platforms=(platform,), disabled_checks=no_check)(q, kv, kv)
+  assert target in exported.mlir_module()

@@ -38,7 +38,8 @@ def decode_attention(q: Array, k: Array, v: Array, lengths: Array | int, *, kv_m
     raise ValueError(f"block_k={block_k}: must be a power of two (Triton's tiles)")
   scale = d**-0.5 if scale is None else float(scale)
   lengths = jnp.broadcast_to(jnp.asarray(lengths, jnp.int32), (b,))
-  if resolve_impl(impl) == "xla":
+  # No Mosaic TPU decode kernel yet: on a TPU, decode runs the XLA reference (memory-bound either way).
+  if resolve_impl(impl) == "xla" or jax.default_backend() == "tpu":
     return reference.decode_attention(q, k, v, lengths, kv_mask=kv_mask, scale=scale)
   interpret = default_interpret() if interpret is None else interpret
   g = hq // hkv

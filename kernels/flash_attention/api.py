@@ -14,23 +14,28 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from kernels.flash_attention import pallas_gpu, reference
+from kernels.flash_attention import pallas_gpu, pallas_tpu, reference
 
 Array = jax.Array
 
 
 def resolve_impl(impl: str) -> str:
-  """"auto" -> "pallas" on GPU, "xla" elsewhere (CPU; TPU until a Mosaic TPU kernel lands)."""
+  """"auto" -> "pallas" on GPU and TPU, "xla" on CPU (where the kernels only run interpreted)."""
   if impl not in ("auto", "xla", "pallas"):
     raise ValueError(f"attention impl={impl!r}: expected 'auto', 'xla' or 'pallas'")
   if impl == "auto":
-    return "pallas" if jax.default_backend() == "gpu" else "xla"
+    return "pallas" if jax.default_backend() in ("gpu", "tpu") else "xla"
   return impl
 
 
+def default_backend() -> str:
+  """Which kernel family: "tpu" (Mosaic TPU) on a TPU, else "gpu" (Triton; also what CPU interprets)."""
+  return "tpu" if jax.default_backend() == "tpu" else "gpu"
+
+
 def default_interpret() -> bool:
-  """Interpret mode wherever there is no compiled backend for our kernels (CPU; TPU for now)."""
-  return jax.default_backend() != "gpu"
+  """Interpret mode off the accelerators (CPU)."""
+  return jax.default_backend() not in ("gpu", "tpu")
 
 
 def _next_pow2(n: int) -> int:
@@ -47,21 +52,29 @@ class _Static(NamedTuple):
   block_q: int
   block_k: int
   interpret: bool
+  backend: str  # "gpu" (pallas_gpu.py layouts) or "tpu" (pallas_tpu.py layouts)
+
+  def kernels(self):
+    return (pallas_tpu if self.backend == "tpu" else pallas_gpu), {k: v for k, v in self._asdict().items()
+                                                                     if k != "backend"}
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
 def _flash(q, k, v, q_seg, kv_seg, q_offset, st: _Static):
-  return pallas_gpu.forward(q, k, v, q_seg, kv_seg, q_offset, **st._asdict())[0]
+  module, kw = st.kernels()
+  return module.forward(q, k, v, q_seg, kv_seg, q_offset, **kw)[0]
 
 
 def _flash_fwd(q, k, v, q_seg, kv_seg, q_offset, st: _Static):
-  out, lse = pallas_gpu.forward(q, k, v, q_seg, kv_seg, q_offset, **st._asdict())
+  module, kw = st.kernels()
+  out, lse = module.forward(q, k, v, q_seg, kv_seg, q_offset, **kw)
   return out, (q, k, v, q_seg, kv_seg, q_offset, out, lse)
 
 
 def _flash_bwd(st: _Static, res, do):
   q, k, v, q_seg, kv_seg, q_offset, out, lse = res
-  dq, dk, dv = pallas_gpu.backward(q, k, v, q_seg, kv_seg, q_offset, out, lse, do, **st._asdict())
+  module, kw = st.kernels()
+  dq, dk, dv = module.backward(q, k, v, q_seg, kv_seg, q_offset, out, lse, do, **kw)
   return dq, dk, dv, None, None, None  # integer inputs: no cotangent
 
 
@@ -70,8 +83,8 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 
 def flash_attention(q: Array, k: Array, v: Array, *, causal: bool = False, q_segment_ids: Array | None = None,
                     kv_segment_ids: Array | None = None, q_offset: Array | int = 0, scale: float | None = None,
-                    impl: str = "auto", interpret: bool | None = None, block_q: int = 64,
-                    block_k: int = 64) -> Array:
+                    impl: str = "auto", interpret: bool | None = None, block_q: int | None = None,
+                    block_k: int | None = None, backend: str | None = None) -> Array:
   """Multi-head attention with GQA, causal masking and segment ids.
 
   q: [B, L, Hq, D]; k, v: [B, S, Hkv, D] with Hq a multiple of Hkv (query head h reads KV head
@@ -82,13 +95,20 @@ def flash_attention(q: Array, k: Array, v: Array, *, causal: bool = False, q_seg
     tokens). Block-diagonal (per-frame) attention: one id per frame.
   q_offset: int or [B] int array (may be traced): the slot of query 0 when S is a KV cache.
   A query that sees no key returns zeros. Scores and softmax run in fp32; the output is cast once.
-  impl: "xla" (reference.py, plain jnp), "pallas" (pallas_gpu.py; interpret mode unless on a GPU), or
-    "auto" (resolve_impl). Block sizes are clipped to the (power-of-two rounded) sequence lengths.
+  impl: "xla" (reference.py, plain jnp), "pallas" (a kernel; interpret mode on CPU), or "auto" (resolve_impl).
+  backend: "gpu" (pallas_gpu.py, Triton) or "tpu" (pallas_tpu.py, Mosaic TPU); default: the device's
+    (on CPU "gpu", interpreted). Blocks default to 64 (GPU) or 128 (TPU) and are clipped to the
+    (power-of-two rounded) sequence lengths.
   """
   b, l, hq, d = q.shape
   s, hkv = k.shape[1], k.shape[2]
   if hq % hkv:
     raise ValueError(f"{hq} query heads are not a multiple of {hkv} KV heads")
+  backend = default_backend() if backend is None else backend
+  if backend not in ("gpu", "tpu"):
+    raise ValueError(f"backend={backend!r}: expected 'gpu' or 'tpu'")
+  block_q = block_q or (128 if backend == "tpu" else 64)
+  block_k = block_k or (128 if backend == "tpu" else 64)
   if block_q & (block_q - 1) or block_k & (block_k - 1):
     raise ValueError(f"block_q={block_q}, block_k={block_k}: must be powers of two (Triton's tiles)")
   scale = d**-0.5 if scale is None else float(scale)
@@ -96,8 +116,11 @@ def flash_attention(q: Array, k: Array, v: Array, *, causal: bool = False, q_seg
     return reference.attention(q, k, v, causal=causal, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
                                q_offset=q_offset, scale=scale)
   interpret = default_interpret() if interpret is None else interpret
-  bq = min(block_q, max(16, _next_pow2(l)))
-  bk = min(block_k, max(16, _next_pow2(s)))
+  # Mosaic TPU tiles are 8 x 128: a key block is a row of 128 lanes (its segment ids), a query block
+  # 8-row aligned. Triton's dot needs 16.
+  min_q, min_k = (16, 16) if interpret or backend == "gpu" else (8, 128)
+  bq = min(block_q, max(min_q, _next_pow2(l)))
+  bk = min(block_k, max(min_k, _next_pow2(s)))
   lp, sp, dp = _round_up(l, bq), _round_up(s, bk), max(16, _next_pow2(d))
   q_seg = jnp.zeros((b, l), jnp.int32) if q_segment_ids is None else q_segment_ids.astype(jnp.int32)
   kv_seg = jnp.zeros((b, s), jnp.int32) if kv_segment_ids is None else kv_segment_ids.astype(jnp.int32)
@@ -106,6 +129,12 @@ def flash_attention(q: Array, k: Array, v: Array, *, causal: bool = False, q_seg
   kv_seg = jnp.pad(kv_seg, ((0, 0), (0, sp - s)), constant_values=-1)
   pad = lambda x, n: jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0), (0, dp - d))) if (n, dp) != x.shape[1::2] else x
   offset = jnp.broadcast_to(jnp.asarray(q_offset, jnp.int32), (b,))
-  st = _Static(scale=scale, causal=causal, block_q=bq, block_k=bk, interpret=bool(interpret))
-  out = _flash(pad(q, lp), pad(k, sp), pad(v, sp), q_seg, kv_seg, offset, st)
+  st = _Static(scale=scale, causal=causal, block_q=bq, block_k=bk, interpret=bool(interpret), backend=backend)
+  q, k, v = pad(q, lp), pad(k, sp), pad(v, sp)
+  if backend == "tpu":  # heads-major, segment ids as a column and a row (pallas_tpu.py); XLA transposes
+    heads_major = lambda x: x.transpose(0, 2, 1, 3)
+    out = _flash(heads_major(q), heads_major(k), heads_major(v), q_seg[:, :, None], kv_seg[:, None, :], offset, st)
+    out = heads_major(out)
+  else:
+    out = _flash(q, k, v, q_seg, kv_seg, offset, st)
   return out[:, :l, :, :d]

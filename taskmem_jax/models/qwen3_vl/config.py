@@ -36,7 +36,7 @@ class VisionConfig:
   hidden_act: str = "gelu_pytorch_tanh"
   rope_theta: float = 10000.0
   layer_norm_eps: float = 1e-6  # fixed in HF, not a config key
-  # "auto" | "xla" | "pallas" (kernels/): a runtime choice, not part of the checkpoint; auto = pallas on GPU.
+  # "auto" | "xla" | "pallas" (kernels/): a runtime choice, not part of the checkpoint; auto = pallas on GPU/TPU.
   attention_impl: str = "auto"
 
   @property
@@ -70,7 +70,7 @@ class TextConfig:
   decoder_sparse_step: int = 1
   mlp_only_layers: tuple[int, ...] = ()
   router_aux_loss_coef: float = 0.001
-  # "auto" | "xla" | "pallas" (kernels/): a runtime choice, not part of the checkpoint; auto = pallas on GPU.
+  # "auto" | "xla" | "pallas" (kernels/): a runtime choice, not part of the checkpoint; auto = pallas on GPU/TPU.
   attention_impl: str = "auto"
 
   @property

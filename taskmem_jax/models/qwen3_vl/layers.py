@@ -102,12 +102,12 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, scale: floa
 # --- attention_impl = "pallas": the kernels in kernels/ (flash and decode attention) -------------
 
 def resolve_attention_impl(impl: str) -> str:
-  """A config's attention_impl -> "xla" or "pallas". "auto" is pallas on a GPU, xla elsewhere (CPU, and
-  TPU until kernels/ has a Mosaic TPU backend). "pallas" on a CPU runs the kernels in interpret mode."""
+  """A config's attention_impl -> "xla" or "pallas". "auto" is pallas on a GPU or TPU, xla on CPU.
+  "pallas" on a CPU runs the kernels in interpret mode."""
   if impl not in ("auto", "xla", "pallas"):
     raise ValueError(f"attention_impl={impl!r}: expected 'auto', 'xla' or 'pallas'")
   if impl == "auto":
-    return "pallas" if jax.default_backend() == "gpu" else "xla"
+    return "pallas" if jax.default_backend() in ("gpu", "tpu") else "xla"
   return impl
 
 
