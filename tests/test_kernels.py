@@ -121,14 +121,15 @@ def test_kernel_mask_matches_dense_mask(l, offset):
 # --- the whole model ------------------------------------------------------------------------------
 
 def _tiny_batch(cfg):
-  """Two left-padded rows; row 1 holds one 4x4-patch image (4 merged tokens)."""
+  """Two rows, the first left-padded; a 2x4-patch image (2 merged tokens) in row 0 and a 4x4-patch one
+  (4 tokens) in row 1, so the vision tower's per-frame attention has padding keys (8 of 16 slots)."""
   from taskmem_jax.models.qwen3_vl import prepare_inputs
-  img = [cfg.vision_start_token_id] + [cfg.image_token_id] * 4 + [cfg.vision_end_token_id]
-  rows = [[0, 0, 0, 0, 0, 0, 7, 8, 9, 10, 11, 12, 13], [5, 6] + img + [20, 21, 22, 23, 24]]
+  image = lambda n: [cfg.vision_start_token_id] + [cfg.image_token_id] * n + [cfg.vision_end_token_id]
+  rows = [[0, 0, 0] + image(2) + [7, 8, 9, 10, 11, 12], [5, 6] + image(4) + [20, 21, 22, 23, 24]]
   ids = np.array(rows, np.int32)
-  mask = np.array([[0] * 6 + [1] * 7, [1] * 13], np.int32)
-  pixels = np.random.default_rng(0).normal(size=(16, cfg.vision.patch_dim)).astype(np.float32)
-  return prepare_inputs(cfg, ids, mask, pixels, np.array([[1, 4, 4]])), mask
+  mask = np.array([[0] * 3 + [1] * 10, [1] * 13], np.int32)
+  pixels = np.random.default_rng(0).normal(size=(8 + 16, cfg.vision.patch_dim)).astype(np.float32)
+  return prepare_inputs(cfg, ids, mask, pixels, np.array([[1, 2, 4], [1, 4, 4]])), mask
 
 
 def test_model_logits_and_grads_pallas_equal_xla():
