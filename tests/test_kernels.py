@@ -208,3 +208,21 @@ def test_kernels_lower_for_gpu_and_tpu(what, b, l, s, hq, hkv, d):
   kv = jax.ShapeDtypeStruct((b, s, hkv, d), bf16)
   exported = export.export(jax.jit(fn), platforms=(platform,), disabled_checks=no_check)(q, kv, kv)
   assert target in exported.mlir_module()
+
+
+def test_attention_impl_in_configs():
+  """attention_impl: default "auto" (xla on CPU), read from an HF config.json's text/vision sections,
+  not written back (a runtime choice), and a bad value is a ConfigError naming the field."""
+  from taskmem_jax.models.qwen3_vl import ConfigError, Qwen3VLConfig, preset
+  cfg = preset("tiny")
+  assert cfg.text.attention_impl == cfg.vision.attention_impl == "auto"
+  assert layers.resolve_attention_impl("auto") == ("xla" if jax.default_backend() == "cpu" else "pallas")
+  hf = cfg.to_hf_dict()
+  assert "attention_impl" not in hf["text_config"] and "attention_impl" not in hf["vision_config"]
+  hf["text_config"]["attention_impl"] = "pallas"
+  hf["vision_config"]["attention_impl"] = "xla"
+  loaded = Qwen3VLConfig.from_hf_dict(hf)
+  assert (loaded.text.attention_impl, loaded.vision.attention_impl) == ("pallas", "xla")
+  hf["text_config"]["attention_impl"] = "flash"
+  with pytest.raises(ConfigError, match="text_config.attention_impl"):
+    Qwen3VLConfig.from_hf_dict(hf)
