@@ -77,7 +77,8 @@ def load(benchmark: str, data_dir: str):
     return B.load_egotempo(one("egotempo*.json"), videos)
   from taskmem_jax.benchmarks.synthworld import load_synthworld
   a, _, b = FLAGS.seeds.partition(":")
-  return load_synthworld(data_dir, range(int(a), int(b)), clips=FLAGS.clips)
+  from taskmem_jax.envs.synthworld import policy_render
+  return load_synthworld(data_dir, range(int(a), int(b)), clips=FLAGS.clips, render=policy_render(evaluation_checkpoint()))
 
 
 def train_adapters(evaluation, model, processor) -> dict:

@@ -37,7 +37,9 @@ def make_source(cfg):
   if cfg.env == "synthworld":
     from taskmem_jax.envs.synthworld import WorldConfig
     from taskmem_jax.rl.streams import SynthWorldSource
-    return SynthWorldSource(WorldConfig(num_clips=cfg.world_clips), seed_base=cfg.seed_base,
+    from taskmem_jax.envs.synthworld import policy_render
+    render = cfg.get("render", "") or policy_render(cfg.checkpoint)
+    return SynthWorldSource(WorldConfig(num_clips=cfg.world_clips, render=render), seed_base=cfg.seed_base,
                             teacher_budget=cfg.teacher_budget, teacher_seed=cfg.seed)
   if cfg.env == "videos":
     from taskmem_jax.rl.streams import VideoFilesSource

@@ -36,7 +36,9 @@ def run(cfg, output_dir: str, progress=print) -> dict:
   os.makedirs(output_dir, exist_ok=True)
   model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=jnp.float32)
   processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
-  stream = sw.generate(cfg.seed, sw.WorldConfig(num_clips=cfg.clips))
+  with cfg.unlocked():
+    cfg.render = cfg.render or sw.policy_render(cfg.checkpoint)
+  stream = sw.generate(cfg.seed, sw.WorldConfig(num_clips=cfg.clips, render=cfg.render))
   tasks = sw.make_tasks(stream, seed=cfg.seed, tasks=tuple(t for t in cfg.tasks.split(",") if t) or sw.TASKS)
   results = experiment.run(cfg, model, processor, stream, tasks, progress=progress)
   for task, adapters in results["_adapters"].items():

@@ -32,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.world_clips = 23         # clips per SynthWorld stream (>= n_max + 1)
   c.seed_base = 10_000       # SynthWorld seeds seed_base + k: apart from the SFT seeds (0..) and demo (1000)
   c.teacher_budget = 40
+  c.render = ""              # SynthWorld render; "" = the one the policy was trained on (its synthworld.json)
   # Sampling (spec §2.1: T 0.7, top-k 20, top-p 0.8).
   c.temperature = 0.7
   c.top_k = 20

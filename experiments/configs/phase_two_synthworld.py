@@ -25,6 +25,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.train_seed_base = 20_000
   c.train_clips = 8
   c.teacher_budget = 40
+  c.render = ""              # SynthWorld render; "" = the one the policy was trained on (its synthworld.json)
   # Rollout cache (official: T 0.6, top-p 0.95, top-k 20; N not given, 8 here).
   c.cache = ml_collections.ConfigDict(dict(num_samples=8, temperature=0.6, top_p=0.95, top_k=20, max_new_tokens=96,
                                            think_cap=6400, desc_cap=300, max_misses=30, judge_chunk=8, seed=0))

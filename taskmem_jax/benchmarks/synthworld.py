@@ -16,13 +16,13 @@ from taskmem_jax.envs import synthworld as sw
 from taskmem_jax.envs.synthworld.reader import answer as reader_answer
 
 
-def load_synthworld(data_dir: str, seeds, *, clips: int = 8, tasks=sw.TASKS, questions_per_task: int | None = None
-                    ) -> Benchmark:
+def load_synthworld(data_dir: str, seeds, *, clips: int = 8, tasks=sw.TASKS, questions_per_task: int | None = None,
+                    render: str = "sprites") -> Benchmark:
   os.makedirs(data_dir, exist_ok=True)
   streams = []
   for seed in seeds:
-    world = sw.generate(seed, sw.WorldConfig(num_clips=clips))
-    path = os.path.join(data_dir, f"synthworld_{seed}.mp4")
+    world = sw.generate(seed, sw.WorldConfig(num_clips=clips, render=render))
+    path = os.path.join(data_dir, f"synthworld_{seed}_{render}.mp4")
     if not os.path.exists(path):
       sw.write_stream(world, path)
     questions = []

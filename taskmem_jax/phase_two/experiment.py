@@ -23,7 +23,8 @@ from taskmem_jax.rl.streams import SynthWorldSource
 def run(cfg, model, processor, stream, tasks: dict, *, progress=None) -> dict:
   """cfg: experiments/configs/phase_two_synthworld.py. tasks: task -> questions (arrival order)."""
   steer_lib.add_steer(model, tuple(cfg.steer_layers) or None)
-  source = SynthWorldSource(sw.WorldConfig(num_clips=cfg.train_clips), seed_base=cfg.train_seed_base,
+  source = SynthWorldSource(sw.WorldConfig(num_clips=cfg.train_clips, render=stream.config.render),
+                            seed_base=cfg.train_seed_base,
                             teacher_budget=cfg.teacher_budget)
   reward = RewardConfig(memory_token_threshold=cfg.reward_memory_threshold)
   cache_cfg = CacheConfig(**dict(cfg.cache))

@@ -12,11 +12,12 @@ from taskmem_jax.envs.synthworld.render import COLOURS, REGIONS, SHAPES, Codeboo
 from taskmem_jax.envs.synthworld.tokenizer import (build_synthworld_tokenizer, detokenize, synthworld_model_config,
                                                    vocabulary)
 from taskmem_jax.envs.synthworld.video import render_clip, write_stream
-from taskmem_jax.envs.synthworld.world import CLIP_SECONDS, KINDS, Fact, Scene, Stream, WorldConfig, generate
+from taskmem_jax.envs.synthworld.world import (CLIP_SECONDS, KINDS, Fact, Scene, Stream, WorldConfig, generate,
+                                               policy_render)
 
 __all__ = [
     "CLIP_SECONDS", "COLOURS", "KINDS", "LETTERS", "REGIONS", "SHAPES", "TASKS", "TASK_KINDS", "Codebook", "Fact",
     "Question", "Scene", "Stream", "WorldConfig", "build_synthworld_tokenizer", "detokenize", "facts_needed_by",
-    "generate", "make_questions", "make_tasks", "render_clip", "synthworld_model_config", "vocabulary",
+    "generate", "make_questions", "make_tasks", "policy_render", "render_clip", "synthworld_model_config", "vocabulary",
     "write_stream",
 ]

@@ -12,6 +12,14 @@ Sprites (10x10 px):
   colour of the object the person carries (floor colour when empty-handed);
 - sign: white, with its digit in black at twice the font size.
 
+A second, schematic rendering (RENDERS, WorldConfig.render = "schematic") draws the same cells as a 6x6
+grid of 16-px blocks (96x96 frames), one block per cell, so that each cell is exactly one 16-px patch
+of the vision tower: an object is its shape mask at 3x scale in its colour; a person is a grey level
+for its id over the colour of what it carries (skin when empty-handed); the sign is a grey level for its
+digit. The world, its facts and its questions are the same; only the pixels are easier to read. It
+exists because reading 10-px sprites that straddle 16-px patches takes a tiny from-scratch vision tower
+more training than a CPU session gives (measured in experiments/make_sft_data.py).
+
 H.264 in yuv420p stores colour at half resolution, so coloured areas are drawn in 2x2 blocks aligned to
 even pixels and fine detail (digits) only in black and white, whose chroma is neutral. Decoding still
 interpolates chroma across block edges, so colour edges blur by a pixel or two (see video.py).
@@ -22,6 +30,9 @@ from __future__ import annotations
 import numpy as np
 
 FRAME_SIZE = 64
+RENDERS = ("sprites", "schematic")
+SCHEMATIC_CELL = 16  # px: one vision patch
+SCHEMATIC_SIZE = 6 * SCHEMATIC_CELL
 CELL = 10  # px
 REGION = 32  # px
 WALL = 2  # px
@@ -80,6 +91,15 @@ def cell_origin(cell: int) -> tuple[int, int]:
 CELL_ORIGINS = np.array([cell_origin(c) for c in range(NUM_CELLS)])  # int [NUM_CELLS, 2]
 
 
+def schematic_origin(cell: int) -> tuple[int, int]:
+  """(y, x) of the cell's block in the schematic 6x6 grid (regions 2x2, cells 3x3 within each)."""
+  region, j = divmod(cell, CELLS_PER_REGION)
+  return ((region // 2) * 3 + j // 3) * SCHEMATIC_CELL, ((region % 2) * 3 + j % 3) * SCHEMATIC_CELL
+
+
+SCHEMATIC_ORIGINS = np.array([schematic_origin(c) for c in range(NUM_CELLS)])  # int [NUM_CELLS, 2]
+
+
 def background() -> np.ndarray:
   """uint8 [FRAME_SIZE, FRAME_SIZE, 3]: the empty room (floor and walls)."""
   frame = np.empty((FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
@@ -106,6 +126,7 @@ class Codebook:
     self._sign_base = self._person_base + num_people * (1 + len(self.objects))
     self.num_codes = self._sign_base + 10
     self.sprites = np.stack([self._draw(code) for code in range(self.num_codes)])  # uint8 [codes, 10, 10, 3]
+    self.blocks = np.stack([self._block(code) for code in range(self.num_codes)])  # uint8 [codes, 16, 16, 3]
 
   def object(self, colour: str, shape: str) -> int:
     return 1 + self._object_index[(colour, shape)]
@@ -147,11 +168,34 @@ class Codebook:
       sprite[SIGN_DIGIT][np.kron(DIGIT_FONT[entity[1]], np.ones((2, 2), bool))] = BLACK
     return sprite
 
-  def render(self, cells: np.ndarray) -> np.ndarray:
-    """int [T, NUM_CELLS] sprite codes -> uint8 [T, FRAME_SIZE, FRAME_SIZE, 3] frames."""
+  def _block(self, code: int) -> np.ndarray:
+    """The schematic 16-px block of a code (module docstring)."""
+    block = np.empty((SCHEMATIC_CELL, SCHEMATIC_CELL, 3), np.uint8)
+    block[:] = FLOOR
+    entity = self.entity(code)
+    if entity[0] == "object":
+      block[:15, :15][np.kron(SHAPES[entity[2]], np.ones((3, 3), bool))] = COLOURS[entity[1]]
+    elif entity[0] == "person":
+      block[:8] = 60 + 20 * entity[1]
+      block[8:] = SKIN if entity[2] is None else COLOURS[entity[2][0]]
+    elif entity[0] == "sign":
+      block[:] = 30 + 22 * entity[1]
+    return block
+
+  def render(self, cells: np.ndarray, mode: str = "sprites") -> np.ndarray:
+    """int [T, NUM_CELLS] sprite codes -> uint8 frames: [T, 64, 64, 3] for "sprites", [T, 96, 96, 3] for
+    "schematic"."""
     cells = np.asarray(cells)
     if cells.ndim != 2 or cells.shape[1] != NUM_CELLS:
       raise ValueError(f"cells: expected int [T, {NUM_CELLS}], got shape {cells.shape}")
+    if mode == "schematic":
+      frames = np.empty((len(cells), SCHEMATIC_SIZE, SCHEMATIC_SIZE, 3), np.uint8)
+      rows = SCHEMATIC_ORIGINS[:, 0, None, None] + np.arange(SCHEMATIC_CELL)[None, :, None]
+      cols = SCHEMATIC_ORIGINS[:, 1, None, None] + np.arange(SCHEMATIC_CELL)[None, None, :]
+      frames[:, rows, cols] = self.blocks[cells]
+      return frames
+    if mode != "sprites":
+      raise ValueError(f"render mode {mode!r}: expected one of {RENDERS}")
     frames = np.repeat(background()[None], len(cells), axis=0)
     rows = CELL_ORIGINS[:, 0, None, None] + np.arange(CELL)[None, :, None]  # [cells, 10, 1]
     cols = CELL_ORIGINS[:, 1, None, None] + np.arange(CELL)[None, None, :]  # [cells, 1, 10]

@@ -22,7 +22,8 @@ import numbers
 
 import numpy as np
 
-from taskmem_jax.envs.synthworld.render import (CELLS_PER_REGION, COLOURS, NUM_CELLS, REGIONS, SHAPES, SIGN_CELL,
+from taskmem_jax.envs.synthworld.render import (CELLS_PER_REGION, COLOURS, NUM_CELLS, REGIONS, RENDERS, SHAPES,
+                                                SIGN_CELL,
                                                 Codebook, cell_region)
 
 CLIP_SECONDS = 10
@@ -53,6 +54,7 @@ class WorldConfig:
   min_facts: int = 6
   max_facts: int = 12
   max_objects: int = 8
+  render: str = "sprites"  # render.RENDERS: the 64x64 sprite room, or the 96x96 schematic (one patch per cell)
 
   def __post_init__(self):
     def fail(field, why):
@@ -73,6 +75,8 @@ class WorldConfig:
     # Clip 0 loses frame 0, and every event needs a frame of its own.
     if self.max_facts > self.frames_per_clip - 1:
       fail("max_facts", f"must be <= frames per clip - 1 = {self.frames_per_clip - 1} at fps={self.fps}")
+    if self.render not in RENDERS:
+      fail("render", f"must be one of {RENDERS}")
     if self.max_objects > len(COLOURS) * len(SHAPES):
       fail("max_objects", f"must be <= {len(COLOURS) * len(SHAPES)} (one of each colour and shape)")
 
@@ -180,12 +184,12 @@ class Stream:
     return tuple(f for f in self.facts if f.clip in clips)
 
   def render_frames(self, indices) -> np.ndarray:
-    """Frame indices [T] -> uint8 [T, 64, 64, 3]."""
+    """Frame indices [T] -> uint8 [T, 64, 64, 3] (or [T, 96, 96, 3] for the schematic render)."""
     indices = np.asarray(indices, np.int64).reshape(-1)
     bad = indices[(indices < 0) | (indices >= self.num_frames)]
     if bad.size:
       raise ValueError(f"frame index {int(bad[0])}: the stream has frames 0..{self.num_frames - 1}")
-    return self.codebook.render(self.cells[indices])
+    return self.codebook.render(self.cells[indices], self.config.render)
 
   def render(self, t0: float, t1: float) -> np.ndarray:
     """uint8 [T, 64, 64, 3]: every frame whose time (index / fps) lies in [t0, t1), t1 clamped to the
@@ -217,6 +221,25 @@ class Stream:
   def _check_clip(self, clip) -> None:
     if not (isinstance(clip, numbers.Integral) and 0 <= clip < self.num_clips):
       raise ValueError(f"clip={clip!r}: the stream has clips 0..{self.num_clips - 1}")
+
+
+POLICY_FILE = "synthworld.json"  # in a policy checkpoint folder: {"render": ...}, the frames it was trained on
+
+
+def policy_render(checkpoint_dir: str | None) -> str:
+  """The render a SynthWorld policy was trained on: checkpoint_dir/synthworld.json's "render", else
+  "sprites" (also for None)."""
+  import json
+  import os
+
+  path = os.path.join(checkpoint_dir or "", POLICY_FILE)
+  if not checkpoint_dir or not os.path.isfile(path):
+    return "sprites"
+  with open(path, encoding="utf-8") as f:
+    render = json.load(f).get("render", "sprites")
+  if render not in RENDERS:
+    raise ValueError(f"{path}: render={render!r}; expected one of {RENDERS}")
+  return render
 
 
 def generate(seed: int, config: WorldConfig = WorldConfig()) -> Stream:
