@@ -45,12 +45,13 @@ target = one colour word, 1646 one-clip streams, chance loss 0.9 per token) loca
 vision path: a frame filled with the colour is learned at lr 1e-3 in ~300 steps, so is one coloured
 32-px region; a solid 10-px square always in a region's first cell is not learned at 1e-3 (1000 steps)
 but is at 3e-4 (loss 0.02 in 600 steps); the same square in a random one of the 9 cells is not learned
-at 3e-4 in 1500 steps, and with --upscale=2 starts to be after ~1000 (0.61 at 1500); the real frame
-(first object's colour, static) is not learned in 4000 steps at 1e-3, 3e-4 or 1e-4, nor upscaled in 1500
-at 3e-4. So lr 2e-3 is too high for small objects, and at lower rates reading 10-px sprites that
-straddle 16-px patches takes more steps than a CPU budget gives. Next to try: lr <= 3e-4 with finer
-patches (upscale 2 or patch 8) for tens of thousands of steps (a GPU), or a vision stage first (e.g.
-per-region object labels as targets).
+at 3e-4 in 1500 steps, and with --upscale=2 starts to be after ~1000 (0.61 at 1500), with patch 8 after
+~1600 (0.5 at 3000; a 128-wide vision tower: not in 1500); the real frame (first object's colour,
+static) is not learned in 4000 steps at 1e-3, 3e-4 or 1e-4, nor upscaled in 3000 at 3e-4. So lr 2e-3 is
+too high for small objects, and at lower rates reading 10-px sprites that straddle 16-px patches takes
+more steps than a CPU budget gives. Next to try: lr <= 3e-4 with finer patches (upscale 2 or patch 8)
+for tens of thousands of steps (a GPU), or a vision stage first (e.g. per-region object labels as
+targets).
 """
 
 from __future__ import annotations
