@@ -261,7 +261,10 @@ def generate(model: Qwen3VLForConditionalGeneration, inputs: dict, *, max_new_to
       raise ValueError(f"vision_features: {features.shape[0]} feature rows (DeepStack shapes "
                        f"{[tuple(d.shape) for d in deepstack]}) for {needed} vision tokens in input_ids")
   graphdef, state = nnx.split(model)
-  logits, cache, kv_mask, next_position = _prefill(graphdef, state, prepared, length + max_new_tokens, num_samples,
+  # Cache slots rounded up to a multiple of 64: the Pallas decode kernel's key blocks then tile it exactly
+  # (no per-step copy), and nearby budgets share one compilation.
+  cache_len = -(-(length + max_new_tokens) // 64) * 64
+  logits, cache, kv_mask, next_position = _prefill(graphdef, state, prepared, cache_len, num_samples,
                                                    features, deepstack)
   carry = init_decode_state(logits, cache, params, jax.random.key(seed))
   chunk = max_new_tokens if decode_chunk is None else decode_chunk
