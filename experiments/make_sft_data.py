@@ -15,6 +15,8 @@ policy to --export_dir.
 --teacher_order=time writes the earliest facts that fit instead of the teacher's random subset, so the
 target is a function of the video (the default stays the teacher's definition). Examples are kept lazy
 (LazyVideoExample: pixels rendered when the training step reads them), so thousands fit in memory.
+--render=schematic trains on the 96x96 schematic frames (one 16-px patch per cell) and writes
+{"render": ...} to the export's synthworld.json, which the demo and evaluate_policy follow.
 
 The shipped policy assets/synthworld_policy/ was produced by (seeds 0..31, 8 clips each, teacher budget
 40, no upscaling: 256 examples, video grids [10..50, 4, 4], 12888 target tokens; config
@@ -47,11 +49,11 @@ vision path: a frame filled with the colour is learned at lr 1e-3 in ~300 steps,
 but is at 3e-4 (loss 0.02 in 600 steps); the same square in a random one of the 9 cells is not learned
 at 3e-4 in 1500 steps, and with --upscale=2 starts to be after ~1000 (0.61 at 1500), with patch 8 after
 ~1600 (0.5 at 3000; a 128-wide vision tower: not in 1500); the real frame (first object's colour,
-static) is not learned in 4000 steps at 1e-3, 3e-4 or 1e-4, nor upscaled in 3000 at 3e-4. So lr 2e-3 is
-too high for small objects, and at lower rates reading 10-px sprites that straddle 16-px patches takes
-more steps than a CPU budget gives. Next to try: lr <= 3e-4 with finer patches (upscale 2 or patch 8)
-for tens of thousands of steps (a GPU), or a vision stage first (e.g. per-region object labels as
-targets).
+static) is not learned in 4000 steps at 1e-3, 3e-4 or 1e-4, nor upscaled in 3000 at 3e-4, nor on the
+schematic render in 1000 at 3e-4 or 1e-3. So lr 2e-3 is too high for small objects, and at lower rates
+reading 10-px sprites that straddle 16-px patches takes more steps than a CPU budget gives. Next to try:
+lr <= 3e-4 with finer patches (upscale 2 or patch 8) for tens of thousands of steps (a GPU), or a vision
+stage first (e.g. per-region object labels as targets).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from taskmem_jax.envs.synthworld import (
   WorldConfig,
   build_synthworld_tokenizer,
   generate,
+  policy_render,
   render_clip,
   synthworld_model_config,
 )
@@ -76,6 +79,7 @@ from taskmem_jax.envs.synthworld.teacher import (
   teacher_episodic_memory,
   teacher_response,
 )
+from taskmem_jax.envs.synthworld.world import POLICY_FILE
 from taskmem_jax.memory import schedule, window_messages
 from taskmem_jax.processing.video import VideoClip
 
@@ -103,10 +107,10 @@ def upscale(clip: VideoClip, factor: int) -> VideoClip:
 
 
 def window_records(seed: int, *, num_clips: int, budget_tokens: int = DEFAULT_BUDGET, upscale_factor: int = 1,
-                   teacher_seed: int | None = None, teacher_order: str = "random"):
+                   teacher_seed: int | None = None, teacher_order: str = "random", render: str = "sprites"):
   """(stream, teacher memory, [(window, messages, target)]) for one stream. teacher_order: see
-  teacher.teacher_memory ("time" makes the target a function of the video)."""
-  stream = generate(seed, WorldConfig(num_clips=num_clips))
+  teacher.teacher_memory ("time" makes the target a function of the video); render: WorldConfig.render."""
+  stream = generate(seed, WorldConfig(num_clips=num_clips, render=render))
   rng = np.random.default_rng(seed if teacher_seed is None else teacher_seed)
   memory = teacher_episodic_memory(stream, budget_tokens=budget_tokens, rng=rng, order=teacher_order)
   records = []
@@ -146,7 +150,7 @@ def _pixels_of(processor, stream, window, previous, upscale_factor):
 
 def make_examples(processor, seeds, *, num_clips: int, budget_tokens: int = DEFAULT_BUDGET,
                   upscale_factor: int = 1, jsonl_path: str | None = None, teacher_order: str = "random",
-                  lazy: bool = False) -> list:
+                  render: str = "sprites", lazy: bool = False) -> list:
   """Training examples (training.data format) of every window of every seed's stream, seeds in order.
 
   jsonl_path: also write {"seed", "clip", "start", "end", "previous", "target"} per example (the video
@@ -158,7 +162,8 @@ def make_examples(processor, seeds, *, num_clips: int, budget_tokens: int = DEFA
   examples, lines = [], []
   for seed in seeds:
     stream, memory, records = window_records(seed, num_clips=num_clips, budget_tokens=budget_tokens,
-                                             upscale_factor=upscale_factor, teacher_order=teacher_order)
+                                             upscale_factor=upscale_factor, teacher_order=teacher_order,
+                                             render=render)
     for window, messages, target in records:
       example = example_from_messages(processor, messages, target)
       if lazy:
@@ -173,7 +178,8 @@ def make_examples(processor, seeds, *, num_clips: int, budget_tokens: int = DEFA
   return examples
 
 
-def evaluate_policy(checkpoint: str, seed: int, *, num_clips: int, workdir: str, max_new_tokens: int = 128) -> dict:
+def evaluate_policy(checkpoint: str, seed: int, *, num_clips: int, workdir: str, max_new_tokens: int = 128,
+                    render: str | None = None) -> dict:
   """Greedy rollout of the policy at `checkpoint` over the held-out stream of `seed` (written to an mp4
   and read back as the pipeline reads videos): per-window parse rate, memory_quality of the memories it
   wrote, and the texts."""
@@ -187,7 +193,7 @@ def evaluate_policy(checkpoint: str, seed: int, *, num_clips: int, workdir: str,
 
   model = qwen3_vl.from_pretrained(checkpoint, dtype=jnp.float32)
   processor = Qwen3VLProcessor.from_pretrained(checkpoint)
-  stream = generate(seed, WorldConfig(num_clips=num_clips))
+  stream = generate(seed, WorldConfig(num_clips=num_clips, render=render or policy_render(checkpoint)))
   path = write_stream(stream, os.path.join(workdir, f"heldout_{seed}.mp4"))
   tic = time.perf_counter()
   memory, records = memorize_stream(model, processor, path, stream.duration,
@@ -218,7 +224,7 @@ def main(argv):
   processor = Qwen3VLProcessor.from_pretrained(checkpoint)
   tic = time.perf_counter()
   examples = make_examples(processor, _seed_range(F.seeds), num_clips=F.num_clips, budget_tokens=F.budget,
-                           upscale_factor=F.upscale, teacher_order=F.teacher_order, lazy=True,
+                           upscale_factor=F.upscale, teacher_order=F.teacher_order, render=F.render, lazy=True,
                            jsonl_path=os.path.join(F.workdir, "sft_synthworld.jsonl") if F.write_jsonl else None)
   lengths = [len(e["input_ids"]) for e in examples]
   print(f"{len(examples)} examples in {time.perf_counter() - tic:.1f} s; lengths {min(lengths)}..{max(lengths)}; "
@@ -252,6 +258,8 @@ def _train(F, checkpoint, processor, examples):
         f"{history[-1]['loss']:.4f}; exported to {cfg.export_dir}")
   with open(os.path.join(F.workdir, "history.json"), "w") as f:
     json.dump(history, f)
+  with open(os.path.join(cfg.export_dir, POLICY_FILE), "w") as f:  # the render the demo must show it
+    json.dump({"render": F.render}, f)
 
 
 def define_flags() -> None:
@@ -266,6 +274,8 @@ def define_flags() -> None:
   flags.DEFINE_enum("teacher_order", "random", ["random", "time"],
                     "Teacher fact order: random (the teacher's definition) or time (the earliest facts that fit: "
                     "a target the video determines, for SFT).")
+  flags.DEFINE_enum("render", "sprites", ["sprites", "schematic"],
+                    "Frames (WorldConfig.render); the export's synthworld.json records it for the demo.")
   flags.DEFINE_integer("upscale", DEFAULT_UPSCALE, "Pixel repeat factor of the frames.")
   flags.DEFINE_bool("write_jsonl", True, "Write WORK/sft_synthworld.jsonl.")
   flags.DEFINE_bool("train", False, "Train and export.")

@@ -88,3 +88,8 @@ def test_lazy_examples_equal_the_eager_ones(processor):
     assert set(e) == set(z)
     for key in e:
       np.testing.assert_array_equal(e[key], z[key])
+
+
+def test_schematic_render_examples(processor):
+  (example,) = make_examples(processor, [3], num_clips=1, render="schematic")
+  assert example["video_grid_thw"].tolist() == [[10, 6, 6]]  # 96x96 frames: one 16-px patch per cell
