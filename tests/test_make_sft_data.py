@@ -93,3 +93,21 @@ def test_lazy_examples_equal_the_eager_ones(processor):
 def test_schematic_render_examples(processor):
   (example,) = make_examples(processor, [3], num_clips=1, render="schematic")
   assert example["video_grid_thw"].tolist() == [[10, 6, 6]]  # 96x96 frames: one 16-px patch per cell
+
+
+def test_vision_probe_clips_show_the_target_colour():
+  from experiments.vision_probe import probe_clip
+  from taskmem_jax.envs.synthworld import WorldConfig, generate
+  from taskmem_jax.envs.synthworld.render import COLOURS
+
+  for seed in range(40):
+    made = probe_clip(generate(seed, WorldConfig(num_clips=1)), "cell", seed, random_cell=True)
+    if made is None:
+      continue
+    clip, colour = made
+    hit = np.all(clip.frames == np.array(COLOURS[colour], np.uint8), axis=-1)
+    assert hit.sum(axis=(1, 2)).tolist() == [100] * len(clip.frames)  # one 10x10 block per frame
+    fill, same = probe_clip(generate(seed, WorldConfig(num_clips=1)), "fill", seed)
+    assert same == colour and np.all(fill.frames == np.array(COLOURS[colour], np.uint8))
+    return
+  raise AssertionError("no clip starting with an object appearing in 40 seeds")
