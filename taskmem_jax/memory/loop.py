@@ -9,7 +9,7 @@ Every response and its parse are kept, so RL can score them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -42,6 +42,31 @@ class StepRecord:
   tokens: list[np.ndarray]
   texts: list[str]
   parses: list[ParseResult]
+
+
+class Sample(NamedTuple):
+  """One sampled response: ids with the stop token (what training scores), ids without it (the memory
+  span the format check measures), the decoded text, and its strict parse."""
+  response: np.ndarray
+  body: np.ndarray
+  text: str
+  parse: ParseResult
+
+
+def parse_samples(processor: Qwen3VLProcessor, out, *, max_memory_tokens: int | None = None) -> list[Sample]:
+  """generate()'s rows -> one Sample each: cut at the row's length, the stop token dropped from the body,
+  decoded without skipping special tokens, and parsed strictly (parse_response with the token ids)."""
+  tokenizer = processor.tokenizer
+  think_end = tokenizer.convert_tokens_to_ids("</think>")
+  stops = processor.stop_token_ids
+  samples = []
+  for row, length in zip(out.tokens, out.lengths):
+    response = np.asarray(row[:length], np.int32)
+    body = response[:-1] if len(response) and response[-1] in stops else response
+    text = tokenizer.decode(body.tolist(), skip_special_tokens=False)
+    samples.append(Sample(response, body, text, parse_response(text, tokens=body.tolist(), think_end_id=think_end,
+                                                               max_memory_tokens=max_memory_tokens)))
+  return samples
 
 
 def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str | None, duration: float, cfg: RolloutConfig,
@@ -87,15 +112,10 @@ def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str | None, 
                    pad_token_id=processor.pad_token_id, thinking_budget=cfg.thinking_budget,
                    think_end_token_id=think_end, memory_budget=cfg.memory_budget)
     record = StepRecord(window, previous, [], [], [])
-    for row, length in zip(out.tokens, out.lengths):
-      tokens = row[:length]
-      if len(tokens) and tokens[-1] in stops:
-        tokens = tokens[:-1]  # the stop token is not part of the memory span
-      text = tokenizer.decode(tokens.tolist(), skip_special_tokens=False)
-      record.tokens.append(tokens)
-      record.texts.append(text)
-      record.parses.append(parse_response(text, tokens=tokens.tolist(), think_end_id=think_end,
-                                          max_memory_tokens=cfg.memory_budget))
+    for sample in parse_samples(processor, out, max_memory_tokens=cfg.memory_budget):
+      record.tokens.append(sample.body)
+      record.texts.append(sample.text)
+      record.parses.append(sample.parse)
     chosen = next((p for p in record.parses if p.ok), None)
     if chosen is not None:
       memory.add(window.clip, to_memory(chosen.description) if to_memory else chosen.description)

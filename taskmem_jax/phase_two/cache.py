@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from taskmem_jax.memory.parse import parse_response
+from taskmem_jax.memory.loop import parse_samples
 from taskmem_jax.memory.prompt import window_messages
 from taskmem_jax.phase_two.dpo import PairExample
 from taskmem_jax.phase_two.pairs import Candidate, select_pair
@@ -87,14 +87,8 @@ def context_pairs(model, processor, item: dict, previous: list[str], questions: 
   out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                  top_p=cfg.top_p, num_samples=cfg.num_samples, seed=seed, stop_token_ids=stops,
                  pad_token_id=processor.pad_token_id, think_end_token_id=think_end)
-  responses, texts, parses = [], [], []
-  for row, length in zip(out.tokens, out.lengths):
-    response = np.asarray(row[:length], np.int32)
-    body = response[:-1] if len(response) and response[-1] in stops else response
-    text = tokenizer.decode(body.tolist(), skip_special_tokens=False)
-    responses.append(response)
-    texts.append(text)
-    parses.append(parse_response(text, tokens=body.tolist(), think_end_id=think_end))
+  samples = parse_samples(processor, out)
+  responses, texts, parses = [x.response for x in samples], [x.text for x in samples], [x.parse for x in samples]
   valid = [i for i, p in enumerate(parses) if p.ok and p.think_tokens <= cfg.think_cap]
   desc_tokens = [len(tokenizer.encode(p.description, add_special_tokens=False)) if p.ok else 0 for p in parses]
   quality = score_group(parses, ctx, quality_judge, dataclasses.replace(reward, memory_token_threshold=1 << 30),

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from taskmem_jax.eval.curves import write_curves
 from taskmem_jax.io import atomic_write_text
-from taskmem_jax.memory.parse import parse_response
+from taskmem_jax.memory.loop import parse_samples
 from taskmem_jax.memory.prompt import window_messages
 from taskmem_jax.rewards import RewardConfig, score_group
 from taskmem_jax.rl import population as pop
@@ -75,13 +75,8 @@ def sample_group(model, processor, item, previous, ctx_fn, cfg, judge, reward: R
                  top_p=cfg.top_p or None, num_samples=cfg.group_size, seed=seed, stop_token_ids=stops,
                  pad_token_id=processor.pad_token_id, thinking_budget=cfg.thinking_budget or None,
                  think_end_token_id=think_end, memory_budget=cfg.memory_budget or None)
-  responses, parses = [], []
-  for row, length in zip(out.tokens, out.lengths):
-    response = np.asarray(row[:length], np.int32)
-    body = response[:-1] if len(response) and response[-1] in stops else response
-    text = processor.tokenizer.decode(body.tolist(), skip_special_tokens=False)
-    responses.append(response)
-    parses.append(parse_response(text, tokens=body.tolist(), think_end_id=think_end))
+  samples = parse_samples(processor, out)
+  responses, parses = [x.response for x in samples], [x.parse for x in samples]
   score = score_group(parses, ctx_fn(previous), judge, reward, tags, rng=np.random.default_rng(seed))
   prompt = batch["input_ids"][0][batch["attention_mask"][0] > 0]
   return Rollout(prompt, batch["pixel_values_videos"], batch["video_grid_thw"], responses, parses, score)
