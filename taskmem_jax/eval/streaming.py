@@ -147,27 +147,32 @@ class StreamingEvaluation:
   # --- memory --------------------------------------------------------------------------------------
 
   def memory(self, stream: Stream, tag: str) -> EpisodicMemory:
-    """The stream's memory under `tag`, continued from disk and saved after every clip."""
+    """The stream's memory under `tag`, continued from disk: after every window the memory and the next
+    window to write are saved (a window whose response did not parse leaves no memory, and is not redone)."""
+    from taskmem_jax.adapters import steer as steer_lib
+
     path = os.path.join(self.workdir, "memories", tag, f"{_safe(stream.sid)}.json")
     memory = EpisodicMemory.load(path) if os.path.exists(path) else EpisodicMemory(self.cfg.interval)
-    done_path = path + ".done"
+    done_path, next_path = path + ".done", path + ".next"
     if os.path.exists(done_path):
       return memory
-    first = max(memory.clips(), default=-1) + 1
+    first = int(open(next_path).read()) if os.path.exists(next_path) else max(memory.clips(), default=-1) + 1
     adapter = self.adapters.get(tag)
     rollout = RolloutConfig(max_new_tokens=self.cfg.max_new_tokens, memory_budget=self.cfg.memory_budget,
                             temperature=self.cfg.temperature, interval=self.cfg.interval, context=self.cfg.context)
+
+    def saved(record):
+      memory.save(path)
+      atomic_write_text(next_path, str(record.window.clip + 1))
+
     if adapter is not None:
-      from taskmem_jax.adapters import steer as steer_lib
       steer_lib.set_steer(self.model, adapter.values)
     try:
       memorize_stream(self.model, self.processor, None, stream_duration(stream), rollout,
                       task_questions=list(adapter.hint) if adapter is not None else None, memory=memory,
-                      first_clip=first, prepare=window_preparer(stream),
-                      on_step=lambda record: memory.save(path))
+                      first_clip=first, prepare=window_preparer(stream), on_step=saved)
     finally:
       if adapter is not None:
-        from taskmem_jax.adapters import steer as steer_lib
         steer_lib.set_steer(self.model, np.zeros_like(adapter.values))
     memory.save(path)
     atomic_write_text(done_path, "")
