@@ -144,11 +144,53 @@ def _keys(file: str) -> list[str]:
     raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
 
 
-def from_pretrained(path: str | os.PathLike, dtype=jnp.bfloat16) -> Qwen3VLForConditionalGeneration:
+def _read_slice(f, spec: ParamSpec, found: tuple[int, ...], index: tuple[slice, ...], dtype) -> np.ndarray:
+  """Our-layout slice ``index`` of one tensor, reading from the file only what it needs (HF layout)."""
+  swapped = spec.shape[:-2] + spec.shape[-2:][::-1]
+  if spec.from_hf is _identity or (len(spec.hf_shapes) == 2 and spec.hf_shapes[0] == swapped
+                                   and found != spec.hf_shapes[0]):
+    return f.get_slice(spec.hf_key)[index].astype(dtype)
+  if spec.from_hf is _swap_last or (len(spec.hf_shapes) == 2 and spec.hf_shapes[0] == swapped):
+    # A transposed layout (torch Linear, transformers-5 experts): read the transposed slice.
+    hf_index = tuple(index[:-2]) + tuple(index[-2:][::-1])
+    return _swap_last(f.get_slice(spec.hf_key)[hf_index]).astype(dtype)
+  # Any other transform (the Conv3d patch embedding, small): the whole tensor on the host, then slice.
+  return np.asarray(spec.from_hf(f.get_tensor(spec.hf_key)))[index].astype(dtype)
+
+
+def _load_sharded(by_file: dict[str, list[ParamSpec]], mesh, preset, dtype) -> dict[tuple, jax.Array]:
+  """NNX path -> jax.Array placed in its NamedSharding, each device's slice read straight from the file."""
+  from taskmem_jax.sharding import param_sharding  # noqa: PLC0415 (keeps the plain path import-light)
+  values = {}
+  for file, specs in by_file.items():
+    with safe_open(file, framework="np") as f:
+      for spec in specs:
+        found = tuple(f.get_slice(spec.hf_key).get_shape())
+        sharding = param_sharding(spec.path, spec.shape, mesh, preset)
+        cache: dict = {}  # devices holding the same slice (replicated dims) share one read
+
+        def read(index, f=f, spec=spec, found=found, cache=cache):
+          key = tuple((s.start, s.stop, s.step) for s in index)
+          if key not in cache:
+            cache[key] = _read_slice(f, spec, found, index, dtype)
+          return cache[key]
+
+        values[spec.path] = jax.make_array_from_callback(spec.shape, sharding, read)
+  return values
+
+
+def from_pretrained(path: str | os.PathLike, dtype=jnp.bfloat16, *, mesh: jax.sharding.Mesh | None = None,
+                    preset="fsdp") -> Qwen3VLForConditionalGeneration:
   """Loads a Hugging Face Qwen3-VL / Qwen3-VL-MoE checkpoint directory into NNX modules.
 
   Accepts model.safetensors or sharded model-*.safetensors with their index, both MoE expert
   layouts, and both config.json spellings. Parameters are cast to ``dtype``.
+
+  mesh: place every parameter straight into its NamedSharding under ``preset`` (taskmem_jax.sharding:
+  a preset name or a rules dict; the mesh from sharding.make_mesh). Each device's slice is read from the
+  safetensors file on its own (jax.make_array_from_callback), so the whole model is never on one
+  device; host memory peaks at one tensor (the distinct slices of the tensor being placed; the patch
+  embedding, whose Conv3d layout does not slice, is read whole). Without a mesh: default device.
   """
   path = os.fspath(path)
   if not os.path.isdir(path):
@@ -182,11 +224,14 @@ def from_pretrained(path: str | os.PathLike, dtype=jnp.bfloat16) -> Qwen3VLForCo
   if problems:
     raise CheckpointError(f"{path}: checkpoint does not match the config:\n  " + "\n  ".join(problems))
 
-  values = {}
-  for file, specs in by_file.items():
-    with safe_open(file, framework="flax") as f:
-      for spec in specs:
-        values[spec.path] = spec.from_hf(f.get_tensor(spec.hf_key)).astype(dtype)
+  if mesh is not None:
+    values = _load_sharded(by_file, mesh, preset, dtype)
+  else:
+    values = {}
+    for file, specs in by_file.items():
+      with safe_open(file, framework="flax") as f:
+        for spec in specs:
+          values[spec.path] = spec.from_hf(f.get_tensor(spec.hf_key)).astype(dtype)
   pure = traverse_util.unflatten_dict(values)
   nnx.replace_by_pure_dict(abstract_state, pure)
   return nnx.merge(graphdef, abstract_state)

@@ -1,0 +1,217 @@
+"""Logical sharding of Qwen3-VL: parameter paths -> logical axes -> mesh axes, for a few mesh presets.
+
+Why two steps: the model code knows nothing about devices. Each parameter's dimensions get a *logical*
+name from its NNX path alone (``logical_axes``, derived the way ``params.param_table`` derives HF keys),
+and a preset's *rules* map logical names onto the axes of one 4-axis mesh ("data", "fsdp", "expert",
+"tensor"). Changing the parallelism is then a different preset (or rules dict), never a model edit.
+
+Presets (``make_mesh`` picks the mesh shape from the device count n; every mesh has all four axes, the
+unused ones of size 1, so one set of rules fits any preset):
+
+  single       (1, 1, 1, 1)        one device, everything replicated.
+  fsdp         (1, n, 1, 1)        every weight split over "fsdp" along its model dimension ("embed",
+                                   "vision_embed"; the merger's 4*Dv input): ZeRO-3 style, gathered per use.
+  fsdp_tensor  (1, n/t, 1, t)      fsdp as above, plus Megatron-style tensor parallelism: heads, MLP,
+                                   vocab (and the vision tower's) over "tensor". t = the largest power of 2
+                                   with t * t <= n (8 -> 2, 16 -> 4, 64 -> 8); override with tensor=.
+  expert       (1, n/e, e, 1)      MoE experts over "expert"; every other weight split over "fsdp" and
+                                   "expert" together (the expert devices double as FSDP devices for the
+                                   dense part). e = n by default; override with expert=.
+
+A dimension is split only when the product of its mesh axes divides it; otherwise the trailing mesh
+axes are dropped until it does (replicated at worst), and a mesh axis already used by an earlier
+dimension of the same parameter is skipped. Size-1 mesh axes are left out of the PartitionSpec.
+
+Batch-like activations [B, L, H] are split over the batch axes (data + fsdp, + expert in the expert
+preset) and replicated over L and H (``activation_sharding``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Mapping, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "expert", "tensor")
+PRESETS = ("single", "fsdp", "fsdp_tensor", "expert")
+
+# Logical axis names. Text: embed = hidden size H; vocab = V; heads = num_heads * head_dim (q and the
+# o_proj input), kv_heads = num_kv_heads * head_dim; head_dim = one head (q/k norms); mlp = the dense
+# SwiGLU width; experts = E; expert_mlp = the expert width (2*I fused gate/up, or I); router = E as the
+# router's output. Vision: vision_embed = Dv; vision_qkv = 3*Dv fused; vision_heads = Dv as attention
+# output; vision_mlp; vision_patch = C*T*P*P; vision_pos = the learned position table; vision_merge =
+# 4*Dv (merger input); vision_merge_mlp = the merger's hidden width. norm = any norm weight/bias;
+# steer_layers / steer = Phase-Two steer vectors. batch / length = activations.
+LOGICAL_AXES = frozenset({
+    "embed", "vocab", "heads", "kv_heads", "head_dim", "mlp", "experts", "expert_mlp", "router", "norm",
+    "vision_embed", "vision_qkv", "vision_heads", "vision_mlp", "vision_patch", "vision_pos", "vision_merge",
+    "vision_merge_mlp", "steer_layers", "steer", "batch", "length"})
+
+_LAYER = "language_model.layers.*."
+_BLOCK = "visual.blocks.*."
+_TABLE: dict[str, tuple[str, ...]] = {
+    "language_model.embed_tokens.weight": ("vocab", "embed"),
+    "language_model.norm.weight": ("norm",),
+    "language_model.steer": ("steer_layers", "steer"),
+    "lm_head.kernel": ("embed", "vocab"),
+    _LAYER + "input_layernorm.weight": ("norm",),
+    _LAYER + "post_attention_layernorm.weight": ("norm",),
+    _LAYER + "self_attn.q_proj.kernel": ("embed", "heads"),
+    _LAYER + "self_attn.k_proj.kernel": ("embed", "kv_heads"),
+    _LAYER + "self_attn.v_proj.kernel": ("embed", "kv_heads"),
+    _LAYER + "self_attn.o_proj.kernel": ("heads", "embed"),
+    _LAYER + "self_attn.q_norm.weight": ("head_dim",),
+    _LAYER + "self_attn.k_norm.weight": ("head_dim",),
+    _LAYER + "mlp.gate_proj.kernel": ("embed", "mlp"),
+    _LAYER + "mlp.up_proj.kernel": ("embed", "mlp"),
+    _LAYER + "mlp.down_proj.kernel": ("mlp", "embed"),
+    _LAYER + "mlp.gate.kernel": ("embed", "router"),
+    _LAYER + "mlp.experts.gate_up_proj": ("experts", "embed", "expert_mlp"),  # [E, H, 2I]
+    _LAYER + "mlp.experts.down_proj": ("experts", "expert_mlp", "embed"),     # [E, I, H]
+    "visual.patch_embed.kernel": ("vision_patch", "vision_embed"),
+    "visual.patch_embed.bias": ("vision_embed",),
+    "visual.pos_embed.weight": ("vision_pos", "vision_embed"),
+    _BLOCK + "norm1.weight": ("norm",),
+    _BLOCK + "norm1.bias": ("norm",),
+    _BLOCK + "norm2.weight": ("norm",),
+    _BLOCK + "norm2.bias": ("norm",),
+    _BLOCK + "attn.qkv.kernel": ("vision_embed", "vision_qkv"),
+    _BLOCK + "attn.qkv.bias": ("vision_qkv",),
+    _BLOCK + "attn.proj.kernel": ("vision_heads", "vision_embed"),
+    _BLOCK + "attn.proj.bias": ("vision_embed",),
+    _BLOCK + "mlp.linear_fc1.kernel": ("vision_embed", "vision_mlp"),
+    _BLOCK + "mlp.linear_fc1.bias": ("vision_mlp",),
+    _BLOCK + "mlp.linear_fc2.kernel": ("vision_mlp", "vision_embed"),
+    _BLOCK + "mlp.linear_fc2.bias": ("vision_embed",),
+}
+for _merger in ("visual.merger.", "visual.deepstack_merger_list.*."):
+  _TABLE.update({
+      _merger + "norm.weight": ("norm",),  # Dv (merger) or 4*Dv (DeepStack, post-shuffle norm)
+      _merger + "norm.bias": ("norm",),
+      _merger + "linear_fc1.kernel": ("vision_merge", "vision_merge_mlp"),
+      _merger + "linear_fc1.bias": ("vision_merge_mlp",),
+      _merger + "linear_fc2.kernel": ("vision_merge_mlp", "embed"),
+      _merger + "linear_fc2.bias": ("embed",),
+  })
+
+_FSDP = {"embed": "fsdp", "vision_embed": "fsdp", "vision_merge": "fsdp", "batch": ("data", "fsdp")}
+_TENSOR = {name: "tensor" for name in ("vocab", "heads", "kv_heads", "mlp", "expert_mlp", "vision_qkv",
+                                       "vision_heads", "vision_mlp", "vision_merge_mlp")}
+# Logical name -> mesh axis or tuple of mesh axes (split over their product); names left out replicate.
+RULES: dict[str, dict[str, str | tuple[str, ...]]] = {
+    "single": {},
+    "fsdp": dict(_FSDP),
+    "fsdp_tensor": {**_FSDP, **_TENSOR},
+    "expert": {"experts": "expert", "embed": ("fsdp", "expert"), "vision_embed": ("fsdp", "expert"),
+               "vision_merge": ("fsdp", "expert"), "batch": ("data", "fsdp", "expert")},
+}
+
+
+def _rules(preset: str | Mapping) -> Mapping:
+  if isinstance(preset, Mapping):
+    unknown = sorted(set(preset) - LOGICAL_AXES)
+    if unknown:
+      raise ValueError(f"sharding rules name unknown logical axes {unknown}; known: {sorted(LOGICAL_AXES)}")
+    return preset
+  if preset not in RULES:
+    raise ValueError(f"sharding preset={preset!r}: unknown; choose one of {list(PRESETS)}")
+  return RULES[preset]
+
+
+def _key_name(key) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def logical_axes(path: Sequence, shape: Sequence[int]) -> tuple[str, ...]:
+  """Logical axis names of one parameter, one per dimension, from its NNX path (e.g. ("language_model",
+  "layers", 3, "mlp", "gate_proj", "kernel")) and shape. Raises ValueError naming the path when the path
+  is unknown or the rank does not match."""
+  name = ".".join(str(p) for p in path)
+  pattern = re.sub(r"(?<=\.)\d+(?=\.)", "*", name)
+  axes = _TABLE.get(pattern)
+  if axes is None:
+    raise ValueError(f"no logical sharding axes for parameter {name!r} (shape {tuple(shape)}); "
+                     "add its path to taskmem_jax/sharding.py _TABLE")
+  if len(axes) != len(shape):
+    raise ValueError(f"parameter {name!r}: shape {tuple(shape)} has rank {len(shape)}, but its logical axes "
+                     f"{axes} have rank {len(axes)}")
+  return axes
+
+
+def spec_for(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh, preset: str | Mapping) -> PartitionSpec:
+  """PartitionSpec for logical axes and a shape under a preset's rules. A dimension is split only by
+  mesh axes whose product divides it (trailing axes dropped until one does); each mesh axis once."""
+  rules, used, out = _rules(preset), set(), []
+  for name, size in zip(axes, shape):
+    target = rules.get(name) if name is not None else None
+    target = (target,) if isinstance(target, str) else tuple(target or ())
+    target = [a for a in target if a not in used and mesh.shape.get(a, 1) > 1]
+    while target and size % math.prod(mesh.shape[a] for a in target):
+      target.pop()
+    used.update(target)
+    out.append(None if not target else target[0] if len(target) == 1 else tuple(target))
+  while out and out[-1] is None:
+    out.pop()
+  return PartitionSpec(*out)
+
+
+def param_sharding(path: Sequence, shape: Sequence[int], mesh: Mesh, preset: str | Mapping) -> NamedSharding:
+  """NamedSharding of one parameter (path as in ``logical_axes``)."""
+  return NamedSharding(mesh, spec_for(logical_axes(path, shape), shape, mesh, preset))
+
+
+def _path(keys) -> tuple:
+  names = [_key_name(k) for k in keys]
+  return tuple(names[:-1]) if names and names[-1] == "value" else tuple(names)  # nnx.Variable's leaf
+
+
+def param_shardings(tree, mesh: Mesh, preset: str | Mapping = "fsdp"):
+  """A tree of NamedSharding shaped like ``tree``: an nnx.Module (its nnx.state), an nnx.State (abstract,
+  from nnx.eval_shape, or concrete) or a nested dict of arrays / ShapeDtypeStructs (nnx.to_pure_dict).
+  ``jax.device_put(state, param_shardings(state, mesh))`` places a state."""
+  if isinstance(tree, nnx.Module):
+    tree = nnx.state(tree)
+  return jax.tree_util.tree_map_with_path(
+      lambda keys, leaf: param_sharding(_path(keys), leaf.shape, mesh, preset), tree)
+
+
+def activation_sharding(mesh: Mesh, preset: str | Mapping = "fsdp", shape: Sequence[int] | None = None,
+                        axes: Sequence[str | None] = ("batch", "length", None)) -> NamedSharding:
+  """NamedSharding of an activation, by default [B, L, H] with B over the preset's batch axes. With
+  ``shape``, a B the batch axes do not divide falls back as for parameters; without, the caller ensures it."""
+  if shape is None:
+    rules = _rules(preset)
+    target = rules.get("batch", ())
+    target = tuple(a for a in ((target,) if isinstance(target, str) else target) if mesh.shape.get(a, 1) > 1)
+    head = None if not target else target[0] if len(target) == 1 else target
+    return NamedSharding(mesh, PartitionSpec(head) if head else PartitionSpec())
+  return NamedSharding(mesh, spec_for(axes, shape, mesh, preset))
+
+
+def make_mesh(preset: str = "fsdp", devices: Sequence | None = None, *, tensor: int | None = None,
+              expert: int | None = None) -> Mesh:
+  """A ("data", "fsdp", "expert", "tensor") mesh over ``devices`` (default jax.devices()) for a preset;
+  shapes as in the module docstring. "single" uses the first device only."""
+  devices = list(jax.devices() if devices is None else devices)
+  n = len(devices)
+  if preset not in RULES:
+    raise ValueError(f"sharding preset={preset!r}: unknown; choose one of {list(PRESETS)}")
+  t = e = 1
+  if preset == "single":
+    devices, n = devices[:1], 1
+  elif preset == "fsdp_tensor":
+    t = tensor or max(2 ** k for k in range(n.bit_length()) if 4 ** k <= n and n % 2 ** k == 0)
+  elif preset == "expert":
+    e = expert or n
+  if n % (t * e):
+    raise ValueError(f"mesh preset={preset!r}: tensor={t} x expert={e} must divide the {n} devices")
+  shape = (1, n // (t * e), e, t)
+  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
