@@ -1,0 +1,236 @@
+"""Per-device memory plan for Phase One (full AdamW) and Phase Two (steer-only DPO) on a mesh.
+
+Terms (bytes per device; "a" = activation/param bytes, 2 for bf16):
+
+  params       sum over leaves of prod(shard shape) * a, where the shard shape comes from the actual rules:
+               jax.eval_shape of the model (params.abstract_model) + sharding.spec_for per leaf (the same
+               function param_shardings uses), on a mesh of the preset's shape (make_mesh's arithmetic).
+  grads        the trainable leaves' shards in the parameter dtype (Phase One: all; Phase Two: the steer).
+  optimizer    AdamW: two fp32 moments per trainable element, sharded like the parameter (no fp32 master
+               copy: the step applies updates to the bf16 weights). Phase Two: the steer tree only
+               ([n_steer_layers, H], replicated).
+  kv_cache     B x S x layers x 2 (k, v) x kv_heads x head_dim x a, split as spec_for gives for the logical
+               axes ("batch", None, "kv_heads", None): batch over the preset's batch axes, kv heads over
+               "tensor" in fsdp_tensor (only when they divide). For the rollout's sampling (Phase One) and
+               the Phase-Two cache build.
+  activations  what the backward pass keeps, per device (rows split over the batch axes as
+               sharding.activation_sharding does; heads / MLP are NOT counted as tensor-split, so it is an
+               upper bound under fsdp_tensor). Per decoder layer, with b = B/batch_split rows, L tokens:
+                 attention  b*L*a*(2H + 2*q + 4*kv + q)    (norm in/out, q pre/post rope, k/v pre/post rope,
+                                                            attention output), q = heads*head_dim,
+                                                            kv = kv_heads*head_dim
+                            + b*heads*L*L*8                (fp32 scores and probabilities; with flash
+                                                            attention only b*heads*L*4 log-sum-exp)
+                 dense MLP  b*L*a*(H + 3*I)                (norm out, gate, up, act*up)
+                 MoE        b*L*a*(H + 2*k*H + 3*k*I_moe) + b*L*E*4   (norm out, dispatched tokens and expert
+                                                            outputs, gate/up/act per routed copy, fp32 router)
+               Without remat: layers x per-layer. With per-layer remat (jax.checkpoint around each decoder
+               layer, nothing saved inside): layers x b*L*H*a (the layer inputs) + one layer's per-layer
+               bytes (recomputed during its backward). Plus the head: b*L*V*(a + 4) (logits and the fp32
+               log-softmax). Phase Two backpropagates only from the loss down to the first steered layer,
+               so only the layers from there up count. The vision tower is left out (its tokens are part
+               of L downstream; its own activations are ~depth x N x Dv x a per clip and are usually
+               computed once per clip, without gradient in Phase Two).
+               Checked against XLA on the tiny models (tests/test_plan.py, CPU, fp32, no flash): argument bytes
+               = the plan's parameter bytes + the inputs, exactly; the compiler's temp bytes for forward +
+               backward are 1.26-1.56x the no-remat estimate for the dense tiny model and 2.0-2.2x for
+               tiny-moe (B x L = 2 x 64 and 4 x 256; XLA:CPU also keeps gradient temporaries and ragged_dot
+               work buffers the formula leaves out), so read the activation column as a lower bound
+               within ~2.5x; the test enforces [1, 3].
+
+Targets: named device sets (TARGETS: chips, memory per chip in GiB) or --devices=N.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from typing import Mapping
+
+import jax.numpy as jnp
+from flax import nnx, traverse_util
+
+from taskmem_jax import sharding as sharding_lib
+from taskmem_jax.models.qwen3_vl.config import Qwen3VLConfig
+from taskmem_jax.models.qwen3_vl.params import abstract_model
+
+GIB = 1024**3
+# name -> (JAX devices, memory per device in GiB). In TPU names, v4-N / v5p-N count TensorCores (2 per chip,
+# one JAX device per chip: v5p-32 = 16 devices); v5e-N / v6e-N count chips.
+TARGETS: dict[str, tuple[int, float]] = {
+    "tpu-v5p-8": (4, 95.0), "tpu-v5p-16": (8, 95.0), "tpu-v5p-32": (16, 95.0), "tpu-v5p-64": (32, 95.0),
+    "tpu-v5p-128": (64, 95.0), "tpu-v4-32": (16, 32.0), "tpu-v5e-8": (8, 16.0), "tpu-v5e-16": (16, 16.0),
+    "tpu-v6e-8": (8, 32.0), "tpu-v6e-16": (16, 32.0),
+    "1xH100": (1, 80.0), "8xH100": (8, 80.0), "16xH100": (16, 80.0), "8xH200": (8, 141.0), "8xA100": (8, 80.0),
+}
+
+
+def target(name: str) -> tuple[int, float]:
+  if name not in TARGETS:
+    raise ValueError(f"target={name!r}: unknown; choose one of {sorted(TARGETS)}")
+  return TARGETS[name]
+
+
+def mesh_shape(preset: str, n: int, *, tensor: int | None = None, expert: int | None = None) -> dict[str, int]:
+  """The axis sizes sharding.make_mesh gives ``n`` devices, without needing the devices."""
+  if preset not in sharding_lib.RULES:
+    raise ValueError(f"sharding preset={preset!r}: unknown; choose one of {list(sharding_lib.PRESETS)}")
+  t = e = 1
+  if preset == "single":
+    n = 1
+  elif preset == "fsdp_tensor":
+    t = tensor or max(2**k for k in range(n.bit_length()) if 4**k <= n and n % 2**k == 0)
+  elif preset == "expert":
+    e = expert or n
+  if n % (t * e):
+    raise ValueError(f"mesh preset={preset!r}: tensor={t} x expert={e} must divide the {n} devices")
+  return dict(zip(sharding_lib.MESH_AXES, (1, n // (t * e), e, t)))
+
+
+def _mesh(shape: Mapping[str, int]):
+  return types.SimpleNamespace(shape=dict(shape))  # spec_for reads mesh.shape only
+
+
+def shard_shape(shape, spec, mesh_axes: Mapping[str, int]) -> tuple[int, ...]:
+  """One device's block of an array of ``shape`` under PartitionSpec ``spec``."""
+  out = list(shape)
+  for i, entry in enumerate(tuple(spec)):
+    names = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+    out[i] //= math.prod(mesh_axes[a] for a in names)
+  return tuple(out)
+
+
+def param_leaves(config: Qwen3VLConfig, *, steer_layers: int = 0):
+  """{path tuple: shape} of the model's parameters from jax.eval_shape (plus a steer [n, H] if asked)."""
+  _, state = abstract_model(config, jnp.bfloat16)
+  flat = traverse_util.flatten_dict(nnx.to_pure_dict(state))
+  leaves = {tuple(str(k) for k in path): tuple(v.shape) for path, v in flat.items()}
+  if steer_layers:
+    leaves[("language_model", "steer")] = (steer_layers, config.text.hidden_size)
+  return leaves
+
+
+def param_bytes_per_device(leaves: Mapping[tuple, tuple], preset, mesh_axes: Mapping[str, int],
+                           bytes_per: int = 2) -> int:
+  mesh = _mesh(mesh_axes)
+  total = 0
+  for path, shape in leaves.items():
+    spec = sharding_lib.spec_for(sharding_lib.logical_axes(path, shape), shape, mesh, preset)
+    total += math.prod(shard_shape(shape, spec, mesh_axes)) * bytes_per
+  return total
+
+
+def _batch_split(rows: int, preset, mesh_axes) -> int:
+  spec = sharding_lib.spec_for(("batch",), (rows,), _mesh(mesh_axes), preset)
+  return rows // shard_shape((rows,), spec, mesh_axes)[0]
+
+
+def kv_cache_bytes(config: Qwen3VLConfig, rows: int, length: int, preset, mesh_axes, bytes_per: int = 2) -> int:
+  t = config.text
+  shape = (rows, length, t.num_key_value_heads, t.head_dim)
+  # logical kv_heads is kv_heads*head_dim for weights; split the head axis by the same rule.
+  spec = sharding_lib.spec_for(("batch", None, "kv_heads", None), shape, _mesh(mesh_axes), preset)
+  per_layer = math.prod(shard_shape(shape, spec, mesh_axes)) * 2 * bytes_per
+  return per_layer * t.num_hidden_layers
+
+
+def layer_activation_bytes(config: Qwen3VLConfig, rows: int, length: int, layer: int, bytes_per: int = 2,
+                           flash: bool = True) -> int:
+  """What one decoder layer keeps for its backward (formula in the module docstring), for ``rows`` rows."""
+  t, a, b, n = config.text, bytes_per, rows, length
+  q, kv = t.num_attention_heads * t.head_dim, t.num_key_value_heads * t.head_dim
+  attn = b * n * a * (2 * t.hidden_size + 3 * q + 4 * kv)
+  attn += b * t.num_attention_heads * n * 4 * (1 if flash else 2 * n)
+  if t.is_moe_layer(layer):
+    k, i = t.num_experts_per_tok, t.moe_intermediate_size
+    mlp = b * n * a * (t.hidden_size + 2 * k * t.hidden_size + 3 * k * i) + b * n * t.num_experts * 4
+  else:
+    mlp = b * n * a * (t.hidden_size + 3 * t.intermediate_size)
+  return attn + mlp
+
+
+def activation_bytes(config: Qwen3VLConfig, rows: int, length: int, *, remat: bool, first_layer: int = 0,
+                     bytes_per: int = 2, flash: bool = True) -> int:
+  """Backward-pass activations of layers first_layer.. plus the head, for ``rows`` rows on one device."""
+  t = config.text
+  layers = range(first_layer, t.num_hidden_layers)
+  per = [layer_activation_bytes(config, rows, length, i, bytes_per, flash) for i in layers]
+  body = (len(per) * rows * length * t.hidden_size * bytes_per + max(per, default=0)) if remat else sum(per)
+  return body + rows * length * t.vocab_size * (bytes_per + 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  phase: str
+  params: int
+  grads: int
+  optimizer: int
+  kv_cache: int
+  activations: int
+
+  @property
+  def total(self) -> int:
+    return self.params + self.grads + self.optimizer + self.kv_cache + self.activations
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  preset_name: str
+  sharding: str
+  mesh_axes: dict
+  rows: list
+  memory_gib: float | None
+  settings: dict
+
+
+def plan(config: Qwen3VLConfig, *, devices: int, sharding: str = "fsdp", batch: int = 8, seq: int = 4096,
+         kv_batch: int | None = None, kv_seq: int | None = None, remat: bool = True, flash: bool = True,
+         steer_layers: int = 1, first_steer_layer: int | None = None, bytes_per: int = 2,
+         tensor: int | None = None, expert: int | None = None, memory_gib: float | None = None,
+         preset_name: str = "") -> Plan:
+  """Per-device bytes for Phase One and Phase Two. batch/seq: global training rows and tokens per row;
+  kv_batch/kv_seq: the sampler's rows (default batch) and cache length (default seq)."""
+  axes = mesh_shape(sharding, devices, tensor=tensor, expert=expert)
+  leaves = param_leaves(config)
+  p = param_bytes_per_device(leaves, sharding, axes, bytes_per)
+  split = _batch_split(batch, sharding, axes)
+  local = batch // split
+  kv = kv_cache_bytes(config, kv_batch or batch, kv_seq or seq, sharding, axes, bytes_per)
+  n_layers = config.text.num_hidden_layers
+  if first_steer_layer is None:
+    first_steer_layer = min(n_layers - 1, round(22 * n_layers / 48))
+  steer = {("language_model", "steer"): (steer_layers, config.text.hidden_size)}
+  steer_bytes = param_bytes_per_device(steer, sharding, axes, bytes_per)
+  one = Row("Phase One (AdamW, all weights)", p, p, p // bytes_per * 8, kv,
+            activation_bytes(config, local, seq, remat=remat, bytes_per=bytes_per, flash=flash))
+  two = Row("Phase Two (DPO, steer only)", p + steer_bytes, steer_bytes, steer_bytes // bytes_per * 8, kv,
+            activation_bytes(config, local, seq, remat=remat, first_layer=first_steer_layer,
+                             bytes_per=bytes_per, flash=flash))
+  settings = dict(devices=devices, batch=batch, seq=seq, rows_per_device=local, kv_batch=kv_batch or batch,
+                  kv_seq=kv_seq or seq, remat=remat, flash=flash, bytes_per=bytes_per,
+                  first_steer_layer=first_steer_layer)
+  return Plan(preset_name, sharding, axes, [one, two], memory_gib, settings)
+
+
+def format_table(result: Plan) -> str:
+  s = result.settings
+  mesh = " x ".join(f"{k}={v}" for k, v in result.mesh_axes.items())
+  lines = [f"{result.preset_name or 'model'} on {s['devices']} devices, sharding={result.sharding} ({mesh}); "
+           f"batch={s['batch']} ({s['rows_per_device']}/device) x seq={s['seq']}, KV {s['kv_batch']} x "
+           f"{s['kv_seq']}, remat={s['remat']}, flash={s['flash']}, {8 * s['bytes_per']}-bit weights",
+           "GiB per device",
+           f"| {'phase':32} | {'params':>8} | {'grads':>8} | {'optimizer':>9} | {'KV cache':>8} | "
+           f"{'activations':>11} | {'total':>8} |" + (" fits |" if result.memory_gib else ""),
+           "|" + "-" * 34 + "|" + "|".join("-" * (w + 2) for w in (8, 8, 9, 8, 11, 8)) + "|"
+           + ("------|" if result.memory_gib else "")]
+  for r in result.rows:
+    g = lambda x: x / GIB  # noqa: E731
+    line = (f"| {r.phase:32} | {g(r.params):8.2f} | {g(r.grads):8.3f} | {g(r.optimizer):9.3f} | "
+            f"{g(r.kv_cache):8.2f} | {g(r.activations):11.2f} | {g(r.total):8.2f} |")
+    if result.memory_gib:
+      line += f" {'yes' if g(r.total) <= result.memory_gib else 'NO':4} |"
+    lines.append(line)
+  if result.memory_gib:
+    lines.append(f"device memory: {result.memory_gib:g} GiB (XLA also needs workspace; keep ~10-20% free)")
+  return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Two JAX processes on 127.0.0.1 (CPU, gloo collectives, 2 forced host devices each = a 4-device global
+fsdp mesh) run one AdamW step of the tiny model on their halves of a fixed batch; they must agree with
+each other and with one process running the same step on the whole batch on one device.
+
+This file is also the worker: ``python tests/test_multihost.py PROCESS_ID NUM_PROCESSES PORT OUT.npz``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BATCH, LENGTH = 4, 16
+
+
+def _batch():
+  rng = np.random.default_rng(7)
+  ids = rng.integers(0, 240, size=(BATCH, LENGTH)).astype(np.int32)
+  mask = np.ones_like(ids)
+  loss_mask = np.ones_like(ids)
+  loss_mask[:, : LENGTH // 2] = 0
+  loss_mask[1, -3:] = 0  # rows differ in their target counts: the loss is a global token mean
+  return ids, mask, loss_mask
+
+
+def worker(process_id: int, num_processes: int, port: int, out: str) -> None:
+  import jax
+  import optax
+  from flax import nnx
+  from jax.experimental import multihost_utils
+
+  from taskmem_jax import distributed, sharding
+  from taskmem_jax.models import qwen3_vl
+
+  distributed.initialize(f"127.0.0.1:{port}", num_processes, process_id)
+  preset = "fsdp" if num_processes > 1 else "single"
+  mesh = sharding.make_mesh(preset)
+  model = qwen3_vl.init_random(qwen3_vl.preset("tiny"), seed=0)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  host = jax.tree.map(np.asarray, params)
+  shardings = sharding.param_shardings(params, mesh, preset)
+  params = jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda idx: x[idx]), host, shardings)
+  optimizer = optax.adamw(1e-3, weight_decay=0.1)
+  opt_state = jax.jit(optimizer.init)(params)
+
+  ids, mask, loss_mask = _batch()
+  rows = distributed.process_batch(BATCH)
+  local = qwen3_vl.prepare_inputs(model.config, ids[rows], mask[rows])
+  inputs = distributed.global_inputs(local, mesh, preset)
+  loss_mask = distributed.global_array(loss_mask[rows], mesh, preset)
+
+  step = distributed.train_step(graphdef, optimizer)
+  new_params, _, loss = step(params, opt_state, rest, inputs, loss_mask)
+  full = multihost_utils.process_allgather(new_params, tiled=True)
+  leaves = jax.tree.leaves(jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64), full,
+                                        host))
+  update = np.concatenate([x.reshape(-1) for x in leaves])
+  sharded = sum(1 for s in jax.tree.leaves(shardings) if not s.is_fully_replicated)
+  np.savez(out, loss=float(loss), update=update, checksum=float(np.sum(update)), devices=jax.device_count(),
+           processes=jax.process_count(), sharded=sharded)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _launch(process_id, num_processes, port, out, devices):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  return subprocess.Popen([sys.executable, os.path.abspath(__file__), str(process_id), str(num_processes),
+                           str(port), out], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_processes_match_one(tmp_path):
+  port = _free_port()
+  outs = [str(tmp_path / f"p{k}.npz") for k in range(2)] + [str(tmp_path / "single.npz")]
+  start = time.time()
+  procs = [_launch(k, 2, port, outs[k], 2) for k in range(2)] + [_launch(0, 1, 0, outs[2], 1)]
+  logs = []
+  for p in procs:
+    try:
+      logs.append(p.communicate(timeout=150)[0])
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      raise
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-4000:]
+  p0, p1, single = (np.load(o) for o in outs)
+  print(f"3 processes in {time.time() - start:.1f} s; losses {float(p0['loss']):.7f} {float(p1['loss']):.7f} "
+        f"single {float(single['loss']):.7f}")
+  assert int(p0["devices"]) == 4 and int(p0["processes"]) == 2 and int(p0["sharded"]) > 0
+  assert int(single["devices"]) == 1
+  assert float(p0["loss"]) == float(p1["loss"])
+  np.testing.assert_array_equal(p0["update"], p1["update"])
+  assert float(p0["checksum"]) == float(p1["checksum"])
+  np.testing.assert_allclose(float(p0["loss"]), float(single["loss"]), rtol=1e-5)
+  diff = np.linalg.norm(p0["update"] - single["update"])
+  assert diff <= 1e-3 * np.linalg.norm(single["update"]), (diff, np.linalg.norm(single["update"]))
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, ROOT)
+  worker(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
