@@ -35,18 +35,20 @@ devices via XLA_FLAGS=--xla_force_host_platform_device_count=2).
 
 How to run Phase One on a pod slice / multi-GPU host
 ----------------------------------------------------
+Needs an entry point that calls ``distributed.define_flags()`` at import and ``initialize_from_flags()``
+first thing in main (experiments/phase_one.py does not yet: wiring it is its owner's next step).
 TPU pod slice (e.g. v5p-32 = 4 hosts x 4 chips): run the SAME command on every worker at once,
   gcloud compute tpus tpu-vm ssh NAME --worker=all --command="cd taskmem-jax && \
       .venv/bin/python -m experiments.phase_one --config=experiments/configs/phase_one_30b_a3b.py \
-      --workdir=gs://BUCKET/run1"
-On Cloud TPU, jax.distributed.initialize() finds the coordinator and process ids itself, so the
---coordinator_address/--num_processes/--process_id flags can stay unset; the mesh then covers all 16
-chips. Check memory first: ``python -m experiments.plan --preset=30B-A3B --target=tpu-v5p-32``.
+      --workdir=gs://BUCKET/run1 --num_processes=0"
+--num_processes=0 lets jax.distributed.initialize() find the coordinator and process ids itself (Cloud
+TPU metadata); the mesh then covers all 16 chips. Check memory first:
+``python -m experiments.plan --preset=30B-A3B --target=tpu-v5p-32 --sharding=fsdp_tensor``.
 Several GPU hosts (e.g. 2 x 8xH100): on host k (k = 0, 1) run
   python -m experiments.phase_one ... --coordinator_address=HOST0_IP:1234 --num_processes=2 --process_id=k
 (one process per host; it drives all 8 local GPUs). One multi-GPU host needs no flags at all: a single
-process sees all local GPUs. Under SLURM / Open MPI, jax.distributed.initialize() with no arguments
-also auto-detects. Rules for the loop: every process must call the same jitted functions in the same
+process sees all local GPUs. Under SLURM / Open MPI, --num_processes=0 auto-detects as on TPU.
+Rules for the loop: every process must call the same jitted functions in the same
 order with the same global shapes; each loads only its ``process_batch`` rows and wraps them with
 ``global_array`` / ``global_inputs``; only process 0 writes metrics and exports (checkpoints via orbax
 are written collectively by all processes, to a path every host can reach, e.g. gs://).
