@@ -28,8 +28,11 @@ _CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "p
 
 def define_flags() -> None:
   """Only when run as a script, so that importing this module defines no flags."""
+  from taskmem_jax import distributed
+
   config_flags.DEFINE_config_file("config", _CONFIG, "ml_collections config (experiments/configs/phase_one_*.py).")
   flags.DEFINE_string("workdir", None, "Overrides --config.workdir.")
+  distributed.define_flags()  # --coordinator_address, --num_processes, --process_id (multi-host runs)
 
 
 def make_source(cfg):
@@ -86,6 +89,9 @@ def run(cfg, progress: bool = True, **kwargs) -> dict:
 
 def main(argv):
   del argv
+  from taskmem_jax import distributed
+
+  distributed.initialize_from_flags()  # a no-op for one process
   logging.set_verbosity(logging.WARNING)
   cfg = FLAGS.config
   if FLAGS.workdir:
