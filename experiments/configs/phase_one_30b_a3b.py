@@ -6,9 +6,10 @@
 
 Streams are real videos from a manifest (rl/streams.VideoFilesSource; "memory" = the teacher's seed
 memories for the off-policy stage), judged by an OpenAI-compatible server (the official code uses
-Gemini-2.5-Flash for the video judge and GPT-4o for the text and ranking judges). `mesh.fsdp = -1` splits
-every parameter (and its optimizer state) over all local devices (rl/population.make_mesh; the official
-run uses TP4 x EP8 on 32 GPUs). Loading still goes through one host copy of the weights before they
+Gemini-2.5-Flash for the video judge and GPT-4o for the text and ranking judges). `mesh = {"preset":
+"expert", "fsdp": -1}` lays every parameter (and its optimizer state) out by sharding.py's expert preset
+over all local devices: experts over "expert", the dense weights over "fsdp" x "expert"
+(rl/population.make_mesh; "fsdp_tensor" is the other choice; the official run uses TP4 x EP8 on 32 GPUs). Loading still goes through one host copy of the weights before they
 are sharded (about 62 GB in bf16 for 30B-A3B); loading straight into shards and multi-host runs are the
 scale-out issue's.
 """
@@ -37,6 +38,6 @@ def get_config():
   c.b1, c.b2 = 0.9, 0.999
   c.weight_decay = 0.01
   c.buckets = (4096, 8192, 12288, 16384, 24576, 32768)
-  c.mesh = {"fsdp": -1}      # -1 = all devices
+  c.mesh = {"preset": "expert", "fsdp": -1}  # sharding.py preset over -1 = all devices
   c.save_every = 5
   return c

@@ -66,7 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.b1, c.b2 = 0.9, 0.999
   c.grad_clip = 1.0
   c.buckets = (512, 768, 1024, 1280, 1536)
-  c.mesh = {"fsdp": 1}       # devices per member's parameters (-1 = all); members spread over the rest
+  c.mesh = {"preset": "fsdp", "fsdp": 1}  # sharding.py preset; devices per member (-1 = all); members spread over the rest
   c.save_every = 5
   c.keep_checkpoints = 2
   return c

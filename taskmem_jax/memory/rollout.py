@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from taskmem_jax import sharding as shd
 from taskmem_jax.memory.prompt import window_messages
 from taskmem_jax.memory.store import MAX_PREVIOUS
 from taskmem_jax.models.qwen3_vl.layout import BufferLayout, concat, layout_positions, text_slots, vision_group_slots
@@ -270,16 +271,22 @@ def encode_clips(model, clips_pixels, clip_grid) -> tuple[Array, list[Array]]:
 
 
 def rollout(model, template: WindowTemplate, features, deepstack, params: sampler.SamplingParams, fmt: TokenFormat,
-            seed: int = 0, num_samples: int = 1) -> RolloutOutput:
+            seed: int = 0, num_samples: int = 1, mesh=None, preset="fsdp") -> RolloutOutput:
   """Memorises B streams of n clips each (features from encode_clips) in one jitted scan.
 
   num_samples > 1 runs that many independent trajectories per stream (each with its own memories);
   rows come out grouped by stream: row b * num_samples + s is sample s of stream b.
+
+  Sharded params: a model whose params are already placed (from_pretrained(..., mesh=)) runs as it is,
+  its arrays passed to the jitted scan with their shardings (nothing gathers them to one device); with
+  `mesh`, the params are first placed with sharding.param_shardings under `preset`.
   """
   if num_samples > 1:
     features = jnp.repeat(features, num_samples, axis=0)
     deepstack = [jnp.repeat(d, num_samples, axis=0) for d in deepstack]
   graphdef, state = nnx.split(model)
+  if mesh is not None:
+    state = jax.device_put(state, shd.param_shardings(state, mesh, preset))
   static = _TEMPLATES.setdefault(id(template), (_Static(template), template))[0]
   ys = _scan(graphdef, static, params, fmt, state, features, deepstack, jax.random.key(seed))
   return RolloutOutput(*(np.asarray(y) for y in ys))

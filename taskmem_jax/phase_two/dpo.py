@@ -26,8 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
+from taskmem_jax import sharding as shd
 from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.rl.losses import k3_kl
 from taskmem_jax.rl.step import GroupBatch, group_batch, token_log_probs
@@ -105,13 +107,15 @@ def _add(a, b):
 
 
 def train_steer(cfg, model, pairs: list[PairExample], pad_id: int, *, workdir: str | None = None,
-                progress: bool = True) -> dict:
+                progress: bool = True, mesh=None, preset="fsdp") -> dict:
   """Trains the model's steer (adapters.steer.add_steer first) on `pairs` with DPO, in place.
 
   cfg: steps, pairs_per_step (official 32 = 64 rows), num_minibatches (official 8), beta, kl_coef, lr,
   b1, b2, weight_decay, grad_clip, temperature, buckets, seed. Pairs are shuffled (seed) and cycled when a
   step needs more than there are. workdir: orbax checkpoints of (steer, optimizer) after every step, so
   a killed run resumes. Returns {"history": per-step metrics, "seconds"}.
+  mesh (sharding.make_mesh): the frozen backbone is placed with sharding.param_shardings under `preset`
+  (no copy when it already is), the steer tree, its optimizer state and the rest replicated.
   """
   if not pairs:
     raise ValueError("train_steer: no preference pairs to train on")
@@ -119,6 +123,10 @@ def train_steer(cfg, model, pairs: list[PairExample], pad_id: int, *, workdir: s
   graphdef, steer, backbone, rest = steer_lib.split(model)
   optimizer = make_optimizer(cfg)
   steer = jax.tree.map(jnp.copy, steer)  # the updates donate the state; the model's own buffers stay valid
+  if mesh is not None:
+    replicated = NamedSharding(mesh, PartitionSpec())
+    backbone = jax.device_put(backbone, shd.param_shardings(backbone, mesh, preset))
+    steer, rest = jax.device_put((steer, rest), jax.tree.map(lambda _: replicated, (steer, rest)))
   state = TrainState(jnp.zeros((), jnp.int32), steer, optimizer.init(steer))
   temperature = float(cfg.temperature)
   batches = [pair_batch(model.config, p, pad_id, cfg.buckets) for p in pairs]

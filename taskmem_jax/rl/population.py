@@ -5,9 +5,10 @@ step); they differ in their reward settings (cfg.population: one dict of RewardC
 hence in their rewards, advantages, parameters and, on-policy, their histories. Parameters and
 optimizer states are stacked on a leading [P] axis; old log-probs, group gradients and the AdamW update
 are jax.vmap'ed over it, so a step is one compiled program per group shape whatever P is. On several
-devices, `make_mesh` lays out a ("population", "fsdp") mesh: members are spread over the population
-axis and each member's parameters are split over the fsdp axis (cfg.mesh.fsdp; -1 = every device, the
-setting for one large policy), and jit partitions the vmapped programs accordingly.
+devices, `make_mesh` lays out sharding.py's ("data", "fsdp", "expert", "tensor") mesh: members are
+spread over "data" and each member's parameters follow the preset's rules (cfg.mesh.preset: fsdp,
+fsdp_tensor, expert) over cfg.mesh.fsdp devices (-1 = every device, the setting for one large policy),
+and jit partitions the vmapped programs accordingly.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from taskmem_jax.rl.step import LossConfig, group_grad, split_log_probs
-from taskmem_jax.training.sft import TrainState
+from taskmem_jax import sharding as shd
+from taskmem_jax.training.sft import TrainState, tree_shardings
 
 
 def stack(trees):
@@ -35,51 +37,52 @@ def member(tree, p: int):
   return jax.tree.map(lambda x: x[p], tree)
 
 
-def make_mesh(size: int, fsdp: int = 1) -> Mesh | None:
-  """A ("population", "fsdp") device mesh for P = size members, or None on one device.
+def mesh_preset(mesh_cfg) -> str:
+  """The sharding preset of a cfg.mesh dict: its "preset" (default "fsdp")."""
+  return str(dict(mesh_cfg or {}).get("preset", "fsdp"))
 
-  fsdp: devices each member's parameters are split over (FSDP); -1 = all of them. The population axis
-  takes gcd(P, devices / fsdp) devices, so members are spread as far as they divide evenly.
+
+def make_mesh(size: int, mesh_cfg=None) -> Mesh | None:
+  """A sharding.py ("data", "fsdp", "expert", "tensor") mesh for P = size members, or None on one device.
+
+  mesh_cfg (cfg.mesh): {"preset": "single" | "fsdp" | "fsdp_tensor" | "expert", "fsdp": devices per member
+  (-1 = all, the default with a preset), "tensor": ..., "expert": ...}; the older {"fsdp": k} form means preset "fsdp"
+  over k devices per member. Each member's parameters are laid out by the preset over its k devices
+  (sharding.make_mesh); the "data" axis takes gcd(P, devices / k) groups of them, so members are spread
+  as far as they divide evenly.
   """
+  mesh_cfg = dict(mesh_cfg or {})
+  preset = mesh_preset(mesh_cfg)
   devices = jax.devices()
   n = len(devices)
-  if n < 2:
+  k = 1 if preset == "single" else int(mesh_cfg.get("fsdp", -1 if "preset" in mesh_cfg else 1))
+  k = n if k == -1 else k
+  if k < 1 or n % k:
+    raise ValueError(f"mesh fsdp={k}: must divide the {n} devices (or be -1 for all)")
+  data = math.gcd(size, n // k)
+  if data * k == 1:
     return None
-  fsdp = n if fsdp == -1 else fsdp
-  if fsdp < 1 or n % fsdp:
-    raise ValueError(f"mesh fsdp={fsdp}: must divide the {n} devices (or be -1 for all)")
-  pop = math.gcd(size, n // fsdp)
-  if pop * fsdp == 1:
-    return None
-  return Mesh(np.asarray(devices[:pop * fsdp]).reshape(pop, fsdp), ("population", "fsdp"))
+  inner = shd.make_mesh(preset, devices[:k], tensor=mesh_cfg.get("tensor"), expert=mesh_cfg.get("expert"))
+  grid = np.asarray(devices[:data * k]).reshape((data,) + inner.devices.shape[1:])
+  return Mesh(grid, shd.MESH_AXES)
 
 
-def state_sharding(tree, mesh: Mesh | None):
-  """Per leaf of a stacked tree [P, ...]: the member axis over "population", the largest other dimension
-  that the "fsdp" axis divides over "fsdp" (replicated when none does). None without a mesh."""
+def state_sharding(tree, mesh: Mesh | None, preset="fsdp"):
+  """Per leaf of a stacked tree [P, ...] (TrainState, params, grads): the member axis over "data" (when P
+  divides it), the rest as sharding.py's rules lay out the parameter the leaf belongs to (optimizer
+  moments as their parameter; scalars and unknown leaves replicated). None without a mesh."""
   if mesh is None:
     return None
-  pop, fsdp = mesh.shape["population"], mesh.shape["fsdp"]
-
-  def spec(leaf):
-    axes = ["population" if pop > 1 and leaf.ndim and leaf.shape[0] % pop == 0 else None] + [None] * (leaf.ndim - 1)
-    if fsdp > 1:
-      dims = sorted(range(1, leaf.ndim), key=lambda d: -leaf.shape[d])
-      dim = next((d for d in dims if leaf.shape[d] % fsdp == 0), None)
-      if dim is not None:
-        axes[dim] = "fsdp"
-    return NamedSharding(mesh, PartitionSpec(*axes[:leaf.ndim]))
-
-  return jax.tree.map(spec, tree)
+  return tree_shardings(tree, mesh, preset, lead="data")
 
 
 def batch_sharding(tree, mesh: Mesh | None):
-  """Stacked per-member inputs: the member axis over "population", the rest replicated."""
+  """Stacked per-member inputs: the member axis over "data", the rest replicated."""
   if mesh is None:
     return None
-  pop = mesh.shape["population"]
+  d = mesh.shape["data"]
   return jax.tree.map(lambda leaf: NamedSharding(mesh, PartitionSpec(
-      "population" if pop > 1 and leaf.ndim and leaf.shape[0] % pop == 0 else None)), tree)
+      "data" if d > 1 and leaf.ndim and leaf.shape[0] % d == 0 else None)), tree)
 
 
 def shard(tree, shardings):

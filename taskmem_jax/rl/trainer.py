@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from taskmem_jax.eval.curves import write_curves
@@ -136,13 +137,15 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
   optimizer = make_optimizer(cfg)
   apply = pop.make_apply(optimizer)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  mesh = pop.make_mesh(size, int(dict(cfg.get("mesh", None) or {}).get("fsdp", 1)))
+  mesh_cfg = dict(cfg.get("mesh", None) or {})
+  mesh, preset = pop.make_mesh(size, mesh_cfg), pop.mesh_preset(mesh_cfg)
   one = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
   state = pop.stack([one] * size)
-  sharding = pop.state_sharding(state, mesh)
+  sharding = pop.state_sharding(state, mesh, preset)
   state = pop.shard(state, sharding)
   del one, params
   ref_params = jax.tree.map(jnp.copy, state.params) if loss_cfg.kl_coef else None
+  rest = pop.shard(rest, None if mesh is None else jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), rest))
   slots = StreamSlots(cfg.num_streams, source.num_clips, n_min=cfg.n_min, n_max=cfg.n_max,
                       p_resample=cfg.p_resample, seed=cfg.seed, members=size)
   os.makedirs(cfg.workdir, exist_ok=True)

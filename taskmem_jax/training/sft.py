@@ -17,7 +17,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
+
+from taskmem_jax import sharding as shd
 
 from taskmem_jax.models.qwen3_vl import ModelInputs
 from taskmem_jax.training import checkpoint as ckpt
@@ -77,6 +80,53 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
   return jax.jit(step, donate_argnums=0)
 
 
+def _param_spec(keys, shape, mesh: Mesh, preset) -> tuple:
+  """The PartitionSpec entries of a leaf whose path ends in a model parameter's path (an optimizer moment
+  under optax's own keys, or the parameter itself); () (replicated) when no suffix names a parameter."""
+  names = shd._path(keys)
+  for i in range(len(names)):
+    try:
+      axes = shd.logical_axes(names[i:], shape)
+    except ValueError:
+      continue
+    return tuple(shd.spec_for(axes, shape, mesh, preset))
+  return ()
+
+
+def tree_shardings(tree, mesh: Mesh, preset="fsdp", lead=None):
+  """NamedSharding per leaf of any tree holding parameters (params, optax state, a TrainState): each leaf
+  shaped like a parameter whose path it ends with gets that parameter's sharding (sharding.param_shardings),
+  anything else (step, Adam's count) is replicated. lead: a mesh axis for a leading stacked axis (the
+  population's [P]), placed there when it divides that axis (else None = replicated on it)."""
+
+  def one(keys, leaf):
+    shape = tuple(leaf.shape)
+    if lead is None:
+      return NamedSharding(mesh, PartitionSpec(*_param_spec(keys, shape, mesh, preset)))
+    if not shape:
+      return NamedSharding(mesh, PartitionSpec())
+    head = lead if mesh.shape[lead] > 1 and shape[0] % mesh.shape[lead] == 0 else None
+    return NamedSharding(mesh, PartitionSpec(head, *_param_spec(keys, shape[1:], mesh, preset)))
+
+  return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def shard_batch(inputs: ModelInputs, loss_mask, mesh: Mesh, preset="fsdp"):
+  """device_put of a batch: [B, ...] rows (ids, masks, rope deltas, vision index; position_ids' B axis)
+  over the preset's batch axes where they divide B (sharding.activation_sharding); pixels and vision
+  metadata (per patch, not per row) replicated."""
+  rows = lambda x, axes: jax.device_put(x, shd.activation_sharding(mesh, preset, x.shape, axes))
+  row = lambda x: None if x is None else rows(x, ("batch",) + (None,) * (x.ndim - 1))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  inputs = inputs._replace(
+      input_ids=row(inputs.input_ids), attention_mask=row(inputs.attention_mask),
+      position_ids=rows(inputs.position_ids, (None, "batch", None)), rope_deltas=row(inputs.rope_deltas),
+      vision_index=row(inputs.vision_index),
+      pixel_values=None if inputs.pixel_values is None else jax.device_put(inputs.pixel_values, replicated),
+      vision_meta=None if inputs.vision_meta is None else jax.device_put(inputs.vision_meta, replicated))
+  return inputs, row(loss_mask)
+
+
 _OPTIMIZER_FIELDS = ("lr", "warmup_steps", "end_lr_ratio", "steps", "weight_decay", "b1", "b2", "grad_clip")
 
 
@@ -90,7 +140,7 @@ def _cached_step(graphdef, hyper: tuple):
 
 
 def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str | None = None,
-          progress: bool = True, stop_at: int | None = None) -> dict:
+          progress: bool = True, stop_at: int | None = None, mesh: Mesh | None = None, preset="fsdp") -> dict:
   """Trains `model` on `examples` (see data.py) for cfg.steps steps, resuming from cfg.workdir.
 
   The model's arrays are donated to the first step: use the returned model, not `model`, afterwards.
@@ -104,6 +154,10 @@ def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str |
   params, optimizer and data order included. Returns {"model": the trained model, "history": one
   dict per step (step, loss, tokens, grad_norm, lr), "first_step_s": seconds of the first step
   (compile included), "steps_per_s": rate of the later steps, "resumed_from": step or None}.
+
+  mesh (sharding.make_mesh): params and optimizer state are placed with sharding.param_shardings under
+  `preset` (each Adam moment as its parameter, scalars replicated), every batch is split over the
+  preset's batch axes where they divide it, and the donated state keeps its sharding step to step.
   """
   graphdef = nnx.graphdef(model)
   optimizer, step_fn = _cached_step(graphdef, tuple(getattr(cfg, k) for k in _OPTIMIZER_FIELDS))
@@ -117,6 +171,9 @@ def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str |
   if resumed_from is not None:
     state, data_state = ckpt.restore(manager, state, resumed_from)
     iterator.set_state(data_state)
+  if mesh is not None:
+    state = jax.device_put(state, tree_shardings(state, mesh, preset))
+    rest = jax.device_put(rest, tree_shardings(rest, mesh, preset))
   start = resumed_from or 0
 
   history, pending = [], []
@@ -126,6 +183,8 @@ def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str |
   end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
   for step in range(start + 1, end + 1):
     inputs, loss_mask = model_inputs(model.config, next(iterator))
+    if mesh is not None:
+      inputs, loss_mask = shard_batch(inputs, loss_mask, mesh, preset)
     state, metrics = step_fn(state, rest, inputs, loss_mask)
     pending.append((step, metrics))
     if first_step_s is None:

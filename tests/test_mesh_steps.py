@@ -1,0 +1,155 @@
+"""The SFT step, the Phase-One step, the DPO step and the rollout scan under a mesh: on 8 forced host
+devices, each preset (fsdp, fsdp_tensor, expert on tiny-moe) gives the losses, the parameter updates and
+the greedy rollout tokens of one device. One subprocess for every case, so JAX starts once.
+
+Sharded reductions sum in another order, and Adam turns a near-zero gradient's rounding into a full step
+for a few elements, so parameters are compared as updates (params - init): equal to 1e-3 of its norm.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POLICY = os.path.join(ROOT, "assets", "synthworld_policy")
+
+SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    import jax, numpy as np
+    from flax import nnx
+    sys.path.insert(0, "tests")
+    from taskmem_jax import sharding as shd
+    from taskmem_jax.models import qwen3_vl
+    from taskmem_jax.processing import Qwen3VLProcessor
+    from experiments.describe import tiny_checkpoint
+    assert jax.device_count() == 8, jax.devices()
+    tmp = sys.argv[1]
+    MOE = {"fsdp": "tiny", "fsdp_tensor": "tiny", "expert": "tiny-moe"}
+    times = {}
+
+    def leaves(tree):
+      return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+    def same_update(init, a, b, what):
+      da = np.concatenate([(x - i).ravel() for x, i in zip(a, init)])
+      db = np.concatenate([(x - i).ravel() for x, i in zip(b, init)])
+      assert np.linalg.norm(da) > 0, what
+      assert np.linalg.norm(da - db) < 1e-3 * np.linalg.norm(da), (what, np.linalg.norm(da), np.linalg.norm(da - db))
+
+    def spread(tree):
+      return max(len(x.sharding.device_set) for x in jax.tree.leaves(tree))
+
+    # --- SFT: 2 steps -------------------------------------------------------------------------
+    tic = time.perf_counter()
+    from test_sft import _config as sft_config, _text
+    from taskmem_jax.training import example_from_messages, train
+    ckpt = tiny_checkpoint(tmp)
+    processor = Qwen3VLProcessor.from_pretrained(ckpt)
+    words = ["red box left", "green cat sat", "blue ball rolls", "the sign shows four", "a person picks up",
+             "the cup moves right", "yellow star top", "nothing changed here"]
+    examples = [example_from_messages(processor, _text(w), "</think>\\n\\n" + w[::-1]) for w in words]
+    pad = processor.pad_token_id
+    sft = {}
+    for name, preset in [("tiny", None), ("tiny-moe", None), ("tiny", "fsdp"), ("tiny", "fsdp_tensor"),
+                         ("tiny-moe", "expert")]:
+      cfg = sft_config(f"{tmp}/sft_{name}_{preset}", steps=2, batch_size=8, warmup_steps=1, log_every=1)
+      model = qwen3_vl.init_random(qwen3_vl.preset(name), seed=0)
+      mesh = None if preset is None else shd.make_mesh(preset)
+      out = train(cfg, model, examples, pad, progress=False, mesh=mesh, preset=preset or "fsdp")
+      params = nnx.state(out["model"], nnx.Param)
+      if preset is not None:
+        assert spread(params) == 8, preset
+      sft[(name, preset)] = ([h["loss"] for h in out["history"]], leaves(params))
+    for name in ("tiny", "tiny-moe"):
+      init = leaves(nnx.state(qwen3_vl.init_random(qwen3_vl.preset(name), seed=0), nnx.Param))
+      for preset in [p for p, m in MOE.items() if m == name]:
+        np.testing.assert_allclose(sft[(name, preset)][0], sft[(name, None)][0], rtol=1e-5, err_msg=preset)
+        same_update(init, sft[(name, None)][1], sft[(name, preset)][1], "sft " + preset)
+    times["sft"] = time.perf_counter() - tic
+
+    # --- DPO: 2 steps -------------------------------------------------------------------------
+    tic = time.perf_counter()
+    from test_dpo import _config as dpo_config, _pairs
+    from taskmem_jax.adapters import steer as S
+    from taskmem_jax.phase_two.dpo import train_steer
+    dpo = {}
+    for name, preset in [("tiny", None), ("tiny-moe", None), ("tiny", "fsdp"), ("tiny", "fsdp_tensor"),
+                         ("tiny-moe", "expert")]:
+      model = S.add_steer(qwen3_vl.init_random(qwen3_vl.preset(name), seed=0), [2])
+      mesh = None if preset is None else shd.make_mesh(preset)
+      out = train_steer(dpo_config(2), model, _pairs(model.config), pad_id=0, progress=False, mesh=mesh,
+                        preset=preset or "fsdp")
+      dpo[(name, preset)] = ([h["loss"] for h in out["history"]], S.get_steer(model))
+    for name in ("tiny", "tiny-moe"):
+      for preset in [p for p, m in MOE.items() if m == name]:
+        np.testing.assert_allclose(dpo[(name, preset)][0], dpo[(name, None)][0], rtol=1e-5, err_msg=preset)
+        same_update([np.zeros_like(dpo[(name, None)][1])], [dpo[(name, None)][1]], [dpo[(name, preset)][1]],
+                    "dpo " + preset)
+    times["dpo"] = time.perf_counter() - tic
+
+    # --- the rollout scan: greedy tokens -------------------------------------------------------
+    tic = time.perf_counter()
+    from taskmem_jax.memory import rollout as R
+    from taskmem_jax.sampling import SamplingParams
+    from test_rollout import CLIP_GRID as grid
+    print({k: round(v, 1) for k, v in times.items()}, flush=True)
+    template = R.build_template(processor, grid, [2.5, 7.5], 6)
+    pixels = np.random.default_rng(0).standard_normal((2, 3, int(np.prod(grid)), 1536)).astype(np.float32)
+    stop = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    sp = SamplingParams(8, stop_token_ids=(stop,), pad_token_id=pad)
+    fmt = R.TokenFormat(-1, (), -1)
+    tokens = {}
+    for preset in (None, "fsdp", "fsdp_tensor"):
+      mesh = None if preset is None else shd.make_mesh(preset)
+      model = qwen3_vl.from_pretrained(ckpt, dtype=np.float32, mesh=mesh, preset=preset or "fsdp")
+      if preset is not None:
+        assert spread(nnx.state(model, nnx.Param)) == 8, preset
+      features, deepstack = R.encode_clips(model, pixels, grid)
+      out = R.rollout(model, template, features, deepstack, sp, fmt)
+      if preset is not None:
+        assert spread(nnx.state(model, nnx.Param)) == 8, preset  # still sharded: nothing gathered them
+      tokens[preset] = (out.tokens, out.logprobs)
+    for preset in ("fsdp", "fsdp_tensor"):
+      np.testing.assert_array_equal(tokens[preset][0], tokens[None][0], err_msg=preset)
+      np.testing.assert_allclose(tokens[preset][1], tokens[None][1], atol=1e-4, err_msg=preset)
+    times["rollout"] = time.perf_counter() - tic
+
+    # --- Phase One: one step of the shipped (dense) policy -------------------------------------
+    tic = time.perf_counter()
+    if os.path.isfile(os.path.join("assets", "synthworld_policy", "config.json")):
+      from test_phase_one import LengthJudge, _config as p1_config
+      from experiments.phase_one import make_source
+      from taskmem_jax.rl.trainer import train as p1_train
+      p1 = {}
+      for preset in (None, "fsdp", "fsdp_tensor"):
+        cfg = p1_config(f"{tmp}/p1_{preset}")
+        cfg.num_streams, cfg.group_size, cfg.steps = 1, 4, 2
+        cfg.mesh = {} if preset is None else {"preset": preset}
+        model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32)
+        result = p1_train(cfg, model, Qwen3VLProcessor.from_pretrained(cfg.checkpoint), make_source(cfg),
+                          LengthJudge(), progress=False)
+        assert sum(h["updates"] for h in result["history"]) >= 1, preset
+        p1[preset] = (result["history"], leaves(nnx.state(result["model"], nnx.Param)))
+      init = leaves(nnx.state(qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32), nnx.Param))
+      for preset in ("fsdp", "fsdp_tensor"):
+        for key in ("reward", "loss"):
+          a, b = ([h.get(key, np.nan) for h in p1[x][0]] for x in (preset, None))
+          np.testing.assert_allclose(a, b, rtol=1e-5, err_msg=f"{preset} {key}")
+        same_update(init, p1[None][1], p1[preset][1], "phase one " + preset)
+    times["phase_one"] = time.perf_counter() - tic
+    print({k: round(v, 1) for k, v in times.items()})
+    print("ok")
+""")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="forced host devices")
+def test_steps_under_a_mesh_equal_one_device(tmp_path):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
+         "PYTHONPATH": ROOT + os.pathsep + os.path.join(ROOT, "tests")}
+  out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True,
+                       timeout=900, cwd=ROOT)
+  assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+  assert out.stdout.strip().endswith("ok"), out.stdout[-2000:]
