@@ -126,7 +126,7 @@ SCRIPT = textwrap.dedent("""
       p1 = {}
       for preset in (None, "fsdp", "fsdp_tensor"):
         cfg = p1_config(f"{tmp}/p1_{preset}")
-        cfg.num_streams, cfg.group_size, cfg.steps = 1, 4, 2
+        cfg.num_streams, cfg.group_size, cfg.steps, cfg.max_new_tokens = 2, 4, 1, 48
         cfg.mesh = {} if preset is None else {"preset": preset}
         model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32)
         result = p1_train(cfg, model, Qwen3VLProcessor.from_pretrained(cfg.checkpoint), make_source(cfg),
