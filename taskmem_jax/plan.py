@@ -74,18 +74,7 @@ def target(name: str) -> tuple[int, float]:
 
 def mesh_shape(preset: str, n: int, *, tensor: int | None = None, expert: int | None = None) -> dict[str, int]:
   """The axis sizes sharding.make_mesh gives ``n`` devices, without needing the devices."""
-  if preset not in sharding_lib.RULES:
-    raise ValueError(f"sharding preset={preset!r}: unknown; choose one of {list(sharding_lib.PRESETS)}")
-  t = e = 1
-  if preset == "single":
-    n = 1
-  elif preset == "fsdp_tensor":
-    t = tensor or max(2**k for k in range(n.bit_length()) if 4**k <= n and n % 2**k == 0)
-  elif preset == "expert":
-    e = expert or n
-  if n % (t * e):
-    raise ValueError(f"mesh preset={preset!r}: tensor={t} x expert={e} must divide the {n} devices")
-  return dict(zip(sharding_lib.MESH_AXES, (1, n // (t * e), e, t)))
+  return dict(zip(sharding_lib.MESH_AXES, sharding_lib.mesh_shape(preset, n, tensor=tensor, expert=expert)))
 
 
 def _mesh(shape: Mapping[str, int]):

@@ -196,22 +196,27 @@ def activation_sharding(mesh: Mesh, preset: str | Mapping = "fsdp", shape: Seque
   return NamedSharding(mesh, spec_for(axes, shape, mesh, preset))
 
 
-def make_mesh(preset: str = "fsdp", devices: Sequence | None = None, *, tensor: int | None = None,
-              expert: int | None = None) -> Mesh:
-  """A ("data", "fsdp", "expert", "tensor") mesh over ``devices`` (default jax.devices()) for a preset;
-  shapes as in the module docstring. "single" uses the first device only."""
-  devices = list(jax.devices() if devices is None else devices)
-  n = len(devices)
+def mesh_shape(preset: str, n: int, *, tensor: int | None = None, expert: int | None = None) -> tuple[int, ...]:
+  """The (data, fsdp, expert, tensor) sizes make_mesh gives ``n`` devices for a preset (no devices needed,
+  so plan.py can use it for hardware it does not have)."""
   if preset not in RULES:
     raise ValueError(f"sharding preset={preset!r}: unknown; choose one of {list(PRESETS)}")
   t = e = 1
   if preset == "single":
-    devices, n = devices[:1], 1
+    n = 1
   elif preset == "fsdp_tensor":
     t = tensor or max(2 ** k for k in range(n.bit_length()) if 4 ** k <= n and n % 2 ** k == 0)
   elif preset == "expert":
     e = expert or n
   if n % (t * e):
     raise ValueError(f"mesh preset={preset!r}: tensor={t} x expert={e} must divide the {n} devices")
-  shape = (1, n // (t * e), e, t)
-  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+  return (1, n // (t * e), e, t)
+
+
+def make_mesh(preset: str = "fsdp", devices: Sequence | None = None, *, tensor: int | None = None,
+              expert: int | None = None) -> Mesh:
+  """A ("data", "fsdp", "expert", "tensor") mesh over ``devices`` (default jax.devices()) for a preset;
+  shapes as in the module docstring. "single" uses the first device only."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = mesh_shape(preset, len(devices), tensor=tensor, expert=expert)
+  return Mesh(np.asarray(devices[:math.prod(shape)]).reshape(shape), MESH_AXES)
