@@ -96,7 +96,7 @@ def run(output_dir: str, *, policy: str = "shipped", policy_dir: str = POLICY_DI
         with_phase_two: bool = False, phase_two_config=None) -> dict:
   os.makedirs(output_dir, exist_ok=True)
   # The shipped policy was trained on one of SynthWorld's renders (its synthworld.json says which).
-  stream = sw.generate(seed, sw.WorldConfig(num_clips=clips, render=sw.policy_render(policy_dir)))
+  stream = sw.generate(seed, sw.policy_world_config(policy_dir, num_clips=clips))
   video_path = sw.write_stream(stream, os.path.join(output_dir, "stream.mp4"))
   memory = memorise(stream, video_path, policy, policy_dir=policy_dir, budget=budget, max_new_tokens=max_new_tokens,
                     seed=seed, progress=progress)

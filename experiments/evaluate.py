@@ -77,8 +77,8 @@ def load(benchmark: str, data_dir: str):
     return B.load_egotempo(one("egotempo*.json"), videos)
   from taskmem_jax.benchmarks.synthworld import load_synthworld
   a, _, b = FLAGS.seeds.partition(":")
-  from taskmem_jax.envs.synthworld import policy_render
-  return load_synthworld(data_dir, range(int(a), int(b)), clips=FLAGS.clips, render=policy_render(evaluation_checkpoint()))
+  from taskmem_jax.envs.synthworld import policy_world
+  return load_synthworld(data_dir, range(int(a), int(b)), clips=FLAGS.clips, world=policy_world(evaluation_checkpoint()))
 
 
 def train_adapters(evaluation, model, processor) -> dict:

@@ -71,7 +71,7 @@ from taskmem_jax.envs.synthworld import (
   WorldConfig,
   build_synthworld_tokenizer,
   generate,
-  policy_render,
+  policy_world_config,
   render_clip,
   synthworld_model_config,
 )
@@ -87,14 +87,15 @@ DEFAULT_BUDGET = 40  # teacher memory budget, tokens of the description
 DEFAULT_UPSCALE = 1  # np.repeat factor on frame height and width before the processor
 
 
-def init_checkpoint(path: str, seed: int = 0) -> str:
-  """A random tiny Qwen3-VL (synthworld_model_config()) with the SynthWorld tokenizer, in HF format."""
+def init_checkpoint(path: str, seed: int = 0, render: str | None = None) -> str:
+  """A random tiny Qwen3-VL (synthworld_model_config(render=render)) with the SynthWorld tokenizer, in HF
+  format."""
   from taskmem_jax.models import qwen3_vl
 
   if not os.path.isfile(os.path.join(path, "config.json")):
     os.makedirs(path, exist_ok=True)
     build_synthworld_tokenizer(path)
-    qwen3_vl.save_pretrained(qwen3_vl.init_random(synthworld_model_config(), seed=seed), path)
+    qwen3_vl.save_pretrained(qwen3_vl.init_random(synthworld_model_config(render=render), seed=seed), path)
   return path
 
 
@@ -107,10 +108,13 @@ def upscale(clip: VideoClip, factor: int) -> VideoClip:
 
 
 def window_records(seed: int, *, num_clips: int, budget_tokens: int = DEFAULT_BUDGET, upscale_factor: int = 1,
-                   teacher_seed: int | None = None, teacher_order: str = "random", render: str = "sprites"):
+                   teacher_seed: int | None = None, teacher_order: str = "random", render: str = "sprites",
+                   world: WorldConfig | None = None):
   """(stream, teacher memory, [(window, messages, target)]) for one stream. teacher_order: see
-  teacher.teacher_memory ("time" makes the target a function of the video); render: WorldConfig.render."""
-  stream = generate(seed, WorldConfig(num_clips=num_clips, render=render))
+  teacher.teacher_memory ("time" makes the target a function of the video); render: WorldConfig.render;
+  world: the whole WorldConfig instead (its num_clips replaced by num_clips; render ignored)."""
+  world = WorldConfig(num_clips=num_clips, render=render) if world is None else dataclasses.replace(world, num_clips=num_clips)
+  stream = generate(seed, world)
   rng = np.random.default_rng(seed if teacher_seed is None else teacher_seed)
   memory = teacher_episodic_memory(stream, budget_tokens=budget_tokens, rng=rng, order=teacher_order)
   records = []
@@ -150,7 +154,7 @@ def _pixels_of(processor, stream, window, previous, upscale_factor):
 
 def make_examples(processor, seeds, *, num_clips: int, budget_tokens: int = DEFAULT_BUDGET,
                   upscale_factor: int = 1, jsonl_path: str | None = None, teacher_order: str = "random",
-                  render: str = "sprites", lazy: bool = False) -> list:
+                  render: str = "sprites", lazy: bool = False, world: WorldConfig | None = None) -> list:
   """Training examples (training.data format) of every window of every seed's stream, seeds in order.
 
   jsonl_path: also write {"seed", "clip", "start", "end", "previous", "target"} per example (the video
@@ -163,7 +167,7 @@ def make_examples(processor, seeds, *, num_clips: int, budget_tokens: int = DEFA
   for seed in seeds:
     stream, memory, records = window_records(seed, num_clips=num_clips, budget_tokens=budget_tokens,
                                              upscale_factor=upscale_factor, teacher_order=teacher_order,
-                                             render=render)
+                                             render=render, world=world)
     for window, messages, target in records:
       example = example_from_messages(processor, messages, target)
       if lazy:
@@ -193,7 +197,8 @@ def evaluate_policy(checkpoint: str, seed: int, *, num_clips: int, workdir: str,
 
   model = qwen3_vl.from_pretrained(checkpoint, dtype=jnp.float32)
   processor = Qwen3VLProcessor.from_pretrained(checkpoint)
-  stream = generate(seed, WorldConfig(num_clips=num_clips, render=render or policy_render(checkpoint)))
+  overrides = {"render": render} if render else {}
+  stream = generate(seed, policy_world_config(checkpoint, num_clips=num_clips, **overrides))
   path = write_stream(stream, os.path.join(workdir, f"heldout_{seed}.mp4"))
   tic = time.perf_counter()
   memory, records = memorize_stream(model, processor, path, stream.duration,

@@ -38,11 +38,11 @@ def define_flags() -> None:
 def make_source(cfg):
   """The stream source named by cfg.env."""
   if cfg.env == "synthworld":
-    from taskmem_jax.envs.synthworld import WorldConfig
+    from taskmem_jax.envs.synthworld import policy_world_config
     from taskmem_jax.rl.streams import SynthWorldSource
-    from taskmem_jax.envs.synthworld import policy_render
-    render = cfg.get("render", "") or policy_render(cfg.checkpoint)
-    return SynthWorldSource(WorldConfig(num_clips=cfg.world_clips, render=render), seed_base=cfg.seed_base,
+    overrides = {"render": cfg.render} if cfg.get("render", "") else {}
+    world = policy_world_config(cfg.checkpoint, num_clips=cfg.world_clips, **overrides)
+    return SynthWorldSource(world, seed_base=cfg.seed_base,
                             teacher_budget=cfg.teacher_budget, teacher_seed=cfg.seed)
   if cfg.env == "videos":
     from taskmem_jax.rl.streams import VideoFilesSource

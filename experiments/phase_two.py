@@ -38,7 +38,7 @@ def run(cfg, output_dir: str, progress=print) -> dict:
   processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
   with cfg.unlocked():
     cfg.render = cfg.render or sw.policy_render(cfg.checkpoint)
-  stream = sw.generate(cfg.seed, sw.WorldConfig(num_clips=cfg.clips, render=cfg.render))
+  stream = sw.generate(cfg.seed, sw.policy_world_config(cfg.checkpoint, num_clips=cfg.clips, render=cfg.render))
   tasks = sw.make_tasks(stream, seed=cfg.seed, tasks=tuple(t for t in cfg.tasks.split(",") if t) or sw.TASKS)
   results = experiment.run(cfg, model, processor, stream, tasks, progress=progress)
   for task, adapters in results["_adapters"].items():

@@ -17,12 +17,20 @@ from taskmem_jax.envs.synthworld.reader import answer as reader_answer
 
 
 def load_synthworld(data_dir: str, seeds, *, clips: int = 8, tasks=sw.TASKS, questions_per_task: int | None = None,
-                    render: str = "sprites") -> Benchmark:
+                    render: str | None = None, world: dict | None = None) -> Benchmark:
+  """world: WorldConfig fields (e.g. a policy's sw.policy_world); render overrides world's render."""
   os.makedirs(data_dir, exist_ok=True)
+  options = dict(world or {})
+  if render is not None:
+    options["render"] = render
+  config = sw.WorldConfig(**{**options, "num_clips": clips})
+  # The file name says which world it holds, so that worlds never share a cached mp4.
+  variant = config.render + ("_aligned" if config.patch_aligned else "") + (
+      f"_f{config.min_facts}-{config.max_facts}" if (config.min_facts, config.max_facts) != (6, 12) else "")
   streams = []
   for seed in seeds:
-    world = sw.generate(seed, sw.WorldConfig(num_clips=clips, render=render))
-    path = os.path.join(data_dir, f"synthworld_{seed}_{render}.mp4")
+    world = sw.generate(seed, config)
+    path = os.path.join(data_dir, f"synthworld_{seed}_{variant}.mp4")
     if not os.path.exists(path):
       sw.write_stream(world, path)
     questions = []

@@ -5,6 +5,7 @@ demo both call `run`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -23,7 +24,7 @@ from taskmem_jax.rl.streams import SynthWorldSource
 def run(cfg, model, processor, stream, tasks: dict, *, progress=None) -> dict:
   """cfg: experiments/configs/phase_two_synthworld.py. tasks: task -> questions (arrival order)."""
   steer_lib.add_steer(model, tuple(cfg.steer_layers) or None)
-  source = SynthWorldSource(sw.WorldConfig(num_clips=cfg.train_clips, render=stream.config.render),
+  source = SynthWorldSource(dataclasses.replace(stream.config, num_clips=cfg.train_clips),
                             seed_base=cfg.train_seed_base,
                             teacher_budget=cfg.teacher_budget)
   reward = RewardConfig(memory_token_threshold=cfg.reward_memory_threshold)

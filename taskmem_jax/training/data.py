@@ -136,18 +136,32 @@ def collate(examples: Sequence[dict[str, np.ndarray]], buckets: Sequence[int], p
 
 
 def make_dataset(examples: Sequence[dict[str, np.ndarray]], *, batch_size: int, buckets: Sequence[int],
-                 pad_id: int, seed: int, num_epochs: int | None = None) -> grain.MapDataset:
+                 pad_id: int, seed: int, num_epochs: int | None = None, group_by_grid: bool = False) -> grain.MapDataset:
   """Shuffled (reshuffled every epoch), repeated (None = forever), batched and padded examples.
 
   Iterate with iter(dataset); the iterator's get_state() / set_state() is a small JSON-able dict,
   saved with each model checkpoint. The last partial batch of the whole run is dropped.
+
+  group_by_grid: batches are formed once, from a seeded shuffle, among examples of one video grid (each
+  grid's leftover examples that cannot fill a batch are dropped); the batches are then shuffled every
+  epoch. Batches of mixed grids would otherwise force batch_size=1.
   """
   if batch_size < 1:
     raise DataError(f"batch_size must be >= 1, got {batch_size}")
   if len(examples) < batch_size:
     raise DataError(f"{len(examples)} examples cannot fill a batch of {batch_size}")
-  return (grain.MapDataset.source(list(examples)).shuffle(seed=seed).repeat(num_epochs)
-          .batch(batch_size, drop_remainder=True, batch_fn=lambda xs: collate(xs, buckets, pad_id)))
+  if not group_by_grid:
+    return (grain.MapDataset.source(list(examples)).shuffle(seed=seed).repeat(num_epochs)
+            .batch(batch_size, drop_remainder=True, batch_fn=lambda xs: collate(xs, buckets, pad_id)))
+  groups: dict[tuple, list[int]] = {}
+  for i in np.random.default_rng(seed).permutation(len(examples)).tolist():
+    grid = examples[i]["video_grid_thw"].tolist() if "video_grid_thw" in examples[i] else None
+    groups.setdefault(repr(grid), []).append(i)
+  batches = [rows[k:k + batch_size] for rows in groups.values() for k in range(0, len(rows) - batch_size + 1, batch_size)]
+  if not batches:
+    raise DataError(f"no video grid has {batch_size} examples: group_by_grid cannot fill a batch")
+  return (grain.MapDataset.source(batches).shuffle(seed=seed).repeat(num_epochs)
+          .map(lambda rows: collate([examples[i] for i in rows], buckets, pad_id)))
 
 
 def model_inputs(config: Qwen3VLConfig, batch: dict[str, np.ndarray]) -> tuple[ModelInputs, np.ndarray]:

@@ -41,12 +41,25 @@ def lr_schedule(cfg) -> optax.Schedule:
                                             end_value=cfg.lr * cfg.end_lr_ratio)
 
 
-def make_optimizer(cfg) -> optax.GradientTransformation:
-  """Global-norm clipping, then AdamW; weight decay only on matrices (not norms or biases)."""
-  return optax.chain(
+def is_frozen(path, frozen: tuple[str, ...]) -> bool:
+  """Whether a parameter at `path` (key path from nnx.split) lies under one of the `frozen` top-level
+  modules (e.g. ("visual",): the vision tower)."""
+  first = path[0]
+  return getattr(first, "key", getattr(first, "name", first)) in frozen
+
+
+def make_optimizer(cfg, frozen: tuple[str, ...] = ()) -> optax.GradientTransformation:
+  """Global-norm clipping, then AdamW; weight decay only on matrices (not norms or biases). Parameters
+  under `frozen` modules get zero updates (no decay either)."""
+  adamw = optax.chain(
       optax.clip_by_global_norm(cfg.grad_clip),
       optax.adamw(lr_schedule(cfg), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay,
                   mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)))
+  if not frozen:
+    return adamw
+  labels = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, _: "frozen" if is_frozen(path, frozen) else "train", params)
+  return optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()}, labels)
 
 
 def init_state(model: nnx.Module, optimizer: optax.GradientTransformation):
@@ -55,13 +68,18 @@ def init_state(model: nnx.Module, optimizer: optax.GradientTransformation):
   return graphdef, rest, TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
 
-def loss_fn(graphdef, params, rest, inputs: ModelInputs, loss_mask: jax.Array):
-  """(loss, tokens) of one batch; pure in params."""
+def loss_fn(graphdef, params, rest, inputs: ModelInputs, loss_mask: jax.Array, frozen: tuple[str, ...] = ()):
+  """(loss, tokens) of one batch; pure in params. Parameters under `frozen` modules get no gradient
+  (stop_gradient, so XLA drops their backward pass)."""
+  if frozen:
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, p: jax.lax.stop_gradient(p) if is_frozen(path, frozen) else p, params)
   logits = nnx.merge(graphdef, params, rest).forward(inputs)
   return masked_cross_entropy(logits, inputs.input_ids, loss_mask)
 
 
-def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule: optax.Schedule | None = None):
+def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule: optax.Schedule | None = None,
+                    frozen: tuple[str, ...] = ()):
   """The jitted step: (TrainState, rest, ModelInputs, loss_mask [B, L]) -> (TrainState, metrics).
 
   The state argument is donated. metrics: loss, tokens, grad_norm (before clipping), lr; float32
@@ -69,7 +87,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
   """
 
   def step(state: TrainState, rest, inputs: ModelInputs, loss_mask):
-    grad_fn = jax.value_and_grad(lambda p: loss_fn(graphdef, p, rest, inputs, loss_mask), has_aux=True)
+    grad_fn = jax.value_and_grad(lambda p: loss_fn(graphdef, p, rest, inputs, loss_mask, frozen), has_aux=True)
     (loss, tokens), grads = grad_fn(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -131,12 +149,12 @@ _OPTIMIZER_FIELDS = ("lr", "warmup_steps", "end_lr_ratio", "steps", "weight_deca
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_step(graphdef, hyper: tuple):
-  """One jitted step per (model structure, optimizer settings), so that repeated train() calls in a
-  process (a resume, tests, sweeps) reuse its compilations."""
+def _cached_step(graphdef, hyper: tuple, frozen: tuple[str, ...] = ()):
+  """One jitted step per (model structure, optimizer settings, frozen modules), so that repeated train()
+  calls in a process (a resume, tests, sweeps) reuse its compilations."""
   cfg = types.SimpleNamespace(**dict(zip(_OPTIMIZER_FIELDS, hyper)))
-  optimizer = make_optimizer(cfg)
-  return optimizer, make_train_step(graphdef, optimizer, lr_schedule(cfg))
+  optimizer = make_optimizer(cfg, frozen)
+  return optimizer, make_train_step(graphdef, optimizer, lr_schedule(cfg), frozen)
 
 
 def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str | None = None,
@@ -149,7 +167,9 @@ def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str |
   changes the cosine schedule of the remaining steps.
 
   cfg fields: steps, batch_size, buckets, seed, lr, warmup_steps, end_lr_ratio, weight_decay, b1, b2,
-  grad_clip, log_every, save_every, keep_checkpoints, workdir, export_dir ("" = no export).
+  grad_clip, log_every, save_every, keep_checkpoints, workdir, export_dir ("" = no export); optional:
+  frozen (top-level module names whose parameters stay fixed, e.g. ("visual",); default none) and
+  group_by_grid (batch examples of one video grid together, so batch_size > 1 works with mixed grids).
   Checkpoints go to cfg.workdir/checkpoints; when one exists the run continues from the latest,
   params, optimizer and data order included. Returns {"model": the trained model, "history": one
   dict per step (step, loss, tokens, grad_norm, lr), "first_step_s": seconds of the first step
@@ -160,10 +180,15 @@ def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str |
   preset's batch axes where they divide it, and the donated state keeps its sharding step to step.
   """
   graphdef = nnx.graphdef(model)
-  optimizer, step_fn = _cached_step(graphdef, tuple(getattr(cfg, k) for k in _OPTIMIZER_FIELDS))
+  frozen = tuple(cfg.get("frozen", ()) if hasattr(cfg, "get") else getattr(cfg, "frozen", ()))
+  unknown = [name for name in frozen if not hasattr(model, name)]
+  if unknown:
+    raise ValueError(f"cfg.frozen={frozen}: the model has no module {unknown[0]!r}")
+  optimizer, step_fn = _cached_step(graphdef, tuple(getattr(cfg, k) for k in _OPTIMIZER_FIELDS), frozen)
   graphdef, rest, state = init_state(model, optimizer)
+  group_by_grid = bool(cfg.get("group_by_grid", False) if hasattr(cfg, "get") else getattr(cfg, "group_by_grid", False))
   dataset = make_dataset(examples, batch_size=cfg.batch_size, buckets=tuple(cfg.buckets), pad_id=pad_id,
-                         seed=cfg.seed)
+                         seed=cfg.seed, group_by_grid=group_by_grid)
   iterator = iter(dataset)
   manager = ckpt.make_manager(os.path.join(cfg.workdir, "checkpoints"), keep=cfg.keep_checkpoints,
                               save_every=cfg.save_every)

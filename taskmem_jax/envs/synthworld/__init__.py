@@ -3,7 +3,8 @@
 render (layout, palette, digit font, sprites) <- world (config, dynamics, facts, streams) <- questions
 (task families, answers and distractors from the facts) and video (mp4 files read through the
 processor's decord path, and the same clips rendered in memory); tokenizer (a word-level tokenizer over
-the closed vocabulary, with Qwen's control tokens and chat template).
+the closed vocabulary, with Qwen's control tokens and chat template); vision_labels (per-token labels
+for the vision stage of policy training).
 """
 
 from taskmem_jax.envs.synthworld.questions import (LETTERS, TASK_KINDS, TASKS, Question, facts_needed_by,
@@ -13,11 +14,12 @@ from taskmem_jax.envs.synthworld.tokenizer import (build_synthworld_tokenizer, d
                                                    vocabulary)
 from taskmem_jax.envs.synthworld.video import render_clip, write_stream
 from taskmem_jax.envs.synthworld.world import (CLIP_SECONDS, KINDS, Fact, Scene, Stream, WorldConfig, generate,
-                                               policy_render)
+                                               policy_render, policy_world, policy_world_config)
 
 __all__ = [
     "CLIP_SECONDS", "COLOURS", "KINDS", "LETTERS", "REGIONS", "SHAPES", "TASKS", "TASK_KINDS", "Codebook", "Fact",
     "Question", "Scene", "Stream", "WorldConfig", "build_synthworld_tokenizer", "detokenize", "facts_needed_by",
-    "generate", "make_questions", "make_tasks", "policy_render", "render_clip", "synthworld_model_config", "vocabulary",
+    "generate", "make_questions", "make_tasks", "policy_render", "policy_world",
+    "policy_world_config", "render_clip", "synthworld_model_config", "vocabulary",
     "write_stream",
 ]

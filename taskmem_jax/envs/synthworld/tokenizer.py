@@ -107,13 +107,24 @@ def token_ids(extra_words=()) -> dict[str, int]:
   return {token: i for i, token in enumerate(tokens)}
 
 
-def synthworld_model_config(base: Qwen3VLConfig | None = None, extra_words=()) -> Qwen3VLConfig:
+# Spatial merge per render, so that one merged vision token covers exactly one region: the sprite room's
+# 32-px regions are 2x2 patches of 16 px, the schematic room's 48-px regions 3x3 (vision_labels.py).
+REGION_MERGE = {"sprites": 2, "schematic": 3}
+
+
+def synthworld_model_config(base: Qwen3VLConfig | None = None, extra_words=(), render: str | None = None) -> Qwen3VLConfig:
   """`base` (default PRESETS["tiny"]) with vocab_size = the vocabulary's size and the four vision
-  token ids where this tokenizer puts them."""
+  token ids where this tokenizer puts them. render: also set the vision tower's spatial merge to
+  REGION_MERGE[render] (None keeps base's)."""
   base = PRESETS["tiny"] if base is None else base
   ids = token_ids(extra_words)
   text = dataclasses.replace(base.text, vocab_size=len(ids))
-  return base.replace(text=text, **{field: ids[token] for field, token in VISION_TOKENS.items()})
+  vision = base.vision
+  if render is not None:
+    if render not in REGION_MERGE:
+      raise ValueError(f"render={render!r}: expected one of {tuple(REGION_MERGE)}")
+    vision = dataclasses.replace(vision, spatial_merge_size=REGION_MERGE[render])
+  return base.replace(text=text, vision=vision, **{field: ids[token] for field, token in VISION_TOKENS.items()})
 
 
 def build_synthworld_tokenizer(path: str | os.PathLike, extra_words=()) -> dict[str, int]:

@@ -55,6 +55,10 @@ class WorldConfig:
   max_facts: int = 12
   max_objects: int = 8
   render: str = "sprites"  # render.RENDERS: the 64x64 sprite room, or the 96x96 schematic (one patch per cell)
+  # Events only at odd frames. Clips start on even frames, so at fps 2 (the processor's sampling rate)
+  # every event's before and after frames are the two frames of one 2-frame temporal patch: the vision
+  # tower sees each change inside one patch instead of across two (what a tiny from-scratch tower can read).
+  patch_aligned: bool = False
 
   def __post_init__(self):
     def fail(field, why):
@@ -75,6 +79,10 @@ class WorldConfig:
     # Clip 0 loses frame 0, and every event needs a frame of its own.
     if self.max_facts > self.frames_per_clip - 1:
       fail("max_facts", f"must be <= frames per clip - 1 = {self.frames_per_clip - 1} at fps={self.fps}")
+    if self.patch_aligned and self.max_facts > self.frames_per_clip // 2:
+      fail("max_facts", f"must be <= {self.frames_per_clip // 2} (the odd frames of a clip) with patch_aligned")
+    if self.patch_aligned and self.frames_per_clip % 2:
+      fail("patch_aligned", f"needs an even number of frames per clip, got {self.frames_per_clip} at fps={self.fps}")
     if self.render not in RENDERS:
       fail("render", f"must be one of {RENDERS}")
     if self.max_objects > len(COLOURS) * len(SHAPES):
@@ -223,23 +231,44 @@ class Stream:
       raise ValueError(f"clip={clip!r}: the stream has clips 0..{self.num_clips - 1}")
 
 
-POLICY_FILE = "synthworld.json"  # in a policy checkpoint folder: {"render": ...}, the frames it was trained on
+POLICY_FILE = "synthworld.json"  # in a policy checkpoint folder: the WorldConfig fields it was trained on
+POLICY_FIELDS = ("render", "patch_aligned", "min_facts", "max_facts", "fps", "num_people", "max_objects")
 
 
-def policy_render(checkpoint_dir: str | None) -> str:
-  """The render a SynthWorld policy was trained on: checkpoint_dir/synthworld.json's "render", else
-  "sprites" (also for None)."""
+def policy_world(checkpoint_dir: str | None) -> dict:
+  """The world a SynthWorld policy was trained on: the WorldConfig fields (POLICY_FIELDS) that
+  checkpoint_dir/synthworld.json records; {} without the file (or for None): the default world."""
   import json
   import os
 
   path = os.path.join(checkpoint_dir or "", POLICY_FILE)
   if not checkpoint_dir or not os.path.isfile(path):
-    return "sprites"
+    return {}
   with open(path, encoding="utf-8") as f:
-    render = json.load(f).get("render", "sprites")
-  if render not in RENDERS:
-    raise ValueError(f"{path}: render={render!r}; expected one of {RENDERS}")
-  return render
+    try:
+      recorded = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not valid JSON ({e})") from e
+  if not isinstance(recorded, dict):
+    raise ValueError(f"{path}: expected a JSON object of WorldConfig fields, got {type(recorded).__name__}")
+  unknown = sorted(set(recorded) - set(POLICY_FIELDS))
+  if unknown:
+    raise ValueError(f"{path}: unknown field {unknown[0]!r}; expected some of {POLICY_FIELDS}")
+  try:
+    WorldConfig(**recorded)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{path}: {e}") from e
+  return recorded
+
+
+def policy_world_config(checkpoint_dir: str | None, **overrides) -> WorldConfig:
+  """WorldConfig of the policy's world (policy_world), with `overrides` (e.g. num_clips) on top."""
+  return WorldConfig(**{**policy_world(checkpoint_dir), **overrides})
+
+
+def policy_render(checkpoint_dir: str | None) -> str:
+  """The render a SynthWorld policy was trained on ("sprites" without a synthworld.json)."""
+  return policy_world(checkpoint_dir).get("render", "sprites")
 
 
 def generate(seed: int, config: WorldConfig = WorldConfig()) -> Stream:
@@ -257,7 +286,8 @@ def generate(seed: int, config: WorldConfig = WorldConfig()) -> Stream:
   for clip in range(config.num_clips):
     frames = range(clip * n, (clip + 1) * n)
     count = int(rng.integers(config.min_facts, config.max_facts + 1))
-    events = set(rng.choice(frames[1 if clip == 0 else 0:], count, replace=False).tolist())
+    candidates = frames[1::2] if config.patch_aligned else frames[1 if clip == 0 else 0:]
+    events = set(rng.choice(candidates, count, replace=False).tolist())
     for frame in frames:
       if frame in events:
         facts.append(_fact(frame, config, room.step(rng)))

@@ -1,0 +1,171 @@
+r"""Trains the SynthWorld memorization policy from a random tiny Qwen3-VL in three stages, and exports it.
+
+  PYTHONPATH=. .venv/bin/python -m experiments.train_synthworld_policy --config.workdir=WORK \
+      [--config.export_dir=assets/synthworld_policy]
+
+Stages (experiments/configs/synthworld_policy.py; each resumes from WORK/<stage>/checkpoints and is
+skipped once WORK/<stage>/export exists):
+1. vision: the tower and its main merger learn, through a linear probe, the sprite code of every cell
+   of a token's region in both frames of its temporal patch and whether it changed
+   (envs/synthworld/vision_labels.py; training/vision_stage.py).
+2. reading: tower frozen; the prompt is one clip's video and "describe the video.", the target all of
+   the clip's facts in time order.
+3. windows: tower frozen; the streaming window prompt (memory.window_messages: up to 5 clips, the
+   previous teacher memories) and the teacher's memory of the new clip (a random subset that fits the
+   budget), as make_sft_data.py builds them.
+The export gets synthworld.json (the world's WorldConfig fields), which the demo, Phase One, Phase Two
+and evaluate follow. Held-out greedy rollouts (--config.eval_seeds) report parse rate and faithfulness.
+
+Why stages: trained end to end on stage 3 alone, the tiny from-scratch tower learns to ignore the video
+(experiments/make_sft_data.py has the measurements). The world is the readable one: the schematic
+render with one vision token per region (spatial merge 3) and patch-aligned events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+from experiments.make_sft_data import _seed_range, evaluate_policy, init_checkpoint, make_examples
+from taskmem_jax.envs.synthworld import WorldConfig, generate, render_clip
+from taskmem_jax.envs.synthworld.vision_labels import label_classes, token_labels
+from taskmem_jax.envs.synthworld.world import POLICY_FILE
+from taskmem_jax.io import atomic_write_json
+from taskmem_jax.processing.patchify import normalize, patchify
+
+READING_REQUEST = "describe the video."
+
+
+class VisionClips:
+  """Every clip of every seed's stream as (pixel_values, grid_thw, token labels), rendered on access.
+
+  Pixels are the processor's for a 10-s window at the world's native size (2 fps, no resize), which
+  tests/test_train_synthworld_policy.py checks against Qwen3VLProcessor."""
+
+  def __init__(self, seeds, world: WorldConfig, vision_config):
+    self.streams = [generate(seed, world) for seed in seeds]
+    self.world, self.vision = world, vision_config
+    self.classes = label_classes(self.streams[0])
+
+  def __len__(self):
+    return len(self.streams) * self.world.num_clips
+
+  def __getitem__(self, i):
+    stream = self.streams[i // self.world.num_clips]
+    frames = np.asarray(stream.clip_frames(i % self.world.num_clips))
+    pixels, grid = patchify(normalize(stream.render_frames(frames)), self.vision)
+    return pixels, grid, token_labels(stream, frames)
+
+
+def reading_examples(processor, seeds, world: WorldConfig) -> list:
+  """Stage 2: per clip, (its video + READING_REQUEST) -> all its facts in time order."""
+  from taskmem_jax.training.data import example_from_messages
+
+  examples = []
+  for seed in seeds:
+    stream = generate(seed, world)
+    for clip in range(world.num_clips):
+      start, end = stream.clip_span(clip)
+      messages = [{"role": "user", "content": [{"type": "video", "video": render_clip(stream, start, end)},
+                                               {"type": "text", "text": READING_REQUEST}]}]
+      examples.append(example_from_messages(processor, messages, " ".join(f.text for f in stream.facts_in(clip))))
+  return examples
+
+
+def _stage_dirs(cfg, stage: str) -> tuple[str, str]:
+  workdir = os.path.join(cfg.workdir, stage)
+  return workdir, os.path.join(workdir, "export")
+
+
+def run(cfg, progress: bool = True) -> dict:
+  """All stages; returns {"export": dir, "stages": {stage: summary}, "eval": [...]}."""
+  import jax.numpy as jnp
+
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.processing import Qwen3VLProcessor
+  from taskmem_jax.training import train
+  from taskmem_jax.training.checkpoint import export_pretrained
+  from taskmem_jax.training.vision_stage import evaluate_vision_stage, train_vision_stage
+
+  world = WorldConfig(num_clips=cfg.num_clips, **dict(cfg.world))
+  init = init_checkpoint(os.path.join(cfg.workdir, "init"), seed=cfg.init_seed, render=world.render)
+  processor = Qwen3VLProcessor.from_pretrained(init)
+  summary, previous = {}, init
+
+  # 1. vision
+  workdir, export = _stage_dirs(cfg, "vision")
+  if not os.path.isfile(os.path.join(export, "config.json")):
+    model = qwen3_vl.from_pretrained(init, dtype=jnp.float32)
+    clips = VisionClips(_seed_range(cfg.vision.seeds), world, model.config.vision)
+    vcfg = cfg.vision.copy_and_resolve_references()
+    with vcfg.unlocked():
+      vcfg.workdir = workdir
+    tic = time.perf_counter()
+    result = train_vision_stage(vcfg, model, clips, clips.classes, progress=progress)
+    heldout = VisionClips(range(5000, 5004), world, model.config.vision)
+    summary["vision"] = {"seconds": round(time.perf_counter() - tic, 1), "last": result["history"][-1],
+                         "heldout_probe_accuracy": evaluate_vision_stage(model, heldout, heldout.classes)}
+    print("vision stage:", json.dumps(summary["vision"]))
+    export_pretrained(model, export, init)
+  previous = export
+
+  # 2. reading, 3. windows: SFT with the tower frozen.
+  for stage in ("reading", "windows"):
+    workdir, export = _stage_dirs(cfg, stage)
+    scfg = cfg[stage].copy_and_resolve_references()
+    with scfg.unlocked():
+      scfg.workdir, scfg.export_dir = workdir, export
+    if not os.path.isfile(os.path.join(export, "config.json")):
+      model = qwen3_vl.from_pretrained(previous, dtype=jnp.float32)
+      seeds = _seed_range(scfg.seeds)
+      if stage == "reading":
+        examples = reading_examples(processor, seeds, world)
+      else:
+        examples = make_examples(processor, seeds, num_clips=cfg.num_clips, budget_tokens=cfg.budget,
+                                 teacher_order=scfg.teacher_order, world=world, lazy=True)
+      tic = time.perf_counter()
+      result = train(scfg, model, examples, processor.pad_token_id, tokenizer_dir=init, progress=progress)
+      history = result["history"]
+      summary[stage] = {"examples": len(examples), "seconds": round(time.perf_counter() - tic, 1),
+                        "loss_first": history[0]["loss"], "loss_last": history[-1]["loss"]}
+      print(f"{stage} stage:", json.dumps(summary[stage]))
+    previous = export
+
+  final = cfg.export_dir or os.path.join(cfg.workdir, "export")
+  if os.path.abspath(final) != os.path.abspath(previous):
+    export_pretrained(qwen3_vl.from_pretrained(previous, dtype=jnp.float32), final, init)
+  world_fields = {k: getattr(world, k) for k in dict(cfg.world)}
+  atomic_write_json(os.path.join(final, POLICY_FILE), world_fields)
+  evaluations = []
+  for seed in _seed_range(cfg.eval_seeds):
+    result = evaluate_policy(final, seed, num_clips=cfg.num_clips, workdir=cfg.workdir)
+    evaluations.append(result)
+    print(json.dumps({k: v for k, v in result.items() if k != "texts"}))
+    for text in result["texts"][:4]:
+      print("  ", text)
+  atomic_write_json(os.path.join(cfg.workdir, "summary.json"),
+                    {"export": final, "stages": summary,
+                     "eval": [{k: v for k, v in r.items() if k != "texts"} for r in evaluations]})
+  return {"export": final, "stages": summary, "eval": evaluations}
+
+
+def main(argv):
+  del argv
+  from absl import flags, logging
+
+  logging.set_verbosity(logging.WARNING)
+  run(flags.FLAGS.config)
+
+
+if __name__ == "__main__":
+  from absl import app
+  from ml_collections import config_flags
+
+  config_flags.DEFINE_config_file(
+      "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "synthworld_policy.py"),
+      "Policy recipe config.")
+  app.run(main)
+

@@ -1,0 +1,67 @@
+"""The policy recipe (experiments/train_synthworld_policy.py): its vision-stage pixels are the
+processor's, its reading examples say what the clip shows, and a tiny run of all three stages resumes,
+exports a loadable policy with its world recorded, and rolls it out."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments.configs import synthworld_policy
+from experiments.make_sft_data import init_checkpoint
+from experiments.train_synthworld_policy import READING_REQUEST, VisionClips, reading_examples, run
+from taskmem_jax.envs import synthworld as sw
+from taskmem_jax.envs.synthworld.vision_labels import LABELS_PER_TOKEN
+from taskmem_jax.processing import Qwen3VLProcessor
+
+WORLD = sw.WorldConfig(num_clips=2, render="schematic", patch_aligned=True, max_facts=10)
+
+
+@pytest.fixture(scope="module")
+def processor(tmp_path_factory):
+  path = init_checkpoint(str(tmp_path_factory.mktemp("init")), render="schematic")
+  return Qwen3VLProcessor.from_pretrained(path)
+
+
+def test_vision_clips_are_the_processors_pixels(processor):
+  clips = VisionClips([3], WORLD, processor.config.vision)
+  assert len(clips) == 2
+  pixels, grid, labels = clips[1]
+  stream = sw.generate(3, WORLD)
+  batch = processor([[{"role": "user", "content": [{"type": "video", "video": sw.render_clip(stream, 10, 20)}]}]])
+  np.testing.assert_array_equal(grid, batch["video_grid_thw"][0])
+  np.testing.assert_allclose(pixels, batch["pixel_values_videos"], atol=1e-6)
+  assert labels.shape == (int(grid[0]) * 4, LABELS_PER_TOKEN)
+
+
+def test_reading_examples_target_every_fact(processor):
+  (first, second) = reading_examples(processor, [3], WORLD)
+  stream = sw.generate(3, WORLD)
+  tokenizer = processor.tokenizer
+  target = tokenizer.decode(second["input_ids"][second["loss_mask"] > 0][:-1])
+  assert target == " ".join(f.text for f in stream.facts_in(1))
+  prompt = tokenizer.decode(second["input_ids"][second["loss_mask"] == 0])
+  assert READING_REQUEST in prompt
+
+
+def test_tiny_recipe_runs_resumes_and_exports(tmp_path):
+  cfg = synthworld_policy.get_config()
+  cfg.workdir = str(tmp_path / "work")
+  cfg.num_clips = 2
+  cfg.eval_seeds = "100:101"
+  cfg.vision.update(dict(seeds="0:3", steps=4, batch_size=2, log_every=2, save_every=2))
+  cfg.reading.update(dict(seeds="0:2", steps=2, batch_size=2, log_every=1, save_every=1))
+  cfg.windows.update(dict(seeds="2:4", steps=2, batch_size=1, log_every=1, save_every=1))
+  result = run(cfg, progress=False)
+  export = result["export"]
+  assert json.load(open(os.path.join(export, "synthworld.json"))) == {
+      "render": "schematic", "patch_aligned": True, "max_facts": 10}
+  assert sw.policy_world_config(export, num_clips=2) == WORLD
+  assert set(result["stages"]) == {"vision", "reading", "windows"}
+  assert 0.0 <= result["stages"]["vision"]["heldout_probe_accuracy"] <= 1.0
+  (evaluation,) = result["eval"]
+  assert evaluation["windows"] == 2
+  # A rerun finds every stage exported and trains nothing.
+  again = run(cfg, progress=False)
+  assert again["stages"] == {}
