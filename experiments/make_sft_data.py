@@ -18,7 +18,11 @@ target is a function of the video (the default stays the teacher's definition). 
 --render=schematic trains on the 96x96 schematic frames (one 16-px patch per cell) and writes
 {"render": ...} to the export's synthworld.json, which the demo and evaluate_policy follow.
 
-The shipped policy assets/synthworld_policy/ was produced by (seeds 0..31, 8 clips each, teacher budget
+The shipped policy is now made by experiments/train_synthworld_policy.py (a vision stage, a reading stage,
+then these window examples with the tower frozen), which reads the video. What follows is the history
+of the first policy, trained by this script alone, and why it could not read the video.
+
+The first policy (formerly assets/synthworld_policy/) was produced by (seeds 0..31, 8 clips each, teacher budget
 40, no upscaling: 256 examples, video grids [10..50, 4, 4], 12888 target tokens; config
 experiments/configs/sft_synthworld.py with --config.steps=500, batch 1, lr 2e-3, seed 0; random init seed 0):
 

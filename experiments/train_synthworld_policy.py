@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from experiments.make_sft_data import _seed_range, evaluate_policy, init_checkpoint, make_examples
+from experiments.make_sft_data import LazyVideoExample, _seed_range, evaluate_policy, init_checkpoint, make_examples
 from taskmem_jax.envs.synthworld import WorldConfig, generate, render_clip
 from taskmem_jax.envs.synthworld.vision_labels import label_classes, token_labels
 from taskmem_jax.envs.synthworld.world import POLICY_FILE
@@ -60,18 +60,27 @@ class VisionClips:
     return pixels, grid, token_labels(stream, frames)
 
 
-def reading_examples(processor, seeds, world: WorldConfig) -> list:
-  """Stage 2: per clip, (its video + READING_REQUEST) -> all its facts in time order."""
+def _reading_messages(stream, clip: int) -> list:
+  start, end = stream.clip_span(clip)
+  return [{"role": "user", "content": [{"type": "video", "video": render_clip(stream, start, end)},
+                                       {"type": "text", "text": READING_REQUEST}]}]
+
+
+def reading_examples(processor, seeds, world: WorldConfig, lazy: bool = False) -> list:
+  """Stage 2: per clip, (its video + READING_REQUEST) -> all its facts in time order. lazy: pixels
+  rendered on access (make_sft_data.LazyVideoExample)."""
   from taskmem_jax.training.data import example_from_messages
 
   examples = []
   for seed in seeds:
     stream = generate(seed, world)
     for clip in range(world.num_clips):
-      start, end = stream.clip_span(clip)
-      messages = [{"role": "user", "content": [{"type": "video", "video": render_clip(stream, start, end)},
-                                               {"type": "text", "text": READING_REQUEST}]}]
-      examples.append(example_from_messages(processor, messages, " ".join(f.text for f in stream.facts_in(clip))))
+      example = example_from_messages(processor, _reading_messages(stream, clip),
+                                      " ".join(f.text for f in stream.facts_in(clip)))
+      if lazy:
+        render = lambda s=stream, c=clip: processor([_reading_messages(s, c)])["pixel_values_videos"]
+        example = LazyVideoExample(example, render)
+      examples.append(example)
   return examples
 
 
@@ -86,7 +95,7 @@ def run(cfg, progress: bool = True) -> dict:
 
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.processing import Qwen3VLProcessor
-  from taskmem_jax.training import train
+  from taskmem_jax.training import train, with_vision_features
   from taskmem_jax.training.checkpoint import export_pretrained
   from taskmem_jax.training.vision_stage import evaluate_vision_stage, train_vision_stage
 
@@ -122,10 +131,11 @@ def run(cfg, progress: bool = True) -> dict:
       model = qwen3_vl.from_pretrained(previous, dtype=jnp.float32)
       seeds = _seed_range(scfg.seeds)
       if stage == "reading":
-        examples = reading_examples(processor, seeds, world)
+        examples = reading_examples(processor, seeds, world, lazy=True)
       else:
         examples = make_examples(processor, seeds, num_clips=cfg.num_clips, budget_tokens=cfg.budget,
                                  teacher_order=scfg.teacher_order, world=world, lazy=True)
+      examples = with_vision_features(examples, model, progress=progress)  # the tower is frozen
       tic = time.perf_counter()
       result = train(scfg, model, examples, processor.pad_token_id, tokenizer_dir=init, progress=progress)
       history = result["history"]

@@ -10,6 +10,7 @@ from taskmem_jax.envs.synthworld import (
   WorldConfig,
   build_synthworld_tokenizer,
   generate,
+  policy_render,
   synthworld_model_config,
 )
 from taskmem_jax.envs.synthworld.teacher import count_tokens, teacher_memory
@@ -59,6 +60,9 @@ def test_shipped_policy_loads():
   processor = Qwen3VLProcessor.from_pretrained(POLICY)
   check_tokenizer(processor.tokenizer, model.config)
   assert model.config.text.vocab_size == synthworld_model_config().text.vocab_size
+  # The policy's world is recorded, and its vision tower puts one token on each region of that world.
+  render = policy_render(POLICY)
+  assert model.config.vision.spatial_merge_size == synthworld_model_config(render=render).vision.spatial_merge_size
 
 
 def test_time_order_teacher_keeps_the_earliest_facts_that_fit():

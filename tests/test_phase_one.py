@@ -202,13 +202,13 @@ def test_official_30b_config_values():
 @pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
 def test_video_files_source_trains_from_mp4_and_teacher_json(tmp_path):
   from experiments.phase_one import make_source
-  from taskmem_jax.envs.synthworld import WorldConfig, generate, write_stream
+  from taskmem_jax.envs.synthworld import generate, policy_world_config, write_stream
   from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.processing import Qwen3VLProcessor
   from taskmem_jax.rl.trainer import train
 
-  stream = generate(77, WorldConfig(num_clips=3))
+  stream = generate(77, policy_world_config(POLICY, num_clips=3))
   write_stream(stream, tmp_path / "v.mp4")
   teacher = teacher_episodic_memory(stream, budget_tokens=40, rng=np.random.default_rng(0))
   teacher.save(tmp_path / "v.json")

@@ -54,9 +54,9 @@ def test_adapt_stream_end_to_end():
 
   model = S.add_steer(qwen3_vl.from_pretrained(POLICY, dtype=np.float32))
   processor = Qwen3VLProcessor.from_pretrained(POLICY)
-  stream = sw.generate(1000, sw.WorldConfig(num_clips=5))
+  stream = sw.generate(1000, sw.policy_world_config(POLICY, num_clips=5))
   tasks = {t: q for t, q in sw.make_tasks(stream, seed=1000, tasks=("counting", "spatial")).items()}
-  source = SynthWorldSource(sw.WorldConfig(num_clips=4), seed_base=20_000)
+  source = SynthWorldSource(sw.policy_world_config(POLICY, num_clips=4), seed_base=20_000)
   cache = CacheConfig(num_samples=4, max_new_tokens=48)
   stats = []
 

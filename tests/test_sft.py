@@ -154,3 +154,80 @@ def test_video_batch_and_single_compile(ckpt_dir, processor, examples):
   for example in examples:
     state, metrics = step(state, rest, *model_inputs(config, collate([example], (48,), processor.pad_token_id)))
   assert step._cache_size() == 2
+
+
+def test_group_by_grid_batches_share_a_grid(examples):
+  grids = ([1, 4, 4], [2, 4, 4])
+  videos = [dict(examples[i % 2], pixel_values_videos=np.full((16 * grids[i % 3 == 0][0], 1), i, np.float32),
+                 video_grid_thw=np.array([grids[i % 3 == 0]])) for i in range(9)]
+  dataset = make_dataset(videos, batch_size=2, buckets=(48, 96), pad_id=0, seed=1, group_by_grid=True)
+  # grid [2,4,4]: rows 0,3,6 -> 1 batch (one left over); grid [1,4,4]: 6 rows -> 3 batches.
+  assert len(make_dataset(videos, batch_size=2, buckets=(48, 96), pad_id=0, seed=1, group_by_grid=True,
+                          num_epochs=1)) == 4
+  it = iter(dataset)
+  seen = set()
+  for _ in range(4):
+    batch = next(it)
+    t = int(batch["video_grid_thw"][0, 0])
+    assert (batch["video_grid_thw"][:, 0] == t).all() and len(batch["pixel_values_videos"]) == 2 * 16 * t
+    seen.update(np.unique(batch["pixel_values_videos"]).astype(int).tolist())
+  assert len(seen) == 8  # every batch distinct within the epoch
+  state = it.get_state()
+  want = next(it)
+  again = iter(dataset)
+  again.set_state(state)
+  assert all(np.array_equal(want[k], v) for k, v in next(again).items())
+  with pytest.raises(DataError, match="no video grid has 3 examples"):
+    make_dataset(videos[:3], batch_size=3, buckets=(48,), pad_id=0, seed=1, group_by_grid=True)
+
+
+def test_frozen_modules_stay_bitwise_fixed(tmp_path, ckpt_dir, processor):
+  clip = np.random.default_rng(0).integers(0, 255, (4, 64, 64, 3), np.uint8)
+  from taskmem_jax.processing.video import VideoClip
+  video = VideoClip(clip, np.arange(4), 2.0, 0.0, 2.0, 0)
+  messages = [{"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": "what"}]}]
+  examples = [example_from_messages(processor, messages, "</think>\n\nred"),
+              example_from_messages(processor, messages, "</think>\n\nblue")]
+  model = qwen3_vl.from_pretrained(ckpt_dir, dtype=jnp.float32)
+  before = jax.tree.map(np.array, nnx_state(model))
+  cfg = _config(tmp_path, steps=3, frozen=("visual",), buckets=(128, 256), batch_size=2, weight_decay=0.1)
+  trained = train(cfg, model, examples, processor.pad_token_id, progress=False)["model"]
+  after = jax.tree.map(np.array, nnx_state(trained))
+  flat_before = dict(jax.tree_util.tree_leaves_with_path(before))
+  changed = {jax.tree_util.keystr(p): not np.array_equal(flat_before[p], x)
+             for p, x in jax.tree_util.tree_leaves_with_path(after)}
+  assert not any(v for k, v in changed.items() if k.startswith("['visual']"))
+  assert changed["['lm_head']['weight'].value"] if "['lm_head']['weight'].value" in changed else any(
+      v for k, v in changed.items() if k.startswith("['language_model']"))
+  with pytest.raises(ValueError, match="no module 'vision'"):
+    train(_config(tmp_path / "x", steps=1, frozen=("vision",)), trained, examples, processor.pad_token_id,
+          progress=False)
+
+
+def nnx_state(model):
+  from flax import nnx
+  return nnx.state(model, nnx.Param)
+
+
+def test_precomputed_vision_features_give_the_same_loss(ckpt_dir, processor):
+  from taskmem_jax.processing.video import VideoClip
+  from taskmem_jax.training import with_vision_features
+  from taskmem_jax.training.data import batch_features
+  from taskmem_jax.training.sft import loss_fn
+
+  clip = np.random.default_rng(1).integers(0, 255, (4, 64, 64, 3), np.uint8)
+  video = VideoClip(clip, np.arange(4), 2.0, 0.0, 2.0, 0)
+  messages = [{"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": "what"}]}]
+  examples = [example_from_messages(processor, messages, "</think>\n\nred"),
+              example_from_messages(processor, messages, "</think>\n\nblue")]
+  model = qwen3_vl.from_pretrained(ckpt_dir, dtype=jnp.float32)
+  cached = with_vision_features(examples, model, progress=False)
+  assert "pixel_values_videos" not in cached[0] and cached[0]["video_deepstack"].shape[0] == 3
+  from flax import nnx
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  direct = collate(examples, (128, 256), processor.pad_token_id)
+  fast = collate(cached, (128, 256), processor.pad_token_id)
+  want = loss_fn(graphdef, params, rest, *model_inputs(model.config, direct))[0]
+  got = loss_fn(graphdef, params, rest, *model_inputs(model.config, fast), (), batch_features(fast))[0]
+  np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
+  assert batch_features(direct) is None

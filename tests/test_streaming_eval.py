@@ -10,6 +10,7 @@ import pytest
 from taskmem_jax.benchmarks.base import Benchmark, Question, Segment, Stream
 from taskmem_jax.benchmarks.synthworld import load_synthworld, reader_answerer
 from taskmem_jax.eval import answerers as A
+from taskmem_jax.envs import synthworld as sw
 from taskmem_jax.eval import streaming
 from taskmem_jax.memory.store import EpisodicMemory, Window
 
@@ -69,7 +70,7 @@ def test_run_resume_and_bad_stream(tmp_path, monkeypatch):
   from taskmem_jax.processing import Qwen3VLProcessor
 
   bench = load_synthworld(str(tmp_path / "data"), [11, 12], clips=3, tasks=("counting", "spatial"),
-                          questions_per_task=2)
+                          questions_per_task=2, world=sw.policy_world(POLICY))
   missing = Stream("missing", (Segment(str(tmp_path / "nope.mp4"), 0.0),),
                    (Question("m0", "counting", "how many?", ("1", "2", "3", "4"), "A", 10.0),), duration=30.0)
   bench = Benchmark("synthworld", [bench.streams[0], missing, bench.streams[1]])
@@ -234,7 +235,8 @@ def test_phase_two_schedule_online(tmp_path, monkeypatch):
 
     non_redundancy = faithfulness
 
-  bench = load_synthworld(str(tmp_path / "data"), [21], clips=3, tasks=("counting", "ocr"), questions_per_task=None)
+  bench = load_synthworld(str(tmp_path / "data"), [21], clips=3, tasks=("counting", "ocr"), questions_per_task=None,
+                          world=sw.policy_world(POLICY))
   model = S.add_steer(qwen3_vl.from_pretrained(POLICY, dtype=np.float32))
   policy = (model, Qwen3VLProcessor.from_pretrained(POLICY))
   evaluation = streaming.StreamingEvaluation(bench, str(tmp_path / "w"), policy, reader_answerer,

@@ -15,6 +15,7 @@ from taskmem_jax.training.data import (
                                        make_dataset,
                                        make_example,
                                        model_inputs,
+                                       with_vision_features,
 )
 from taskmem_jax.training.loss import masked_cross_entropy
 from taskmem_jax.training.sft import (
@@ -30,5 +31,5 @@ from taskmem_jax.training.sft import (
 __all__ = [
     "DataError", "TrainState", "bucket_length", "collate", "example_from_messages", "export_pretrained",
     "init_state", "load_jsonl", "loss_fn", "lr_schedule", "make_dataset", "make_example", "make_manager",
-    "make_optimizer", "make_train_step", "masked_cross_entropy", "model_inputs", "restore", "save", "train",
+    "make_optimizer", "make_train_step", "masked_cross_entropy", "model_inputs", "with_vision_features", "restore", "save", "train",
 ]

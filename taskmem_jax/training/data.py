@@ -130,9 +130,40 @@ def collate(examples: Sequence[dict[str, np.ndarray]], buckets: Sequence[int], p
     raise DataError(f"a batch mixes video grids {grids}: examples of one batch must share the video grid "
                     "(or all have none); use batch_size=1 for variable grids")
   if grids[0] is not None:
-    batch["pixel_values_videos"] = np.concatenate([e["pixel_values_videos"] for e in examples])
+    for key in ("pixel_values_videos", "video_features"):
+      if key in examples[0]:
+        batch[key] = np.concatenate([e[key] for e in examples])
+    if "video_deepstack" in examples[0]:
+      batch["video_deepstack"] = np.concatenate([e["video_deepstack"] for e in examples], axis=1)
     batch["video_grid_thw"] = np.concatenate([e["video_grid_thw"] for e in examples])
   return batch
+
+
+def with_vision_features(examples, model, *, progress: bool = True) -> list[dict[str, np.ndarray]]:
+  """Examples with their videos replaced by the model's vision features (for a frozen tower: computed
+  once here instead of at every step): "video_features" [n, H] and "video_deepstack" [k, n, H] float32
+  instead of "pixel_values_videos". One jitted encode per distinct video grid; examples are read one at
+  a time, so lazy examples (pixels rendered on access) never all sit in memory."""
+  from tqdm import tqdm
+
+  out = []
+  for e in tqdm(examples, desc="vision features", unit="example", disable=not progress):
+    e = dict(e)
+    if "pixel_values_videos" in e:
+      features, deepstack = model.vision_features(e.pop("pixel_values_videos"), e["video_grid_thw"])
+      e["video_features"] = np.asarray(features, np.float32)
+      e["video_deepstack"] = np.stack([np.asarray(d, np.float32) for d in deepstack]) if deepstack else (
+          np.zeros((0, *e["video_features"].shape), np.float32))
+    out.append(e)
+  return out
+
+
+def batch_features(batch: dict[str, np.ndarray]):
+  """(features [n, H], DeepStack features list of [n, H]) of a batch built from with_vision_features
+  examples, or None for a batch with pixels or without video."""
+  if "video_features" not in batch:
+    return None
+  return batch["video_features"], list(batch["video_deepstack"])
 
 
 def make_dataset(examples: Sequence[dict[str, np.ndarray]], *, batch_size: int, buckets: Sequence[int],
@@ -168,7 +199,7 @@ def model_inputs(config: Qwen3VLConfig, batch: dict[str, np.ndarray]) -> tuple[M
   """Host-side index work for one batch -> (ModelInputs, loss_mask [B, L]) for the jitted step."""
   inputs = prepare_inputs(config, batch["input_ids"], batch["attention_mask"],
                           pixel_values_videos=batch.get("pixel_values_videos"),
-                          video_grid_thw=batch.get("video_grid_thw"))
+                          video_grid_thw=batch.get("video_grid_thw"), require_pixels="video_features" not in batch)
   # Fixed dtypes, so equal shapes always hit the same compiled step.
   inputs = inputs._replace(position_ids=np.asarray(inputs.position_ids, np.int32),
                            rope_deltas=np.asarray(inputs.rope_deltas, np.int32))

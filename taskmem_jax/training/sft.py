@@ -24,7 +24,7 @@ from taskmem_jax import sharding as shd
 
 from taskmem_jax.models.qwen3_vl import ModelInputs
 from taskmem_jax.training import checkpoint as ckpt
-from taskmem_jax.training.data import make_dataset, model_inputs
+from taskmem_jax.training.data import batch_features, make_dataset, model_inputs
 from taskmem_jax.training.loss import masked_cross_entropy
 
 
@@ -68,13 +68,16 @@ def init_state(model: nnx.Module, optimizer: optax.GradientTransformation):
   return graphdef, rest, TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
 
-def loss_fn(graphdef, params, rest, inputs: ModelInputs, loss_mask: jax.Array, frozen: tuple[str, ...] = ()):
+def loss_fn(graphdef, params, rest, inputs: ModelInputs, loss_mask: jax.Array, frozen: tuple[str, ...] = (),
+            features=None):
   """(loss, tokens) of one batch; pure in params. Parameters under `frozen` modules get no gradient
-  (stop_gradient, so XLA drops their backward pass)."""
+  (stop_gradient, so XLA drops their backward pass). features: (vision features, DeepStack list) computed
+  beforehand (data.with_vision_features) instead of the tower's forward on inputs.pixel_values."""
   if frozen:
     params = jax.tree_util.tree_map_with_path(
         lambda path, p: jax.lax.stop_gradient(p) if is_frozen(path, frozen) else p, params)
-  logits = nnx.merge(graphdef, params, rest).forward(inputs)
+  model = nnx.merge(graphdef, params, rest)
+  logits = model.forward(inputs) if features is None else model.forward_from_features(inputs, *features)
   return masked_cross_entropy(logits, inputs.input_ids, loss_mask)
 
 
@@ -86,8 +89,9 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
   device scalars. Compiles once per distinct batch shape (length bucket, video grid).
   """
 
-  def step(state: TrainState, rest, inputs: ModelInputs, loss_mask):
-    grad_fn = jax.value_and_grad(lambda p: loss_fn(graphdef, p, rest, inputs, loss_mask, frozen), has_aux=True)
+  def step(state: TrainState, rest, inputs: ModelInputs, loss_mask, features=None):
+    grad_fn = jax.value_and_grad(lambda p: loss_fn(graphdef, p, rest, inputs, loss_mask, frozen, features),
+                                 has_aux=True)
     (loss, tokens), grads = grad_fn(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -207,10 +211,12 @@ def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str |
   tic = time.perf_counter()
   end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
   for step in range(start + 1, end + 1):
-    inputs, loss_mask = model_inputs(model.config, next(iterator))
+    batch = next(iterator)
+    inputs, loss_mask = model_inputs(model.config, batch)
+    features = batch_features(batch)
     if mesh is not None:
       inputs, loss_mask = shard_batch(inputs, loss_mask, mesh, preset)
-    state, metrics = step_fn(state, rest, inputs, loss_mask)
+    state, metrics = step_fn(state, rest, inputs, loss_mask, features)
     pending.append((step, metrics))
     if first_step_s is None:
       jax.block_until_ready(metrics)  # once, to tell compile time apart from step time
