@@ -62,6 +62,8 @@ def test_tiny_recipe_runs_resumes_and_exports(tmp_path):
   assert 0.0 <= result["stages"]["vision"]["heldout_probe_accuracy"] <= 1.0
   (evaluation,) = result["eval"]
   assert evaluation["windows"] == 2
+  reading = result["reading"]
+  assert 0.0 <= reading["right"] <= 1.0 and reading["facts_written"] >= 0
   # A rerun finds every stage exported and trains nothing.
   again = run(cfg, progress=False)
   assert again["stages"] == {}
