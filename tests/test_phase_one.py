@@ -87,12 +87,13 @@ def test_crc32c_and_events_decode_with_protobuf(tmp_path):
 
 
 class LengthJudge(Judge):
-  """Passes every memory and ranks longer ones first: a judge whose rewards vary with the policy's
-  output, so that updates happen even when the policy's memories are not faithful."""
+  """Passes memories of an even number of words and ranks longer ones first: a judge whose rewards vary
+  with the policy's output whatever the policy writes, so that updates happen even when its memories
+  are not faithful."""
   name = "length"
 
   def faithfulness(self, ctx, descriptions):
-    return [Verdict(True)] * len(descriptions)
+    return [Verdict(len(d.split()) % 2 == 0) for d in descriptions]
 
   def non_redundancy(self, ctx, descriptions):
     return [Verdict(True)] * len(descriptions)
@@ -108,9 +109,9 @@ def _config(workdir):
   cfg.workdir = str(workdir)
   cfg.num_streams, cfg.group_size, cfg.steps, cfg.off_policy_steps = 2, 4, 4, 1
   cfg.n_min, cfg.n_max, cfg.world_clips = 1, 2, 3
-  cfg.max_new_tokens = 48
-  cfg.reward.memory_token_threshold = 40  # some memories pass, some do not: the rewards vary
-  cfg.lr = 1e-3
+  cfg.max_new_tokens = 64  # the shipped policy writes ~50-token responses; a cut one fails the format check
+  cfg.reward.memory_token_threshold = 60  # all within budget: LengthJudge makes the rewards vary
+  cfg.lr = 1e-4  # larger steps break the shipped policy's response format within one update
   cfg.save_every = 1
   cfg.temperature = 1.0
   return cfg

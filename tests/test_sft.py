@@ -181,13 +181,19 @@ def test_group_by_grid_batches_share_a_grid(examples):
     make_dataset(videos[:3], batch_size=3, buckets=(48,), pad_id=0, seed=1, group_by_grid=True)
 
 
-def test_frozen_modules_stay_bitwise_fixed(tmp_path, ckpt_dir, processor):
-  clip = np.random.default_rng(0).integers(0, 255, (4, 64, 64, 3), np.uint8)
+def _video_examples(processor, seed):
+  """Two examples sharing one random 4-frame video."""
   from taskmem_jax.processing.video import VideoClip
+
+  clip = np.random.default_rng(seed).integers(0, 255, (4, 64, 64, 3), np.uint8)
   video = VideoClip(clip, np.arange(4), 2.0, 0.0, 2.0, 0)
   messages = [{"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": "what"}]}]
-  examples = [example_from_messages(processor, messages, "</think>\n\nred"),
-              example_from_messages(processor, messages, "</think>\n\nblue")]
+  return [example_from_messages(processor, messages, "</think>\n\nred"),
+          example_from_messages(processor, messages, "</think>\n\nblue")]
+
+
+def test_frozen_modules_stay_bitwise_fixed(tmp_path, ckpt_dir, processor):
+  examples = _video_examples(processor, 0)
   model = qwen3_vl.from_pretrained(ckpt_dir, dtype=jnp.float32)
   before = jax.tree.map(np.array, nnx_state(model))
   cfg = _config(tmp_path, steps=3, frozen=("visual",), buckets=(128, 256), batch_size=2, weight_decay=0.1)
@@ -210,16 +216,11 @@ def nnx_state(model):
 
 
 def test_precomputed_vision_features_give_the_same_loss(ckpt_dir, processor):
-  from taskmem_jax.processing.video import VideoClip
   from taskmem_jax.training import with_vision_features
   from taskmem_jax.training.data import batch_features
   from taskmem_jax.training.sft import loss_fn
 
-  clip = np.random.default_rng(1).integers(0, 255, (4, 64, 64, 3), np.uint8)
-  video = VideoClip(clip, np.arange(4), 2.0, 0.0, 2.0, 0)
-  messages = [{"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": "what"}]}]
-  examples = [example_from_messages(processor, messages, "</think>\n\nred"),
-              example_from_messages(processor, messages, "</think>\n\nblue")]
+  examples = _video_examples(processor, 1)
   model = qwen3_vl.from_pretrained(ckpt_dir, dtype=jnp.float32)
   cached = with_vision_features(examples, model, progress=False)
   assert "pixel_values_videos" not in cached[0] and cached[0]["video_deepstack"].shape[0] == 3
