@@ -5,9 +5,9 @@ r"""Trains the SynthWorld memorization policy from a random tiny Qwen3-VL in thr
 
 Stages (experiments/configs/synthworld_policy.py; each resumes from WORK/<stage>/checkpoints and is
 skipped once WORK/<stage>/export exists):
-1. vision: the tower and its main merger learn, through a linear probe, the sprite code of every cell
-   of a token's region in both frames of its temporal patch and whether it changed
-   (envs/synthworld/vision_labels.py; training/vision_stage.py).
+1. vision: the tower and its mergers learn, through linear probes on the main and DeepStack features,
+   the attributes of every cell of a token's region in both frames of its temporal patch and whether
+   it changed (envs/synthworld/vision_labels.py; training/vision_stage.py).
 2. reading: tower frozen; the prompt is one clip's video and "describe the video.", the target all of
    the clip's facts in time order.
 3. windows: tower frozen; the streaming window prompt (memory.window_messages: up to 5 clips, the

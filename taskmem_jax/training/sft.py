@@ -184,13 +184,13 @@ def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str |
   preset's batch axes where they divide it, and the donated state keeps its sharding step to step.
   """
   graphdef = nnx.graphdef(model)
-  frozen = tuple(cfg.get("frozen", ()) if hasattr(cfg, "get") else getattr(cfg, "frozen", ()))
+  frozen = tuple(getattr(cfg, "frozen", ()))
   unknown = [name for name in frozen if not hasattr(model, name)]
   if unknown:
     raise ValueError(f"cfg.frozen={frozen}: the model has no module {unknown[0]!r}")
   optimizer, step_fn = _cached_step(graphdef, tuple(getattr(cfg, k) for k in _OPTIMIZER_FIELDS), frozen)
   graphdef, rest, state = init_state(model, optimizer)
-  group_by_grid = bool(cfg.get("group_by_grid", False) if hasattr(cfg, "get") else getattr(cfg, "group_by_grid", False))
+  group_by_grid = bool(getattr(cfg, "group_by_grid", False))
   dataset = make_dataset(examples, batch_size=cfg.batch_size, buckets=tuple(cfg.buckets), pad_id=pad_id,
                          seed=cfg.seed, group_by_grid=group_by_grid)
   iterator = iter(dataset)
