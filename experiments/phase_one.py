@@ -56,7 +56,7 @@ def make_judge(cfg):
   """The judge named by cfg.judge."""
   if cfg.judge == "ground_truth":
     from taskmem_jax.rewards import GroundTruthJudge
-    return GroundTruthJudge()
+    return GroundTruthJudge(cfg.get("judge_scope", "window"))
   if cfg.judge == "local":
     from taskmem_jax.rewards import LocalLLMJudge
     if not cfg.judge_checkpoint:

@@ -33,8 +33,20 @@ Measured on 2 CPU cores, the run that made assets/synthworld_policy (the default
   new clip (3% would be by chance), 24% are true of some clip, and no memory is wholly faithful.
 Variant (--config.windows.teacher_order=time --config.windows.steps=400): demo stream Acc 11.1 against
 7.1, redundancy 0.42 against 0.75, still no wholly faithful memory on that stream.
-Next (not done): a longer reading stage (its loss was still falling when the cosine schedule ended) and
-a reading stage on window prompts, so that the model learns which clip is new.
+Two continuations of the shipped policy that did not help (stop 14; held-out seeds 100-101, greedy):
+- windows stage again, time-ordered targets (--config.windows.teacher_order=time, 800 steps of 8 over
+  seeds 200:500 at 5e-4, 1482 s; reproduce by copying the shipped policy into WORK/vision/export and
+  WORK/reading/export): loss 0.43 -> 0.41; faithfulness 0.0 and 0.125, redundancy 0.25 and 0.5, and the
+  single-clip reading score fell from ~25% to 10% of facts right (3% for another stream's clip).
+- a mix of single-clip reading examples (seeds 500:700) and time-ordered window examples (seeds
+  200:500), 900 steps of 16 at 3e-4 (2454 s): loss flat at ~0.40; faithfulness 0.0 on both seeds,
+  redundancy 0.375 and 0.25, reading 18% right.
+In the window (one 10-50-s video whose last 10 s are the new clip, the earlier clips' memories as text)
+the policy falls back on frequent sentences ("person 2 moves from the south-west to the north-west"):
+locating the last 10 s and reading it is the part these CPU budgets do not teach.
+Next (not done): a longer reading stage from scratch (its loss was still falling when the cosine
+schedule ended), and window examples whose target is every fact of the new clip, trained for far more
+steps than a 2-core CPU gives (an accelerator).
 """
 
 from __future__ import annotations

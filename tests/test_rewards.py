@@ -142,6 +142,25 @@ def test_ground_truth_judge_needs_the_stream():
     GroundTruthJudge().faithfulness(WindowContext(clip=0, start=0.0, end=10.0), ["a"])
 
 
+def test_ground_truth_judge_scopes(world):
+  """window (the official judge's view): a fact of an earlier clip of the window is faithful, one from
+  before the window is not; clip: only the new clip's facts are."""
+  stream, clip = world
+  earlier, new = stream.facts_in(clip - 1)[0].text, stream.facts_in(clip)[0].text
+  window = WindowContext(clip=clip, start=10.0 * (clip - 1), end=10.0 * (clip + 1), stream=stream)
+  assert [v.ok for v in GroundTruthJudge().faithfulness(window, [new, earlier, new + " " + earlier])] == [True] * 3
+  strict = GroundTruthJudge("clip").faithfulness(window, [new, earlier])
+  assert [v.ok for v in strict] == [True, False] and f"clip {clip}" in strict[1].reason
+  later = WindowContext(clip=clip, start=10.0 * clip, end=10.0 * (clip + 1), stream=stream)  # earlier clip outside
+  (verdict,) = GroundTruthJudge("window").faithfulness(later, [earlier])
+  assert verdict.ok is False and f"[{10 * clip}, {10 * (clip + 1)}) s" in verdict.reason
+  # Ranking counts true new facts under the scope: the earlier-clip fact counts in the window only.
+  assert GroundTruthJudge().rank(window, [new, new + " " + earlier]).order == (1, 0)
+  assert GroundTruthJudge("clip").rank(window, [new, new + " " + earlier]).order == (0, 1)
+  with pytest.raises(ValueError, match="scope='new'"):
+    GroundTruthJudge("new")
+
+
 class _FirstIsBestJudge(_FlakyJudge):
   """Ranks in the order given: a judge with a pure position bias."""
 

@@ -45,6 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Population (rl/population.py): one dict of reward overrides per member, trained in one job; [] = one policy.
   c.population = []
   c.judge = "ground_truth"   # ground_truth | local | http
+  c.judge_scope = "window"   # ground_truth: a faithful fact is true of the window (as the official video judge
+                             # sees it) or only of the new "clip" (stricter)
   c.judge_checkpoint = ""    # local: HF folder of the judge model
   c.judge_base_url = ""      # http: OpenAI-compatible server
   c.judge_model = ""

@@ -37,6 +37,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Memory writing (greedy, as the demo) and the Phase-One quality check used for `correct`.
   c.max_new_tokens = 96
   c.reward_memory_threshold = 60
+  c.judge_scope = "window"  # ground-truth quality check: facts of the window (official) or of the new "clip"
   # Beyond the paper: a task switch mid-stream (from -> to) with k new-task questions seen.
   c.drift_from = "ocr"
   c.drift_to = "counting"

@@ -29,7 +29,7 @@ def run(cfg, model, processor, stream, tasks: dict, *, progress=None) -> dict:
                             teacher_budget=cfg.teacher_budget)
   reward = RewardConfig(memory_token_threshold=cfg.reward_memory_threshold)
   cache_cfg = CacheConfig(**dict(cfg.cache))
-  quality, task_judge = GroundTruthJudge(), SynthWorldTaskJudge()
+  quality, task_judge = GroundTruthJudge(cfg.get("judge_scope", "window")), SynthWorldTaskJudge()
   counter = iter(range(1 << 30))
 
   def train(task, hint):

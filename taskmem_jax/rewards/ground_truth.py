@@ -1,10 +1,12 @@
 """The SynthWorld judge: faithfulness, non-redundancy and ranking from the world's facts, exactly.
 
 - faithful: the description states at least one fact (envs/synthworld/reader.parse_memory) and every fact
-  it states is a true fact of the new clip (the clip the memory is for, as eval.qa.memory_quality counts);
+  it states is true. scope="window" (default): a fact of the window the policy saw, [ctx.start, ctx.end),
+  which is what the official video judge checks (it sees the whole 50-s window; taskmem-spec.md §2.2 and
+  §7 item 11); scope="clip": a fact of the new clip only (stricter; what eval.qa.memory_quality counts);
 - non-redundant: no stated fact is one the preceding memories already state, no fact is stated twice, and
   every clause is a fact (any other clause is meta, box or conclusion talk the text judge rejects);
-- rank: by the number of distinct true new facts (facts of the clip not stated by the preceding
+- rank: by the number of distinct true new facts (true under the scope, not stated by the preceding
   memories), most first; ties keep the given order, so the ranking is deterministic.
 """
 
@@ -16,16 +18,29 @@ from taskmem_jax.envs.synthworld.reader import ParsedFact, clauses, parse_clause
 from taskmem_jax.rewards.judge import Judge, Ranking, Verdict, WindowContext
 
 
+SCOPES = ("window", "clip")
+
+
 class GroundTruthJudge(Judge):
   name = "ground_truth"
+
+  def __init__(self, scope: str = "window"):
+    if scope not in SCOPES:
+      raise ValueError(f"GroundTruthJudge scope={scope!r}: choose one of {SCOPES}")
+    self.scope = scope
 
   def _truth(self, ctx: WindowContext) -> set[ParsedFact]:
     if ctx.stream is None:
       raise ValueError(f"GroundTruthJudge needs the SynthWorld stream in WindowContext.stream (clip {ctx.clip})")
-    return {ParsedFact.of(f) for f in ctx.stream.facts_in(ctx.clip)}
+    if self.scope == "clip":
+      facts = ctx.stream.facts_in(ctx.clip)
+    else:
+      facts = [f for f in ctx.stream.facts if ctx.start <= f.time < ctx.end]
+    return {ParsedFact.of(f) for f in facts}
 
   def faithfulness(self, ctx: WindowContext, descriptions: Sequence[str]) -> list[Verdict]:
     truth = self._truth(ctx)
+    where = f"clip {ctx.clip}" if self.scope == "clip" else f"the window [{ctx.start:g}, {ctx.end:g}) s"
     verdicts = []
     for description in descriptions:
       facts = parse_memory(description)
@@ -33,7 +48,7 @@ class GroundTruthJudge(Judge):
       if not facts:
         verdicts.append(Verdict(False, "states no fact"))
       elif false:
-        verdicts.append(Verdict(False, f"{len(false)} of {len(facts)} facts are not true of clip {ctx.clip}"))
+        verdicts.append(Verdict(False, f"{len(false)} of {len(facts)} facts are not true of {where}"))
       else:
         verdicts.append(Verdict(True))
     return verdicts
