@@ -3,6 +3,7 @@ Phase Two; the arithmetic and its assumptions are in taskmem_jax/plan.py.
 
   python -m experiments.plan --preset=30B-A3B --target=tpu-v5p-32 --sharding=fsdp_tensor
   python -m experiments.plan --preset=30B-A3B --devices=8 --sharding=fsdp --batch=16 --seq=8192 --noremat
+  python -m experiments.plan --preset=30B-A3B --target=8xH100 --vision_tokens=2500   # a 50-s window
 """
 
 from absl import app, flags
@@ -25,6 +26,8 @@ _REMAT = flags.DEFINE_bool("remat", True, "per-layer rematerialisation")
 _FLASH = flags.DEFINE_bool("flash", True, "flash attention (no L x L probabilities kept)")
 _STEER_LAYERS = flags.DEFINE_integer("steer_layers", 1, "Phase-Two steered layers")
 _BYTES = flags.DEFINE_integer("bytes_per", 2, "bytes per weight / activation element (2 = bf16)")
+_VISION = flags.DEFINE_integer("vision_tokens", 0, "merged vision tokens per row (part of --seq); their tower's "
+                               "activations count in Phase One")
 
 
 def main(argv):
@@ -34,7 +37,8 @@ def main(argv):
                          batch=_BATCH.value, seq=_SEQ.value, kv_batch=_KV_BATCH.value, kv_seq=_KV_SEQ.value,
                          remat=_REMAT.value, flash=_FLASH.value, steer_layers=_STEER_LAYERS.value,
                          bytes_per=_BYTES.value, tensor=_TENSOR.value, expert=_EXPERT.value,
-                         memory_gib=_MEMORY.value or memory, preset_name=_PRESET.value)
+                         memory_gib=_MEMORY.value or memory, preset_name=_PRESET.value,
+                         vision_tokens=_VISION.value)
   print(plan_lib.format_table(result))
 
 

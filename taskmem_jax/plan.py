@@ -14,8 +14,11 @@ Terms (bytes per device; "a" = activation/param bytes, 2 for bf16):
                "tensor" in fsdp_tensor (only when they divide). For the rollout's sampling (Phase One) and
                the Phase-Two cache build.
   activations  what the backward pass keeps, per device (rows split over the batch axes as
-               sharding.activation_sharding does; heads / MLP are NOT counted as tensor-split, so it is an
-               upper bound under fsdp_tensor). Per decoder layer, with b = B/batch_split rows, L tokens:
+               sharding.activation_sharding does). Under tensor parallelism (mesh axis "tensor" = t > 1)
+               the head-sized terms (q, kv, scores) and the MLP-sized terms are divided by t, as the
+               Megatron split of heads and MLP leaves them on each device (heads only when they divide;
+               the hidden-size terms, residuals and norms, stay whole: no sequence parallelism). Per
+               decoder layer, with b = B/batch_split rows, L tokens:
                  attention  b*L*a*(2H + 2*q + 4*kv + q)    (norm in/out, q pre/post rope, k/v pre/post rope,
                                                             attention output), q = heads*head_dim,
                                                             kv = kv_heads*head_dim
@@ -28,9 +31,16 @@ Terms (bytes per device; "a" = activation/param bytes, 2 for bf16):
                layer, nothing saved inside): layers x b*L*H*a (the layer inputs) + one layer's per-layer
                bytes (recomputed during its backward). Plus the head: b*L*V*(a + 4) (logits and the fp32
                log-softmax). Phase Two backpropagates only from the loss down to the first steered layer,
-               so only the layers from there up count. The vision tower is left out (its tokens are part
-               of L downstream; its own activations are ~depth x N x Dv x a per clip and are usually
-               computed once per clip, without gradient in Phase Two).
+               so only the layers from there up count.
+  vision       Phase One trains the tower too: with N = vision_tokens x merge^2 patches per row (the
+               vision tokens are part of L downstream), per block
+                 b*N*a*(8*Dv + 2*Iv)                       (norm outs, qkv, q/k after rotary, attention
+                                                            output, fc1, activation; t-split as above)
+                 + b*heads_v*N*4 (flash) or b*heads_v*N*N_f*8 (per-frame attention, N_f patches a frame)
+               layers x that without remat; with remat depth x b*N*Dv*a + one block. Phase Two runs the
+               tower without gradient: nothing kept (one block's working set is transient). Against XLA
+               (tests/test_plan.py, tiny tower, fp32, no flash): temp bytes 1.75x the estimate for 128
+               patches in 2 frames, 1.88x for 1024 in 4 (the test enforces [1, 3]).
                Checked against XLA on the tiny models (tests/test_plan.py, CPU, fp32, no flash): argument bytes
                = the plan's parameter bytes + the inputs, exactly; the compiler's temp bytes for forward +
                backward are 1.26-1.56x the no-remat estimate for the dense tiny model and 2.0-2.2x for
@@ -124,29 +134,52 @@ def kv_cache_bytes(config: Qwen3VLConfig, rows: int, length: int, preset, mesh_a
   return per_layer * t.num_hidden_layers
 
 
+def _split(count: int, tensor: int) -> int:
+  """A head or MLP count per device under tensor parallelism (whole when it does not divide, as spec_for)."""
+  return count // tensor if tensor > 1 and count % tensor == 0 else count
+
+
 def layer_activation_bytes(config: Qwen3VLConfig, rows: int, length: int, layer: int, bytes_per: int = 2,
-                           flash: bool = True) -> int:
-  """What one decoder layer keeps for its backward (formula in the module docstring), for ``rows`` rows."""
+                           flash: bool = True, tensor: int = 1) -> int:
+  """What one decoder layer keeps for its backward (formula in the module docstring), for ``rows`` rows
+  on one device of a mesh whose "tensor" axis has ``tensor`` devices."""
   t, a, b, n = config.text, bytes_per, rows, length
-  q, kv = t.num_attention_heads * t.head_dim, t.num_key_value_heads * t.head_dim
+  heads, kv_heads = _split(t.num_attention_heads, tensor), _split(t.num_key_value_heads, tensor)
+  q, kv = heads * t.head_dim, kv_heads * t.head_dim
   attn = b * n * a * (2 * t.hidden_size + 3 * q + 4 * kv)
-  attn += b * t.num_attention_heads * n * 4 * (1 if flash else 2 * n)
+  attn += b * heads * n * 4 * (1 if flash else 2 * n)
   if t.is_moe_layer(layer):
-    k, i = t.num_experts_per_tok, t.moe_intermediate_size
+    k, i = t.num_experts_per_tok, _split(t.moe_intermediate_size, tensor)
     mlp = b * n * a * (t.hidden_size + 2 * k * t.hidden_size + 3 * k * i) + b * n * t.num_experts * 4
   else:
-    mlp = b * n * a * (t.hidden_size + 3 * t.intermediate_size)
+    mlp = b * n * a * (t.hidden_size + 3 * _split(t.intermediate_size, tensor))
   return attn + mlp
 
 
 def activation_bytes(config: Qwen3VLConfig, rows: int, length: int, *, remat: bool, first_layer: int = 0,
-                     bytes_per: int = 2, flash: bool = True) -> int:
+                     bytes_per: int = 2, flash: bool = True, tensor: int = 1) -> int:
   """Backward-pass activations of layers first_layer.. plus the head, for ``rows`` rows on one device."""
   t = config.text
   layers = range(first_layer, t.num_hidden_layers)
-  per = [layer_activation_bytes(config, rows, length, i, bytes_per, flash) for i in layers]
+  per = [layer_activation_bytes(config, rows, length, i, bytes_per, flash, tensor) for i in layers]
   body = (len(per) * rows * length * t.hidden_size * bytes_per + max(per, default=0)) if remat else sum(per)
-  return body + rows * length * t.vocab_size * (bytes_per + 4)
+  return body + rows * length * _split(t.vocab_size, tensor) * (bytes_per + 4)
+
+
+def vision_activation_bytes(config: Qwen3VLConfig, rows: int, vision_tokens: int, *, remat: bool,
+                            bytes_per: int = 2, flash: bool = True, frame_patches: int | None = None,
+                            tensor: int = 1) -> int:
+  """Backward-pass activations of the vision tower for ``rows`` rows of ``vision_tokens`` merged tokens
+  each (formula in the module docstring). frame_patches: patches per frame (the attention segment) for
+  the non-flash scores; default all of a row's patches (one frame)."""
+  v, a, b = config.vision, bytes_per, rows
+  n = vision_tokens * v.spatial_merge_size**2
+  heads = _split(v.num_heads, tensor)
+  qkv_width = heads * v.head_dim
+  # norm1 and norm2 outputs whole; qkv, rotated q and k, attention output per head; fc1 and its activation.
+  block = b * n * a * (2 * v.hidden_size + 6 * qkv_width + 2 * _split(v.intermediate_size, tensor))
+  block += b * heads * n * 4 * (1 if flash else 2 * (frame_patches or n))
+  return (v.depth * b * n * v.hidden_size * a + block) if remat else v.depth * block
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,9 +210,12 @@ def plan(config: Qwen3VLConfig, *, devices: int, sharding: str = "fsdp", batch: 
          kv_batch: int | None = None, kv_seq: int | None = None, remat: bool = True, flash: bool = True,
          steer_layers: int = 1, first_steer_layer: int | None = None, bytes_per: int = 2,
          tensor: int | None = None, expert: int | None = None, memory_gib: float | None = None,
-         preset_name: str = "") -> Plan:
+         preset_name: str = "", vision_tokens: int = 0) -> Plan:
   """Per-device bytes for Phase One and Phase Two. batch/seq: global training rows and tokens per row;
-  kv_batch/kv_seq: the sampler's rows (default batch) and cache length (default seq)."""
+  kv_batch/kv_seq: the sampler's rows (default batch) and cache length (default seq); vision_tokens: how
+  many of a row's seq tokens are merged vision tokens (their tower's activations count in Phase One)."""
+  if not 0 <= vision_tokens <= seq:
+    raise ValueError(f"vision_tokens={vision_tokens} must lie in [0, seq={seq}]")
   axes = mesh_shape(sharding, devices, tensor=tensor, expert=expert)
   leaves = param_leaves(config)
   p = param_bytes_per_device(leaves, sharding, axes, bytes_per)
@@ -191,14 +227,18 @@ def plan(config: Qwen3VLConfig, *, devices: int, sharding: str = "fsdp", batch: 
     first_steer_layer = min(n_layers - 1, round(22 * n_layers / 48))
   steer = {("language_model", "steer"): (steer_layers, config.text.hidden_size)}
   steer_bytes = param_bytes_per_device(steer, sharding, axes, bytes_per)
+  t = axes["tensor"]
+  vision = vision_activation_bytes(config, local, vision_tokens, remat=remat, bytes_per=bytes_per, flash=flash,
+                                   tensor=t)
   one = Row("Phase One (AdamW, all weights)", p, p, p // bytes_per * 8, kv,
-            activation_bytes(config, local, seq, remat=remat, bytes_per=bytes_per, flash=flash))
+            activation_bytes(config, local, seq, remat=remat, bytes_per=bytes_per, flash=flash, tensor=t)
+            + vision)
   two = Row("Phase Two (DPO, steer only)", p + steer_bytes, steer_bytes, steer_bytes // bytes_per * 8, kv,
             activation_bytes(config, local, seq, remat=remat, first_layer=first_steer_layer,
-                             bytes_per=bytes_per, flash=flash))
+                             bytes_per=bytes_per, flash=flash, tensor=t))
   settings = dict(devices=devices, batch=batch, seq=seq, rows_per_device=local, kv_batch=kv_batch or batch,
                   kv_seq=kv_seq or seq, remat=remat, flash=flash, bytes_per=bytes_per,
-                  first_steer_layer=first_steer_layer)
+                  first_steer_layer=first_steer_layer, vision_tokens=vision_tokens, vision_activations=vision)
   return Plan(preset_name, sharding, axes, [one, two], memory_gib, settings)
 
 
@@ -207,7 +247,9 @@ def format_table(result: Plan) -> str:
   mesh = " x ".join(f"{k}={v}" for k, v in result.mesh_axes.items())
   lines = [f"{result.preset_name or 'model'} on {s['devices']} devices, sharding={result.sharding} ({mesh}); "
            f"batch={s['batch']} ({s['rows_per_device']}/device) x seq={s['seq']}, KV {s['kv_batch']} x "
-           f"{s['kv_seq']}, remat={s['remat']}, flash={s['flash']}, {8 * s['bytes_per']}-bit weights",
+           f"{s['kv_seq']}, remat={s['remat']}, flash={s['flash']}, {8 * s['bytes_per']}-bit weights"
+           + (f"; {s['vision_tokens']} vision tokens/row (tower activations in Phase One: "
+              f"{s['vision_activations'] / GIB:.2f} GiB)" if s.get("vision_tokens") else ""),
            "GiB per device",
            f"| {'phase':32} | {'params':>8} | {'grads':>8} | {'optimizer':>9} | {'KV cache':>8} | "
            f"{'activations':>11} | {'total':>8} |" + (" fits |" if result.memory_gib else ""),

@@ -61,3 +61,49 @@ def test_30b_a3b_numbers():
   assert no_remat.rows[0].activations > one.activations > 0
   assert two.activations < one.activations  # backward only from the steered layer 22 up
   assert "Phase One" in plan_lib.format_table(result)
+
+
+def test_vision_plan_matches_compiler():
+  """The tower's backward working set on the tiny model: one row, a 2-group 8x8 video (128 patches, 32
+  merged tokens, per-frame attention over 64 patches), fp32, no flash, against XLA's temp bytes."""
+  cfg = qwen3_vl.preset("tiny")
+  model = qwen3_vl.init_random(cfg, seed=0, dtype=jnp.float32)
+  graphdef, params = nnx.split(model.visual)
+  grid = np.array([[2, 8, 8]])
+  meta = qwen3_vl.vision_metadata(grid, cfg.vision)
+  pixels = jnp.ones((128, cfg.vision.patch_dim), jnp.float32)
+
+  def loss(params):
+    features, deepstack = nnx.merge(graphdef, params)(pixels, meta)
+    return jnp.sum(features**2) + sum(jnp.sum(d**2) for d in deepstack)
+
+  memory = jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis()
+  estimate = plan_lib.vision_activation_bytes(cfg, 1, 32, remat=False, bytes_per=4, flash=False, frame_patches=64)
+  assert 1.0 <= memory.temp_size_in_bytes / estimate <= 3.0, (memory.temp_size_in_bytes, estimate)
+
+
+def test_tensor_parallel_splits_heads_and_mlp_only():
+  cfg = qwen3_vl.preset("30B-A3B")
+  t, b, n = cfg.text, 2, 4096
+  whole = plan_lib.layer_activation_bytes(cfg, b, n, 0, tensor=1)
+  split = plan_lib.layer_activation_bytes(cfg, b, n, 0, tensor=4)
+  # By hand: 32 q heads and 4 kv heads of 128 split 4 ways; the MoE expert width 768 too; H = 2048 not.
+  q, kv, k, i = 8 * 128, 1 * 128, t.num_experts_per_tok, 768 // 4
+  attn = b * n * 2 * (2 * 2048 + 3 * q + 4 * kv) + b * 8 * n * 4
+  mlp = b * n * 2 * (2048 + 2 * k * 2048 + 3 * k * i) + b * n * t.num_experts * 4
+  assert t.is_moe_layer(0) and split == attn + mlp < whole
+  # Kv heads that do not divide stay whole (spec_for leaves the axis unsplit).
+  assert plan_lib._split(4, 8) == 4 and plan_lib._split(32, 8) == 4
+  # fsdp_tensor on 16 devices: fsdp 4 (2 of the 8 rows a device), tensor 4.
+  tp = plan_lib.plan(cfg, devices=16, sharding="fsdp_tensor", batch=8, seq=4096, vision_tokens=1000)
+  assert tp.mesh_axes["tensor"] == 4 and tp.settings["rows_per_device"] == 2
+  text = plan_lib.activation_bytes(cfg, 2, 4096, remat=True, tensor=4)
+  assert text < plan_lib.activation_bytes(cfg, 2, 4096, remat=True, tensor=1)
+  vision = plan_lib.vision_activation_bytes(cfg, 2, 1000, remat=True, tensor=4)
+  assert 0 < vision < plan_lib.vision_activation_bytes(cfg, 2, 1000, remat=True)
+  assert tp.rows[0].activations == text + vision == text + tp.settings["vision_activations"]
+  assert tp.rows[1].activations == plan_lib.activation_bytes(cfg, 2, 4096, remat=True, tensor=4,
+                                                             first_layer=tp.settings["first_steer_layer"])
+  assert "vision tokens/row" in plan_lib.format_table(tp)
+  with pytest.raises(ValueError, match="vision_tokens=5000"):
+    plan_lib.plan(cfg, devices=8, seq=4096, vision_tokens=5000)
