@@ -8,7 +8,9 @@ Checkpoints go to WORK/checkpoints (a rerun resumes where the last one stopped, 
 the trained model is exported in HF format (config, safetensors, tokenizer files) to
 --config.export_dir (default WORK/export), loadable with qwen3_vl.from_pretrained.
 Without --config.checkpoint a tiny random checkpoint is built in WORK; without --config.data a toy
-JSONL of text examples is written there, so the command runs as is.
+JSONL of text examples is written there, so the command runs as is. --config.mesh.preset=fsdp
+shards the model over every device (read straight into its shards) and splits each batch; on several
+hosts add --coordinator_address/--num_processes/--process_id (taskmem_jax/distributed.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments.describe import tiny_checkpoint
+from taskmem_jax import sharding
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor
 from taskmem_jax.training import load_jsonl, train
@@ -31,7 +34,10 @@ _CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "s
 
 def define_flags() -> None:
   """Only when run as a script, so that importing this module defines no flags."""
+  from taskmem_jax import distributed
+
   config_flags.DEFINE_config_file("config", _CONFIG, "ml_collections config file (experiments/configs/sft.py).")
+  distributed.define_flags()  # --coordinator_address, --num_processes, --process_id (multi-host runs)
 
 
 def toy_jsonl(path: str) -> str:
@@ -54,16 +60,24 @@ def run(cfg, progress: bool = True) -> dict:
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.dtype]
   processor = Qwen3VLProcessor.from_pretrained(checkpoint)
   examples = load_jsonl(data, processor)
-  model = qwen3_vl.from_pretrained(checkpoint, dtype=dtype)
+  mesh_cfg = dict(cfg.get("mesh", None) or {})
+  preset = mesh_cfg.get("preset") or "fsdp"
+  mesh = (sharding.make_mesh(preset, tensor=mesh_cfg.get("tensor") or None, expert=mesh_cfg.get("expert") or None)
+          if mesh_cfg.get("preset") else None)
+  model = qwen3_vl.from_pretrained(checkpoint, dtype=dtype, mesh=mesh, preset=preset)  # straight into its shards
   with cfg.unlocked():
     cfg.export_dir = cfg.export_dir or os.path.join(cfg.workdir, "export")
   print(f"{len(examples)} examples from {data}; model {checkpoint}; "
         f"{sum(int(e['loss_mask'].sum()) for e in examples)} target tokens")
-  return train(cfg, model, examples, processor.pad_token_id, tokenizer_dir=checkpoint, progress=progress)
+  return train(cfg, model, examples, processor.pad_token_id, tokenizer_dir=checkpoint, progress=progress, mesh=mesh,
+               preset=preset)
 
 
 def main(argv):
   del argv
+  from taskmem_jax import distributed
+
+  distributed.initialize_from_flags()  # a no-op for one process
   logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
   result = run(FLAGS.config)
   history = result["history"]

@@ -1,6 +1,7 @@
 """Two JAX processes on 127.0.0.1 (CPU, gloo collectives, 2 forced host devices each = a 4-device global
 fsdp mesh) run one AdamW step of the tiny model on their halves of a fixed batch; they must agree with
-each other and with one process running the same step on the whole batch on one device.
+each other and with one process running the same step on the whole batch on one device. Then
+training/sft.train runs 3 steps the same way (each process feeding its rows of the same batches).
 
 This file is also the worker: ``python tests/test_multihost.py PROCESS_ID NUM_PROCESSES PORT OUT.npz``.
 """
@@ -62,8 +63,30 @@ def worker(process_id: int, num_processes: int, port: int, out: str) -> None:
                                         host))
   update = np.concatenate([x.reshape(-1) for x in leaves])
   sharded = sum(1 for s in jax.tree.leaves(shardings) if not s.is_fully_replicated)
+  sft_losses = _sft_run(model.config, mesh, preset, os.path.join(os.path.dirname(out), f"sft_{num_processes}"))
   np.savez(out, loss=float(loss), update=update, checksum=float(np.sum(update)), devices=jax.device_count(),
-           processes=jax.process_count(), sharded=sharded)
+           processes=jax.process_count(), sharded=sharded, sft_losses=sft_losses)
+
+
+def _sft_run(config, mesh, preset, workdir):
+  """training/sft.train itself, 3 steps of 4 text rows (its own data pipeline, orbax checkpoints written
+  by every process into one directory): the loss history."""
+  import types
+
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.training import train
+
+  rng = np.random.default_rng(3)
+  examples = []
+  for n in (9, 12, 14, 11, 10, 13, 8, 12):
+    ids = rng.integers(1, 240, size=n).astype(np.int32)
+    examples.append({"input_ids": ids, "loss_mask": (np.arange(n) >= n // 2).astype(np.int32)})
+  cfg = types.SimpleNamespace(workdir=workdir, export_dir="", batch_size=4, buckets=(16,), steps=3, seed=0, lr=1e-3,
+                              warmup_steps=1, end_lr_ratio=0.1, weight_decay=0.01, b1=0.9, b2=0.95, grad_clip=1.0,
+                              log_every=1, save_every=2, keep_checkpoints=1)
+  model = qwen3_vl.init_random(config, seed=0)
+  out = train(cfg, model, examples, 0, progress=False, mesh=mesh, preset=preset)
+  return np.array([h["loss"] for h in out["history"]])
 
 
 def _free_port() -> int:
@@ -105,6 +128,10 @@ def test_two_processes_match_one(tmp_path):
   np.testing.assert_allclose(float(p0["loss"]), float(single["loss"]), rtol=1e-5)
   diff = np.linalg.norm(p0["update"] - single["update"])
   assert diff <= 1e-3 * np.linalg.norm(single["update"]), (diff, np.linalg.norm(single["update"]))
+  # The SFT trainer: both processes feed their rows of the same batches; the losses are one process's.
+  assert len(p0["sft_losses"]) == 3
+  np.testing.assert_array_equal(p0["sft_losses"], p1["sft_losses"])
+  np.testing.assert_allclose(p0["sft_losses"], single["sft_losses"], rtol=1e-5)
 
 
 if __name__ == "__main__":

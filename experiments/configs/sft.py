@@ -24,4 +24,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.log_every = 10
   c.save_every = 50
   c.keep_checkpoints = 2
+  # preset "" = the default device; else single | fsdp | fsdp_tensor | expert over every device (sharding.py;
+  # tensor / expert: those axes' sizes, 0 = the preset's default): the checkpoint is read straight into its
+  # shards and every batch split over the batch axes. With several processes (--num_processes ...) each feeds
+  # its rows of every batch.
+  c.mesh = ml_collections.ConfigDict(dict(preset="", tensor=0, expert=0))
   return c

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -137,6 +138,8 @@ def shard_batch(inputs: ModelInputs, loss_mask, mesh: Mesh, preset="fsdp"):
   """device_put of a batch: [B, ...] rows (ids, masks, rope deltas, vision index; position_ids' B axis)
   over the preset's batch axes where they divide B (sharding.activation_sharding); pixels and vision
   metadata (per patch, not per row) replicated."""
+  if jax.process_count() > 1:
+    return _process_rows(inputs, loss_mask, mesh, preset)
   rows = lambda x, axes: jax.device_put(x, shd.activation_sharding(mesh, preset, x.shape, axes))
   row = lambda x: None if x is None else rows(x, ("batch",) + (None,) * (x.ndim - 1))
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -147,6 +150,22 @@ def shard_batch(inputs: ModelInputs, loss_mask, mesh: Mesh, preset="fsdp"):
       pixel_values=None if inputs.pixel_values is None else jax.device_put(inputs.pixel_values, replicated),
       vision_meta=None if inputs.vision_meta is None else jax.device_put(inputs.vision_meta, replicated))
   return inputs, row(loss_mask)
+
+
+def _process_rows(inputs: ModelInputs, loss_mask, mesh: Mesh, preset):
+  """Several processes (jax.distributed): every process builds the same global batch (same data order),
+  keeps only its block of rows (distributed.process_batch) and assembles the global arrays from the
+  blocks, so each host transfers only the rows its devices hold."""
+  from taskmem_jax import distributed
+
+  if inputs.pixel_values is not None:
+    raise ValueError("multi-process SFT batches must be text-only: pixel rows are per clip, not per batch row, "
+                     "and are not split over processes")
+  rows = distributed.process_batch(inputs.input_ids.shape[0])
+  take = lambda x, axis=0: None if x is None else np.take(np.asarray(x), rows, axis=axis)  # noqa: E731
+  local = ModelInputs(take(inputs.input_ids), take(inputs.attention_mask), take(inputs.position_ids, 1),
+                      take(inputs.rope_deltas), take(inputs.vision_index))
+  return distributed.global_inputs(local, mesh, preset), distributed.global_array(take(loss_mask), mesh, preset)
 
 
 _OPTIMIZER_FIELDS = ("lr", "warmup_steps", "end_lr_ratio", "steps", "weight_decay", "b1", "b2", "grad_clip")
@@ -182,6 +201,8 @@ def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str |
   mesh (sharding.make_mesh): params and optimizer state are placed with sharding.param_shardings under
   `preset` (each Adam moment as its parameter, scalars replicated), every batch is split over the
   preset's batch axes where they divide it, and the donated state keeps its sharding step to step.
+  Several processes (jax.distributed.initialize): each loads the same batches and feeds only its block of
+  rows (text-only batches); the loss and updates equal one process's (tests/test_multihost.py).
   """
   graphdef = nnx.graphdef(model)
   frozen = tuple(getattr(cfg, "frozen", ()))
@@ -215,6 +236,8 @@ def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str |
     inputs, loss_mask = model_inputs(model.config, batch)
     features = batch_features(batch)
     if mesh is not None:
+      if features is not None and jax.process_count() > 1:
+        raise ValueError("precomputed vision features are not split over processes: train one process per run")
       inputs, loss_mask = shard_batch(inputs, loss_mask, mesh, preset)
     state, metrics = step_fn(state, rest, inputs, loss_mask, features)
     pending.append((step, metrics))
