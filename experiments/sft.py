@@ -60,10 +60,10 @@ def run(cfg, progress: bool = True) -> dict:
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.dtype]
   processor = Qwen3VLProcessor.from_pretrained(checkpoint)
   examples = load_jsonl(data, processor)
-  mesh_cfg = dict(cfg.get("mesh", None) or {})
-  preset = mesh_cfg.get("preset") or "fsdp"
-  mesh = (sharding.make_mesh(preset, tensor=mesh_cfg.get("tensor") or None, expert=mesh_cfg.get("expert") or None)
-          if mesh_cfg.get("preset") else None)
+  mesh_cfg = cfg.mesh
+  mesh = (sharding.make_mesh(mesh_cfg.preset, tensor=mesh_cfg.tensor or None, expert=mesh_cfg.expert or None)
+          if mesh_cfg.preset else None)
+  preset = mesh_cfg.preset or "fsdp"
   model = qwen3_vl.from_pretrained(checkpoint, dtype=dtype, mesh=mesh, preset=preset)  # straight into its shards
   with cfg.unlocked():
     cfg.export_dir = cfg.export_dir or os.path.join(cfg.workdir, "export")

@@ -158,13 +158,12 @@ def _process_rows(inputs: ModelInputs, loss_mask, mesh: Mesh, preset):
   blocks, so each host transfers only the rows its devices hold."""
   from taskmem_jax import distributed
 
-  if inputs.pixel_values is not None:
-    raise ValueError("multi-process SFT batches must be text-only: pixel rows are per clip, not per batch row, "
-                     "and are not split over processes")
   rows = distributed.process_batch(inputs.input_ids.shape[0])
   take = lambda x, axis=0: None if x is None else np.take(np.asarray(x), rows, axis=axis)  # noqa: E731
-  local = ModelInputs(take(inputs.input_ids), take(inputs.attention_mask), take(inputs.position_ids, 1),
-                      take(inputs.rope_deltas), take(inputs.vision_index))
+  # Pixels stay in: global_inputs refuses a batch with video (pixel rows are per clip, not per batch row).
+  local = inputs._replace(input_ids=take(inputs.input_ids), attention_mask=take(inputs.attention_mask),
+                          position_ids=take(inputs.position_ids, 1), rope_deltas=take(inputs.rope_deltas),
+                          vision_index=take(inputs.vision_index))
   return distributed.global_inputs(local, mesh, preset), distributed.global_array(take(loss_mask), mesh, preset)
 
 
