@@ -71,11 +71,16 @@ def synthetic_clip(path: str, seconds: float = 12.0, fps: float = 8.0, size=(96,
 
 def describe(checkpoint: str, video: str, *, start=None, end=None, prompt: str, thinking=None, max_new_tokens=256,
              temperature=0.0, top_k=None, top_p=None, thinking_budget=None, fps=2.0, dtype="auto", seed=0,
-             progress: bool = True) -> dict:
-  """Runs the whole pipeline once; returns the text, token count and timings."""
+             progress: bool = True, mesh=None, preset="fsdp", model=None) -> dict:
+  """Runs the whole pipeline once; returns the text, token count and timings.
+
+  mesh / preset: load the checkpoint sharded (from_pretrained(mesh=, preset=)). model: an already loaded
+  (possibly sharded) model of this checkpoint, used instead of loading it again."""
   if dtype == "auto":
     dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
-  model = qwen3_vl.from_pretrained(checkpoint, dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype])
+  if model is None:
+    model = qwen3_vl.from_pretrained(checkpoint, dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype],
+                                     mesh=mesh, preset=preset)
   processor = Qwen3VLProcessor.from_pretrained(checkpoint)
   item = {"type": "video", "video": video, "fps": fps}
   if start is not None:

@@ -1,0 +1,230 @@
+r"""The performance scoreboard: taskmem_jax against transformers' PyTorch Qwen3-VL, one checkpoint, one run.
+
+Three figures, each a ratio of two timings taken in this run on the same checkpoint and inputs:
+  1. prefill: prompt tokens/s of one forward pass over the image + video prompt of bench_forward
+     (ours: sampling.generate(1); peer: transformers generate(max_new_tokens=1));
+  2. decode: generated tokens/s after the prefill, B*(T-1) / (t(T) - t(1)) on both sides
+     (bench_generate's method; greedy, T = --max_new_tokens);
+  3. the full memory rollout of --streams streams of --clips clips (10 s each, --groups frame groups of
+     --frame_size pixels), greedy, --rollout_tokens tokens per window:
+       ours: memory.rollout: each clip's vision features computed once (encode_clips), then one jitted
+             lax.scan over the clips that assembles every window on device (timed together);
+       peer: the official pipeline's way: window by window, the window's whole video (up to 5 clips)
+             re-encoded and a transformers generate call on the window prompt with the previous
+             memories, one stream at a time.
+     Both sides see the same prompts (memory.rollout.compact_prompt), so greedy tokens should agree; the
+     share that does is printed.
+Ours is timed after one compiling call. The table (markdown, with date, machine and versions) is
+printed and, with --append_to=BENCHMARKS.md, appended to that file.
+
+  PYTHONPATH=. python -m experiments.bench_scoreboard [--append_to=BENCHMARKS.md]
+  PYTHONPATH=. python -m experiments.bench_scoreboard --dtype=bfloat16 --batch=8      # on a GPU
+
+The model is bench_forward's "bench-100m" (94M parameters, random weights) with a tiny tokenizer, unless
+--checkpoint names a Hugging Face checkpoint directory with its tokenizer.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from absl import app, flags
+
+from experiments import bench_forward as bf  # flags: preset, checkpoint, dtype, batch, repeats, seed, frames
+from experiments import bench_generate as bg  # flags: max_new_tokens
+from taskmem_jax.io import atomic_write_text
+from taskmem_jax.memory import rollout as R
+from taskmem_jax.models import qwen3_vl
+from taskmem_jax.models.qwen3_vl import Qwen3VLConfig
+from taskmem_jax.processing import Qwen3VLProcessor
+from taskmem_jax.processing.tokenizer import build_tiny_tokenizer
+from taskmem_jax.sampling import SamplingParams
+
+_CLIPS = flags.DEFINE_integer("clips", 10, "Clips per stream in the rollout.")
+_STREAMS = flags.DEFINE_integer("streams", 1, "Streams memorised side by side in the rollout.")
+_GROUPS = flags.DEFINE_integer("groups", 5, "Frame groups per 10-s clip (5 = 1 fps with temporal patch 2).")
+_FRAME_SIZE = flags.DEFINE_integer("frame_size", 224, "Frame height and width in pixels (multiple of 32).")
+_ROLLOUT_TOKENS = flags.DEFINE_integer("rollout_tokens", 32, "Tokens generated per window in the rollout.")
+_MEMORY_WIDTH = flags.DEFINE_integer("memory_width", 32, "Tokens kept of each memory (the ring buffer's width).")
+_APPEND_TO = flags.DEFINE_string("append_to", "", "Markdown file the table is appended to (e.g. BENCHMARKS.md).")
+
+
+def machine() -> str:
+  """What the numbers ran on: the jax device (CPU model and cores on a CPU)."""
+  device = jax.devices()[0]
+  if device.platform == "cpu":
+    model = platform.processor() or "cpu"
+    try:
+      with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+      pass
+    return f"CPU, {os.cpu_count()} cores ({model})"
+  return f"{device.platform.upper()}: {device.device_kind} x{jax.device_count()}"
+
+
+def make_checkpoint(tmp: str) -> str:
+  """bench_forward's checkpoint with a tokenizer beside it (the rollout's prompts need one)."""
+  path = bf.make_checkpoint(tmp)
+  if not os.path.isfile(os.path.join(path, "tokenizer.json")):
+    build_tiny_tokenizer(Qwen3VLConfig.from_json_file(os.path.join(path, "config.json")), path)
+  return path
+
+
+def rollout_inputs(processor: Qwen3VLProcessor):
+  """(window template, clip pixels [S, N, t*h*w, patch_dim], clip grid): random pixels, one per clip."""
+  vision = processor.config.vision
+  side = _FRAME_SIZE.value // vision.patch_size
+  grid = (_GROUPS.value, side, side)
+  stamps = [10.0 * (g + 0.5) / _GROUPS.value for g in range(_GROUPS.value)]
+  template = R.build_template(processor, grid, stamps, _MEMORY_WIDTH.value)
+  pixels = np.random.default_rng(bf._SEED.value).standard_normal(
+      (_STREAMS.value, _CLIPS.value, int(np.prod(grid)), vision.patch_dim)).astype(np.float32)
+  return template, pixels, grid
+
+
+def rollout_ours(model, template, pixels, grid, params, fmt) -> dict:
+  def call():
+    features, deepstack = R.encode_clips(model, pixels, grid)
+    return R.rollout(model, template, features, deepstack, params, fmt)  # returns host arrays: synced
+
+  (first,), _, _ = bf.timed(call, 1)
+  times, out, foreign = bf.timed(call, bf._REPEATS.value)
+  return dict(first_s=first, s=statistics.median(times), tokens=out.tokens, foreign=foreign)
+
+
+def rollout_peer(path: str, config: Qwen3VLConfig, template, pixels, grid, params, fmt) -> dict:
+  """Window by window with transformers generate, re-encoding the window's video each time."""
+  import transformers  # imported late: only the peer needs it
+
+  torch.set_num_threads(os.cpu_count())
+  cls = (transformers.Qwen3VLMoeForConditionalGeneration if config.is_moe
+         else transformers.Qwen3VLForConditionalGeneration)
+  model = cls.from_pretrained(path, attn_implementation="sdpa", dtype=getattr(torch, bf._DTYPE.value)).eval()
+  t, h, w = grid
+  n_streams, n_clips = pixels.shape[:2]
+  width = template.memory_width
+
+  def one_window(ids, clips, row):
+    video = torch.from_numpy(np.concatenate([pixels[row, c] for c in clips])).to(model.dtype)
+    token_type = np.where(ids == config.video_token_id, 2, 0)
+    out = model.generate(input_ids=torch.from_numpy(ids[None].astype(np.int64)),
+                         attention_mask=torch.ones((1, len(ids)), dtype=torch.int64),
+                         pixel_values_videos=video, video_grid_thw=torch.tensor([[t * len(clips), h, w]]),
+                         mm_token_type_ids=torch.from_numpy(token_type[None]), max_new_tokens=params.max_new_tokens,
+                         do_sample=False, use_cache=True, eos_token_id=list(params.stop_token_ids),
+                         pad_token_id=params.pad_token_id)[0, len(ids):].numpy()
+    tokens = np.full(params.max_new_tokens, params.pad_token_id, np.int32)
+    tokens[:len(out)] = out
+    return tokens
+
+  def call():
+    ring_tokens = np.zeros((n_streams, R.MAX_PREVIOUS, width), np.int32)
+    ring_lengths = np.zeros((n_streams, R.MAX_PREVIOUS), np.int32)
+    steps = []
+    for k in range(n_clips):
+      tokens = np.stack([one_window(*R.compact_prompt(template, k, ring_tokens[row], ring_lengths[row]), row)
+                         for row in range(n_streams)])
+      memory, length = R.cut_memory(jnp.asarray(tokens), fmt, width)
+      ring_tokens, ring_lengths = (np.asarray(x) for x in R.push(ring_tokens, ring_lengths, memory, length))
+      steps.append(tokens)
+    return np.stack(steps)
+
+  with torch.inference_mode():
+    (first,), _, _ = bf.timed(call, 1)
+    times, tokens, foreign = bf.timed(call, bf._REPEATS.value)
+  return dict(first_s=first, s=statistics.median(times), tokens=tokens, foreign=foreign)
+
+
+def table(result: dict) -> str:
+  p, d, r = result["prefill"], result["decode"], result["rollout"]
+  lines = [
+      f"### {result['date']}: {result['machine']}",
+      "",
+      f"`python -m experiments.bench_scoreboard {result['flags']}`; model {result['model']} "
+      f"({result['params'] / 1e6:.1f}M parameters), {result['dtype']}; jax {result['versions']['jax']}, torch "
+      f"{result['versions']['torch']}, transformers {result['versions']['transformers']}.",
+      "",
+      "| figure | setting | ours | transformers | ours / transformers | tokens agree |",
+      "|---|---|---|---|---|---|",
+      f"| prefill tokens/s | {p['rows']} x {p['prompt_tokens']}-token image+video prompt | {p['ours']:.0f} | "
+      f"{p['peer']:.0f} | {p['ratio']:.2f}x | |",
+      f"| decode tokens/s | batch {d['rows']}, {d['new_tokens']} new tokens, greedy | {d['ours']:.1f} | "
+      f"{d['peer']:.1f} | {d['ratio']:.2f}x | {d['agreement']:.3f} |",
+      f"| memory rollout, memories/s | {r['streams']} stream x {r['clips']} clips, {r['window_tokens']}-token "
+      f"window buffer, {r['new_tokens']} tokens/window | {r['ours']:.2f} | {r['peer']:.2f} | {r['ratio']:.2f}x | "
+      f"{r['agreement']:.3f} |",
+      "",
+      f"Ours' first calls (compile included): generate {result['ours_compile_s']:.1f} s, rollout "
+      f"{r['ours_first_s']:.1f} s. Other processes' CPU share while timing: {result['foreign_cpu']:.0%}.",
+  ]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  del argv
+  flags_used = " ".join(a for a in sys.argv[1:] if not a.startswith("--append_to"))
+  with tempfile.TemporaryDirectory(prefix="bench_scoreboard_") as tmp:
+    path = make_checkpoint(tmp)
+    config = Qwen3VLConfig.from_json_file(os.path.join(path, "config.json"))
+    processor = Qwen3VLProcessor.from_pretrained(path)
+
+    # 1-2. prefill and decode: bench_generate's two sides on bench_forward's image + video prompt.
+    batch = bf.make_batch(config)
+    ours_gen = bg.run_ours(path, batch)
+    model = ours_gen.pop("model")
+    peer_gen = bg.run_peer(path, batch, config)
+    rows, prompt_tokens = batch["input_ids"].shape
+    o, p = bg.rates(ours_gen, rows), bg.rates(peer_gen, rows)
+    same_shape = ours_gen["tokens"].shape == peer_gen["tokens"].shape
+    prefill = {"rows": rows, "prompt_tokens": prompt_tokens, "ours": rows * prompt_tokens / ours_gen["prefill_s"],
+               "peer": rows * prompt_tokens / peer_gen["prefill_s"]}
+    decode = {"rows": rows, "new_tokens": bg._MAX_NEW.value, "ours": o["decode_tok_s"], "peer": p["decode_tok_s"],
+              "agreement": float((ours_gen["tokens"] == peer_gen["tokens"]).mean()) if same_shape else 0.0}
+
+    # 3. the memory rollout.
+    template, pixels, grid = rollout_inputs(processor)
+    params = SamplingParams(_ROLLOUT_TOKENS.value, stop_token_ids=tuple(processor.stop_token_ids),
+                            pad_token_id=processor.pad_token_id)
+    fmt = R.TokenFormat.from_tokenizer(processor.tokenizer)
+    ours_roll = rollout_ours(model, template, pixels, grid, params, fmt)
+    peer_roll = rollout_peer(path, config, template, pixels, grid, params, fmt)
+  memories = _STREAMS.value * _CLIPS.value
+  ours_tokens = ours_roll["tokens"]  # [clips, streams, T], as the peer's
+  rollout = {"streams": _STREAMS.value, "clips": _CLIPS.value, "window_tokens": template.length,
+             "new_tokens": _ROLLOUT_TOKENS.value, "ours": memories / ours_roll["s"], "peer": memories / peer_roll["s"],
+             "ours_first_s": ours_roll["first_s"],
+             "agreement": float((ours_tokens == peer_roll["tokens"]).mean())
+             if ours_tokens.shape == peer_roll["tokens"].shape else 0.0}
+  for figure in (prefill, decode, rollout):
+    figure["ratio"] = figure["ours"] / figure["peer"]
+  result = {"date": datetime.date.today().isoformat(), "machine": machine(), "flags": flags_used or "(defaults)",
+            "model": os.path.abspath(bf._CHECKPOINT.value) if bf._CHECKPOINT.value else bf._PRESET.value,
+            "params": qwen3_vl.count_params(config)["total"], "dtype": bf._DTYPE.value,
+            "ours_compile_s": ours_gen["compile_s"], "prefill": prefill, "decode": decode, "rollout": rollout,
+            "foreign_cpu": max(ours_gen["foreign"], peer_gen["foreign"], ours_roll["foreign"], peer_roll["foreign"]),
+            "versions": {"jax": jax.__version__, "torch": torch.__version__,
+                         "transformers": __import__("transformers").__version__}}
+  text = table(result)
+  print(text)
+  if result["foreign_cpu"] > 0.1:
+    print("WARNING: other processes used the CPU while timing; the rates above are not trustworthy")
+  if bf._DTYPE.value == "float32" and min(decode["agreement"], rollout["agreement"]) < 1.0:
+    print("WARNING: in float32 the greedy tokens should agree with transformers everywhere")
+  if _APPEND_TO.value:
+    old = open(_APPEND_TO.value).read() if os.path.isfile(_APPEND_TO.value) else ""
+    atomic_write_text(_APPEND_TO.value, old.rstrip("\n") + "\n\n" + text)
+    print(f"appended to {_APPEND_TO.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
