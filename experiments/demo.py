@@ -14,8 +14,10 @@ Steps:
    adapter is trained by DPO on task-judged pairs and writes the memory for the rest of the stream;
    before/after per task, the cross-task matrix, what facts get dropped, and a task switch.
 5. Write DIR/results.json (acc, cov, prec and n per task and overall, memory quality, and `phase_two`,
-   `cross_task`, `fact_mentions`, `drift`), DIR/memory.json, DIR/phase_two.png and DIR/report.html (frame
-   thumbnails, facts, memories, questions and answers, the Phase-Two tables and figure).
+   `cross_task`, `fact_mentions`, `drift`), DIR/memory.json, DIR/scores.png (the Acc / Cov / Prec bars per
+   task and overall), DIR/phase_two.png, DIR/tb (TensorBoard events of the Phase-Two DPO runs) and
+   DIR/report.html (frame thumbnails, facts, memories, questions and answers, the score table with
+   scores.png, the Phase-Two tables and figure).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from taskmem_jax.envs import synthworld as sw
 from taskmem_jax.envs.synthworld.reader import answer
 from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory
 from taskmem_jax.eval.metrics import format_table, save_json
+from taskmem_jax.eval.plots import plot_tasks
 from taskmem_jax.eval.qa import evaluate_memory, memory_quality
 from taskmem_jax.eval.report import write_report
 from taskmem_jax.memory.loop import RolloutConfig, memorize_stream
@@ -88,6 +91,7 @@ def phase_two(output_dir: str, policy_dir: str, stream: sw.Stream, questions: di
   say = (lambda text: tqdm.write(f"phase two: {text}")) if progress else None
   results = experiment.run(cfg, model, processor, stream, questions, progress=say)
   figure = experiment.plot(results, os.path.join(output_dir, "phase_two.png"))
+  experiment.write_dpo_events(results, os.path.join(output_dir, "tb"))
   return experiment.public(results), experiment.format_tables(results), figure
 
 
@@ -126,11 +130,14 @@ def run(output_dir: str, *, policy: str = "shipped", policy_dir: str = POLICY_DI
   question_rows = [{"task": task, "text": q.text, "options": q.options, "answer": q.answer, "predicted": predicted}
                    for (task, predicted, _), q in zip(records, [q for qs in questions.values() for q in qs])]
   table_rows = [{"task": t, **s} for t, s in scores["tasks"].items()] + [{"task": "overall", **scores["overall"]}]
+  chart = plot_tasks(scores, os.path.join(output_dir, "scores.png"), f"SynthWorld stream {seed}, {policy} memories: "
+                     "Acc / Cov / Prec")
   write_report(os.path.join(output_dir, "report.html"), title=f"SynthWorld stream {seed}: {policy} memories",
                summary={"policy": policy, "clips": clips, "faithfulness": f"{quality['faithfulness']:.3f}",
                         "redundancy": f"{quality['redundancy']:.3f}",
                         "facts per memory": f"{quality['facts_per_memory']:.2f}"},
-               clips=clip_rows, questions=question_rows, table_rows=table_rows, sections=sections)
+               clips=clip_rows, questions=question_rows, table_rows=table_rows, sections=sections,
+               table_image=chart)
   return results
 
 
@@ -147,7 +154,7 @@ def main(argv):
     from taskmem_jax.phase_two.experiment import format_tables
     print("\n" + format_tables(results))
   print(f"results: {os.path.join(FLAGS.output_dir, 'results.json')}; report: "
-        f"{os.path.join(FLAGS.output_dir, 'report.html')}")
+        f"{os.path.join(FLAGS.output_dir, 'report.html')}; chart: {os.path.join(FLAGS.output_dir, 'scores.png')}")
 
 
 if __name__ == "__main__":

@@ -115,7 +115,8 @@ def main(argv):
   from taskmem_jax.adapters import steer as steer_lib
   from taskmem_jax.eval import answerers as A
   from taskmem_jax.eval.metrics import format_table
-  from taskmem_jax.eval.streaming import StreamingConfig, StreamingEvaluation, plot_tasks
+  from taskmem_jax.eval.plots import plot_tasks
+  from taskmem_jax.eval.streaming import StreamingConfig, StreamingEvaluation
   from taskmem_jax.io import atomic_write_text
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.phase_two.adapt import Adapter

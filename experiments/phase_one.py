@@ -4,9 +4,10 @@ r"""Phase One: learn how to memorize with GSPO and the multi-objective reward (t
       [--config.steps=40 --config.reward.usefulness_scale=0 ...]
 
 Loads the policy (--config.checkpoint, HF format), trains on streams from --config.env with the
-configured judge, writes DIR/metrics.jsonl, TensorBoard events in DIR/tb and orbax checkpoints in
-DIR/checkpoints (a rerun resumes where the last one stopped), and exports the trained policy to
---config.export_dir (default DIR/export) in HF format, which experiments.demo --policy_dir can load.
+configured judge, writes DIR/metrics.jsonl, TensorBoard events in DIR/tb (`tensorboard --logdir DIR/tb`),
+the curves in DIR/curves.html and DIR/curves.png, and orbax checkpoints in DIR/checkpoints (a rerun
+resumes where the last one stopped), and exports the trained policy to --config.export_dir (default
+DIR/export) in HF format, which experiments.demo --policy_dir can load.
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ def main(argv):
   keys = ("reward", "pass_rate", "faithfulness", "redundancy", "format_failure", "memory_tokens", "step_s")
   for h in (history[:1] + history[-1:]) if history else []:
     print(json.dumps({"step": h["step"], **{k: round(h[k], 4) for k in keys if k in h}}))
-  print(f"metrics: {os.path.join(cfg.workdir, 'metrics.jsonl')}; exported policy: "
-        f"{cfg.export_dir or os.path.join(cfg.workdir, 'export')}")
+  print(f"metrics: {os.path.join(cfg.workdir, 'metrics.jsonl')}; curves: {os.path.join(cfg.workdir, 'curves.png')}; "
+        f"exported policy: {cfg.export_dir or os.path.join(cfg.workdir, 'export')}")
 
 
 if __name__ == "__main__":

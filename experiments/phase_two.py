@@ -4,7 +4,9 @@ r"""Phase Two: task adapters on a SynthWorld stream (taskmem_jax/phase_two).
       --config.checkpoint=PHASE_ONE_EXPORT --config.update_positions=10,30,50 ...]
 
 Writes DIR/phase_two.json (before/after per task, cross-task matrix, fact mentions, drift), DIR/phase_two.png,
-and DIR/adapters/<task>.safetensors (each task's last steer, loadable with taskmem_jax.adapters.steer.load).
+DIR/adapters/<task>.safetensors (each task's last steer, loadable with taskmem_jax.adapters.steer.load),
+DIR/memories/<task>.json, and TensorBoard events of each adapter's DPO run in DIR/tb (tags
+dpo/<task>/loss, .../delta, .../accuracy, .../grad_norm, .../steer_norm).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def run(cfg, output_dir: str, progress=print) -> dict:
     memory.save(os.path.join(output_dir, "memories", f"{task}.json"))
   atomic_write_json(os.path.join(output_dir, "phase_two.json"), experiment.public(results))
   experiment.plot(results, os.path.join(output_dir, "phase_two.png"))
+  experiment.write_dpo_events(results, os.path.join(output_dir, "tb"))
   return results
 
 
@@ -60,7 +63,8 @@ def main(argv):
   results = run(FLAGS.config, FLAGS.output_dir)
   print(experiment.format_tables(results))
   print(f"\nresults: {os.path.join(FLAGS.output_dir, 'phase_two.json')}; figure: "
-        f"{os.path.join(FLAGS.output_dir, 'phase_two.png')}")
+        f"{os.path.join(FLAGS.output_dir, 'phase_two.png')}; DPO curves: tensorboard --logdir "
+        f"{os.path.join(FLAGS.output_dir, 'tb')}")
 
 
 if __name__ == "__main__":

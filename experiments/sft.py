@@ -5,8 +5,10 @@ r"""Supervised fine-tuning of a Qwen3-VL checkpoint on (prompt, target) pairs.
 
 FILE.jsonl holds one {"messages": [...], "target": "..."} per line (format: taskmem_jax/training/data.py).
 Checkpoints go to WORK/checkpoints (a rerun resumes where the last one stopped, data order included);
-the trained model is exported in HF format (config, safetensors, tokenizer files) to
---config.export_dir (default WORK/export), loadable with qwen3_vl.from_pretrained.
+the loss, grad norm, lr and tokens of every step to WORK/metrics.jsonl and TensorBoard events in WORK/tb,
+and their curves to WORK/curves.html and WORK/curves.png (rewritten at each checkpoint); the trained model
+is exported in HF format (config, safetensors, tokenizer files) to --config.export_dir (default
+WORK/export), loadable with qwen3_vl.from_pretrained.
 Without --config.checkpoint a tiny random checkpoint is built in WORK; without --config.data a toy
 JSONL of text examples is written there, so the command runs as is. --config.mesh.preset=fsdp
 shards the model over every device (read straight into its shards) and splits each batch; on several
@@ -85,7 +87,8 @@ def main(argv):
     print(f"loss {history[0]['loss']:.4f} (step {history[0]['step']}) -> {history[-1]['loss']:.4f} "
           f"(step {history[-1]['step']}); first step {result['first_step_s']:.1f} s with compile, "
           f"{result['steps_per_s'] or 0:.2f} steps/s after")
-  print(f"exported to {FLAGS.config.export_dir}")
+  print(f"exported to {FLAGS.config.export_dir}; curves: {os.path.join(FLAGS.config.workdir, 'curves.png')}; "
+        f"tensorboard --logdir {os.path.join(FLAGS.config.workdir, 'tb')}")
 
 
 if __name__ == "__main__":

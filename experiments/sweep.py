@@ -8,8 +8,9 @@ r"""Reward-weight sweeps over Phase One (taskmem_jax/rl/sweep.py).
 with --random=N, N settings are drawn ("lo:hi" draws uniformly from a range). --mode=separate runs
 each setting in DIR/run_K one after another (a rerun skips finished runs and resumes an interrupted one);
 --mode=population trains all settings (reward.* fields only) as one population job in DIR/population.
-At the end DIR/curves.html charts every run's metrics, DIR/sweep.md holds a table of the settings and the final metrics (means over the last 3
-steps), also printed, and DIR/sweep.json the same data.
+At the end DIR/curves.html charts every run's metrics (DIR/curves.png holds the same charts), DIR/sweep.md
+holds a table of the settings and the final metrics (means over the last 3 steps), also printed, and
+DIR/sweep.json the same data.
 """
 
 from __future__ import annotations

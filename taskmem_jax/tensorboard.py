@@ -4,11 +4,14 @@ An event file is a sequence of records: uint64 length, uint32 masked CRC-32C of 
 serialized tensorflow.Event, uint32 masked CRC-32C of it (little-endian). We encode the few proto fields
 scalars need by hand (Event: wall_time=1 double, step=2 int64, file_version=3 string, summary=5;
 Summary: value=1 repeated; Summary.Value: tag=1 string, simple_value=2 float), so TensorBoard reads the
-files while the project does not depend on tensorflow or tensorboard.
+files while the project does not depend on tensorflow or tensorboard. read_scalars decodes them back
+(tests, and a quick look without TensorBoard).
 """
 
 from __future__ import annotations
 
+import glob
+import itertools
 import os
 import socket
 import struct
@@ -75,13 +78,17 @@ def record(data: bytes) -> bytes:
   return length + struct.pack("<I", masked_crc32c(length)) + data + struct.pack("<I", masked_crc32c(data))
 
 
+_WRITERS = itertools.count()  # tells apart the files of writers opened in one process within one second
+
+
 class SummaryWriter:
-  """Appends scalar events to logdir/events.out.tfevents.<time>.<host> (a new file per writer, as
-  TensorBoard expects; it merges the files of one logdir, so a resumed run keeps its history)."""
+  """Appends scalar events to logdir/events.out.tfevents.<time>.<host>.<pid>.<n> (a new file per writer,
+  as TensorBoard expects; it merges the files of one logdir, so a resumed run keeps its history)."""
 
   def __init__(self, logdir: str):
     os.makedirs(logdir, exist_ok=True)
-    self.path = os.path.join(logdir, f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}")
+    name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_WRITERS)}"
+    self.path = os.path.join(logdir, name)
     self._file = open(self.path, "ab")
     self._file.write(record(encode_event(wall_time=time.time(), file_version="brain.Event:2")))
     self._file.flush()
@@ -92,3 +99,72 @@ class SummaryWriter:
 
   def close(self) -> None:
     self._file.close()
+
+
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+  n = shift = 0
+  while True:
+    byte = data[i]
+    n |= (byte & 0x7F) << shift
+    i, shift = i + 1, shift + 7
+    if not byte & 0x80:
+      return n, i
+
+
+def _fields(data: bytes):
+  """(field, wire type, value) of a serialized proto: ints for varints, bytes for the rest."""
+  i = 0
+  while i < len(data):
+    key, i = _read_varint(data, i)
+    field, wire = key >> 3, key & 7
+    if wire == 0:
+      value, i = _read_varint(data, i)
+    elif wire == 1:
+      value, i = data[i:i + 8], i + 8
+    elif wire == 5:
+      value, i = data[i:i + 4], i + 4
+    elif wire == 2:
+      n, i = _read_varint(data, i)
+      value, i = data[i:i + n], i + n
+    else:
+      raise ValueError(f"unsupported wire type {wire}")
+    yield field, wire, value
+
+
+def read_events(path: str) -> list[tuple[int, dict[str, float]]]:
+  """(step, {tag: value}) of each scalar event in one event file, in file order; checks the CRCs."""
+  with open(path, "rb") as f:
+    data = f.read()
+  out, offset = [], 0
+  while offset + 12 <= len(data):
+    (n,) = struct.unpack_from("<Q", data, offset)
+    if struct.unpack_from("<I", data, offset + 8)[0] != masked_crc32c(data[offset:offset + 8]):
+      raise ValueError(f"{path}: bad length CRC at byte {offset}")
+    payload = data[offset + 12:offset + 12 + n]
+    if len(payload) < n or offset + 16 + n > len(data):
+      break  # a record still being written
+    if struct.unpack_from("<I", data, offset + 12 + n)[0] != masked_crc32c(payload):
+      raise ValueError(f"{path}: bad data CRC at byte {offset}")
+    offset += 16 + n
+    step, scalars = 0, {}
+    for field, _, value in _fields(payload):
+      if field == 2:
+        step = value
+      elif field == 5:
+        for _, _, v in _fields(value):
+          parts = {f: x for f, _, x in _fields(v)}
+          if 1 in parts and 2 in parts:
+            scalars[parts[1].decode()] = struct.unpack("<f", parts[2])[0]
+    if scalars:
+      out.append((step, scalars))
+  return out
+
+
+def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
+  """tag -> [(step, value)] over every event file of logdir (oldest file first, as TensorBoard merges)."""
+  out: dict[str, list[tuple[int, float]]] = {}
+  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*")), key=os.path.getmtime):
+    for step, scalars in read_events(path):
+      for tag, value in scalars.items():
+        out.setdefault(tag, []).append((step, value))
+  return out

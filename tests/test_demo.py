@@ -18,7 +18,12 @@ def test_teacher_demo_writes_results_and_report(tmp_path):
   assert abs(overall["acc"] - overall["cov"] * overall["prec"]) < 1e-9  # Acc = Cov x Prec by definition
   assert results["memory_quality"]["faithfulness"] == 1.0 and results["memory_quality"]["redundancy"] == 0.0
   report = (tmp_path / "report.html").read_text()
-  assert report.count("<img") == 6 * 4 and "Acc / Cov / Prec" in report
+  assert report.count("<img") == 6 * 4 + 1 and "Acc / Cov / Prec" in report  # + the scores chart
+  assert "<a href='scores.png'><img" in report
+  from PIL import Image
+
+  with Image.open(tmp_path / "scores.png") as image:
+    assert image.format == "PNG" and image.size[0] > 400 and image.size[1] > 200
   assert set(json.loads((tmp_path / "memory.json").read_text())["descriptions"]) <= {str(c) for c in range(6)}
 
 
@@ -46,3 +51,10 @@ def test_demo_grows_phase_two_tables(tmp_path):
   assert (tmp_path / "phase_two.png").stat().st_size > 1000
   report = (tmp_path / "report.html").read_text()
   assert "Phase Two: task adapters" in report and "Cross-task Acc" in report
+  from taskmem_jax.tensorboard import read_scalars
+
+  tags = read_scalars(str(tmp_path / "tb"))
+  trained = [t for t, row in on_disk["phase_two"].items() if row["adapters"][0]["pairs"]]
+  assert {tag.split("/")[1] for tag in tags} == set(trained)  # one DPO run per task with pairs
+  for task in trained:
+    assert [step for step, _ in tags[f"dpo/{task}/loss"]] == [1]  # cfg.dpo.steps = 1

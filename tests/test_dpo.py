@@ -63,5 +63,12 @@ def test_resume_equals_straight(tmp_path):
   out = train_steer(_config(4), again, _pairs(again.config), pad_id=0, workdir=str(tmp_path), progress=False)
   assert [h["step"] for h in out["history"]] == [3, 4]
   np.testing.assert_allclose(S.get_steer(again), S.get_steer(straight), rtol=1e-6)
+  # Both runs logged to workdir/tb, one event file each: steps 1-2, then 3-4 after the resume.
+  from taskmem_jax.tensorboard import read_scalars
+
+  assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 2
+  scalars = read_scalars(str(tmp_path / "tb"))
+  assert [step for step, _ in scalars["loss"]] == [1, 2, 3, 4] and "grad_norm" in scalars
+  np.testing.assert_allclose([v for _, v in scalars["loss"][2:]], [h["loss"] for h in out["history"]], rtol=1e-6)
   with pytest.raises(ValueError, match="no preference pairs"):
     train_steer(_config(), fresh(), [], pad_id=0)

@@ -118,6 +118,42 @@ def test_kernel_mask_matches_dense_mask(l, offset):
   _close(got, layers.dot_product_attention(q, k, v, mask.dense(l), d**-0.5), 1e-5)
 
 
+@pytest.mark.parametrize("first_slot,s", [(0, 600), (37, 700)])  # a whole prompt, and a prefill into a cache
+def test_causal_mask_blocks_equal_the_dense_mask(first_slot, s, monkeypatch):
+  """The long-prompt path of dot_product_attention (query blocks that skip later keys) against the same
+  call on the plain mask: 600 queries over 3 blocks of 256 (the last one short), GQA 2, row 1 left-padded
+  so its first queries see no key (uniform weights over all S keys on both paths)."""
+  b, l, hq, hkv, d = 2, 600, 4, 2, 32
+  q, k, v, _ = _qkv(5, b, l, s, hq, hkv, d, jnp.float32)
+  query_slot = first_slot + jnp.arange(l)
+  real = jnp.arange(s)[None] >= jnp.array([[0], [first_slot + 9]])  # row 1: 9 padding queries
+  visible = (jnp.arange(s)[None, :] <= query_slot[:, None])[None] & real[:, None, :]
+  assert not bool(visible[1, 0].any())
+  monkeypatch.setattr(layers, "ATTENTION_BLOCK", 256)
+  dense = jax.jit(layers.dot_product_attention, static_argnums=4)(q, k, v, visible, d**-0.5)
+  blocked = jax.jit(layers.dot_product_attention, static_argnums=4)(q, k, v, layers.CausalMask(visible, first_slot),
+                                                                     d**-0.5)
+  _close(blocked, dense, 1e-5)
+
+
+def test_model_long_prompt_blocks_equal_one_block(monkeypatch):
+  """The decoder hands its causal mask to the blocked path: a 600-token prompt's hidden states, with and
+  without blocks, through the prefill into a cache as the sampler runs it."""
+  from taskmem_jax.models.qwen3_vl import init_random, prepare_inputs, preset
+  from taskmem_jax.sampling import sampler
+
+  model = init_random(preset("tiny"), seed=0)
+  ids = np.random.default_rng(0).integers(10, 200, (1, 600)).astype(np.int32)
+  inputs = prepare_inputs(model.config, ids)
+  runs = []
+  for block in (128, 10_000):
+    monkeypatch.setattr(layers, "ATTENTION_BLOCK", block)
+    logits, *_ = sampler.prefill(model, inputs, 640, 1)
+    runs.append((np.asarray(logits), np.asarray(model.forward(inputs))))
+  _close(runs[0][0], runs[1][0], 1e-5)
+  _close(runs[0][1], runs[1][1], 1e-5)
+
+
 # --- the whole model ------------------------------------------------------------------------------
 
 def _tiny_batch(cfg):

@@ -10,7 +10,7 @@ import pytest
 
 from taskmem_jax.rewards import Judge, Ranking, Verdict
 from taskmem_jax.rl.streams import StreamSlots
-from taskmem_jax.tensorboard import SummaryWriter, crc32c, encode_event, masked_crc32c
+from taskmem_jax.tensorboard import SummaryWriter, crc32c, encode_event, masked_crc32c, read_scalars
 
 POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")
 
@@ -84,6 +84,12 @@ def test_crc32c_and_events_decode_with_protobuf(tmp_path):
   assert events[1].step == 7
   assert {v.tag: v.simple_value for v in events[1].summary.value} == {"reward": 0.25, "faithfulness": 1.0}
   assert Event.FromString(encode_event(wall_time=1.5, step=2**40)).step == 2**40
+  # Our reader decodes what protobuf does, over every file of the logdir (a second writer: a resumed run).
+  second = SummaryWriter(str(tmp_path))
+  second.scalars(8, {"reward": 0.5})
+  second.close()
+  assert second.path != writer.path
+  assert read_scalars(str(tmp_path)) == {"reward": [(7, 0.25), (8, 0.5)], "faithfulness": [(7, 1.0)]}
 
 
 class LengthJudge(Judge):
@@ -151,6 +157,12 @@ def test_four_steps_equal_two_then_resume_then_two(tmp_path):
   assert a[0]["stage"] == "off_policy" and a[1]["stage"] == "on_policy"
   assert os.path.isfile(tmp_path / "a" / "export" / "model.safetensors")
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "a" / "tb"))
+  # The event files hold every step's metrics, the resumed run's included; curves.png sits by curves.html.
+  for d, rows in ((tmp_path / "a", a), (tmp_path / "b", b)):
+    rewards = read_scalars(str(d / "tb"))["reward"]
+    assert [s for s, _ in rewards] == [1, 2, 3, 4]
+    np.testing.assert_allclose([v for _, v in rewards], [h["reward"] for h in rows], rtol=1e-6)
+    assert (d / "curves.png").stat().st_size > 1000 and '<img src="curves.png"' in (d / "curves.html").read_text()
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")

@@ -47,8 +47,24 @@ def _dpo():
   return c
 
 
+def test_dpo_histories_become_event_files(tmp_path):
+  from taskmem_jax.phase_two.adapt import Adapter
+  from taskmem_jax.phase_two.experiment import write_dpo_events
+  from taskmem_jax.tensorboard import read_scalars
+
+  run = lambda losses: {"history": [{"step": k + 1, "loss": x, "accuracy": 1.0} for k, x in enumerate(losses)]}
+  adapters = {"counting": [Adapter("counting", np.zeros(2), [], run([0.7, 0.5]))],
+              "ocr": [Adapter("ocr", np.zeros(2), [], run([0.6])), Adapter("ocr", np.zeros(2), [], run([0.4]))],
+              "spatial": [Adapter("spatial", np.zeros(2), [], {"pairs": 0, "history": []})]}
+  write_dpo_events({"_adapters": adapters}, str(tmp_path / "tb"))
+  scalars = read_scalars(str(tmp_path / "tb"))
+  assert scalars["dpo/counting/loss"] == [(1, pytest.approx(0.7)), (2, pytest.approx(0.5))]
+  assert scalars["dpo/ocr/update_1/loss"] == [(1, pytest.approx(0.4))] and "dpo/ocr/update_0/accuracy" in scalars
+  assert not any(tag.startswith("dpo/spatial") for tag in scalars)  # no pairs, no DPO run
+
+
 @pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
-def test_adapt_stream_end_to_end():
+def test_adapt_stream_end_to_end(tmp_path):
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.processing import Qwen3VLProcessor
 
@@ -71,6 +87,12 @@ def test_adapt_stream_end_to_end():
   assert any(s["pairs"] > 0 for s in stats)  # pairs were mined and DPO ran on them
   trained = [a[-1] for a in out["adapters"].values() if a[-1].stats["pairs"]]
   assert trained and all(np.abs(a.values).max() > 0 for a in trained)
+  from taskmem_jax.phase_two.experiment import write_dpo_events
+  from taskmem_jax.tensorboard import read_scalars
+
+  scalars = read_scalars(write_dpo_events({"_adapters": out["adapters"]}, str(tmp_path / "tb")))
+  for a in trained:
+    assert [s for s, _ in scalars[f"dpo/{a.task}/loss"]] == [h["step"] for h in a.stats["history"]]
   assert np.all(S.get_steer(model) == 0)  # the model is left with a zero steer
   base = out["phase_one_memory"]
   for task, memory in out["memories"].items():

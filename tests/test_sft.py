@@ -115,6 +115,20 @@ def test_overfit_and_export(ckpt_dir, processor, examples, tmp_path):
   batch = collate(examples, cfg.buckets, processor.pad_token_id)
   args = (batch["input_ids"], batch["attention_mask"])
   np.testing.assert_allclose(np.asarray(reloaded(*args)), np.asarray(result["model"](*args)), atol=1e-6, rtol=0)
+  # Logs: TensorBoard scalars of every history row, metrics.jsonl, and the curves page with its PNG.
+  from PIL import Image
+
+  from taskmem_jax.tensorboard import read_scalars
+
+  scalars = read_scalars(os.path.join(cfg.workdir, "tb"))
+  assert set(scalars) == {"loss", "tokens", "grad_norm", "lr"}
+  assert [s for s, _ in scalars["loss"]] == list(range(1, 31))
+  np.testing.assert_allclose([v for _, v in scalars["loss"]], losses, rtol=1e-6)
+  with open(os.path.join(cfg.workdir, "metrics.jsonl")) as f:
+    assert [json.loads(line) for line in f] == result["history"]
+  assert '<img src="curves.png"' in open(os.path.join(cfg.workdir, "curves.html")).read()
+  with Image.open(os.path.join(cfg.workdir, "curves.png")) as image:
+    assert image.format == "PNG" and image.size[0] > 400
 
 
 def test_resume_is_exact(ckpt_dir, processor, examples, tmp_path):
@@ -128,6 +142,12 @@ def test_resume_is_exact(ckpt_dir, processor, examples, tmp_path):
   resumed = run(tmp_path / "b")
   assert first["resumed_from"] is None and resumed["resumed_from"] == 2
   assert [h["loss"] for h in straight["history"][2:]] == [h["loss"] for h in resumed["history"]]
+  # The logs of the interrupted run continue: metrics.jsonl and the event files cover steps 1-4 once.
+  from taskmem_jax.tensorboard import read_scalars
+
+  with open(tmp_path / "b" / "metrics.jsonl") as f:
+    assert [json.loads(line) for line in f] == first["history"] + resumed["history"]
+  assert [s for s, _ in read_scalars(str(tmp_path / "b" / "tb"))["loss"]] == [1, 2, 3, 4]
   a = jax.tree.leaves(jax.tree.map(np.asarray, straight["model"]))
   b = jax.tree.leaves(jax.tree.map(np.asarray, resumed["model"]))
   assert all(np.array_equal(x, y) for x, y in zip(a, b))

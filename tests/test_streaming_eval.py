@@ -129,7 +129,9 @@ def test_free_form_questions_are_graded_and_abstentions_counted(tmp_path, monkey
   assert scores["tasks"]["locating object"]["cov"] == 0.0
   rows = [json.loads(line) for line in open(tmp_path / "answers.jsonl")]
   assert rows[0]["prediction"] == "Three" and rows[0]["score"] == 5.0
-  path = streaming.plot_tasks(scores, str(tmp_path / "s.png"), "t")
+  from taskmem_jax.eval.plots import plot_tasks
+
+  path = plot_tasks(scores, str(tmp_path / "s.png"), "t")
   assert os.path.getsize(path) > 1000
 
 

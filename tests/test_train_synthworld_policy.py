@@ -60,6 +60,14 @@ def test_tiny_recipe_runs_resumes_and_exports(tmp_path):
   assert sw.policy_world_config(export, num_clips=2) == WORLD
   assert set(result["stages"]) == {"vision", "reading", "windows"}
   assert 0.0 <= result["stages"]["vision"]["heldout_probe_accuracy"] <= 1.0
+  # Each stage logs to its workdir: TensorBoard events (vision: loss, accuracy, lr ... per log point) and,
+  # for the SFT stages, metrics.jsonl with the curves.
+  from taskmem_jax.tensorboard import read_scalars
+
+  vision = read_scalars(os.path.join(cfg.workdir, "vision", "tb"))
+  assert [s for s, _ in vision["loss"]] == [1, 2, 3, 4] and {"accuracy", "grad_norm", "lr"} <= set(vision)
+  assert [s for s, _ in read_scalars(os.path.join(cfg.workdir, "windows", "tb"))["loss"]] == [1, 2]
+  assert os.path.getsize(os.path.join(cfg.workdir, "reading", "curves.png")) > 1000
   (evaluation,) = result["eval"]
   assert evaluation["windows"] == 2
   reading = result["reading"]

@@ -32,13 +32,20 @@ def _png(frame: np.ndarray, scale: int) -> str:
   return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def _png_file(path: str) -> str:
+  """An <img> of a PNG file, inlined (the report stays one file)."""
+  with open(path, "rb") as f:
+    return f"<img style='max-width:100%' src='data:image/png;base64,{base64.b64encode(f.read()).decode()}'>"
+
+
 def write_report(path: str | os.PathLike, *, title: str, summary: dict[str, str], clips: list[dict],
                  questions: list[dict], table_rows: list[dict], scale: int = 2,
-                 sections: list[tuple[str, str, str | None]] = ()) -> None:
+                 sections: list[tuple[str, str, str | None]] = (), table_image: str | None = None) -> None:
   """clips: {"clip", "span", "frames" (uint8 [k, H, W, 3]), "facts" [str], "memory" (str or None)};
   questions: {"task", "text", "options" [str], "answer", "predicted" (letter or None)};
   table_rows: {"task", "acc", "cov", "prec", "n"} with fractions in [0, 1];
-  sections: extra (heading, preformatted text, PNG file path or None) after the table, e.g. Phase Two."""
+  sections: extra (heading, preformatted text, PNG file path or None) after the table, e.g. Phase Two;
+  table_image: a PNG of the table (eval.plots.plot_tasks), shown under it and linked by relative path."""
   esc = html.escape
   out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
          f"<style>{_STYLE}</style></head><body><h1>{esc(title)}</h1><table>"]
@@ -49,11 +56,13 @@ def write_report(path: str | os.PathLike, *, title: str, summary: dict[str, str]
     out.append(f"<tr><td>{esc(row['task'])}</td><td>{row['n']}</td>"
                + "".join(f"<td>{100 * row[k]:.1f}</td>" for k in ("acc", "cov", "prec")) + "</tr>")
   out.append("</table>")
+  if table_image:
+    link = os.path.relpath(table_image, os.path.dirname(os.path.abspath(path)))
+    out.append(f"<p><a href='{esc(link)}'>{_png_file(table_image)}</a></p>")
   for heading, text, image in sections:
     out.append(f"<h2>{esc(heading)}</h2><pre>{esc(text)}</pre>")
     if image:
-      with open(image, "rb") as f:
-        out.append(f"<img style='max-width:100%' src='data:image/png;base64,{base64.b64encode(f.read()).decode()}'>")
+      out.append(_png_file(image))
   out.append("<h2>Clips: what happened, what was remembered</h2><table>"
              "<tr><th>clip</th><th>frames</th><th>ground-truth facts</th><th>memory</th></tr>")
   for clip in clips:

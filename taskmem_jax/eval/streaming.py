@@ -246,26 +246,3 @@ def _count_lines(path: str) -> int:
     return 0
   with open(path, encoding="utf-8") as f:
     return sum(1 for line in f if line.strip())
-
-
-def plot_tasks(scores: dict, path: str, title: str) -> str:
-  """A bar plot of Acc / Cov / Prec per task and overall (matplotlib); returns the path."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  rows = [*scores["tasks"].items(), ("overall", scores["overall"])]
-  x = np.arange(len(rows))
-  fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
-  for k, (metric, offset) in enumerate((("acc", -0.27), ("cov", 0.0), ("prec", 0.27))):
-    ax.bar(x + offset, [100 * r[metric] for _, r in rows], 0.27, label=metric.capitalize())
-  ax.set_xticks(x, [name for name, _ in rows], rotation=30, ha="right")
-  ax.set_ylabel("%")
-  ax.set_title(title)
-  ax.legend()
-  fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=90)
-  plt.close(fig)
-  os.replace(tmp, path)
-  return path

@@ -33,6 +33,7 @@ from taskmem_jax import sharding as shd
 from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.rl.losses import k3_kl
 from taskmem_jax.rl.step import GroupBatch, group_batch, token_log_probs
+from taskmem_jax.tensorboard import SummaryWriter
 from taskmem_jax.training import checkpoint as ckpt
 from taskmem_jax.training.data import bucket_length
 from taskmem_jax.training.sft import TrainState
@@ -113,7 +114,8 @@ def train_steer(cfg, model, pairs: list[PairExample], pad_id: int, *, workdir: s
   cfg: steps, pairs_per_step (official 32 = 64 rows), num_minibatches (official 8), beta, kl_coef, lr,
   b1, b2, weight_decay, grad_clip, temperature, buckets, seed. Pairs are shuffled (seed) and cycled when a
   step needs more than there are. workdir: orbax checkpoints of (steer, optimizer) after every step, so
-  a killed run resumes. Returns {"history": per-step metrics, "seconds"}.
+  a killed run resumes, and each step's metrics as TensorBoard scalars in workdir/tb. Returns
+  {"history": per-step metrics, "seconds"}.
   mesh (sharding.make_mesh): the frozen backbone is placed with sharding.param_shardings under `preset`
   (no copy when it already is), the steer tree, its optimizer state and the rest replicated.
   """
@@ -132,8 +134,9 @@ def train_steer(cfg, model, pairs: list[PairExample], pad_id: int, *, workdir: s
   batches = [pair_batch(model.config, p, pad_id, cfg.buckets) for p in pairs]
   refs = [reference_log_probs(graphdef, steer, backbone, rest, temperature, b) for b in batches]
   order = np.random.default_rng(cfg.seed).permutation(len(pairs))
-  manager = start = None
+  manager = start = writer = None
   if workdir:
+    writer = SummaryWriter(os.path.join(workdir, "tb"))
     manager = ckpt.make_manager(os.path.join(workdir, "checkpoints"), keep=1, save_every=1)
     if manager.latest_step() is not None:
       state, data = ckpt.restore(manager, state)
@@ -156,11 +159,14 @@ def train_steer(cfg, model, pairs: list[PairExample], pad_id: int, *, workdir: s
     row = {k: float(np.mean([m[k] for m in jax.device_get(metrics)])) for k in metrics[0]}
     row.update(step=step + 1, grad_norm=float(grad_norm), steer_norm=float(optax.global_norm(state.params)))
     history.append(row)
+    if writer is not None:
+      writer.scalars(step + 1, {k: v for k, v in row.items() if k != "step"})
     if manager is not None:
       ckpt.save(manager, step + 1, state, {"step": step + 1}, force=True)
   if manager is not None:
     manager.wait_until_finished()
     manager.close()
+    writer.close()
   values = np.asarray(jax.tree.leaves(state.params)[0])
   steer_lib.set_steer(model, values)
   return {"history": history, "seconds": time.perf_counter() - tic}

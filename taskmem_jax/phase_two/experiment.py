@@ -1,12 +1,11 @@
 """Phase Two on a SynthWorld stream end to end: adapters per task, before/after, cross-task, drift, dropped
-facts; tables for the terminal and a matplotlib figure for the report. experiments/phase_two.py and the
-demo both call `run`.
+facts; tables for the terminal, a matplotlib figure for the report, and the DPO curves of every adapter as
+TensorBoard events. experiments/phase_two.py and the demo both call `run`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 
@@ -91,11 +90,9 @@ def format_tables(results: dict) -> str:
 
 def plot(results: dict, path: str) -> str:
   """A PNG with three panels: per-task Acc before/after, the cross-task matrix, drift; returns the path."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from taskmem_jax.eval.plots import pyplot, save_figure
 
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+  fig, axes = pyplot().subplots(1, 3, figsize=(15, 4.8))
   tasks = list(results["phase_two"])
   x = np.arange(len(tasks))
   before = [100 * results["phase_two"][t]["before"]["acc"] for t in tasks]
@@ -126,12 +123,26 @@ def plot(results: dict, path: str) -> str:
     axes[2].legend()
   axes[2].set_title("Task switch")
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=90)
-  plt.close(fig)
-  os.replace(tmp, path)
-  return path
+  return save_figure(fig, path)
+
+
+def write_dpo_events(results: dict, logdir: str) -> str:
+  """The DPO history of every task's adapters (run's results["_adapters"]) as TensorBoard scalars in logdir:
+  tags dpo/<task>/<metric> (loss, delta, accuracy, grad_norm, steer_norm, ...) against the DPO step, and
+  dpo/<task>/update_<k>/<metric> when a task's adapter was retrained (several update positions). Written
+  after the run: train_steer keeps no log of its own here. Returns logdir."""
+  from taskmem_jax.tensorboard import SummaryWriter
+
+  writer = SummaryWriter(logdir)
+  try:
+    for task, adapters in results["_adapters"].items():
+      for k, adapter in enumerate(adapters):
+        prefix = f"dpo/{task}" + (f"/update_{k}" if len(adapters) > 1 else "")
+        for row in adapter.stats.get("history", []):
+          writer.scalars(row["step"], {f"{prefix}/{key}": v for key, v in row.items() if key != "step"})
+  finally:
+    writer.close()
+  return logdir
 
 
 def public(results: dict) -> dict:

@@ -13,7 +13,8 @@ One step (taskmem-spec.md §2):
 
 The loop always trains a population (rl/population.py): P = len(cfg.population) members that differ in
 their reward settings, P = 1 when cfg.population is empty. Metrics go to workdir/metrics.jsonl (one line
-per step and member), TensorBoard event files in workdir/tb, and charts in workdir/curves.html.
+per step and member), TensorBoard event files in workdir/tb, and charts in workdir/curves.html and
+workdir/curves.png.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from taskmem_jax.eval.curves import write_curves
-from taskmem_jax.io import atomic_write_text
+from taskmem_jax.io import resume_jsonl
 from taskmem_jax.memory.loop import parse_samples
 from taskmem_jax.memory.prompt import window_messages
 from taskmem_jax.rewards import RewardConfig, score_group
@@ -113,14 +114,6 @@ def _member_batches(model_config, rollouts_by_member, b: int, pad_id: int, bucke
                     for r in rs])
 
 
-def _metrics_lines(path: str, upto: int) -> list[str]:
-  """Lines of an existing metrics.jsonl with step <= upto (a resumed run rewrites the rest)."""
-  if not os.path.exists(path):
-    return []
-  with open(path, encoding="utf-8") as f:
-    return [line for line in f if line.strip() and json.loads(line)["step"] <= upto]
-
-
 def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = True, stop_at: int | None = None,
           on_step=None) -> dict:
   """Phase-One training for cfg.steps steps from cfg.workdir (resuming its latest checkpoint).
@@ -159,9 +152,7 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
     slots.restore(data["slots"])
     start = int(data["step"])
   metrics_path = os.path.join(cfg.workdir, "metrics.jsonl")
-  lines = _metrics_lines(metrics_path, start)
-  atomic_write_text(metrics_path, "".join(lines))
-  history = [json.loads(line) for line in lines]
+  history = resume_jsonl(metrics_path, start)  # a resumed run rewrites the rows after its checkpoint
   writer = SummaryWriter(os.path.join(cfg.workdir, "tb"))
 
   bar = tqdm(total=cfg.steps, initial=start, desc="phase one", unit="step", disable=not progress)

@@ -2,12 +2,15 @@
 
 Functional core: the model is split once into (graphdef, params, rest); the step is a jitted pure
 function of (TrainState, rest, ModelInputs, loss_mask) that donates the state. Metrics stay on device
-and are fetched every `log_every` steps, so the loop never waits on the device in between.
+and are fetched every `log_every` steps, so the loop never waits on the device in between; at those
+points they go to workdir/metrics.jsonl and TensorBoard events in workdir/tb, and at each checkpoint
+the curves to workdir/curves.html and curves.png.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 import types
@@ -22,8 +25,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from taskmem_jax import sharding as shd
-
+from taskmem_jax.eval.curves import write_curves
+from taskmem_jax.io import resume_jsonl
 from taskmem_jax.models.qwen3_vl import ModelInputs
+from taskmem_jax.tensorboard import SummaryWriter
 from taskmem_jax.training import checkpoint as ckpt
 from taskmem_jax.training.data import batch_features, make_dataset, model_inputs
 from taskmem_jax.training.loss import masked_cross_entropy
@@ -167,6 +172,7 @@ def _process_rows(inputs: ModelInputs, loss_mask, mesh: Mesh, preset):
   return distributed.global_inputs(local, mesh, preset), distributed.global_array(take(loss_mask), mesh, preset)
 
 
+SFT_METRICS = ("loss", "grad_norm", "lr", "tokens")  # the charts of workdir/curves.html and curves.png
 _OPTIMIZER_FIELDS = ("lr", "warmup_steps", "end_lr_ratio", "steps", "weight_decay", "b1", "b2", "grad_clip")
 
 
@@ -193,7 +199,10 @@ def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str |
   frozen (top-level module names whose parameters stay fixed, e.g. ("visual",); default none) and
   group_by_grid (batch examples of one video grid together, so batch_size > 1 works with mixed grids).
   Checkpoints go to cfg.workdir/checkpoints; when one exists the run continues from the latest,
-  params, optimizer and data order included. Returns {"model": the trained model, "history": one
+  params, optimizer and data order included. The history rows also go to cfg.workdir/metrics.jsonl
+  (a resumed run keeps those up to its checkpoint) and TensorBoard (cfg.workdir/tb, tags loss, tokens,
+  grad_norm, lr), and its curves to cfg.workdir/curves.html and curves.png at each checkpoint; with
+  several processes only process 0 writes them. Returns {"model": the trained model, "history": one
   dict per step (step, loss, tokens, grad_norm, lr), "first_step_s": seconds of the first step
   (compile included), "steps_per_s": rate of the later steps, "resumed_from": step or None}.
 
@@ -224,6 +233,11 @@ def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str |
     state = jax.device_put(state, tree_shardings(state, mesh, preset))
     rest = jax.device_put(rest, tree_shardings(rest, mesh, preset))
   start = resumed_from or 0
+  # One writer of the logs, not one per host; the history itself is the same on every process.
+  primary = jax.process_index() == 0
+  metrics_path = os.path.join(cfg.workdir, "metrics.jsonl")
+  logged = resume_jsonl(metrics_path, start) if primary else []  # the rows before this run, for the curves
+  writer = SummaryWriter(os.path.join(cfg.workdir, "tb")) if primary else None
 
   history, pending = [], []
   bar = tqdm(total=cfg.steps, initial=start, desc="sft", unit="step", disable=not progress)
@@ -244,17 +258,27 @@ def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str |
       jax.block_until_ready(metrics)  # once, to tell compile time apart from step time
       first_step_s, tic = time.perf_counter() - tic, time.perf_counter()
     if step % cfg.log_every == 0 or step == end:
-      for s, m in jax.device_get(pending):
-        history.append({"step": s, **{k: float(v) for k, v in m.items()}})
+      rows = [{"step": s, **{k: float(v) for k, v in m.items()}} for s, m in jax.device_get(pending)]
       pending = []
+      history += rows
+      if primary:
+        with open(metrics_path, "a", encoding="utf-8") as f:
+          f.write("".join(json.dumps(row) + "\n" for row in rows))
+        for row in rows:
+          writer.scalars(row["step"], {k: v for k, v in row.items() if k != "step"})
       last = history[-1]
       bar.set_postfix(loss=f"{last['loss']:.4f}")
       if progress:
         bar.write(f"step {step}: loss {last['loss']:.4f}  grad_norm {last['grad_norm']:.3f}  lr {last['lr']:.2e}  "
                   f"tokens {int(last['tokens'])}")
-    ckpt.save(manager, step, state, iterator.get_state(), force=step == end)
+    saved = ckpt.save(manager, step, state, iterator.get_state(), force=step == end)
+    if saved and primary and (logged or history):
+      write_curves(os.path.join(cfg.workdir, "curves.html"), {"sft": logged + history}, title=f"SFT: {cfg.workdir}",
+                   metrics=SFT_METRICS)
     bar.update(1)
   bar.close()
+  if writer is not None:
+    writer.close()
   jax.block_until_ready(state)
   if end - start > 1:
     steps_per_s = (end - start - 1) / (time.perf_counter() - tic)

@@ -10,7 +10,7 @@ language model's loss alone, learns to ignore the video (experiments/make_sft_da
 Data: a sequence of clips, each (pixel_values [N, C*T*P*P], grid_thw [3], labels int [N / merge^2, K]),
 all with one grid (one compile). Batch b of step s is drawn by numpy's default_rng([seed, s]), so a
 resumed run draws exactly what a straight run does; orbax checkpoints (training/checkpoint.py) hold the
-tower, the probe, the optimizer and the step.
+tower, the probe, the optimizer and the step. The metrics go to TensorBoard events in workdir/tb.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from taskmem_jax.models.qwen3_vl.positions import vision_metadata
+from taskmem_jax.tensorboard import SummaryWriter
 from taskmem_jax.training import checkpoint as ckpt
 
 
@@ -81,9 +82,10 @@ def train_vision_stage(cfg, model, clips: Sequence, classes: Sequence[int], *, p
   cfg.workdir/checkpoints when a checkpoint is there.
 
   cfg fields: steps, batch_size, lr, warmup_steps, end_lr_ratio, weight_decay, grad_clip, seed,
-  log_every, save_every, workdir. Returns {"history": [{"step", "loss", "accuracy", "token_accuracy"}]
-  (accuracy: share of labels right; token_accuracy: share of tokens with every label right),
-  "resumed_from": step or None}.
+  log_every, save_every, workdir. Returns {"history": [{"step", "loss", "accuracy", "token_accuracy",
+  "grad_norm", "lr"}] (accuracy: share of labels right; token_accuracy: share of tokens with every label
+  right; grad_norm before clipping; lr of the step), "resumed_from": step or None}. The rows are also
+  written at each log point to TensorBoard (cfg.workdir/tb, one tag per key).
   """
   classes = tuple(int(c) for c in classes)
   if len(clips) < cfg.batch_size:
@@ -111,13 +113,15 @@ def train_vision_stage(cfg, model, clips: Sequence, classes: Sequence[int], *, p
   def step_fn(state: VisionState, pixels, labels):
     (loss, correct), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, pixels, labels)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    metrics = {"loss": loss, "accuracy": correct.mean(), "token_accuracy": correct.all(-1).mean()}
+    metrics = {"loss": loss, "accuracy": correct.mean(), "token_accuracy": correct.all(-1).mean(),
+               "grad_norm": optax.global_norm(grads), "lr": jnp.asarray(schedule(state.step), jnp.float32)}
     return VisionState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), metrics
 
   manager = ckpt.make_manager(os.path.join(cfg.workdir, "checkpoints"), keep=1, save_every=cfg.save_every)
   resumed_from = manager.latest_step()
   if resumed_from is not None:
     state, _ = ckpt.restore(manager, state, resumed_from)
+  writer = SummaryWriter(os.path.join(cfg.workdir, "tb"))
   history, pending = [], []
   bar = tqdm(total=cfg.steps, initial=resumed_from or 0, desc="vision stage", unit="step", disable=not progress)
   for step in range(int(state.step) + 1, cfg.steps + 1):
@@ -134,11 +138,13 @@ def train_vision_stage(cfg, model, clips: Sequence, classes: Sequence[int], *, p
     if step % cfg.log_every == 0 or step == cfg.steps:
       for s, m in jax.device_get(pending):
         history.append({"step": s, **{k: float(v) for k, v in m.items()}})
+        writer.scalars(s, {k: v for k, v in history[-1].items() if k != "step"})
       pending = []
       bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", acc=f"{history[-1]['accuracy']:.4f}")
     ckpt.save(manager, step, state, {}, force=step == cfg.steps)
     bar.update(1)
   bar.close()
+  writer.close()
   manager.wait_until_finished()
   manager.close()
   tower, _ = nnx.merge(graphdef, state.params)

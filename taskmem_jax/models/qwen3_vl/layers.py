@@ -82,13 +82,24 @@ def rotate_half(x: Array) -> Array:
   return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
 
 
-def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, scale: float) -> Array:
-  """Grouped-query attention without materialising repeated K/V.
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["visible"], meta_fields=["first_slot"])
+@dataclasses.dataclass(frozen=True)
+class CausalMask:
+  """A [B, L, S] visibility mask known to be causal: the L queries sit at the static slots first_slot.. of
+  the S keys, and a key at a slot after a query's own is never visible to it. Lets dot_product_attention
+  skip, per block of queries, the keys after the block's last slot."""
+  visible: Array
+  first_slot: int
 
-  q: [B, L, Hq, D]; k, v: [B, S, Hkv, D]; mask: [B, L, S] bool (True = attend). Returns [B, L, Hq, D].
-  Query head i reads KV head i // (Hq/Hkv), as transformers' repeat_kv does. Scores and softmax in fp32.
-  A fully masked row (a left-padding query) gets uniform weights, as transformers' finite mask gives.
-  """
+
+# Long prompts (a prefill of a 50-s window is ~2k tokens): query blocks of this many rows, each reading only the
+# keys up to its last slot, when L >= 2 * ATTENTION_BLOCK. On a 2-core CPU at L = 2239 (8 heads of 64) this takes
+# the attention of one layer from 0.34 s to 0.11 s: the full [L, S] scores no longer go through memory, and the
+# causal half is skipped. Blocks of 128 are 20% faster again but compile slower.
+ATTENTION_BLOCK = 256
+
+
+def _attend(q: Array, k: Array, v: Array, mask: Array, scale: float) -> Array:
   b, l, hq, d = q.shape
   hkv = k.shape[2]
   qg = q.reshape(b, l, hkv, hq // hkv, d)
@@ -96,7 +107,39 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, scale: floa
   scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = jnp.einsum("bhgls,bshd->blhgd", probs, v, preferred_element_type=jnp.float32)
-  return out.reshape(b, l, hq, d).astype(q.dtype)
+  return out.reshape(b, l, hq, d)
+
+
+def dot_product_attention(q: Array, k: Array, v: Array, mask, scale: float) -> Array:
+  """Grouped-query attention without materialising repeated K/V.
+
+  q: [B, L, Hq, D]; k, v: [B, S, Hkv, D]; mask: [B, L, S] bool (True = attend), or a CausalMask of one.
+  Returns [B, L, Hq, D]. Query head i reads KV head i // (Hq/Hkv), as transformers' repeat_kv does. Scores
+  and softmax in fp32. A fully masked row (a left-padding query) gets uniform weights over all S keys, as
+  transformers' finite mask gives.
+  """
+  b, l, hq, d = q.shape
+  if not isinstance(mask, CausalMask) or l < 2 * ATTENTION_BLOCK:
+    mask = mask.visible if isinstance(mask, CausalMask) else mask
+    return _attend(q, k, v, mask, scale).astype(q.dtype)
+  visible, s, hkv = mask.visible, k.shape[1], k.shape[2]
+  # Heads first, once: each block's two products are then plain batched matmuls (0.15 -> 0.11 s per layer).
+  qt = q.reshape(b, l, hkv, hq // hkv, d).transpose(0, 2, 3, 1, 4)  # [B, Hkv, G, L, D]
+  kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, Hkv, S, D]
+  blocks = []
+  for start in range(0, l, ATTENTION_BLOCK):
+    stop = min(start + ATTENTION_BLOCK, l)
+    keys = min(mask.first_slot + stop, s)  # later keys are invisible to every query of the block
+    scores = jnp.einsum("bhgld,bhsd->bhgls", qt[:, :, :, start:stop], kt[:, :, :keys],
+                        preferred_element_type=jnp.float32) * scale
+    scores = jnp.where(visible[:, None, None, start:stop, :keys], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    blocks.append(jnp.einsum("bhgls,bhsd->bhgld", probs, vt[:, :, :keys], preferred_element_type=jnp.float32))
+  out = jnp.concatenate(blocks, axis=3).transpose(0, 3, 1, 2, 4).reshape(b, l, hq, d)
+  # A row with no visible key: uniform weights over all S keys, i.e. the mean of V (what the unblocked path gives).
+  uniform = jnp.repeat(v.astype(jnp.float32).mean(axis=1), hq // k.shape[2], axis=1)  # [B, Hq, D]
+  out = jnp.where(visible.any(-1)[:, :, None, None], out, uniform[:, None])
+  return out.astype(q.dtype)
 
 
 # --- attention_impl = "pallas": the kernels in kernels/ (flash and decode attention) -------------

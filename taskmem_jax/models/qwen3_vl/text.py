@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from taskmem_jax.models.qwen3_vl.config import TextConfig
-from taskmem_jax.models.qwen3_vl.layers import (Embed, KernelMask, Linear, RMSNorm, dot_product_attention,
+from taskmem_jax.models.qwen3_vl.layers import (CausalMask, Embed, KernelMask, Linear, RMSNorm, dot_product_attention,
                                                 kernel_attention, resolve_attention_impl, rotate_half)
 from taskmem_jax.models.qwen3_vl.moe import SparseMoeBlock
 
@@ -139,6 +139,8 @@ class TextModel(nnx.Module):
       query_slot = cache_index + jnp.arange(l)
       causal = jnp.arange(slots)[None, :] <= query_slot[:, None]  # [L, S]
       mask = causal[None] & attention_mask.astype(bool)[:, None, :]
+      if isinstance(cache_index, int):  # a static first slot: long prompts attend block by block
+        mask = CausalMask(mask, cache_index)
     x = embeds
     new_cache = [] if cache is not None else None
     steer_at = {layer: k for k, layer in enumerate(getattr(self, "steer_layers", ()))}
