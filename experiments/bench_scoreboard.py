@@ -80,36 +80,38 @@ def make_checkpoint(tmp: str) -> str:
   return path
 
 
-def rollout_inputs(processor: Qwen3VLProcessor):
-  """(window template, clip pixels [S, N, t*h*w, patch_dim], clip grid): random pixels, one per clip."""
+def rollout_inputs(processor: Qwen3VLProcessor, *, streams: int, clips: int, groups: int, frame_size: int,
+                   memory_width: int, seed: int = 0):
+  """(window template, clip pixels [streams, clips, t*h*w, patch_dim], clip grid): random pixels per clip."""
   vision = processor.config.vision
-  side = _FRAME_SIZE.value // vision.patch_size
-  grid = (_GROUPS.value, side, side)
-  stamps = [10.0 * (g + 0.5) / _GROUPS.value for g in range(_GROUPS.value)]
-  template = R.build_template(processor, grid, stamps, _MEMORY_WIDTH.value)
-  pixels = np.random.default_rng(bf._SEED.value).standard_normal(
-      (_STREAMS.value, _CLIPS.value, int(np.prod(grid)), vision.patch_dim)).astype(np.float32)
+  side = frame_size // vision.patch_size
+  grid = (groups, side, side)
+  stamps = [10.0 * (g + 0.5) / groups for g in range(groups)]
+  template = R.build_template(processor, grid, stamps, memory_width)
+  pixels = np.random.default_rng(seed).standard_normal(
+      (streams, clips, int(np.prod(grid)), vision.patch_dim)).astype(np.float32)
   return template, pixels, grid
 
 
-def rollout_ours(model, template, pixels, grid, params, fmt) -> dict:
+def rollout_ours(model, template, pixels, grid, params, fmt, repeats: int) -> dict:
   def call():
     features, deepstack = R.encode_clips(model, pixels, grid)
     return R.rollout(model, template, features, deepstack, params, fmt)  # returns host arrays: synced
 
   (first,), _, _ = bf.timed(call, 1)
-  times, out, foreign = bf.timed(call, bf._REPEATS.value)
+  times, out, foreign = bf.timed(call, repeats)
   return dict(first_s=first, s=statistics.median(times), tokens=out.tokens, foreign=foreign)
 
 
-def rollout_peer(path: str, config: Qwen3VLConfig, template, pixels, grid, params, fmt) -> dict:
+def rollout_peer(path: str, config: Qwen3VLConfig, template, pixels, grid, params, fmt, repeats: int,
+                 dtype: str = "float32") -> dict:
   """Window by window with transformers generate, re-encoding the window's video each time."""
   import transformers  # imported late: only the peer needs it
 
   torch.set_num_threads(os.cpu_count())
   cls = (transformers.Qwen3VLMoeForConditionalGeneration if config.is_moe
          else transformers.Qwen3VLForConditionalGeneration)
-  model = cls.from_pretrained(path, attn_implementation="sdpa", dtype=getattr(torch, bf._DTYPE.value)).eval()
+  model = cls.from_pretrained(path, attn_implementation="sdpa", dtype=getattr(torch, dtype)).eval()
   t, h, w = grid
   n_streams, n_clips = pixels.shape[:2]
   width = template.memory_width
@@ -141,7 +143,7 @@ def rollout_peer(path: str, config: Qwen3VLConfig, template, pixels, grid, param
 
   with torch.inference_mode():
     (first,), _, _ = bf.timed(call, 1)
-    times, tokens, foreign = bf.timed(call, bf._REPEATS.value)
+    times, tokens, foreign = bf.timed(call, repeats)
   return dict(first_s=first, s=statistics.median(times), tokens=tokens, foreign=foreign)
 
 
@@ -150,7 +152,7 @@ def table(result: dict) -> str:
   lines = [
       f"### {result['date']}: {result['machine']}",
       "",
-      f"`python -m experiments.bench_scoreboard {result['flags']}`; model {result['model']} "
+      f"`python -m experiments.bench_scoreboard{result['flags']}`; model {result['model']} "
       f"({result['params'] / 1e6:.1f}M parameters), {result['dtype']}; jax {result['versions']['jax']}, torch "
       f"{result['versions']['torch']}, transformers {result['versions']['transformers']}.",
       "",
@@ -192,12 +194,14 @@ def main(argv):
               "agreement": float((ours_gen["tokens"] == peer_gen["tokens"]).mean()) if same_shape else 0.0}
 
     # 3. the memory rollout.
-    template, pixels, grid = rollout_inputs(processor)
+    template, pixels, grid = rollout_inputs(processor, streams=_STREAMS.value, clips=_CLIPS.value,
+                                            groups=_GROUPS.value, frame_size=_FRAME_SIZE.value,
+                                            memory_width=_MEMORY_WIDTH.value, seed=bf._SEED.value)
     params = SamplingParams(_ROLLOUT_TOKENS.value, stop_token_ids=tuple(processor.stop_token_ids),
                             pad_token_id=processor.pad_token_id)
     fmt = R.TokenFormat.from_tokenizer(processor.tokenizer)
-    ours_roll = rollout_ours(model, template, pixels, grid, params, fmt)
-    peer_roll = rollout_peer(path, config, template, pixels, grid, params, fmt)
+    ours_roll = rollout_ours(model, template, pixels, grid, params, fmt, bf._REPEATS.value)
+    peer_roll = rollout_peer(path, config, template, pixels, grid, params, fmt, bf._REPEATS.value, bf._DTYPE.value)
   memories = _STREAMS.value * _CLIPS.value
   ours_tokens = ours_roll["tokens"]  # [clips, streams, T], as the peer's
   rollout = {"streams": _STREAMS.value, "clips": _CLIPS.value, "window_tokens": template.length,
@@ -207,7 +211,7 @@ def main(argv):
              if ours_tokens.shape == peer_roll["tokens"].shape else 0.0}
   for figure in (prefill, decode, rollout):
     figure["ratio"] = figure["ours"] / figure["peer"]
-  result = {"date": datetime.date.today().isoformat(), "machine": machine(), "flags": flags_used or "(defaults)",
+  result = {"date": datetime.date.today().isoformat(), "machine": machine(), "flags": f" {flags_used}" if flags_used else "",
             "model": os.path.abspath(bf._CHECKPOINT.value) if bf._CHECKPOINT.value else bf._PRESET.value,
             "params": qwen3_vl.count_params(config)["total"], "dtype": bf._DTYPE.value,
             "ours_compile_s": ours_gen["compile_s"], "prefill": prefill, "decode": decode, "rollout": rollout,
