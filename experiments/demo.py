@@ -31,7 +31,7 @@ from tqdm import tqdm
 from taskmem_jax.envs import synthworld as sw
 from taskmem_jax.envs.synthworld.reader import answer
 from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory
-from taskmem_jax.eval.metrics import format_table, save_json
+from taskmem_jax.eval.metrics import format_table, save_json, write_score_events
 from taskmem_jax.eval.plots import plot_tasks
 from taskmem_jax.eval.qa import evaluate_memory, memory_quality
 from taskmem_jax.eval.report import write_report
@@ -118,6 +118,7 @@ def run(output_dir: str, *, policy: str = "shipped", policy_dir: str = POLICY_DI
     results.update(adapted)
     sections.append(("Phase Two: task adapters", tables, figure))
   save_json(results, os.path.join(output_dir, "results.json"))
+  write_score_events(os.path.join(output_dir, "tb"), scores)
 
   clip_rows = []
   for clip in range(stream.num_clips):

@@ -114,7 +114,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   from taskmem_jax.adapters import steer as steer_lib
   from taskmem_jax.eval import answerers as A
-  from taskmem_jax.eval.metrics import format_table
+  from taskmem_jax.eval.metrics import format_table, write_score_events
   from taskmem_jax.eval.plots import plot_tasks
   from taskmem_jax.eval.streaming import StreamingConfig, StreamingEvaluation
   from taskmem_jax.io import atomic_write_text
@@ -165,6 +165,7 @@ def main(argv):
   table = format_table(scores)
   atomic_write_text(os.path.join(FLAGS.workdir, "scores.md"), table + "\n")
   plot_tasks(scores, os.path.join(FLAGS.workdir, "scores.png"), f"{FLAGS.benchmark}: Acc / Cov / Prec")
+  write_score_events(os.path.join(FLAGS.workdir, "tb"), scores, step=scores["overall"]["n"])
   print(table)
   print(f"errors: {scores['errors']}; {scores['seconds']:.0f} s; scores: {os.path.join(FLAGS.workdir, 'scores.json')}")
 

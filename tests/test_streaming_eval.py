@@ -217,6 +217,10 @@ def test_evaluate_command_on_a_videomme_fixture(tmp_path):
   scores = json.loads((tmp_path / "work" / "scores.json").read_text())
   assert scores["overall"]["n"] > 0
   assert (tmp_path / "work" / "scores.png").stat().st_size > 1000 and (tmp_path / "work" / "scores.md").is_file()
+  from taskmem_jax.tensorboard import read_scalars
+
+  n = scores["overall"]["n"]
+  assert read_scalars(str(tmp_path / "work" / "tb"))["qa/overall/acc"] == [(n, pytest.approx(scores["overall"]["acc"]))]
 
 
 @needs_policy

@@ -63,3 +63,13 @@ def format_table(scores: dict) -> str:
 def save_json(scores: dict, path: str | os.PathLike) -> None:
   """Writes the scores as JSON atomically (a temporary file renamed over `path`)."""
   atomic_write_json(path, scores, ensure_ascii=False)
+
+
+def write_score_events(logdir: str | os.PathLike, scores: dict, *, step: int = 0, prefix: str = "qa") -> None:
+  """Acc / Cov / Prec per task and overall as TensorBoard scalars (tags prefix/<task>/acc, ...) at `step`."""
+  from taskmem_jax.tensorboard import SummaryWriter
+
+  writer = SummaryWriter(os.fspath(logdir))
+  rows = [*scores["tasks"].items(), (OVERALL, scores[OVERALL])]
+  writer.scalars(step, {f"{prefix}/{task}/{k}": float(s[k]) for task, s in rows for k in ("acc", "cov", "prec")})
+  writer.close()
