@@ -77,13 +77,24 @@ def identity_tags(cfg):
   return SYNTHWORLD_TAGS if cfg.env == "synthworld" else FACE_TAGS
 
 
-def run(cfg, progress: bool = True, **kwargs) -> dict:
-  """Loads the policy, source and judge named by cfg and trains; returns trainer.train's dict."""
+def load_policy(cfg):
+  """(model, processor) of cfg.checkpoint. Under a multi-device cfg.mesh each tensor is read straight into
+  its shards on the mesh the trainer builds (rl/population.make_mesh), so no device holds the whole model."""
+  from taskmem_jax.rl import population as pop
+  from taskmem_jax.rl.trainer import reward_configs
+
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.dtype]
   if not os.path.isfile(os.path.join(cfg.checkpoint, "config.json")):
     raise FileNotFoundError(f"config.checkpoint={cfg.checkpoint!r}: no config.json there")
-  model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=dtype)
-  processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
+  mesh_cfg = dict(cfg.get("mesh", None) or {})
+  mesh = pop.make_mesh(len(reward_configs(cfg)), mesh_cfg)
+  model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=dtype, mesh=mesh, preset=pop.mesh_preset(mesh_cfg))
+  return model, Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
+
+
+def run(cfg, progress: bool = True, **kwargs) -> dict:
+  """Loads the policy, source and judge named by cfg and trains; returns trainer.train's dict."""
+  model, processor = load_policy(cfg)
   return train(cfg, model, processor, make_source(cfg), make_judge(cfg), tags=identity_tags(cfg),
                progress=progress, **kwargs)
 

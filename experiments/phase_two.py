@@ -36,7 +36,8 @@ def run(cfg, output_dir: str, progress=print) -> dict:
   from taskmem_jax.processing import Qwen3VLProcessor
 
   os.makedirs(output_dir, exist_ok=True)
-  model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=jnp.float32)
+  mesh, preset = experiment.make_mesh(cfg)  # the backbone is read straight into its shards
+  model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=jnp.float32, mesh=mesh, preset=preset)
   processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
   with cfg.unlocked():
     cfg.render = cfg.render or sw.policy_render(cfg.checkpoint)

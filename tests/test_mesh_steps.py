@@ -121,16 +121,17 @@ SCRIPT = textwrap.dedent("""
     tic = time.perf_counter()
     if os.path.isfile(os.path.join("assets", "synthworld_policy", "config.json")):
       from test_phase_one import LengthJudge, _config as p1_config
-      from experiments.phase_one import make_source
+      from experiments.phase_one import load_policy, make_source
       from taskmem_jax.rl.trainer import train as p1_train
       p1 = {}
       for preset in (None, "fsdp", "fsdp_tensor"):
         cfg = p1_config(f"{tmp}/p1_{preset}")
         cfg.num_streams, cfg.group_size, cfg.steps, cfg.max_new_tokens = 2, 4, 1, 48
         cfg.mesh = {} if preset is None else {"preset": preset}
-        model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32)
-        result = p1_train(cfg, model, Qwen3VLProcessor.from_pretrained(cfg.checkpoint), make_source(cfg),
-                          LengthJudge(), progress=False)
+        model, processor = load_policy(cfg)  # sharded presets: read straight into the shards
+        if preset is not None:
+          assert spread(nnx.state(model, nnx.Param)) == 8, preset
+        result = p1_train(cfg, model, processor, make_source(cfg), LengthJudge(), progress=False)
         assert sum(h["updates"] for h in result["history"]) >= 1, preset
         p1[preset] = (result["history"], leaves(nnx.state(result["model"], nnx.Param)))
       init = leaves(nnx.state(qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32), nnx.Param))
@@ -140,6 +141,26 @@ SCRIPT = textwrap.dedent("""
           np.testing.assert_allclose(a, b, rtol=1e-5, err_msg=f"{preset} {key}")
         same_update(init, p1[None][1], p1[preset][1], "phase one " + preset)
     times["phase_one"] = time.perf_counter() - tic
+    # --- Phase Two: one task's adapter and memories, with the backbone read into fsdp shards ------
+    tic = time.perf_counter()
+    if os.path.isfile(os.path.join("assets", "synthworld_policy", "config.json")):
+      from experiments import phase_two as p2
+      from experiments.configs import phase_two_synthworld
+      from taskmem_jax.phase_two import experiment
+      p2_results = {}
+      for preset in ("", "fsdp"):
+        cfg = phase_two_synthworld.get_config("demo")
+        cfg.clips, cfg.tasks, cfg.drift_ks = 4, "counting", (1,)
+        cfg.num_contexts, cfg.cache.num_samples, cfg.cache.max_new_tokens, cfg.max_new_tokens = 1, 2, 64, 64
+        cfg.dpo.steps, cfg.dpo.pairs_per_step, cfg.dpo.num_minibatches = 1, 1, 1
+        cfg.mesh.preset = preset
+        p2_results[preset] = experiment.public(p2.run(cfg, f"{tmp}/p2_{preset or 'one'}", progress=None))
+      untimed = lambda r: {t: {**v, "adapters": [{k: x for k, x in a.items() if not k.endswith("_s")}
+                                                 for a in v["adapters"]]} for t, v in r["phase_two"].items()}
+      assert p2_results["fsdp"]["phase_two"]["counting"]["after"]["n"] > 0
+      assert untimed(p2_results["fsdp"]) == untimed(p2_results[""])
+      assert p2_results["fsdp"]["fact_mentions"] == p2_results[""]["fact_mentions"]
+    times["phase_two"] = time.perf_counter() - tic
     print({k: round(v, 1) for k, v in times.items()})
     print("ok")
 """)

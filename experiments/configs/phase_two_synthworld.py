@@ -38,6 +38,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.max_new_tokens = 96
   c.reward_memory_threshold = 60
   c.judge_scope = "window"  # ground-truth quality check: facts of the window (official) or of the new "clip"
+  # Devices: sharding.py preset ("" = one device; fsdp, fsdp_tensor, expert over all devices). The backbone is
+  # read straight into its shards; the steer, its optimizer state and the rollouts' inputs are replicated.
+  c.mesh = ml_collections.ConfigDict(dict(preset="", tensor=0, expert=0))
   # Beyond the paper: a task switch mid-stream (from -> to) with k new-task questions seen.
   c.drift_from = "ocr"
   c.drift_to = "counting"

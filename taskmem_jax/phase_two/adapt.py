@@ -48,8 +48,9 @@ def training_contexts(source, num: int, seed: int) -> list[tuple[int, int]]:
 
 def train_adapter(model, processor, task: str, hint: list[str], source, quality_judge, task_judge, reward,
                   cache_cfg: CacheConfig, dpo_cfg, *, num_contexts: int, seed: int, tags=None,
-                  progress: bool = False) -> Adapter:
-  """Rollouts with the hint on num_contexts training windows (teacher history), pairs, DPO from a zero steer."""
+                  progress: bool = False, mesh=None, preset="fsdp") -> Adapter:
+  """Rollouts with the hint on num_contexts training windows (teacher history), pairs, DPO from a zero steer
+  (under `mesh`: dpo.train_steer's placement)."""
   tic = time.perf_counter()
   steer_lib.set_steer(model, np.zeros_like(steer_lib.get_steer(model)))  # rollouts come from Phase One
   pairs, compared, preferences = [], 0, 0
@@ -70,7 +71,7 @@ def train_adapter(model, processor, task: str, hint: list[str], source, quality_
            "compared": compared, "agreed": preferences, "rollout_s": rollout_s}
   if not pairs:
     return Adapter(task, np.zeros_like(steer_lib.get_steer(model)), hint, {**stats, "dpo_s": 0.0, "history": []})
-  result = train_steer(dpo_cfg, model, pairs, processor.pad_token_id, progress=progress)
+  result = train_steer(dpo_cfg, model, pairs, processor.pad_token_id, progress=progress, mesh=mesh, preset=preset)
   values = steer_lib.get_steer(model) * float(dpo_cfg.get("post_scale", 1.0))
   steer_lib.set_steer(model, np.zeros_like(values))
   return Adapter(task, values, hint, {**stats, "dpo_s": result["seconds"], "history": result["history"],

@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 
+from taskmem_jax import sharding as shd
 from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.envs import synthworld as sw
 from taskmem_jax.envs.synthworld.reader import answer
@@ -18,6 +19,14 @@ from taskmem_jax.phase_two.cache import CacheConfig
 from taskmem_jax.rewards import SYNTHWORLD_TAGS, GroundTruthJudge, RewardConfig
 from taskmem_jax.rewards.synthworld_task import SynthWorldTaskJudge
 from taskmem_jax.rl.streams import SynthWorldSource
+
+
+def make_mesh(cfg):
+  """(mesh or None, preset) from cfg.mesh (experiments/configs/phase_two_synthworld.py)."""
+  m = cfg.get("mesh", None)
+  if m is None or not m.preset:
+    return None, "fsdp"
+  return shd.make_mesh(m.preset, tensor=m.tensor or None, expert=m.expert or None), m.preset
 
 
 def run(cfg, model, processor, stream, tasks: dict, *, progress=None) -> dict:
@@ -31,10 +40,12 @@ def run(cfg, model, processor, stream, tasks: dict, *, progress=None) -> dict:
   quality, task_judge = GroundTruthJudge(cfg.get("judge_scope", "window")), SynthWorldTaskJudge()
   counter = iter(range(1 << 30))
 
+  mesh, preset = make_mesh(cfg)
+
   def train(task, hint):
     return train_adapter(model, processor, task, hint, source, quality, task_judge, reward, cache_cfg, cfg.dpo,
                          num_contexts=cfg.num_contexts, seed=cfg.cache.seed * 1000 + next(counter),
-                         tags=SYNTHWORLD_TAGS)
+                         tags=SYNTHWORLD_TAGS, mesh=mesh, preset=preset)
 
   rollout = RolloutConfig(max_new_tokens=cfg.max_new_tokens)
   out = adapt_stream(model, processor, stream, tasks, answer, train, rollout,

@@ -132,11 +132,16 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   mesh_cfg = dict(cfg.get("mesh", None) or {})
   mesh, preset = pop.make_mesh(size, mesh_cfg), pop.mesh_preset(mesh_cfg)
-  one = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-  state = pop.stack([one] * size)
-  sharding = pop.state_sharding(state, mesh, preset)
-  state = pop.shard(state, sharding)
-  del one, params
+
+  def init_state(params):
+    one = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+    return pop.stack([one] * size)
+
+  sharding = pop.state_sharding(jax.eval_shape(init_state, params), mesh, preset)
+  # Built where it lives: params loaded straight into their shards (experiments.phase_one.load_policy) are
+  # never gathered, and the P copies and the optimizer moments are created in their shards.
+  state = jax.jit(init_state, out_shardings=sharding)(params)
+  del params
   ref_params = jax.tree.map(jnp.copy, state.params) if loss_cfg.kl_coef else None
   rest = pop.shard(rest, None if mesh is None else jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), rest))
   slots = StreamSlots(cfg.num_streams, source.num_clips, n_min=cfg.n_min, n_max=cfg.n_max,
