@@ -25,22 +25,7 @@
 
 # %%
 import os
-import sys
 
-
-def find_checkout() -> str:
-  """The repository root (the folder with setup.cfg and taskmem_jax/): here or a parent folder."""
-  folder = os.path.abspath(os.getcwd())
-  while True:
-    if os.path.isfile(os.path.join(folder, "setup.cfg")) and os.path.isdir(os.path.join(folder, "taskmem_jax")):
-      return folder
-    if os.path.dirname(folder) == folder:
-      raise RuntimeError(f"no taskmem-jax checkout at or above {os.getcwd()}: open the notebook inside the repository")
-    folder = os.path.dirname(folder)
-
-
-ROOT = find_checkout()
-sys.path.insert(0, ROOT)
 FAST = os.environ.get("TASKMEM_NOTEBOOK_FAST") == "1"
 OUT = os.environ.get("TASKMEM_NOTEBOOK_OUT", "/tmp/taskmem_quickstart")
 os.makedirs(OUT, exist_ok=True)

@@ -110,7 +110,7 @@ def test_two_processes_match_one(tmp_path):
   logs = []
   for p in procs:
     try:
-      logs.append(p.communicate(timeout=150)[0])
+      logs.append(p.communicate(timeout=400)[0])
     except subprocess.TimeoutExpired:
       for q in procs:
         q.kill()

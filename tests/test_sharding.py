@@ -169,6 +169,6 @@ def test_sharded_loading_on_eight_devices(tmp_path):
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
          "PYTHONPATH": ROOT}
   out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True,
-                       timeout=300, cwd=ROOT)
+                       timeout=600, cwd=ROOT)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip().endswith("ok"), out.stdout
