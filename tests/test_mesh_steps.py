@@ -1,12 +1,13 @@
 """The SFT step, the Phase-One step, the DPO step and the rollout scan under a mesh: on 8 forced host
 devices, each preset (fsdp, fsdp_tensor, expert on tiny-moe) gives the losses, the parameter updates and
-the greedy rollout tokens of one device. One subprocess for every case, so JAX starts once.
+the greedy rollout tokens of one device. A few subprocesses, each running several cases, so JAX starts rarely.
 
 Sharded reductions sum in another order, and Adam turns a near-zero gradient's rounding into a full step
 for a few elements, so parameters are compared as updates (params - init): equal to 1e-3 of its norm.
 """
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -42,16 +43,17 @@ SCRIPT = textwrap.dedent("""
     def spread(tree):
       return max(len(x.sharding.device_set) for x in jax.tree.leaves(tree))
 
+    ckpt = tiny_checkpoint(tmp)
+    processor = Qwen3VLProcessor.from_pretrained(ckpt)
+    pad = processor.pad_token_id
+
     # --- SFT: 2 steps -------------------------------------------------------------------------
     tic = time.perf_counter()
     from test_sft import _config as sft_config, _text
     from taskmem_jax.training import example_from_messages, train
-    ckpt = tiny_checkpoint(tmp)
-    processor = Qwen3VLProcessor.from_pretrained(ckpt)
     words = ["red box left", "green cat sat", "blue ball rolls", "the sign shows four", "a person picks up",
              "the cup moves right", "yellow star top", "nothing changed here"]
     examples = [example_from_messages(processor, _text(w), "</think>\\n\\n" + w[::-1]) for w in words]
-    pad = processor.pad_token_id
     sft = {}
     for name, preset in [("tiny", None), ("tiny-moe", None), ("tiny", "fsdp"), ("tiny", "fsdp_tensor"),
                          ("tiny-moe", "expert")]:
@@ -161,16 +163,35 @@ SCRIPT = textwrap.dedent("""
       assert untimed(p2_results["fsdp"]) == untimed(p2_results[""])
       assert p2_results["fsdp"]["fact_mentions"] == p2_results[""]["fact_mentions"]
     times["phase_two"] = time.perf_counter() - tic
-    print({k: round(v, 1) for k, v in times.items()})
-    print("ok")
 """)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="forced host devices")
-def test_steps_under_a_mesh_equal_one_device(tmp_path):
+def _run(tmp_path, *sections):
+  """The script's shared head and the named sections (by the start of their "# --- " title), in a subprocess
+  with 8 forced host devices."""
+  head, *parts = re.split(r"\n(?=# --- )", SCRIPT)
+  chosen = [part for part in parts if any(part.startswith("# --- " + name) for name in sections)]
+  assert len(chosen) == len(sections), sections
+  script = "\n".join([head, *chosen, 'print({k: round(v, 1) for k, v in times.items()})', 'print("ok")'])
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
          "PYTHONPATH": ROOT + os.pathsep + os.path.join(ROOT, "tests")}
-  out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True,
+  out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True,
                        timeout=900, cwd=ROOT)
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
   assert out.stdout.strip().endswith("ok"), out.stdout[-2000:]
+
+
+# Three subprocesses rather than one, so that pytest-xdist can run them side by side.
+@pytest.mark.skipif(sys.platform == "win32", reason="forced host devices")
+def test_sft_and_dpo_steps_under_a_mesh_equal_one_device(tmp_path):
+  _run(tmp_path, "SFT", "DPO")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="forced host devices")
+def test_rollout_and_phase_one_under_a_mesh_equal_one_device(tmp_path):
+  _run(tmp_path, "the rollout scan", "Phase One")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="forced host devices")
+def test_phase_two_under_a_mesh_equals_one_device(tmp_path):
+  _run(tmp_path, "Phase Two")
