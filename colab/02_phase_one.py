@@ -33,7 +33,7 @@ os.makedirs(OUT, exist_ok=True)
 # %%
 import json
 
-import matplotlib.pyplot as plt
+from IPython.display import Image, display
 
 from experiments import demo, phase_one
 from experiments.configs import phase_one_synthworld
@@ -59,22 +59,14 @@ result = phase_one.run(cfg)
 # ## Reward curves
 # `workdir/metrics.jsonl` has one row per step: the mean reward and each component, the quality
 # check's pass rate, faithfulness, redundancy, memory and thinking lengths. TensorBoard reads
-# `workdir/tb` (`tensorboard --logdir workdir/tb`).
+# `workdir/tb` (`tensorboard --logdir workdir/tb`); the trainer also draws every metric into
+# `workdir/curves.png` (and `curves.html`).
 
 # %%
+display(Image(os.path.join(cfg.workdir, "curves.png")))  # the trainer's charts of every metric
 with open(os.path.join(cfg.workdir, "metrics.jsonl")) as f:
-  rows = [json.loads(line) for line in f]
-names = ["reward", "reward/format", "reward/quality", "reward/richness", "pass_rate", "faithfulness",
-         "redundancy", "memory_tokens"]
-names = [n for n in names if any(n in r for r in rows)]
-fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(12, 5), squeeze=False)
-for ax, name in zip(axes.flat, names):
-  ax.plot([r["step"] for r in rows if name in r], [r[name] for r in rows if name in r], marker="o")
-  ax.set_title(name, fontsize=10)
-  ax.set_xlabel("step")
-plt.tight_layout()
-plt.savefig(os.path.join(OUT, "phase_one_curves.png"), dpi=80)
-plt.show()
+  last = [json.loads(line) for line in f][-1]
+print({k: last[k] for k in ("step", "reward", "reward/format", "reward/quality", "reward/richness", "pass_rate")})
 
 # %% [markdown]
 # ## Before and after, on the demo stream

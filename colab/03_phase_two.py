@@ -75,10 +75,10 @@ print(f"cross-task Acc: diagonal mean {100 * np.mean(diagonal):.1f}, off-diagona
 # changes the memory it writes without recompiling. The paper deploys it scaled by 1.5.
 
 # %%
-for name in sorted(os.listdir(os.path.join(OUT, "adapters"))):
-  path = os.path.join(OUT, "adapters", name)
-  print(f"{name}: {os.path.getsize(path)} bytes")
-first = os.path.join(OUT, "adapters", sorted(os.listdir(os.path.join(OUT, "adapters")))[0])
+paths = sorted(os.path.join(OUT, "adapters", name) for name in os.listdir(os.path.join(OUT, "adapters")))
+for path in paths:
+  print(f"{os.path.basename(path)}: {os.path.getsize(path)} bytes")
+first = paths[0]
 from taskmem_jax.models import qwen3_vl
 
 model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32)  # load() adds the adapter at its layers
