@@ -28,6 +28,7 @@ def define_flags() -> None:
 
 
 def run(cfg, output_dir: str, progress=print) -> dict:
+  from taskmem_jax import sharding
   from taskmem_jax.adapters import steer as steer_lib
   from taskmem_jax.envs import synthworld as sw
   from taskmem_jax.io import atomic_write_json
@@ -36,7 +37,7 @@ def run(cfg, output_dir: str, progress=print) -> dict:
   from taskmem_jax.processing import Qwen3VLProcessor
 
   os.makedirs(output_dir, exist_ok=True)
-  mesh, preset = experiment.make_mesh(cfg)  # the backbone is read straight into its shards
+  mesh, preset = sharding.mesh_from_config(cfg.get("mesh", None))  # the backbone is read straight into its shards
   model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=jnp.float32, mesh=mesh, preset=preset)
   processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
   with cfg.unlocked():

@@ -62,10 +62,7 @@ def run(cfg, progress: bool = True) -> dict:
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.dtype]
   processor = Qwen3VLProcessor.from_pretrained(checkpoint)
   examples = load_jsonl(data, processor)
-  mesh_cfg = cfg.mesh
-  mesh = (sharding.make_mesh(mesh_cfg.preset, tensor=mesh_cfg.tensor or None, expert=mesh_cfg.expert or None)
-          if mesh_cfg.preset else None)
-  preset = mesh_cfg.preset or "fsdp"
+  mesh, preset = sharding.mesh_from_config(cfg.mesh)
   model = qwen3_vl.from_pretrained(checkpoint, dtype=dtype, mesh=mesh, preset=preset)  # straight into its shards
   with cfg.unlocked():
     cfg.export_dir = cfg.export_dir or os.path.join(cfg.workdir, "export")

@@ -220,3 +220,12 @@ def make_mesh(preset: str = "fsdp", devices: Sequence | None = None, *, tensor: 
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(preset, len(devices), tensor=tensor, expert=expert)
   return Mesh(np.asarray(devices[:math.prod(shape)]).reshape(shape), MESH_AXES)
+
+
+def mesh_from_config(mesh_cfg) -> tuple[Mesh | None, str]:
+  """(mesh or None, preset) of an experiment config's mesh block {preset, tensor, expert} (configs/sft.py,
+  configs/phase_two_synthworld.py): preset "" means one device, and 0 sizes mean make_mesh's defaults."""
+  if mesh_cfg is None or not mesh_cfg.preset:
+    return None, "fsdp"
+  return (make_mesh(mesh_cfg.preset, tensor=mesh_cfg.tensor or None, expert=mesh_cfg.expert or None),
+          mesh_cfg.preset)

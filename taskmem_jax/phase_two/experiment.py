@@ -21,14 +21,6 @@ from taskmem_jax.rewards.synthworld_task import SynthWorldTaskJudge
 from taskmem_jax.rl.streams import SynthWorldSource
 
 
-def make_mesh(cfg):
-  """(mesh or None, preset) from cfg.mesh (experiments/configs/phase_two_synthworld.py)."""
-  m = cfg.get("mesh", None)
-  if m is None or not m.preset:
-    return None, "fsdp"
-  return shd.make_mesh(m.preset, tensor=m.tensor or None, expert=m.expert or None), m.preset
-
-
 def run(cfg, model, processor, stream, tasks: dict, *, progress=None) -> dict:
   """cfg: experiments/configs/phase_two_synthworld.py. tasks: task -> questions (arrival order)."""
   steer_lib.add_steer(model, tuple(cfg.steer_layers) or None)
@@ -40,7 +32,7 @@ def run(cfg, model, processor, stream, tasks: dict, *, progress=None) -> dict:
   quality, task_judge = GroundTruthJudge(cfg.get("judge_scope", "window")), SynthWorldTaskJudge()
   counter = iter(range(1 << 30))
 
-  mesh, preset = make_mesh(cfg)
+  mesh, preset = shd.mesh_from_config(cfg.get("mesh", None))
 
   def train(task, hint):
     return train_adapter(model, processor, task, hint, source, quality, task_judge, reward, cache_cfg, cfg.dpo,
