@@ -202,6 +202,44 @@ def test_prompt_renders_through_the_processor(processor):
   assert " ".join(previous) in text and "- What colour is the cup?" in text
 
 
+def test_video_last_layout_has_the_same_content_with_the_video_last(processor, tmp_path):
+  previous, questions = ["Tag 1 sits.", "Tag 2 waves."], ["Who sat?"]
+  official = prompt.window_messages(video(), previous, questions)
+  (turn,) = prompt.window_messages(video(), previous, questions, "video_last")
+  assert [item["type"] for item in turn["content"]] == ["text", "video", "text"]
+  assert turn["content"][0]["text"] == prompt.PREAMBLE + instruction(official) + "\n"
+  assert turn["content"][2]["text"] == prompt.NEW_CLIP_REQUEST
+  with pytest.raises(ValueError, match="layout='sideways'"):
+    prompt.window_messages(video(), previous, None, "sideways")
+  # The layout a checkpoint was trained with travels in its window_prompt.json.
+  from taskmem_jax.processing import ProcessorError, Qwen3VLProcessor
+  checkpoint = processor_dir(processor, tmp_path)
+  assert Qwen3VLProcessor.from_pretrained(checkpoint).window_layout == "official"
+  prompt.write_layout(checkpoint, "video_last")
+  loaded = Qwen3VLProcessor.from_pretrained(checkpoint)
+  assert loaded.window_layout == "video_last"
+  text = loaded.tokenizer.decode(loaded([prompt.window_messages(video(), previous, None, loaded.window_layout)],
+                                        thinking=True)["input_ids"][0])
+  assert text.index(prompt.CLOSING) < text.index("<|vision_start|>")
+  assert text.endswith(prompt.NEW_CLIP_REQUEST + "<|im_end|>\n<|im_start|>assistant\n<think>\n")
+  prompt.write_layout(checkpoint, "official")  # official is the default: the file goes
+  assert not os.path.exists(os.path.join(checkpoint, prompt.LAYOUT_FILE))
+  with open(os.path.join(checkpoint, prompt.LAYOUT_FILE), "w") as f:
+    f.write('{"layout": "upside_down"}')
+  with pytest.raises(ValueError, match=r"window_prompt.json: layout='upside_down'"):
+    Qwen3VLProcessor.from_pretrained(checkpoint)
+  with pytest.raises(ProcessorError, match="window_layout='x'"):
+    Qwen3VLProcessor(processor.tokenizer, processor.config, window_layout="x")
+
+
+def processor_dir(processor, path) -> str:
+  """A checkpoint directory with the processor's tokenizer and config."""
+  processor.tokenizer.save_pretrained(os.fspath(path))
+  with open(path / "config.json", "w") as f:
+    json.dump(PRESETS["tiny"].to_hf_dict(), f)
+  return os.fspath(path)
+
+
 # --- parsers --------------------------------------------------------------------------------------
 
 GOOD = 'I see a cup.</think>\n\n```json\n{"description": "Tag 1 lifts the cup."}\n```'

@@ -1,6 +1,8 @@
 """The jitted scan rollout against the Python-loop reference, and its buffer prompts against the
 compact prompts."""
 
+import os
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor
 from taskmem_jax.sampling import SamplingParams
 
+POLICY = os.path.join(os.path.dirname(__file__), "..", "assets", "synthworld_policy")
 CLIP_GRID = (2, 4, 4)  # two frame groups of 4 tokens per clip
 N_CLIPS, STREAMS, WIDTH, STEPS = 7, 2, 6, 12
 
@@ -56,8 +59,12 @@ def test_scan_equals_python_loop(setup):
   np.testing.assert_allclose(scan.logprobs, loop.logprobs, atol=1e-4)
 
 
-def test_buffer_step_logits_equal_the_compact_prompt(setup):
-  model, _, template, features, deepstack, params = setup
+@pytest.mark.parametrize("layout", ["official", "video_last"])
+def test_buffer_step_logits_equal_the_compact_prompt(setup, layout):
+  model, processor, template, features, deepstack, params = setup
+  if layout != processor.window_layout:
+    as_layout = Qwen3VLProcessor(processor.tokenizer, processor.config, window_layout=layout)
+    template = R.build_template(as_layout, CLIP_GRID, [2.5, 7.5], WIDTH)
   ring = np.zeros((1, 4, WIDTH), np.int32)
   ring[0, 2, :3], ring[0, 3, :5] = [11, 12, 13], [21, 22, 23, 24, 25]  # two memories, right-aligned
   lengths = np.array([[0, 0, 3, 5]], np.int32)
@@ -104,3 +111,31 @@ def test_samples_per_stream_are_independent_trajectories(setup):
   assert len({out.tokens[0, r].tobytes() for r in range(3)}) > 1  # one stream's samples differ
   greedy = R.rollout(model, template, features[:, :3], [d[:, :3] for d in deepstack], params, fmt, num_samples=2)
   np.testing.assert_array_equal(greedy.tokens[:, 0::2], greedy.tokens[:, 1::2])  # and agree when greedy
+
+
+@pytest.mark.parametrize("layout", ["official", "video_last"])
+def test_compact_prompt_is_the_processors_window_prompt(layout):
+  """Both layouts, with the shipped SynthWorld tokenizer (word-level, so splicing memories as token ids is
+  exact): the buffer template with its masked slots removed tokenizes exactly as the processor renders
+  memory.window_messages with the same memories and clips."""
+  from taskmem_jax.memory.prompt import window_messages
+
+  processor = Qwen3VLProcessor.from_pretrained(POLICY, window_layout=layout)
+  grid, stamps = (2, 6, 6), [2.5, 7.5]
+  template = R.build_template(processor, grid, stamps, 16)
+  memories = ["person 2 appears in the north-west.", "the sign changes from 3 to 5."]
+  encode = lambda text: processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+  for step in (0, 2, 6):
+    shown = memories if step else []
+    ring, lengths = np.zeros((4, 16), np.int32), np.zeros(4, np.int32)
+    for slot, text in zip((2, 3), shown):
+      ring[slot, :len(encode(text))], lengths[slot] = encode(text), len(encode(text))
+    ids, clips = R.compact_prompt(template, step, ring, lengths)
+    n = len(clips)
+    video = {"type": "video", "pixel_values": np.zeros((int(np.prod(grid)) * n, processor.config.vision.patch_dim),
+                                                       np.float32),
+             "grid_thw": [grid[0] * n, *grid[1:]], "timestamps": [10.0 * j + s for j in range(n) for s in stamps]}
+    expected = processor([window_messages(video, shown, None, layout)], thinking=True)["input_ids"][0]
+    assert ids.tolist() == np.asarray(expected).tolist(), f"{layout} step {step}"
+  first_video, first_memory = (int(np.argmax(x)) for x in (template.clip_slot >= 0, template.memory_slot >= 0))
+  assert (first_video < first_memory) == (layout == "official")

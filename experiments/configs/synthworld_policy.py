@@ -26,6 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.init_seed = 0            # random init of the tiny model
   # The world the policy is trained on (WorldConfig fields), recorded in the export's synthworld.json.
   c.world = ml_collections.ConfigDict(dict(render="schematic", patch_aligned=True, max_facts=10))
+  # The window prompt's order (memory.prompt.LAYOUTS), written to the export's window_prompt.json.
+  c.window_layout = "video_last"
   c.num_clips = 8            # clips per training stream
   c.budget = 40              # teacher memory budget (tokens)
   c.eval_seeds = "100:102"   # held-out streams the exported policy is rolled out on

@@ -9,14 +9,28 @@ Same structure and content as the official prompt (TaskMem memory/memory_process
    ``[Description of the preceding part]:`` (possibly empty), and a closing request to describe only
    what is new, in one or two sentences.
 
+Two layouts (``LAYOUTS``), chosen per checkpoint (``processor.window_layout``, from the checkpoint's
+``window_prompt.json``; official when absent):
+- "official": preamble, video, instruction (with the previous memories), as above.
+- "video_last": preamble and the whole instruction (with the previous memories) first, then the video,
+  then ``NEW_CLIP_REQUEST``. Same content; only the order differs, so the new clip sits at a fixed
+  distance before the response instead of behind a variable-length block of memories. The tiny
+  SynthWorld policy uses it: it learns to read single clips, and in the official layout it could not
+  learn, on a CPU budget, to find the last 10 s behind the memories (experiments/train_synthworld_policy.py
+  has the measurements). Real checkpoints keep the official layout.
+
 All fixed text is ASCII, so even the tiny byte-level test tokenizer (printable ASCII only) keeps every
 character. ``prompt_words()`` lists its words for word-level tokenizers.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from typing import Any
+
+from taskmem_jax.io import atomic_write_json
 
 from taskmem_jax.memory.store import MAX_PREVIOUS
 from taskmem_jax.processing.processor import item_kind
@@ -51,6 +65,11 @@ PRECEDING_HEADER = "[Description of the preceding part]:"
 CLOSING = ("Describe only what the preceding description does not already cover, stay coherent with it, and "
            "do not repeat it. If it is empty, describe the video from the start. Write one or two sentences.")
 
+NEW_CLIP_REQUEST = "Describe the last 10 seconds of the video."
+
+LAYOUTS = ("official", "video_last")
+LAYOUT_FILE = "window_prompt.json"  # {"layout": "video_last"} in a checkpoint directory
+
 # Words and single punctuation marks: how prompt_words() splits text.
 WORD_PATTERN = re.compile(r"\w+|[^\w\s]")
 
@@ -78,8 +97,9 @@ def instruction_text(previous_memories: list[str], task_questions: list[str] | N
 
 
 def window_messages(video_item: dict[str, Any], previous_memories: list[str],
-                    task_questions: list[str] | None = None) -> list[dict[str, Any]]:
-  """One user turn for Qwen3VLProcessor: preamble, the window's video item, the instruction.
+                    task_questions: list[str] | None = None, layout: str = "official") -> list[dict[str, Any]]:
+  """One user turn for Qwen3VLProcessor: the preamble, the window's video item and the instruction, in
+  the order of `layout` (LAYOUTS; pass processor.window_layout).
 
   video_item: any video item the processor takes (a path with "video_start" / "video_end", a VideoClip,
   or a preprocessed {"pixel_values", "grid_thw", "timestamps"} item). Render it with thinking=True for
@@ -88,9 +108,42 @@ def window_messages(video_item: dict[str, Any], previous_memories: list[str],
   if item_kind(video_item) != "video":
     keys = sorted(video_item) if isinstance(video_item, dict) else type(video_item).__name__
     raise ValueError(f"video_item: expected a video message item ({{'type': 'video', ...}}), got {keys}")
-  content = [{"type": "text", "text": PREAMBLE}, video_item,
-             {"type": "text", "text": instruction_text(previous_memories, task_questions)}]
+  instruction = instruction_text(previous_memories, task_questions)
+  if layout == "official":
+    content = [{"type": "text", "text": PREAMBLE}, video_item, {"type": "text", "text": instruction}]
+  elif layout == "video_last":
+    content = [{"type": "text", "text": PREAMBLE + instruction + "\n"}, video_item,
+               {"type": "text", "text": NEW_CLIP_REQUEST}]
+  else:
+    raise ValueError(f"layout={layout!r}: expected one of {LAYOUTS}")
   return [{"role": "user", "content": content}]
+
+
+def read_layout(checkpoint_dir: str) -> str:
+  """The window layout a checkpoint was trained with: LAYOUT_FILE's "layout", or "official" without one."""
+  path = os.path.join(os.fspath(checkpoint_dir), LAYOUT_FILE)
+  if not os.path.isfile(path):
+    return "official"
+  try:
+    with open(path, encoding="utf-8") as f:
+      layout = json.load(f).get("layout")
+  except (OSError, ValueError, AttributeError) as e:
+    raise ValueError(f"{path}: expected a JSON object {{\"layout\": ...}} ({e})") from e
+  if layout not in LAYOUTS:
+    raise ValueError(f"{path}: layout={layout!r}, expected one of {LAYOUTS}")
+  return layout
+
+
+def write_layout(checkpoint_dir: str, layout: str) -> None:
+  """Records the window layout in a checkpoint directory (nothing written for "official")."""
+  if layout not in LAYOUTS:
+    raise ValueError(f"layout={layout!r}: expected one of {LAYOUTS}")
+  path = os.path.join(os.fspath(checkpoint_dir), LAYOUT_FILE)
+  if layout == "official":
+    if os.path.isfile(path):
+      os.remove(path)
+    return
+  atomic_write_json(path, {"layout": layout})
 
 
 def window_video_item(path: str, start: float, end: float) -> dict[str, Any]:
@@ -103,7 +156,7 @@ def window_video_item(path: str, start: float, end: float) -> dict[str, Any]:
 def prompt_words() -> frozenset[str]:
   """Every word and punctuation mark (split by WORD_PATTERN) of the fixed prompt text, so a word-level
   tokenizer's vocabulary can cover the prompt. Memories and questions bring their own words."""
-  fixed = (PREAMBLE, INSTRUCTION, TASK_HINT_HEADER, TASK_HINT_BULLET, PRECEDING_HEADER, CLOSING)
+  fixed = (PREAMBLE, INSTRUCTION, TASK_HINT_HEADER, TASK_HINT_BULLET, PRECEDING_HEADER, CLOSING, NEW_CLIP_REQUEST)
   return frozenset(word for text in fixed for word in WORD_PATTERN.findall(text))
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import NamedTuple
 
 import jax
@@ -98,15 +99,16 @@ def build_template(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memo
   video = {"type": "video", "pixel_values": np.zeros((t * h * w, config.vision.patch_dim), np.float32),
            "grid_thw": [t, h, w], "timestamps": list(clip_timestamps)}
   sentinels = [_MEMORY_SENTINEL.format(m) for m in range(MAX_PREVIOUS)]
-  text = processor.render(window_messages(video, sentinels, task_questions), thinking=True)
+  text = processor.render(window_messages(video, sentinels, task_questions, processor.window_layout), thinking=True)
   if text.count(VIDEO_PAD) != 1 or any(text.count(s) != 1 for s in sentinels):
     raise ValueError("the chat template did not render the window prompt with one video and four memories")
-  before_video, after_video = text.split(VIDEO_PAD)
-  between, rest = after_video.split(sentinels[0])
-  separators, tail = [], rest
-  for s in sentinels[1:]:
-    separator, tail = tail.split(s)
-    separators.append(separator)
+  # Fixed text and markers in prompt order: the video and the four memories, in either layout.
+  pieces = re.split("(" + "|".join(map(re.escape, [VIDEO_PAD, *sentinels])) + ")", text)
+  markers = pieces[1::2]
+  first = markers.index(sentinels[0])
+  if markers[first:first + MAX_PREVIOUS] != sentinels:
+    raise ValueError(f"the memories are not rendered next to each other, in order: {markers}")
+  separators = pieces[2 * first + 2:2 * (first + MAX_PREVIOUS):2]  # the text between memory m-1 and m
   if len(set(separators)) != 1:
     raise ValueError(f"memories are not joined by one separator: {separators!r}")
 
@@ -123,23 +125,28 @@ def build_template(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memo
     vision_offset.extend(vision if vision is not None else [-1] * n)
     parts.append(layout)
 
-  add(encode(before_video), text_slots(len(encode(before_video))), is_fixed=True)
-  for j in range(CLIP_SLOTS):
-    for g, seconds in enumerate(clip_timestamps):
-      stamp = encode(f"<{interval * j + seconds:.1f} seconds>") + [config.vision_start_token_id]
-      add(stamp, text_slots(len(stamp)), clip=j)
-      add([config.video_token_id] * per_group, vision_group_slots(h, w, merge), clip=j,
-          vision=list(j * t * per_group + g * per_group + np.arange(per_group)))
-      add([config.vision_end_token_id], text_slots(1), clip=j)
-  middle = encode(between)
-  add(middle, text_slots(len(middle)), is_fixed=True)
+  def add_text(text):
+    tokens = encode(text)
+    add(tokens, text_slots(len(tokens)), is_fixed=True)
+
   separator = encode(separators[0])
-  for m in range(MAX_PREVIOUS):
-    if m:
-      add(separator, text_slots(len(separator)), sep=m)
-    add([processor.pad_token_id] * memory_width, text_slots(memory_width), mem=m, offset=list(range(memory_width)))
-  end = encode(tail)
-  add(end, text_slots(len(end)), is_fixed=True)
+  for i, piece in enumerate(pieces):
+    if i % 2 == 0:  # fixed text; a separator's text is added with its memory slot
+      if not (i > 2 * first + 1 and i < 2 * (first + MAX_PREVIOUS)):
+        add_text(piece)
+    elif piece == VIDEO_PAD:
+      for j in range(CLIP_SLOTS):
+        for g, seconds in enumerate(clip_timestamps):
+          stamp = encode(f"<{interval * j + seconds:.1f} seconds>") + [config.vision_start_token_id]
+          add(stamp, text_slots(len(stamp)), clip=j)
+          add([config.video_token_id] * per_group, vision_group_slots(h, w, merge), clip=j,
+              vision=list(j * t * per_group + g * per_group + np.arange(per_group)))
+          add([config.vision_end_token_id], text_slots(1), clip=j)
+    else:
+      m = sentinels.index(piece)
+      if m:
+        add(separator, text_slots(len(separator)), sep=m)
+      add([processor.pad_token_id] * memory_width, text_slots(memory_width), mem=m, offset=list(range(memory_width)))
   as_int = lambda x: np.asarray(x, np.int32)
   return WindowTemplate(as_int(ids), np.asarray(fixed, bool), as_int(clip_slot), as_int(memory_slot),
                         as_int(memory_offset), as_int(separator_of), as_int(vision_offset), concat(parts),

@@ -73,11 +73,17 @@ class Qwen3VLProcessor:
   """Tokenizer + model config -> batches for ``Qwen3VLForConditionalGeneration``.
 
   image_kwargs / video_kwargs: defaults for the message-item options listed in the module docstring
-  (an item's own keys win).
+  (an item's own keys win). window_layout: the order of the memory window prompt this checkpoint was
+  trained with (memory.prompt.LAYOUTS; from_pretrained reads the checkpoint's window_prompt.json).
   """
 
   def __init__(self, tokenizer, config: Qwen3VLConfig, *, image_kwargs: dict | None = None,
-               video_kwargs: dict | None = None):
+               video_kwargs: dict | None = None, window_layout: str = "official"):
+    from taskmem_jax.memory.prompt import LAYOUTS  # lazily: memory.prompt imports this module
+
+    if window_layout not in LAYOUTS:
+      raise ProcessorError(f"window_layout={window_layout!r}: expected one of {LAYOUTS}")
+    self.window_layout = window_layout
     check_tokenizer(tokenizer, config)
     self.tokenizer = tokenizer
     self.config = config
@@ -92,8 +98,11 @@ class Qwen3VLProcessor:
 
   @classmethod
   def from_pretrained(cls, checkpoint_dir: str | os.PathLike, **kwargs) -> "Qwen3VLProcessor":
-    """From a checkpoint directory: config.json + the tokenizer files."""
+    """From a checkpoint directory: config.json, the tokenizer files, and window_prompt.json if any."""
+    from taskmem_jax.memory.prompt import read_layout
+
     config = Qwen3VLConfig.from_json_file(os.path.join(os.fspath(checkpoint_dir), "config.json"))
+    kwargs.setdefault("window_layout", read_layout(checkpoint_dir))
     return cls(load_tokenizer(checkpoint_dir), config, **kwargs)
 
   @property
