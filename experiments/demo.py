@@ -109,7 +109,7 @@ def run(output_dir: str, *, policy: str = "shipped", policy_dir: str = POLICY_DI
   records, scores = evaluate_memory(stream, memory, questions, answer)
   # A policy may write no parseable memory at all (then every question is abstained on).
   quality = memory_quality(stream, memory) if len(memory) else {
-      "faithfulness": float("nan"), "redundancy": float("nan"), "facts_per_memory": 0.0, "unparsed": float("nan"),
+      "faithfulness": float("nan"), "redundancy": float("nan"), "facts_per_memory": 0.0, "fact_precision": float("nan"), "unparsed": float("nan"),
       "memories": 0}
   results = {"policy": policy, "seed": seed, "clips": clips, **scores, "memory_quality": quality}
   sections = []
@@ -150,7 +150,7 @@ def main(argv):
   print(format_table(results))
   quality = results["memory_quality"]
   print(f"\nmemory quality: faithfulness {quality['faithfulness']:.3f}, redundancy {quality['redundancy']:.3f}, "
-        f"{quality['facts_per_memory']:.2f} facts per memory")
+        f"{quality['facts_per_memory']:.2f} facts per memory, {quality['fact_precision']:.3f} of them true")
   if "phase_two" in results:
     from taskmem_jax.phase_two.experiment import format_tables
     print("\n" + format_tables(results))

@@ -18,13 +18,32 @@ from taskmem_jax.sampling import SamplingParams
 POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")
 
 
+def synthworld_inputs(processor, *, seeds, clips: int, memory_width: int):
+  """(window template, clip pixels [streams, clips, t*h*w, patch_dim], clip grid) of SynthWorld streams in
+  the world the shipped policy was trained on."""
+  from taskmem_jax.envs import synthworld as sw
+  from taskmem_jax.processing.patchify import normalize, patchify
+
+  world = sw.policy_world_config(POLICY, num_clips=clips)
+  pixels = []
+  for seed in seeds:
+    stream = sw.generate(seed, world)
+    per_clip = [patchify(normalize(stream.render_frames(np.asarray(stream.clip_frames(c)))), processor.config.vision)
+                for c in range(clips)]
+    pixels.append([p for p, _ in per_clip])
+  grid = tuple(int(x) for x in np.asarray(per_clip[0][1]).reshape(-1)[:3])
+  stamps = [10.0 * (g + 0.5) / grid[0] for g in range(grid[0])]
+  return R.build_template(processor, grid, stamps, memory_width), np.asarray(pixels, np.float32), grid
+
+
 @pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
 def test_scan_rollout_equals_transformers_window_by_window():
   # The shipped SynthWorld policy writes well-formed memories, so later windows carry earlier memories.
   model = qwen3_vl.from_pretrained(POLICY, dtype=np.float32)
   processor = Qwen3VLProcessor.from_pretrained(POLICY)
-  # 6 clips: windows 0-3 have fewer than 5 clips, windows 4 and 5 drop the oldest.
-  template, pixels, grid = S.rollout_inputs(processor, streams=2, clips=6, groups=10, frame_size=48, memory_width=48)
+  # 6 clips of two SynthWorld streams (the frames the policy reads): windows 0-3 have fewer than 5 clips,
+  # windows 4 and 5 drop the oldest.
+  template, pixels, grid = synthworld_inputs(processor, seeds=(1000, 1001), clips=6, memory_width=48)
   params = SamplingParams(64, stop_token_ids=tuple(processor.stop_token_ids), pad_token_id=processor.pad_token_id)
   fmt = R.TokenFormat.from_tokenizer(processor.tokenizer)
   ours = S.rollout_ours(model, template, pixels, grid, params, fmt, repeats=1)

@@ -43,7 +43,7 @@ def test_update_points_follow_the_schedule():
 def _dpo():
   c = ml_collections.ConfigDict(dict(steps=2, pairs_per_step=2, num_minibatches=1, beta=0.1, kl_coef=0.1, lr=1e-2,
                                      b1=0.9, b2=0.999, weight_decay=0.01, grad_clip=1.0, temperature=1.0,
-                                     buckets=(512, 768, 1024), seed=0, post_scale=1.5))
+                                     buckets=(512, 768, 1024, 1280), seed=0, post_scale=1.5))
   return c
 
 
@@ -73,7 +73,7 @@ def test_adapt_stream_end_to_end(tmp_path):
   stream = sw.generate(1000, sw.policy_world_config(POLICY, num_clips=5))
   tasks = {t: q for t, q in sw.make_tasks(stream, seed=1000, tasks=("counting", "spatial")).items()}
   source = SynthWorldSource(sw.policy_world_config(POLICY, num_clips=4), seed_base=20_000)
-  cache = CacheConfig(num_samples=4, max_new_tokens=48)
+  cache = CacheConfig(num_samples=4, max_new_tokens=72)  # room for 4 facts
   stats = []
 
   def train(task, hint):
@@ -82,7 +82,7 @@ def test_adapt_stream_end_to_end(tmp_path):
     stats.append(adapter.stats)
     return adapter
 
-  out = adapt_stream(model, processor, stream, tasks, answer, train, RolloutConfig(max_new_tokens=48))
+  out = adapt_stream(model, processor, stream, tasks, answer, train, RolloutConfig(max_new_tokens=72))
   assert set(out["memories"]) == {"counting", "spatial"}
   assert any(s["pairs"] > 0 for s in stats)  # pairs were mined and DPO ran on them
   trained = [a[-1] for a in out["adapters"].values() if a[-1].stats["pairs"]]

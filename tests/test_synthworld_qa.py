@@ -153,13 +153,14 @@ def test_questions_see_only_the_memories_written_before_them(world):
 def test_memory_quality_of_the_oracle(world):
   stream, _ = world
   quality = memory_quality(stream, oracle_memory(stream))
-  assert quality["faithfulness"] == 1.0 and quality["unparsed"] == 0.0
+  assert quality["faithfulness"] == 1.0 and quality["unparsed"] == 0.0 and quality["fact_precision"] == 1.0
   assert quality["facts_per_memory"] == len(stream.facts) / stream.num_clips
   # A memory repeating the one before it is redundant; one that says nothing parseable is not faithful.
   memory = EpisodicMemory(descriptions={0: stream.facts_in(0)[0].text, 1: stream.facts_in(0)[0].text, 2: "hello."})
   quality = memory_quality(stream, memory)
   assert quality["redundancy"] == pytest.approx(1 / 3) and quality["unparsed"] == pytest.approx(1 / 3)
   assert quality["faithfulness"] == pytest.approx(1 / 3)  # clip 1 states a clip-0 fact; clip 2 states nothing
+  assert quality["fact_precision"] == pytest.approx(1 / 2)  # of the 2 parsed facts, clip 0's is true of clip 0
   with pytest.raises(ValueError, match="empty"):
     memory_quality(stream, EpisodicMemory())
 

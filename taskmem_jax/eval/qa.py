@@ -64,15 +64,16 @@ def memory_quality(stream: Stream, memory: EpisodicMemory, num_previous: int = M
   faithfulness: share of memories every parsed fact of which is a true fact of the memory's own clip; a
   memory with no parseable fact counts as unfaithful (nothing it says can be checked). redundancy: share
   of memories stating a fact already stated by one of the `num_previous` memories before it (the ones
-  the policy's window showed). facts_per_memory: mean parsed facts per memory. unparsed: share of
-  memories with no parseable fact. memories: how many there are.
+  the policy's window showed). facts_per_memory: mean parsed facts per memory. fact_precision: share of
+  all parsed facts that are true facts of their memory's clip (nan when none parsed), the per-fact
+  counterpart of faithfulness. unparsed: share of memories with no parseable fact. memories: how many.
   """
   if not isinstance(memory, EpisodicMemory):
     raise TypeError(f"memory: expected an EpisodicMemory, got {type(memory).__name__}")
   if not len(memory):
     raise ValueError("memory: empty; there are no memories to measure")
   _check_clips(stream, memory)
-  faithful = redundant = unparsed = total_facts = 0
+  faithful = redundant = unparsed = total_facts = true_facts = 0
   for clip, description in memory.items():
     facts = parse_memory(description)
     truth = {ParsedFact.of(f) for f in stream.facts_in(clip)}
@@ -81,9 +82,11 @@ def memory_quality(stream: Stream, memory: EpisodicMemory, num_previous: int = M
     redundant += any(f in earlier for f in facts)
     unparsed += not facts
     total_facts += len(facts)
+    true_facts += sum(f in truth for f in facts)
   n = len(memory)
   return {"faithfulness": faithful / n, "redundancy": redundant / n, "facts_per_memory": total_facts / n,
-          "unparsed": unparsed / n, "memories": n}
+          "fact_precision": true_facts / total_facts if total_facts else float("nan"), "unparsed": unparsed / n,
+          "memories": n}
 
 
 def _check_clips(stream: Stream, memory: EpisodicMemory) -> None:
