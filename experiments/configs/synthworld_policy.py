@@ -36,6 +36,6 @@ def get_config() -> ml_collections.ConfigDict:
       grad_clip=1.0, seed=0, log_every=50, save_every=250))
   c.reading = _sft(seeds="0:200", steps=1500, batch_size=32, lr=1e-3, warmup_steps=50, end_lr_ratio=0.05,
                    weight_decay=0.0, buckets=(256, 320))
-  c.windows = _sft(seeds="200:350", steps=300, batch_size=8, lr=5e-4, warmup_steps=20, end_lr_ratio=0.1,
+  c.windows = _sft(seeds="200:600", steps=500, batch_size=8, lr=5e-4, warmup_steps=20, end_lr_ratio=0.1,
                    weight_decay=0.0, buckets=(512, 768, 1024, 1152), teacher_order="random")
   return c
