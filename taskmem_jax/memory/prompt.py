@@ -31,7 +31,6 @@ import re
 from typing import Any
 
 from taskmem_jax.io import atomic_write_json
-
 from taskmem_jax.memory.store import MAX_PREVIOUS
 from taskmem_jax.processing.processor import item_kind
 

@@ -127,12 +127,13 @@ def build_template(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memo
 
   def add_text(text):
     tokens = encode(text)
-    add(tokens, text_slots(len(tokens)), is_fixed=True)
+    if tokens:  # two markers can be adjacent
+      add(tokens, text_slots(len(tokens)), is_fixed=True)
 
   separator = encode(separators[0])
   for i, piece in enumerate(pieces):
     if i % 2 == 0:  # fixed text; a separator's text is added with its memory slot
-      if not (i > 2 * first + 1 and i < 2 * (first + MAX_PREVIOUS)):
+      if not 2 * first + 1 < i < 2 * (first + MAX_PREVIOUS):
         add_text(piece)
     elif piece == VIDEO_PAD:
       for j in range(CLIP_SLOTS):
