@@ -86,11 +86,15 @@ def rollout_inputs(processor: Qwen3VLProcessor, *, streams: int, clips: int, gro
   vision = processor.config.vision
   side = frame_size // vision.patch_size
   grid = (groups, side, side)
-  stamps = [10.0 * (g + 0.5) / groups for g in range(groups)]
-  template = R.build_template(processor, grid, stamps, memory_width)
   pixels = np.random.default_rng(seed).standard_normal(
       (streams, clips, int(np.prod(grid)), vision.patch_dim)).astype(np.float32)
-  return template, pixels, grid
+  return window_template(processor, grid, memory_width), pixels, grid
+
+
+def window_template(processor: Qwen3VLProcessor, grid, memory_width: int):
+  """The rollout's window template for 10-s clips of grid (t, h, w), frame groups evenly spaced in time."""
+  stamps = [10.0 * (g + 0.5) / grid[0] for g in range(grid[0])]
+  return R.build_template(processor, tuple(grid), stamps, memory_width)
 
 
 def rollout_ours(model, template, pixels, grid, params, fmt, repeats: int) -> dict:

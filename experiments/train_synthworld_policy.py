@@ -116,8 +116,13 @@ class VisionClips:
   def __getitem__(self, i):
     stream = self.streams[i // self.world.num_clips]
     frames = np.asarray(stream.clip_frames(i % self.world.num_clips))
-    pixels, grid = patchify(normalize(stream.render_frames(frames)), self.vision)
+    pixels, grid = frame_pixels(stream, frames, self.vision)
     return pixels, grid, token_labels(stream, frames)
+
+
+def frame_pixels(stream, frames, vision_config):
+  """The processor's pixels and grid of a clip's frame indices (frames: stream.clip_frames(clip))."""
+  return patchify(normalize(stream.render_frames(np.asarray(frames))), vision_config)
 
 
 def _reading_messages(stream, clip: int) -> list:

@@ -21,19 +21,15 @@ POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 def synthworld_inputs(processor, *, seeds, clips: int, memory_width: int):
   """(window template, clip pixels [streams, clips, t*h*w, patch_dim], clip grid) of SynthWorld streams in
   the world the shipped policy was trained on."""
+  from experiments.train_synthworld_policy import frame_pixels
   from taskmem_jax.envs import synthworld as sw
-  from taskmem_jax.processing.patchify import normalize, patchify
 
   world = sw.policy_world_config(POLICY, num_clips=clips)
-  pixels = []
-  for seed in seeds:
-    stream = sw.generate(seed, world)
-    per_clip = [patchify(normalize(stream.render_frames(np.asarray(stream.clip_frames(c)))), processor.config.vision)
-                for c in range(clips)]
-    pixels.append([p for p, _ in per_clip])
-  grid = tuple(int(x) for x in np.asarray(per_clip[0][1]).reshape(-1)[:3])
-  stamps = [10.0 * (g + 0.5) / grid[0] for g in range(grid[0])]
-  return R.build_template(processor, grid, stamps, memory_width), np.asarray(pixels, np.float32), grid
+  per_clip = [frame_pixels(stream, stream.clip_frames(c), processor.config.vision)
+              for stream in (sw.generate(seed, world) for seed in seeds) for c in range(clips)]
+  pixels = np.asarray([p for p, _ in per_clip], np.float32).reshape(len(seeds), clips, *per_clip[0][0].shape)
+  grid = tuple(int(x) for x in np.asarray(per_clip[0][1]).reshape(3))
+  return S.window_template(processor, grid, memory_width), pixels, grid
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
