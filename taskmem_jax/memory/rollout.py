@@ -132,8 +132,11 @@ def build_template(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memo
 
   separator = encode(separators[0])
   for i, piece in enumerate(pieces):
-    if i % 2 == 0:  # fixed text; a separator's text is added with its memory slot
-      if not 2 * first + 1 < i < 2 * (first + MAX_PREVIOUS):
+    if i % 2 == 0:  # text; between memory slots m-1 and m it is the separator (window_mask says when it is real)
+      m = (i - 2 * first) // 2
+      if 0 < m < MAX_PREVIOUS:
+        add(separator, text_slots(len(separator)), sep=m)
+      else:
         add_text(piece)
     elif piece == VIDEO_PAD:
       for j in range(CLIP_SLOTS):
@@ -145,8 +148,6 @@ def build_template(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memo
           add([config.vision_end_token_id], text_slots(1), clip=j)
     else:
       m = sentinels.index(piece)
-      if m:
-        add(separator, text_slots(len(separator)), sep=m)
       add([processor.pad_token_id] * memory_width, text_slots(memory_width), mem=m, offset=list(range(memory_width)))
   as_int = lambda x: np.asarray(x, np.int32)
   return WindowTemplate(as_int(ids), np.asarray(fixed, bool), as_int(clip_slot), as_int(memory_slot),
