@@ -24,6 +24,15 @@ API
       batch mesh axes (sharding.activation_sharding), via jax.make_array_from_process_local_data.
   global_inputs(local_inputs, mesh, preset="fsdp") / global_batch(tree, mesh, preset="fsdp")
       the same for a text-only ModelInputs (position_ids carry the batch on axis 1) or a tree of [B, ...].
+  data_parallel_mesh(preset, tensor=None, expert=None) / local_mesh(mesh)
+      a mesh whose "data" axis runs over processes (slice k = process k's devices, laid out by the preset),
+      and this process's slice of it. Parameters (no "data" in their specs) are one full copy per process.
+  local_view(tree, mesh) / sum_over_processes(local_tree, mesh, shardings)
+      global arrays replicated over "data" -> the same buffers as arrays on local_mesh (no copy), for work
+      whose shapes differ between processes (sampling, per-group gradients); and per-process local arrays
+      -> their sum over processes as global arrays (the data-parallel all-reduce).
+  allgather_rows(x, mode) / allgather_strings(strings) / any_process(flag)
+      host values of every process, in global row order (numpy, via multihost_utils).
   train_step(graphdef, optimizer)
       a jitted (params, opt_state, rest, ModelInputs, loss_mask) -> (params, opt_state, loss) step (AdamW
       or any optax transform), the one the multi-host test runs; training/sft.py's step works the same way
@@ -35,8 +44,10 @@ devices via XLA_FLAGS=--xla_force_host_platform_device_count=2).
 
 How to run Phase One on a pod slice / multi-GPU host
 ----------------------------------------------------
-Needs an entry point that calls ``distributed.define_flags()`` at import and ``initialize_from_flags()``
-first thing in main (experiments/phase_one.py does not yet: wiring it is its owner's next step).
+The entry points experiments/phase_one.py and experiments/sft.py call ``define_flags()`` at import and
+``initialize_from_flags()`` first thing in main. Phase One is data parallel over processes: process k
+samples, scores and differentiates streams k, k+n, ... (rl/trainer.py), every process holding the policy
+sharded over its own devices; the update all-reduces the gradients (tests/test_multihost.py).
 TPU pod slice (e.g. v5p-32 = 4 hosts x 4 chips): run the SAME command on every worker at once,
   gcloud compute tpus tpu-vm ssh NAME --worker=all --command="cd taskmem-jax && \
       .venv/bin/python -m experiments.phase_one --config=experiments/configs/phase_one_30b_a3b.py \
@@ -57,6 +68,8 @@ are written collectively by all processes, to a path every host can reach, e.g. 
 from __future__ import annotations
 
 from typing import Sequence
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -160,6 +173,113 @@ def global_inputs(inputs: ModelInputs, mesh: Mesh, preset="fsdp") -> ModelInputs
   g = lambda x, axis=0: global_array(x, mesh, preset, axis)  # noqa: E731
   return ModelInputs(g(inputs.input_ids), g(inputs.attention_mask), g(inputs.position_ids, 1),
                      g(inputs.rope_deltas), g(inputs.vision_index))
+
+
+def data_parallel_mesh(preset: str = "fsdp", *, tensor: int | None = None, expert: int | None = None) -> Mesh:
+  """A ("data", "fsdp", "expert", "tensor") mesh with "data" over processes: slice k is process k's local
+  devices laid out by the preset (sharding.make_mesh over them), so a parameter sharded by the preset's
+  rules (which never name "data") is one full copy per process, split over that process's devices."""
+  groups: dict[int, list] = {}
+  for d in jax.devices():
+    groups.setdefault(d.process_index, []).append(d)
+  sizes = {len(g) for g in groups.values()}
+  if len(sizes) != 1:
+    raise ValueError(f"data_parallel_mesh: processes hold different device counts {sorted(sizes)}")
+  slices = [sharding_lib.make_mesh(preset, sorted(groups[k], key=lambda d: d.id), tensor=tensor,
+                                   expert=expert).devices for k in sorted(groups)]
+  return Mesh(np.concatenate(slices, axis=0), sharding_lib.MESH_AXES)
+
+
+def local_mesh(mesh: Mesh) -> Mesh:
+  """This process's slice of a data_parallel_mesh: the same axes, "data" of size 1."""
+  k = jax.process_index()
+  if mesh.shape["data"] != jax.process_count():
+    raise ValueError(f"local_mesh: the mesh's data axis has {mesh.shape['data']} slices, not one per process "
+                     f"({jax.process_count()}); build it with data_parallel_mesh")
+  part = mesh.devices[k:k + 1]
+  if any(d.process_index != k for d in part.flat):
+    raise ValueError(f"local_mesh: data slice {k} holds devices of other processes; build it with data_parallel_mesh")
+  return Mesh(part, mesh.axis_names)
+
+
+def _uses_data(spec: PartitionSpec) -> bool:
+  return any(a == "data" or (isinstance(a, tuple) and "data" in a) for a in spec)
+
+
+def local_view(tree, mesh: Mesh):
+  """Global arrays of a data_parallel_mesh, replicated over "data" -> the same arrays on local_mesh(mesh),
+  built from this process's shards without a copy. One process: the tree itself."""
+  if jax.process_count() == 1:
+    return tree
+  here = local_mesh(mesh)
+
+  def one(x):
+    if not isinstance(x, jax.Array):
+      return x
+    spec = getattr(x.sharding, "spec", None)
+    if spec is None or _uses_data(spec):
+      raise ValueError(f"local_view: an array of shape {x.shape} is sharded as {x.sharding}; it must be a "
+                       "NamedSharding that does not split over 'data'")
+    return jax.make_array_from_single_device_arrays(x.shape, NamedSharding(here, spec),
+                                                    [s.data for s in x.addressable_shards])
+
+  return jax.tree.map(one, tree)
+
+
+@functools.lru_cache(maxsize=32)
+def _summer(out_shardings: tuple):
+  return jax.jit(lambda xs: tuple(jnp.sum(x, axis=0) for x in xs), out_shardings=out_shardings)
+
+
+def sum_over_processes(local_tree, mesh: Mesh, shardings):
+  """Per-process arrays on local_mesh(mesh) (e.g. each process's gradient sum) -> their sum over processes,
+  as global arrays with `shardings` (a tree like local_tree, replicated over "data"). One process: as is."""
+  if jax.process_count() == 1:
+    return local_tree
+  leaves, treedef = jax.tree.flatten(local_tree)
+  n = jax.process_count()
+  stacked = tuple(jax.make_array_from_single_device_arrays(
+      (n,) + x.shape, NamedSharding(mesh, PartitionSpec("data", *x.sharding.spec)),
+      [s.data[None] for s in x.addressable_shards]) for x in leaves)
+  return jax.tree.unflatten(treedef, _summer(tuple(jax.tree.leaves(shardings)))(stacked))
+
+
+def allgather_rows(x, mode: str = "blocks") -> np.ndarray:
+  """Each process's rows [b, ...] (its process_batch(n * b, mode=mode) rows) -> all rows [n * b, ...] in
+  global row order, on every process."""
+  x = np.asarray(x)
+  n = jax.process_count()
+  if n == 1:
+    return x
+  from jax.experimental import multihost_utils
+  gathered = np.asarray(multihost_utils.process_allgather(x, tiled=False))  # [n, b, ...]
+  if mode == "blocks":
+    return gathered.reshape((-1,) + x.shape[1:])
+  if mode == "strided":
+    return np.swapaxes(gathered, 0, 1).reshape((-1,) + x.shape[1:])  # row i * n + k from process k
+  raise ValueError(f"mode={mode!r}: choose 'blocks' or 'strided'")
+
+
+def allgather_strings(strings: Sequence[str | None], mode: str = "blocks") -> list[str | None]:
+  """allgather_rows for a list of strings (None kept), the same count on every process."""
+  if jax.process_count() == 1:
+    return list(strings)
+  data = [None if s is None else s.encode("utf-8") for s in strings]
+  lengths = allgather_rows(np.array([-1 if d is None else len(d) for d in data], np.int64), mode)
+  width = max(1, int(lengths.max()))
+  block = np.zeros((len(data), width), np.uint8)
+  for i, d in enumerate(data):
+    if d:
+      block[i, :len(d)] = np.frombuffer(d, np.uint8)
+  rows = allgather_rows(block, mode)
+  return [None if n < 0 else bytes(r[:n]).decode("utf-8") for r, n in zip(rows, lengths)]
+
+
+def any_process(flag: bool) -> bool:
+  """Whether flag is true on some process (every process gets the same answer)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(allgather_rows(np.array([bool(flag)])).any())
 
 
 def train_step(graphdef, optimizer: optax.GradientTransformation):

@@ -38,14 +38,18 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, **dump_kwargs) -> None:
   atomic_write_text(path, json.dumps(obj, indent=2, **dump_kwargs) + "\n")
 
 
-def resume_jsonl(path: str | os.PathLike, upto: int) -> list[dict]:
-  """The rows of a metrics JSONL with "step" <= upto, rewritten in place (atomically) without the others:
-  a run resumed from step `upto` appends its own rows for the later steps. [] when there is no file."""
+def read_jsonl(path: str | os.PathLike, upto: int) -> list[dict]:
+  """The rows of a metrics JSONL with "step" <= upto ([] when there is no file)."""
   if not os.path.exists(path):
-    rows = []
-  else:
-    with open(path, encoding="utf-8") as f:
-      rows = [row for row in (json.loads(line) for line in f if line.strip()) if row["step"] <= upto]
+    return []
+  with open(path, encoding="utf-8") as f:
+    return [row for row in (json.loads(line) for line in f if line.strip()) if row["step"] <= upto]
+
+
+def resume_jsonl(path: str | os.PathLike, upto: int) -> list[dict]:
+  """read_jsonl, and the file rewritten in place (atomically) without the later rows: a run resumed from
+  step `upto` appends its own rows for the later steps."""
+  rows = read_jsonl(path, upto)
   atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
   return rows
 

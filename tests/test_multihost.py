@@ -1,7 +1,10 @@
 """Two JAX processes on 127.0.0.1 (CPU, gloo collectives, 2 forced host devices each = a 4-device global
 fsdp mesh) run one AdamW step of the tiny model on their halves of a fixed batch; they must agree with
 each other and with one process running the same step on the whole batch on one device. Then
-training/sft.train runs 3 steps the same way (each process feeding its rows of the same batches).
+training/sft.train runs 3 steps the same way (each process feeding its rows of the same batches), and
+Phase One (rl/trainer.train) runs 2 steps data parallel: each process samples, scores and differentiates
+its stream on its own 2 devices, and the all-reduced updates, the metrics and the exported policy must
+equal those of one process with 2 devices training both streams.
 
 This file is also the worker: ``python tests/test_multihost.py PROCESS_ID NUM_PROCESSES PORT OUT.npz``.
 """
@@ -64,8 +67,9 @@ def worker(process_id: int, num_processes: int, port: int, out: str) -> None:
   update = np.concatenate([x.reshape(-1) for x in leaves])
   sharded = sum(1 for s in jax.tree.leaves(shardings) if not s.is_fully_replicated)
   sft_losses = _sft_run(model.config, mesh, preset, os.path.join(os.path.dirname(out), f"sft_{num_processes}"))
+  phase_one = _phase_one_run(os.path.join(os.path.dirname(out), f"phase_one_{num_processes}"))
   np.savez(out, loss=float(loss), update=update, checksum=float(np.sum(update)), devices=jax.device_count(),
-           processes=jax.process_count(), sharded=sharded, sft_losses=sft_losses)
+           processes=jax.process_count(), sharded=sharded, sft_losses=sft_losses, **phase_one)
 
 
 def _sft_run(config, mesh, preset, workdir):
@@ -89,6 +93,42 @@ def _sft_run(config, mesh, preset, workdir):
   return np.array([h["loss"] for h in out["history"]])
 
 
+PHASE_ONE_KEYS = ("reward", "pass_rate", "memory_tokens", "response_tokens", "advantage_abs", "pg_loss",
+                  "grad_norm")
+
+
+def _phase_one_run(workdir):
+  """rl/trainer.train for 2 steps (1 off-policy, 1 on-policy) of 2 streams x 4 samples from the shipped
+  policy, test_phase_one's LengthJudge (rewards that vary within a group, so every step updates), each
+  member's params over this process's devices: the history's statistics, the trained policy's parameters
+  (flat) and what was written."""
+  import jax
+  from flax import nnx
+
+  from experiments.configs import phase_one_synthworld
+  from experiments.phase_one import load_policy, make_source
+  from taskmem_jax.rewards import SYNTHWORLD_TAGS
+  from taskmem_jax.rl.trainer import train
+
+  cfg = phase_one_synthworld.get_config()
+  cfg.workdir = workdir
+  cfg.num_streams, cfg.group_size, cfg.steps, cfg.off_policy_steps = 2, 4, 2, 1
+  cfg.n_min, cfg.n_max, cfg.world_clips = 1, 2, 3
+  cfg.max_new_tokens, cfg.reward.memory_token_threshold, cfg.lr, cfg.temperature = 64, 60, 1e-4, 1.0
+  cfg.mesh = {"preset": "fsdp", "fsdp": -1}
+  model, processor = load_policy(cfg)
+  sys.path.insert(0, os.path.join(ROOT, "tests"))
+  from test_phase_one import LengthJudge
+  out = train(cfg, model, processor, make_source(cfg), LengthJudge(), tags=SYNTHWORLD_TAGS, progress=False)
+  params = jax.tree.leaves(nnx.state(out["model"], nnx.Param))
+  history = np.array([[h.get(k, np.nan) for k in PHASE_ONE_KEYS] for h in out["history"]], np.float64)
+  lines = open(os.path.join(workdir, "metrics.jsonl")).read().splitlines() if jax.process_index() == 0 else []
+  return {"p1_history": history, "p1_updates": np.array([h["updates"] for h in out["history"]]),
+          "p1_params": np.concatenate([np.asarray(x, np.float64).ravel() for x in params]),
+          "p1_lines": len(lines), "p1_export": os.path.isfile(os.path.join(workdir, "export", "model.safetensors")),
+          "p1_local_devices": len(params[0].sharding.device_set)}
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -106,7 +146,7 @@ def test_two_processes_match_one(tmp_path):
   port = _free_port()
   outs = [str(tmp_path / f"p{k}.npz") for k in range(2)] + [str(tmp_path / "single.npz")]
   start = time.time()
-  procs = [_launch(k, 2, port, outs[k], 2) for k in range(2)] + [_launch(0, 1, 0, outs[2], 1)]
+  procs = [_launch(k, 2, port, outs[k], 2) for k in range(2)] + [_launch(0, 1, 0, outs[2], 2)]
   logs = []
   for p in procs:
     try:
@@ -121,7 +161,7 @@ def test_two_processes_match_one(tmp_path):
   print(f"3 processes in {time.time() - start:.1f} s; losses {float(p0['loss']):.7f} {float(p1['loss']):.7f} "
         f"single {float(single['loss']):.7f}")
   assert int(p0["devices"]) == 4 and int(p0["processes"]) == 2 and int(p0["sharded"]) > 0
-  assert int(single["devices"]) == 1
+  assert int(single["devices"]) == 2
   assert float(p0["loss"]) == float(p1["loss"])
   np.testing.assert_array_equal(p0["update"], p1["update"])
   assert float(p0["checksum"]) == float(p1["checksum"])
@@ -132,6 +172,16 @@ def test_two_processes_match_one(tmp_path):
   assert len(p0["sft_losses"]) == 3
   np.testing.assert_array_equal(p0["sft_losses"], p1["sft_losses"])
   np.testing.assert_allclose(p0["sft_losses"], single["sft_losses"], rtol=1e-5)
+  # Phase One, data parallel: both processes hold the same policy and history, equal to one process's.
+  assert p0["p1_updates"].sum() >= 1, p0["p1_updates"]  # it really trained
+  assert int(p0["p1_local_devices"]) == 2 and int(single["p1_local_devices"]) == 2
+  np.testing.assert_array_equal(p0["p1_history"], p1["p1_history"])
+  np.testing.assert_array_equal(p0["p1_params"], p1["p1_params"])
+  np.testing.assert_allclose(p0["p1_history"], single["p1_history"], rtol=1e-6, atol=1e-9)
+  np.testing.assert_array_equal(p0["p1_updates"], single["p1_updates"])
+  np.testing.assert_allclose(p0["p1_params"], single["p1_params"], rtol=1e-6, atol=1e-9)
+  # One writer: each step's row is in metrics.jsonl once (not once per process); the export is there.
+  assert int(p0["p1_lines"]) == 2 and bool(p0["p1_export"])
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ def make_mesh(size: int, mesh_cfg=None) -> Mesh | None:
   """
   mesh_cfg = dict(mesh_cfg or {})
   preset = mesh_preset(mesh_cfg)
+  if jax.process_count() > 1:
+    return _process_mesh(preset, mesh_cfg)
   devices = jax.devices()
   n = len(devices)
   k = 1 if preset == "single" else int(mesh_cfg.get("fsdp", -1 if "preset" in mesh_cfg else 1))
@@ -67,13 +69,27 @@ def make_mesh(size: int, mesh_cfg=None) -> Mesh | None:
   return Mesh(grid, shd.MESH_AXES)
 
 
+def _process_mesh(preset: str, mesh_cfg: dict) -> Mesh:
+  """Several processes: distributed.data_parallel_mesh, "data" over processes. Each process holds every
+  member, laid out by the preset over its own devices, and samples its share of the streams."""
+  from taskmem_jax import distributed
+
+  k = int(mesh_cfg.get("fsdp", -1))
+  local = jax.local_device_count()
+  if preset != "single" and k not in (-1, local):
+    raise ValueError(f"mesh fsdp={k}: with {jax.process_count()} processes each member spans one process's "
+                     f"{local} devices; set cfg.mesh.fsdp to -1 or {local}")
+  return distributed.data_parallel_mesh(preset, tensor=mesh_cfg.get("tensor"), expert=mesh_cfg.get("expert"))
+
+
 def state_sharding(tree, mesh: Mesh | None, preset="fsdp"):
   """Per leaf of a stacked tree [P, ...] (TrainState, params, grads): the member axis over "data" (when P
-  divides it), the rest as sharding.py's rules lay out the parameter the leaf belongs to (optimizer
-  moments as their parameter; scalars and unknown leaves replicated). None without a mesh."""
+  divides it; with several processes "data" runs over processes and members are replicated on it), the
+  rest as sharding.py's rules lay out the parameter the leaf belongs to (optimizer moments as their
+  parameter; scalars and unknown leaves replicated). None without a mesh."""
   if mesh is None:
     return None
-  return tree_shardings(tree, mesh, preset, lead="data")
+  return tree_shardings(tree, mesh, preset, lead="data", split_lead=jax.process_count() == 1)
 
 
 def batch_sharding(tree, mesh: Mesh | None):

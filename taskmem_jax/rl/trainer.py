@@ -15,6 +15,14 @@ The loop always trains a population (rl/population.py): P = len(cfg.population) 
 their reward settings, P = 1 when cfg.population is empty. Metrics go to workdir/metrics.jsonl (one line
 per step and member), TensorBoard event files in workdir/tb, and charts in workdir/curves.html and
 workdir/curves.png.
+
+Several processes (jax.distributed): the job is data parallel over processes. "data" runs over them
+(distributed.data_parallel_mesh) and each holds the policy sharded over its own devices; process k
+samples, scores and differentiates streams k, k+n, ... on its local copy (distributed.local_view), the
+gradient sums of each mini-batch are all-reduced before the one update every process applies, and the
+streams' histories and the step's statistics are gathered, so every process keeps the same state and
+process 0 writes the logs and the export. The result equals one process training all streams
+(tests/test_multihost.py).
 """
 
 from __future__ import annotations
@@ -30,8 +38,9 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
+from taskmem_jax import distributed
 from taskmem_jax.eval.curves import write_curves
-from taskmem_jax.io import resume_jsonl
+from taskmem_jax.io import read_jsonl, resume_jsonl
 from taskmem_jax.memory.loop import parse_samples
 from taskmem_jax.memory.prompt import window_messages
 from taskmem_jax.rewards import RewardConfig, score_group
@@ -84,10 +93,24 @@ def sample_group(model, processor, item, previous, ctx_fn, cfg, judge, reward: R
   return Rollout(prompt, batch["pixel_values_videos"], batch["video_grid_thw"], responses, parses, score)
 
 
-def step_metrics(rollouts: list[Rollout], advantages: np.ndarray) -> dict:
-  """Means over one member's responses of a step: every reward component and quality statistic."""
-  s = [r.score for r in rollouts]
-  cat = lambda name: np.concatenate([getattr(x, name) for x in s])
+_SCORE_FIELDS = ("reward", "format", "quality", "richness", "thinking", "passed", "status", "faithful",
+                 "non_redundant", "memory_tokens", "think_tokens")
+
+
+def score_arrays(rollouts: list[Rollout]) -> dict[str, np.ndarray]:
+  """One member's groups of a step as arrays: each score field [B, G], response lengths [B, G] and
+  group_failed [B] (what step_metrics needs; fixed shapes, so processes can gather them)."""
+  out = {name: np.stack([np.asarray(getattr(r.score, name), np.float64) for r in rollouts]) for name in _SCORE_FIELDS}
+  out["response_tokens"] = np.array([[len(t) for t in r.responses] for r in rollouts], np.float64)
+  out["group_failed"] = np.array([float(r.score.group_failed) for r in rollouts])
+  return out
+
+
+def step_metrics(rollouts: list[Rollout] | dict, advantages: np.ndarray) -> dict:
+  """Means over one member's responses of a step: every reward component and quality statistic.
+  rollouts: the member's Rollouts, or their score_arrays."""
+  arrays = rollouts if isinstance(rollouts, dict) else score_arrays(rollouts)
+  cat = lambda name: arrays[name].reshape(-1)
   status = cat("status")
   parsed = status == 0
   mem, think = cat("memory_tokens"), cat("think_tokens")
@@ -100,8 +123,8 @@ def step_metrics(rollouts: list[Rollout], advantages: np.ndarray) -> dict:
       "faithfulness": nanmean(cat("faithful")), "redundancy": 1.0 - nanmean(cat("non_redundant")),
       "memory_tokens": float(mem[parsed].mean()) if parsed.any() else float("nan"),
       "think_tokens": float(think[think >= 0].mean()) if (think >= 0).any() else float("nan"),
-      "response_tokens": float(np.mean([len(t) for r in rollouts for t in r.responses])),
-      "advantage_abs": float(np.abs(advantages).mean()), "groups_failed": float(sum(x.group_failed for x in s)),
+      "response_tokens": float(cat("response_tokens").mean()),
+      "advantage_abs": float(np.abs(advantages).mean()), "groups_failed": float(arrays["group_failed"].sum()),
   }
 
 
@@ -144,8 +167,15 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
   del params
   ref_params = jax.tree.map(jnp.copy, state.params) if loss_cfg.kl_coef else None
   rest = pop.shard(rest, None if mesh is None else jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), rest))
+  multi = jax.process_count() > 1
+  # This process's streams: all of them, or k, k+n, ... of n processes (strided, so that every mini-batch
+  # of consecutive streams draws on every process).
+  mine = distributed.process_batch(cfg.num_streams, mode="strided")
+  here = distributed.local_mesh(mesh) if multi else mesh  # where this process's groups are computed
+  rest_here = distributed.local_view(rest, mesh) if multi else rest
   slots = StreamSlots(cfg.num_streams, source.num_clips, n_min=cfg.n_min, n_max=cfg.n_max,
                       p_resample=cfg.p_resample, seed=cfg.seed, members=size)
+  primary = jax.process_index() == 0  # one writer of the logs and the export; orbax saves collectively
   os.makedirs(cfg.workdir, exist_ok=True)
   manager = ckpt.make_manager(os.path.join(cfg.workdir, "checkpoints"), keep=cfg.keep_checkpoints,
                               save_every=cfg.save_every)
@@ -157,91 +187,124 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
     slots.restore(data["slots"])
     start = int(data["step"])
   metrics_path = os.path.join(cfg.workdir, "metrics.jsonl")
-  history = resume_jsonl(metrics_path, start)  # a resumed run rewrites the rows after its checkpoint
-  writer = SummaryWriter(os.path.join(cfg.workdir, "tb"))
+  # A resumed run rewrites the rows after its checkpoint; the other processes only read them.
+  history = resume_jsonl(metrics_path, start) if primary else read_jsonl(metrics_path, start)
+  writer = SummaryWriter(os.path.join(cfg.workdir, "tb")) if primary else None
+  metric_keys = None  # the group-gradient metrics' names, for gathering them across processes
 
-  bar = tqdm(total=cfg.steps, initial=start, desc="phase one", unit="step", disable=not progress)
+  bar = tqdm(total=cfg.steps, initial=start, desc="phase one", unit="step", disable=not (progress and primary))
   end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
   for step in range(start, end):
     tic = time.perf_counter()
     off_policy = step < cfg.off_policy_steps
-    rollouts = [[] for _ in range(size)]  # [P][B]
-    for b, slot in enumerate(slots.slots):
+    params_here = distributed.local_view(state.params, mesh) if multi else state.params
+    rollouts = [[] for _ in range(size)]  # [P][this process's streams]
+    for b in mine:
+      slot = slots.slots[b]
       item = source.video_item(slot.video, slot.clip)
       ctx_fn = lambda previous, slot=slot, item=item: source.context(slot.video, slot.clip, previous, item)
       for p in range(size):
         memory = source.teacher(slot.video) if off_policy else slot.memories[p]
-        live = nnx.merge(graphdef, pop.member(state.params, p), rest)
+        live = nnx.merge(graphdef, pop.member(params_here, p), rest_here)
         rollouts[p].append(sample_group(live, processor, item, memory.previous(slot.clip), ctx_fn, cfg, judge,
-                                        rewards[p], seed=(cfg.seed * 1_000_003 + step * 1009 + b) % (2**31),
+                                        rewards[p], seed=(cfg.seed * 1_000_003 + step * 1009 + int(b)) % (2**31),
                                         tags=tags))
     advantages = np.stack([np.asarray(group_advantages(
         np.stack([r.score.reward for r in rs]), eps=cfg.eps, negative_gate=cfg.negative_gate,
         mode=cfg.advantage_mode, parsed=np.stack([r.score.status == 0 for r in rs]),
         correctness=np.stack([r.score.correctness for r in rs]),
-        group_failed=np.array([r.score.group_failed for r in rs]))) for rs in rollouts])  # [P, B, G]
+        group_failed=np.array([r.score.group_failed for r in rs]))) for rs in rollouts])  # [P, B_here, G]
     sample_s = time.perf_counter() - tic
 
-    batches = [_member_batches(model.config, rollouts, b, processor.pad_token_id, cfg.buckets)
-               for b in range(len(slots.slots))]
-    batches = [pop.shard(gb, pop.batch_sharding(gb, mesh)) for gb in batches]
-    old = [pop.log_probs(graphdef, state.params, rest, loss_cfg.temperature, gb.inputs) for gb in batches]
-    ref = [pop.log_probs(graphdef, ref_params, rest, loss_cfg.temperature, gb.inputs) if ref_params is not None
+    batches = [_member_batches(model.config, rollouts, i, processor.pad_token_id, cfg.buckets)
+               for i in range(len(mine))]
+    batches = [pop.shard(gb, pop.batch_sharding(gb, here)) for gb in batches]
+    ref_here = distributed.local_view(ref_params, mesh) if multi and ref_params is not None else ref_params
+    old = [pop.log_probs(graphdef, params_here, rest_here, loss_cfg.temperature, gb.inputs) for gb in batches]
+    ref = [pop.log_probs(graphdef, ref_here, rest_here, loss_cfg.temperature, gb.inputs) if ref_here is not None
            else None for gb in batches]
     update_metrics = []
-    for members in np.array_split(np.arange(len(batches)), cfg.num_minibatches):
+    for group in np.array_split(np.arange(cfg.num_streams), cfg.num_minibatches):
       grad_sum, parts = None, []
-      for b in members:
-        if not advantages[:, b].any() and not loss_cfg.kl_coef:
+      for i in np.flatnonzero(np.isin(mine, group)):
+        if not advantages[:, i].any() and not loss_cfg.kl_coef:
           continue  # zero advantages for every member: a zero gradient (still counted in the mean below)
-        grads, m = pop.group_grads(graphdef, state.params, rest, loss_cfg, batches[b], old[b],
-                                   jnp.asarray(advantages[:, b]), ref[b])
+        grads, m = pop.group_grads(graphdef, params_here, rest_here, loss_cfg, batches[i], old[i],
+                                   jnp.asarray(advantages[:, i]), ref[i])
         grad_sum = grads if grad_sum is None else add_trees(grad_sum, grads)
         parts.append(m)
-      if grad_sum is None:
+      if not multi:
+        if grad_sum is None:
+          continue
+        state, grad_norm = apply(state, grad_sum, float(len(group)))
+        update_metrics.append({**{k: jnp.mean(jnp.stack([m[k] for m in parts]), axis=0) for k in parts[0]},
+                               "grad_norm": grad_norm})  # each [P]
         continue
-      state, grad_norm = apply(state, grad_sum, float(len(members)))
-      update_metrics.append({**{k: jnp.mean(jnp.stack([m[k] for m in parts]), axis=0) for k in parts[0]},
-                             "grad_norm": grad_norm})  # each [P]
+      if not distributed.any_process(grad_sum is not None):
+        continue
+      if metric_keys is None:
+        metric_keys = sorted(jax.eval_shape(pop.group_grads, graphdef, params_here, rest_here, loss_cfg, batches[0],
+                                            old[0], jnp.asarray(advantages[:, 0]), ref[0])[1])
+      if grad_sum is None:
+        grad_sum = jax.tree.map(jnp.zeros_like, params_here)
+      state, grad_norm = apply(state, distributed.sum_over_processes(grad_sum, mesh, sharding.params),
+                               float(len(group)))
+      # The groups' metrics, meaned over every process's trained groups: sums and counts gathered.
+      sums = np.array([np.sum([np.asarray(m[k]) for m in parts], axis=0) if parts else np.zeros(size)
+                       for k in metric_keys])  # [K, P]
+      gathered = distributed.allgather_rows(np.concatenate([sums, np.full((1, size), len(parts))])[None])
+      total = gathered.sum(0)
+      update_metrics.append({**{k: total[j] / total[-1] for j, k in enumerate(metric_keys)},
+                             "grad_norm": distributed.local_view(grad_norm, mesh)})
 
+    # Every process needs every stream's history and statistics: gathered in global stream order.
+    chosen = [[next((x.description for x in rollouts[p][i].parses if x.ok), None) for i in range(len(mine))]
+              for p in range(size)]
+    arrays = [score_arrays(rollouts[p]) for p in range(size)]
+    adv_all = advantages
+    if multi:
+      chosen = [distributed.allgather_strings(c, mode="strided") for c in chosen]
+      arrays = [{k: distributed.allgather_rows(v, mode="strided") for k, v in a.items()} for a in arrays]
+      adv_all = np.stack([distributed.allgather_rows(a, mode="strided") for a in advantages])
     for b, slot in enumerate(slots.slots):
       for p in range(size):
         if off_policy:
           teacher = source.teacher(slot.video)
           if slot.clip in teacher:
             slot.memories[p].add(slot.clip, teacher.get(slot.clip))
-        else:
-          chosen = next((x for x in rollouts[p][b].parses if x.ok), None)
-          if chosen is not None:
-            slot.memories[p].add(slot.clip, chosen.description)
+        elif chosen[p][b] is not None:
+          slot.memories[p].add(slot.clip, chosen[p][b])
     slots.advance(step)
 
     last_update = jax.device_get(update_metrics[-1]) if update_metrics else {}
     step_s = time.perf_counter() - tic
     for p in range(size):
       metrics = {"step": step + 1, **({"member": p} if size > 1 else {}),
-                 "stage": "off_policy" if off_policy else "on_policy", **step_metrics(rollouts[p], advantages[p]),
+                 "stage": "off_policy" if off_policy else "on_policy", **step_metrics(arrays[p], adv_all[p]),
                  **{k: float(v[p]) for k, v in last_update.items()}, "updates": len(update_metrics),
                  "sample_s": sample_s, "step_s": step_s}
       history.append(metrics)
-      with open(metrics_path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(metrics) + "\n")
-      prefix = f"member_{p}/" if size > 1 else ""
-      writer.scalars(step + 1, {prefix + k: v for k, v in metrics.items() if isinstance(v, float)})
+      if primary:
+        with open(metrics_path, "a", encoding="utf-8") as f:
+          f.write(json.dumps(metrics) + "\n")
+        prefix = f"member_{p}/" if size > 1 else ""
+        writer.scalars(step + 1, {prefix + k: v for k, v in metrics.items() if isinstance(v, float)})
     ckpt.save(manager, step + 1, state, {"step": step + 1, "slots": slots.state()}, force=step + 1 == end)
     if on_step is not None:
       on_step(step + 1, history[-size:], rollouts)
     bar.set_postfix(reward=f"{history[-size]['reward']:.3f}", faithful=f"{history[-size]['faithfulness']:.2f}")
     bar.update(1)
   bar.close()
-  writer.close()
   series = {"policy": history} if size == 1 else {f"member {p}: {dict(o)}": [h for h in history if h["member"] == p]
                                                    for p, o in enumerate(cfg.population)}
-  write_curves(os.path.join(cfg.workdir, "curves.html"), series, title=f"Phase One: {cfg.workdir}")
+  if primary:
+    writer.close()
+    write_curves(os.path.join(cfg.workdir, "curves.html"), series, title=f"Phase One: {cfg.workdir}")
   manager.wait_until_finished()
   manager.close()
-  models = [nnx.merge(graphdef, pop.member(state.params, p), rest) for p in range(size)]
-  if end == cfg.steps:
+  params_here = distributed.local_view(state.params, mesh) if multi else state.params
+  models = [nnx.merge(graphdef, pop.member(params_here, p), rest_here) for p in range(size)]
+  if end == cfg.steps and primary:
     export = cfg.export_dir or os.path.join(cfg.workdir, "export")
     for p, trained in enumerate(models):
       ckpt.export_pretrained(trained, export if size == 1 else os.path.join(export, f"member_{p}"),

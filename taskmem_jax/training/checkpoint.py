@@ -46,7 +46,9 @@ def restore(manager: ocp.CheckpointManager, target, step: int | None = None):
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"{manager.directory}: no checkpoint to restore")
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target)
+  # A target's shardings are kept, so every leaf is read straight into its shards (each process its own).
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+                          target)
   flat_target = _flat(abstract)
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(flat_target),
                                                            data=ocp.args.JsonRestore()))

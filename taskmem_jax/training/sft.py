@@ -121,11 +121,11 @@ def _param_spec(keys, shape, mesh: Mesh, preset) -> tuple:
   return ()
 
 
-def tree_shardings(tree, mesh: Mesh, preset="fsdp", lead=None):
+def tree_shardings(tree, mesh: Mesh, preset="fsdp", lead=None, split_lead: bool = True):
   """NamedSharding per leaf of any tree holding parameters (params, optax state, a TrainState): each leaf
   shaped like a parameter whose path it ends with gets that parameter's sharding (sharding.param_shardings),
   anything else (step, Adam's count) is replicated. lead: a mesh axis for a leading stacked axis (the
-  population's [P]), placed there when it divides that axis (else None = replicated on it)."""
+  population's [P]), placed there when it divides that axis and split_lead (else replicated on it)."""
 
   def one(keys, leaf):
     shape = tuple(leaf.shape)
@@ -133,7 +133,7 @@ def tree_shardings(tree, mesh: Mesh, preset="fsdp", lead=None):
       return NamedSharding(mesh, PartitionSpec(*_param_spec(keys, shape, mesh, preset)))
     if not shape:
       return NamedSharding(mesh, PartitionSpec())
-    head = lead if mesh.shape[lead] > 1 and shape[0] % mesh.shape[lead] == 0 else None
+    head = lead if split_lead and mesh.shape[lead] > 1 and shape[0] % mesh.shape[lead] == 0 else None
     return NamedSharding(mesh, PartitionSpec(head, *_param_spec(keys, shape[1:], mesh, preset)))
 
   return jax.tree_util.tree_map_with_path(one, tree)
