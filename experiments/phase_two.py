@@ -7,6 +7,10 @@ Writes DIR/phase_two.json (before/after per task, cross-task matrix, fact mentio
 DIR/adapters/<task>.safetensors (each task's last steer, loadable with taskmem_jax.adapters.steer.load),
 DIR/memories/<task>.json, and TensorBoard events of each adapter's DPO run in DIR/tb (tags
 dpo/<task>/loss, .../delta, .../accuracy, .../grad_norm, .../steer_norm).
+
+Several processes (--coordinator_address/--num_processes/--process_id, taskmem_jax/distributed.py): every
+process runs the same command; the adapters' rollouts and DPO are split over them, the rest is repeated
+on each process's own copy, and process 0 writes the outputs.
 """
 
 from __future__ import annotations
@@ -23,11 +27,16 @@ _CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "p
 
 def define_flags() -> None:
   """Only when run as a script, so that importing this module defines no flags."""
+  from taskmem_jax import distributed
+
   config_flags.DEFINE_config_file("config", _CONFIG, "Phase-Two config.")
   flags.DEFINE_string("output_dir", "/tmp/taskmem_phase_two", "Results, figure and adapters.")
+  distributed.define_flags()  # --coordinator_address, --num_processes, --process_id (multi-host runs)
 
 
 def run(cfg, output_dir: str, progress=print) -> dict:
+  import jax
+
   from taskmem_jax import sharding
   from taskmem_jax.adapters import steer as steer_lib
   from taskmem_jax.envs import synthworld as sw
@@ -37,7 +46,8 @@ def run(cfg, output_dir: str, progress=print) -> dict:
   from taskmem_jax.processing import Qwen3VLProcessor
 
   os.makedirs(output_dir, exist_ok=True)
-  mesh, preset = sharding.mesh_from_config(cfg.get("mesh", None))  # the backbone is read straight into its shards
+  # The backbone is read straight into its shards (with several processes, each its own copy).
+  mesh, preset = sharding.mesh_from_config(cfg.get("mesh", None), per_process=True)
   model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=jnp.float32, mesh=mesh, preset=preset)
   processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
   with cfg.unlocked():
@@ -45,6 +55,8 @@ def run(cfg, output_dir: str, progress=print) -> dict:
   stream = sw.generate(cfg.seed, sw.policy_world_config(cfg.checkpoint, num_clips=cfg.clips, render=cfg.render))
   tasks = sw.make_tasks(stream, seed=cfg.seed, tasks=tuple(t for t in cfg.tasks.split(",") if t) or sw.TASKS)
   results = experiment.run(cfg, model, processor, stream, tasks, progress=progress)
+  if jax.process_index() != 0:  # every process holds the same results; one writes them
+    return results
   for task, adapters in results["_adapters"].items():
     steer_lib.set_steer(model, adapters[-1].values)
     steer_lib.save(model, os.path.join(output_dir, "adapters", f"{task}.safetensors"),
@@ -59,10 +71,17 @@ def run(cfg, output_dir: str, progress=print) -> dict:
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)
+  import jax
+
+  from taskmem_jax import distributed
   from taskmem_jax.phase_two import experiment
 
+  distributed.initialize_from_flags()  # a no-op for one process
+  logging.set_verbosity(logging.WARNING)
+
   results = run(FLAGS.config, FLAGS.output_dir)
+  if jax.process_index() != 0:
+    return
   print(experiment.format_tables(results))
   print(f"\nresults: {os.path.join(FLAGS.output_dir, 'phase_two.json')}; figure: "
         f"{os.path.join(FLAGS.output_dir, 'phase_two.png')}; DPO curves: tensorboard --logdir "

@@ -24,14 +24,15 @@ API
       batch mesh axes (sharding.activation_sharding), via jax.make_array_from_process_local_data.
   global_inputs(local_inputs, mesh, preset="fsdp") / global_batch(tree, mesh, preset="fsdp")
       the same for a text-only ModelInputs (position_ids carry the batch on axis 1) or a tree of [B, ...].
-  data_parallel_mesh(preset, tensor=None, expert=None) / local_mesh(mesh)
-      a mesh whose "data" axis runs over processes (slice k = process k's devices, laid out by the preset),
-      and this process's slice of it. Parameters (no "data" in their specs) are one full copy per process.
-  local_view(tree, mesh) / sum_over_processes(local_tree, mesh, shardings)
+  local_mesh(mesh)
+      this process's slice of a sharding.data_parallel_mesh (whose "data" axis runs over processes; slice
+      k = process k's devices, laid out by the preset). Parameters (no "data" in their specs) are one full
+      copy per process there.
+  local_view(tree, mesh) / local_model(model, mesh) / sum_over_processes(local_tree, mesh, shardings)
       global arrays replicated over "data" -> the same buffers as arrays on local_mesh (no copy), for work
       whose shapes differ between processes (sampling, per-group gradients); and per-process local arrays
       -> their sum over processes as global arrays (the data-parallel all-reduce).
-  allgather_rows(x, mode) / allgather_strings(strings) / any_process(flag)
+  allgather_rows(x, mode) / allgather_ragged(x) / allgather_strings(strings) / any_process(flag)
       host values of every process, in global row order (numpy, via multihost_utils).
   train_step(graphdef, optimizer)
       a jitted (params, opt_state, rest, ModelInputs, loss_mask) -> (params, opt_state, loss) step (AdamW
@@ -42,27 +43,29 @@ CPU (tests): ``jax_cpu_collectives_implementation`` is "gloo" by default in jax 
 processes on one machine form one global mesh (tests/test_multihost.py: 2 processes x 2 forced host
 devices via XLA_FLAGS=--xla_force_host_platform_device_count=2).
 
-How to run Phase One on a pod slice / multi-GPU host
-----------------------------------------------------
-The entry points experiments/phase_one.py and experiments/sft.py call ``define_flags()`` at import and
-``initialize_from_flags()`` first thing in main. Phase One is data parallel over processes: process k
-samples, scores and differentiates streams k, k+n, ... (rl/trainer.py), every process holding the policy
-sharded over its own devices; the update all-reduces the gradients (tests/test_multihost.py).
-TPU pod slice (e.g. v5p-32 = 4 hosts x 4 chips): run the SAME command on every worker at once,
+How to run on a pod slice / multi-GPU host (WORKSPACE.md, "Scale-out")
+----------------------------------------------------------------------
+The entry points experiments/sft.py, phase_one.py and phase_two.py call ``define_flags()`` at import and
+``initialize_from_flags()`` first thing in main; every process runs the SAME command.
+TPU pod slice (e.g. v5p-32 = 4 hosts x 4 chips):
   gcloud compute tpus tpu-vm ssh NAME --worker=all --command="cd taskmem-jax && \
       .venv/bin/python -m experiments.phase_one --config=experiments/configs/phase_one_30b_a3b.py \
-      --workdir=gs://BUCKET/run1 --num_processes=0"
+      --workdir=gs://BUCKET/run1 --config.mesh.fsdp=-1 --num_processes=0"
 --num_processes=0 lets jax.distributed.initialize() find the coordinator and process ids itself (Cloud
-TPU metadata); the mesh then covers all 16 chips. Check memory first:
-``python -m experiments.plan --preset=30B-A3B --target=tpu-v5p-32 --sharding=fsdp_tensor``.
-Several GPU hosts (e.g. 2 x 8xH100): on host k (k = 0, 1) run
+TPU metadata; also SLURM and Open MPI). Several GPU hosts (e.g. 2 x 8xH100): on host k (k = 0, 1) run
   python -m experiments.phase_one ... --coordinator_address=HOST0_IP:1234 --num_processes=2 --process_id=k
-(one process per host; it drives all 8 local GPUs). One multi-GPU host needs no flags at all: a single
-process sees all local GPUs. Under SLURM / Open MPI, --num_processes=0 auto-detects as on TPU.
-Rules for the loop: every process must call the same jitted functions in the same
-order with the same global shapes; each loads only its ``process_batch`` rows and wraps them with
-``global_array`` / ``global_inputs``; only process 0 writes metrics and exports (checkpoints via orbax
-are written collectively by all processes, to a path every host can reach, e.g. gs://).
+(one process per host; it drives all 8 local GPUs). One multi-GPU host needs no flags at all.
+
+Two ways the processes share the work:
+- SFT: one mesh over every device (FSDP across hosts). Every process calls the same jitted step with the
+  same global shapes, loads only its ``process_batch`` rows and wraps them with ``global_inputs``.
+- Phase One and Phase Two: data parallel over processes (sharding.data_parallel_mesh). Sampling shapes
+  differ from window to window, so each process samples and differentiates its own windows on its own
+  copy of the policy (``local_view``), and only the gradient sums cross processes
+  (``sum_over_processes``). Each process's copy, with its optimizer state, must fit that process's
+  devices: check with experiments/plan.py for one host's devices.
+Only process 0 writes metrics and exports; orbax checkpoints are written collectively by all processes,
+to a path every host can reach (e.g. gs://).
 """
 
 from __future__ import annotations
@@ -175,30 +178,16 @@ def global_inputs(inputs: ModelInputs, mesh: Mesh, preset="fsdp") -> ModelInputs
                      g(inputs.rope_deltas), g(inputs.vision_index))
 
 
-def data_parallel_mesh(preset: str = "fsdp", *, tensor: int | None = None, expert: int | None = None) -> Mesh:
-  """A ("data", "fsdp", "expert", "tensor") mesh with "data" over processes: slice k is process k's local
-  devices laid out by the preset (sharding.make_mesh over them), so a parameter sharded by the preset's
-  rules (which never name "data") is one full copy per process, split over that process's devices."""
-  groups: dict[int, list] = {}
-  for d in jax.devices():
-    groups.setdefault(d.process_index, []).append(d)
-  sizes = {len(g) for g in groups.values()}
-  if len(sizes) != 1:
-    raise ValueError(f"data_parallel_mesh: processes hold different device counts {sorted(sizes)}")
-  slices = [sharding_lib.make_mesh(preset, sorted(groups[k], key=lambda d: d.id), tensor=tensor,
-                                   expert=expert).devices for k in sorted(groups)]
-  return Mesh(np.concatenate(slices, axis=0), sharding_lib.MESH_AXES)
-
-
 def local_mesh(mesh: Mesh) -> Mesh:
-  """This process's slice of a data_parallel_mesh: the same axes, "data" of size 1."""
+  """This process's slice of a sharding.data_parallel_mesh: the same axes, "data" of size 1."""
   k = jax.process_index()
   if mesh.shape["data"] != jax.process_count():
     raise ValueError(f"local_mesh: the mesh's data axis has {mesh.shape['data']} slices, not one per process "
-                     f"({jax.process_count()}); build it with data_parallel_mesh")
+                     f"({jax.process_count()}); build it with sharding.data_parallel_mesh")
   part = mesh.devices[k:k + 1]
   if any(d.process_index != k for d in part.flat):
-    raise ValueError(f"local_mesh: data slice {k} holds devices of other processes; build it with data_parallel_mesh")
+    raise ValueError(f"local_mesh: data slice {k} holds devices of other processes; build the mesh with "
+                     "sharding.data_parallel_mesh")
   return Mesh(part, mesh.axis_names)
 
 
@@ -208,7 +197,8 @@ def _uses_data(spec: PartitionSpec) -> bool:
 
 def local_view(tree, mesh: Mesh):
   """Global arrays of a data_parallel_mesh, replicated over "data" -> the same arrays on local_mesh(mesh),
-  built from this process's shards without a copy. One process: the tree itself."""
+  built from this process's shards without a copy (arrays this process already holds whole are
+  replicated onto local_mesh). One process: the tree itself."""
   if jax.process_count() == 1:
     return tree
   here = local_mesh(mesh)
@@ -216,6 +206,8 @@ def local_view(tree, mesh: Mesh):
   def one(x):
     if not isinstance(x, jax.Array):
       return x
+    if x.is_fully_addressable:  # already this process's own (e.g. a steer set from host values): replicated
+      return jax.device_put(x, NamedSharding(here, PartitionSpec()))
     spec = getattr(x.sharding, "spec", None)
     if spec is None or _uses_data(spec):
       raise ValueError(f"local_view: an array of shape {x.shape} is sharded as {x.sharding}; it must be a "
@@ -224,6 +216,14 @@ def local_view(tree, mesh: Mesh):
                                                     [s.data for s in x.addressable_shards])
 
   return jax.tree.map(one, tree)
+
+
+def local_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
+  """The model with every array replaced by its local_view (this process's full copy, no copy made)."""
+  if jax.process_count() == 1:
+    return model
+  graphdef, state = nnx.split(model)
+  return nnx.merge(graphdef, local_view(state, mesh))
 
 
 @functools.lru_cache(maxsize=32)
@@ -237,11 +237,17 @@ def sum_over_processes(local_tree, mesh: Mesh, shardings):
   if jax.process_count() == 1:
     return local_tree
   leaves, treedef = jax.tree.flatten(local_tree)
-  n = jax.process_count()
-  stacked = tuple(jax.make_array_from_single_device_arrays(
-      (n,) + x.shape, NamedSharding(mesh, PartitionSpec("data", *x.sharding.spec)),
-      [s.data[None] for s in x.addressable_shards]) for x in leaves)
-  return jax.tree.unflatten(treedef, _summer(tuple(jax.tree.leaves(shardings)))(stacked))
+  targets = tuple(jax.tree.leaves(shardings))
+  n, here = jax.process_count(), local_mesh(mesh)
+  stacked = []
+  for x, target in zip(leaves, targets):
+    # Every process must contribute the same shard shapes: lay each local array out as its target first
+    # (a computed gradient and a zero tree can come out sharded differently).
+    x = jax.device_put(x, NamedSharding(here, target.spec))
+    stacked.append(jax.make_array_from_single_device_arrays(
+        (n,) + x.shape, NamedSharding(mesh, PartitionSpec("data", *target.spec)),
+        [s.data[None] for s in x.addressable_shards]))
+  return jax.tree.unflatten(treedef, _summer(targets)(tuple(stacked)))
 
 
 def allgather_rows(x, mode: str = "blocks") -> np.ndarray:
@@ -252,12 +258,27 @@ def allgather_rows(x, mode: str = "blocks") -> np.ndarray:
   if n == 1:
     return x
   from jax.experimental import multihost_utils
-  gathered = np.asarray(multihost_utils.process_allgather(x, tiled=False))  # [n, b, ...]
+  # As raw bytes: through a jax array, float64 / int64 would come back 32-bit (x64 is off).
+  raw = np.ascontiguousarray(x).reshape(len(x), -1).view(np.uint8)
+  gathered = np.asarray(multihost_utils.process_allgather(raw, tiled=False))  # [n, b, bytes]
+  gathered = np.ascontiguousarray(gathered).view(x.dtype).reshape((n,) + x.shape)
   if mode == "blocks":
     return gathered.reshape((-1,) + x.shape[1:])
   if mode == "strided":
     return np.swapaxes(gathered, 0, 1).reshape((-1,) + x.shape[1:])  # row i * n + k from process k
   raise ValueError(f"mode={mode!r}: choose 'blocks' or 'strided'")
+
+
+def allgather_ragged(x) -> np.ndarray:
+  """Each process's 1-D array (any length) -> their concatenation in process order, on every process."""
+  x = np.asarray(x)
+  if jax.process_count() == 1:
+    return x
+  counts = allgather_rows(np.array([len(x)]))
+  padded = np.zeros(max(1, int(counts.max())), x.dtype)
+  padded[:len(x)] = x
+  rows = allgather_rows(padded[None])
+  return np.concatenate([r[:n] for r, n in zip(rows, counts)])
 
 
 def allgather_strings(strings: Sequence[str | None], mode: str = "blocks") -> list[str | None]:

@@ -48,12 +48,18 @@ Terms (bytes per device; "a" = activation/param bytes, 2 for bf16):
                work buffers the formula leaves out), so read the activation column as a lower bound
                within ~2.5x; the test enforces [1, 3].
 
-Targets: named device sets (TARGETS: chips, memory per chip in GiB) or --devices=N.
+Targets: named device sets (TARGETS: chips, memory per chip in GiB, chips per host) or --devices=N.
+
+Several hosts (processes): Phase One and Phase Two run data parallel over processes
+(sharding.data_parallel_mesh): each process holds a whole copy of the policy, laid out by the preset over
+its own devices, and trains on batch / processes rows. The plan then shards over one process's devices
+and splits the rows over processes too; its numbers are per device, as before.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 from typing import Mapping
@@ -68,15 +74,19 @@ from taskmem_jax.models.qwen3_vl.params import abstract_model
 GIB = 1024**3
 # name -> (JAX devices, memory per device in GiB). In TPU names, v4-N / v5p-N count TensorCores (2 per chip,
 # one JAX device per chip: v5p-32 = 16 devices); v5e-N / v6e-N count chips.
-TARGETS: dict[str, tuple[int, float]] = {
-    "tpu-v5p-8": (4, 95.0), "tpu-v5p-16": (8, 95.0), "tpu-v5p-32": (16, 95.0), "tpu-v5p-64": (32, 95.0),
-    "tpu-v5p-128": (64, 95.0), "tpu-v4-32": (16, 32.0), "tpu-v5e-8": (8, 16.0), "tpu-v5e-16": (16, 16.0),
-    "tpu-v6e-8": (8, 32.0), "tpu-v6e-16": (16, 32.0),
-    "1xH100": (1, 80.0), "8xH100": (8, 80.0), "16xH100": (16, 80.0), "8xH200": (8, 141.0), "8xA100": (8, 80.0),
+# The third number: devices per host (one JAX process each): 4 chips per TPU v4 / v5p host, 4 on multi-host
+# v5e / v6e slices (8 on their single-host -8 shapes), 8 GPUs per GPU host.
+TARGETS: dict[str, tuple[int, float, int]] = {
+    "tpu-v5p-8": (4, 95.0, 4), "tpu-v5p-16": (8, 95.0, 4), "tpu-v5p-32": (16, 95.0, 4),
+    "tpu-v5p-64": (32, 95.0, 4), "tpu-v5p-128": (64, 95.0, 4), "tpu-v4-32": (16, 32.0, 4),
+    "tpu-v5e-8": (8, 16.0, 8), "tpu-v5e-16": (16, 16.0, 4), "tpu-v6e-8": (8, 32.0, 8), "tpu-v6e-16": (16, 32.0, 4),
+    "1xH100": (1, 80.0, 1), "8xH100": (8, 80.0, 8), "16xH100": (16, 80.0, 8), "8xH200": (8, 141.0, 8),
+    "8xA100": (8, 80.0, 8),
 }
 
 
-def target(name: str) -> tuple[int, float]:
+def target(name: str) -> tuple[int, float, int]:
+  """(devices, GiB per device, devices per host) of a named target."""
   if name not in TARGETS:
     raise ValueError(f"target={name!r}: unknown; choose one of {sorted(TARGETS)}")
   return TARGETS[name]
@@ -100,11 +110,17 @@ def shard_shape(shape, spec, mesh_axes: Mapping[str, int]) -> tuple[int, ...]:
   return tuple(out)
 
 
-def param_leaves(config: Qwen3VLConfig, *, steer_layers: int = 0):
-  """{path tuple: shape} of the model's parameters from jax.eval_shape (plus a steer [n, H] if asked)."""
+@functools.lru_cache(maxsize=8)
+def _model_leaves(config: Qwen3VLConfig) -> tuple:
+  # Tracing a 30B model's construction takes seconds; a plan (or a sweep of plans) needs it once.
   _, state = abstract_model(config, jnp.bfloat16)
   flat = traverse_util.flatten_dict(nnx.to_pure_dict(state))
-  leaves = {tuple(str(k) for k in path): tuple(v.shape) for path, v in flat.items()}
+  return tuple((tuple(str(k) for k in path), tuple(v.shape)) for path, v in flat.items())
+
+
+def param_leaves(config: Qwen3VLConfig, *, steer_layers: int = 0):
+  """{path tuple: shape} of the model's parameters from jax.eval_shape (plus a steer [n, H] if asked)."""
+  leaves = dict(_model_leaves(config))
   if steer_layers:
     leaves[("language_model", "steer")] = (steer_layers, config.text.hidden_size)
   return leaves
@@ -210,12 +226,20 @@ def plan(config: Qwen3VLConfig, *, devices: int, sharding: str = "fsdp", batch: 
          kv_batch: int | None = None, kv_seq: int | None = None, remat: bool = True, flash: bool = True,
          steer_layers: int = 1, first_steer_layer: int | None = None, bytes_per: int = 2,
          tensor: int | None = None, expert: int | None = None, memory_gib: float | None = None,
-         preset_name: str = "", vision_tokens: int = 0) -> Plan:
+         preset_name: str = "", vision_tokens: int = 0, processes: int = 1) -> Plan:
   """Per-device bytes for Phase One and Phase Two. batch/seq: global training rows and tokens per row;
   kv_batch/kv_seq: the sampler's rows (default batch) and cache length (default seq); vision_tokens: how
-  many of a row's seq tokens are merged vision tokens (their tower's activations count in Phase One)."""
+  many of a row's seq tokens are merged vision tokens (their tower's activations count in Phase One).
+  processes: hosts the devices belong to; the phases run data parallel over them, each process a copy
+  over devices / processes devices on batch / processes rows (kv_batch likewise)."""
   if not 0 <= vision_tokens <= seq:
     raise ValueError(f"vision_tokens={vision_tokens} must lie in [0, seq={seq}]")
+  if processes < 1 or devices % processes:
+    raise ValueError(f"processes={processes} must divide devices={devices}")
+  if batch % processes or (kv_batch or batch) % processes:
+    raise ValueError(f"batch={batch} and kv_batch={kv_batch or batch} must divide over {processes} processes")
+  total_devices, devices = devices, devices // processes
+  batch, kv_batch = batch // processes, (kv_batch or batch) // processes
   axes = mesh_shape(sharding, devices, tensor=tensor, expert=expert)
   leaves = param_leaves(config)
   p = param_bytes_per_device(leaves, sharding, axes, bytes_per)
@@ -236,7 +260,8 @@ def plan(config: Qwen3VLConfig, *, devices: int, sharding: str = "fsdp", batch: 
   two = Row("Phase Two (DPO, steer only)", p + steer_bytes, steer_bytes, steer_bytes // bytes_per * 8, kv,
             activation_bytes(config, local, seq, remat=remat, first_layer=first_steer_layer,
                              bytes_per=bytes_per, flash=flash, tensor=t))
-  settings = dict(devices=devices, batch=batch, seq=seq, rows_per_device=local, kv_batch=kv_batch or batch,
+  settings = dict(devices=total_devices, processes=processes, batch=batch * processes, seq=seq,
+                  rows_per_device=local, kv_batch=kv_batch * processes,
                   kv_seq=kv_seq or seq, remat=remat, flash=flash, bytes_per=bytes_per,
                   first_steer_layer=first_steer_layer, vision_tokens=vision_tokens, vision_activations=vision)
   return Plan(preset_name, sharding, axes, [one, two], memory_gib, settings)
@@ -245,7 +270,10 @@ def plan(config: Qwen3VLConfig, *, devices: int, sharding: str = "fsdp", batch: 
 def format_table(result: Plan) -> str:
   s = result.settings
   mesh = " x ".join(f"{k}={v}" for k, v in result.mesh_axes.items())
-  lines = [f"{result.preset_name or 'model'} on {s['devices']} devices, sharding={result.sharding} ({mesh}); "
+  hosts = s.get("processes", 1)
+  where = (f"{s['devices']} devices = {hosts} processes x {s['devices'] // hosts}, data parallel (a copy per "
+           f"process)" if hosts > 1 else f"{s['devices']} devices")
+  lines = [f"{result.preset_name or 'model'} on {where}, sharding={result.sharding} ({mesh} per copy); "
            f"batch={s['batch']} ({s['rows_per_device']}/device) x seq={s['seq']}, KV {s['kv_batch']} x "
            f"{s['kv_seq']}, remat={s['remat']}, flash={s['flash']}, {8 * s['bytes_per']}-bit weights"
            + (f"; {s['vision_tokens']} vision tokens/row (tower activations in Phase One: "

@@ -222,10 +222,30 @@ def make_mesh(preset: str = "fsdp", devices: Sequence | None = None, *, tensor: 
   return Mesh(np.asarray(devices[:math.prod(shape)]).reshape(shape), MESH_AXES)
 
 
-def mesh_from_config(mesh_cfg) -> tuple[Mesh | None, str]:
+def data_parallel_mesh(preset: str = "fsdp", *, tensor: int | None = None, expert: int | None = None) -> Mesh:
+  """A ("data", "fsdp", "expert", "tensor") mesh with "data" over processes: slice k is process k's local
+  devices laid out by the preset (sharding.make_mesh over them), so a parameter sharded by the preset's
+  rules (which never name "data") is one full copy per process, split over that process's devices."""
+  groups: dict[int, list] = {}
+  for d in jax.devices():
+    groups.setdefault(d.process_index, []).append(d)
+  sizes = {len(g) for g in groups.values()}
+  if len(sizes) != 1:
+    raise ValueError(f"data_parallel_mesh: processes hold different device counts {sorted(sizes)}")
+  slices = [make_mesh(preset, sorted(groups[k], key=lambda d: d.id), tensor=tensor, expert=expert).devices
+            for k in sorted(groups)]
+  return Mesh(np.concatenate(slices, axis=0), MESH_AXES)
+
+
+def mesh_from_config(mesh_cfg, per_process: bool = False) -> tuple[Mesh | None, str]:
   """(mesh or None, preset) of an experiment config's mesh block {preset, tensor, expert} (configs/sft.py,
-  configs/phase_two_synthworld.py): preset "" means one device, and 0 sizes mean make_mesh's defaults."""
-  if mesh_cfg is None or not mesh_cfg.preset:
+  configs/phase_two_synthworld.py): preset "" means one device, and 0 sizes mean make_mesh's defaults.
+  per_process (Phase Two): with several processes, a data_parallel_mesh (each process's own copy laid out
+  by the preset; "" = its first device) instead of one mesh over all devices."""
+  preset = (mesh_cfg.preset if mesh_cfg is not None else "") or ""
+  sizes = dict(tensor=mesh_cfg.tensor or None, expert=mesh_cfg.expert or None) if mesh_cfg is not None else {}
+  if per_process and jax.process_count() > 1:
+    return data_parallel_mesh(preset or "single", **sizes), preset or "single"
+  if not preset:
     return None, "fsdp"
-  return (make_mesh(mesh_cfg.preset, tensor=mesh_cfg.tensor or None, expert=mesh_cfg.expert or None),
-          mesh_cfg.preset)
+  return make_mesh(preset, **sizes), preset

@@ -1,5 +1,7 @@
 """The memory plan against the compiler (tiny models, 1 device) and the 30B-A3B arithmetic."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,3 +109,24 @@ def test_tensor_parallel_splits_heads_and_mlp_only():
   assert "vision tokens/row" in plan_lib.format_table(tp)
   with pytest.raises(ValueError, match="vision_tokens=5000"):
     plan_lib.plan(cfg, devices=8, seq=4096, vision_tokens=5000)
+
+
+def test_processes_plan_one_copy_per_process():
+  """16 devices on 4 hosts: Phase One / Two are data parallel over hosts, so each device holds what a
+  4-device copy on a quarter of the rows holds; the v5p-32 target counts 4 hosts."""
+  config = qwen3_vl.preset("30B-A3B")
+  kw = dict(sharding="fsdp", seq=2048, vision_tokens=512)
+  hosts = plan_lib.plan(config, devices=16, batch=16, processes=4, **kw)
+  one_host = plan_lib.plan(config, devices=4, batch=4, **kw)
+  whole = plan_lib.plan(config, devices=16, batch=16, **kw)
+  for a, b in zip(hosts.rows, one_host.rows):
+    assert dataclasses.astuple(a) == dataclasses.astuple(b)
+  assert hosts.rows[0].params > 3.5 * whole.rows[0].params  # a copy over 4 devices, not 16
+  assert hosts.settings["batch"] == 16 and hosts.settings["rows_per_device"] == 1  # 4 rows over 4 devices
+  assert "4 processes x 4" in plan_lib.format_table(hosts)
+  devices, _, per_host = plan_lib.target("tpu-v5p-32")
+  assert devices // per_host == 4
+  with pytest.raises(ValueError, match="processes=3 must divide devices=16"):
+    plan_lib.plan(config, devices=16, processes=3)
+  with pytest.raises(ValueError, match="batch=6"):
+    plan_lib.plan(config, devices=16, batch=6, processes=4)

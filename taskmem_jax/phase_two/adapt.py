@@ -19,8 +19,10 @@ import dataclasses
 import time
 from typing import Callable
 
+import jax
 import numpy as np
 
+from taskmem_jax import distributed
 from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.envs.synthworld import render_clip
 from taskmem_jax.envs.synthworld.reader import parse_memory
@@ -50,11 +52,16 @@ def train_adapter(model, processor, task: str, hint: list[str], source, quality_
                   cache_cfg: CacheConfig, dpo_cfg, *, num_contexts: int, seed: int, tags=None,
                   progress: bool = False, mesh=None, preset="fsdp") -> Adapter:
   """Rollouts with the hint on num_contexts training windows (teacher history), pairs, DPO from a zero steer
-  (under `mesh`: dpo.train_steer's placement)."""
+  (under `mesh`: dpo.train_steer's placement). Several processes (mesh: sharding.data_parallel_mesh, model:
+  this process's copy): process k takes contexts k, k+n, ... and DPO all-reduces over every process's
+  pairs; the adapter is the one a single process would train."""
   tic = time.perf_counter()
   steer_lib.set_steer(model, np.zeros_like(steer_lib.get_steer(model)))  # rollouts come from Phase One
-  pairs, compared, preferences = [], 0, 0
+  pairs, pair_ids, compared, preferences = [], [], 0, 0
+  n, me = jax.process_count(), jax.process_index()
   for k, (video, clip) in enumerate(training_contexts(source, num_contexts, seed)):
+    if k % n != me:
+      continue  # another process's context
     item = source.video_item(video, clip)
     if item is None:  # a window no video covers
       continue
@@ -66,12 +73,16 @@ def train_adapter(model, processor, task: str, hint: list[str], source, quality_
     preferences += len(result.preferences)
     if pair is not None:
       pairs.append(pair)
+      pair_ids.append(k)
+  total_pairs, compared, preferences = (int(x) for x in distributed.allgather_rows(
+      np.array([[len(pairs), compared, preferences]])).sum(0))
   rollout_s = time.perf_counter() - tic
-  stats = {"contexts": num_contexts, "pairs": len(pairs), "pair_yield": len(pairs) / max(num_contexts, 1),
+  stats = {"contexts": num_contexts, "pairs": total_pairs, "pair_yield": total_pairs / max(num_contexts, 1),
            "compared": compared, "agreed": preferences, "rollout_s": rollout_s}
-  if not pairs:
+  if not total_pairs:
     return Adapter(task, np.zeros_like(steer_lib.get_steer(model)), hint, {**stats, "dpo_s": 0.0, "history": []})
-  result = train_steer(dpo_cfg, model, pairs, processor.pad_token_id, progress=progress, mesh=mesh, preset=preset)
+  result = train_steer(dpo_cfg, model, pairs, processor.pad_token_id, progress=progress, mesh=mesh, preset=preset,
+                       pair_ids=pair_ids)
   values = steer_lib.get_steer(model) * float(dpo_cfg.get("post_scale", 1.0))
   steer_lib.set_steer(model, np.zeros_like(values))
   return Adapter(task, values, hint, {**stats, "dpo_s": result["seconds"], "history": result["history"],

@@ -29,6 +29,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
+from taskmem_jax import distributed
 from taskmem_jax import sharding as shd
 from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.rl.losses import k3_kl
@@ -107,8 +108,13 @@ def _add(a, b):
   return jax.tree.map(jnp.add, a, b)
 
 
+def metric_names(kl_coef: float) -> list[str]:
+  """The names of pair_grad's metrics (sorted), known before any pair is seen."""
+  return sorted(["accuracy", "delta", "loss"] + (["kl"] if kl_coef else []))
+
+
 def train_steer(cfg, model, pairs: list[PairExample], pad_id: int, *, workdir: str | None = None,
-                progress: bool = True, mesh=None, preset="fsdp") -> dict:
+                progress: bool = True, mesh=None, preset="fsdp", pair_ids=None) -> dict:
   """Trains the model's steer (adapters.steer.add_steer first) on `pairs` with DPO, in place.
 
   cfg: steps, pairs_per_step (official 32 = 64 rows), num_minibatches (official 8), beta, kl_coef, lr,
@@ -118,13 +124,29 @@ def train_steer(cfg, model, pairs: list[PairExample], pad_id: int, *, workdir: s
   {"history": per-step metrics, "seconds"}.
   mesh (sharding.make_mesh): the frozen backbone is placed with sharding.param_shardings under `preset`
   (no copy when it already is), the steer tree, its optimizer state and the rest replicated.
+  Several processes (mesh: sharding.data_parallel_mesh; the model each process's local copy,
+  distributed.local_model): `pairs` are this process's and pair_ids their global ids (unique across
+  processes; the order the step draws from is over all ids, as one process with every pair would draw).
+  Each process computes its pairs' gradients, the mini-batch sums are all-reduced, and every process
+  applies the same update, so the steers stay equal.
   """
-  if not pairs:
+  multi = jax.process_count() > 1
+  ids = np.arange(len(pairs)) if pair_ids is None else np.asarray(pair_ids, np.int64)
+  if len(ids) != len(pairs):
+    raise ValueError(f"train_steer: {len(pairs)} pairs but {len(ids)} pair_ids")
+  all_ids = np.sort(distributed.allgather_ragged(ids)) if multi else ids
+  if not len(all_ids):
     raise ValueError("train_steer: no preference pairs to train on")
+  if multi and mesh is None:
+    raise ValueError("train_steer: several processes need mesh= (sharding.data_parallel_mesh)")
+  if multi and workdir:
+    raise ValueError("train_steer: workdir checkpoints hold one process's steer; with several processes pass "
+                     "workdir=None (the steer is retrained from its pairs)")
   tic = time.perf_counter()
   graphdef, steer, backbone, rest = steer_lib.split(model)
   optimizer = make_optimizer(cfg)
   steer = jax.tree.map(jnp.copy, steer)  # the updates donate the state; the model's own buffers stay valid
+  global_mesh, mesh = mesh, (distributed.local_mesh(mesh) if multi else mesh)  # the state lives per process
   if mesh is not None:
     replicated = NamedSharding(mesh, PartitionSpec())
     backbone = jax.device_put(backbone, shd.param_shardings(backbone, mesh, preset))
@@ -133,10 +155,12 @@ def train_steer(cfg, model, pairs: list[PairExample], pad_id: int, *, workdir: s
   temperature = float(cfg.temperature)
   batches = [pair_batch(model.config, p, pad_id, cfg.buckets) for p in pairs]
   refs = [reference_log_probs(graphdef, steer, backbone, rest, temperature, b) for b in batches]
-  order = np.random.default_rng(cfg.seed).permutation(len(pairs))
+  order = np.random.default_rng(cfg.seed).permutation(len(all_ids))
+  local_index = {int(i): k for k, i in enumerate(ids)}
+  names = metric_names(float(cfg.kl_coef))
   manager = start = writer = None
   if workdir:
-    writer = SummaryWriter(os.path.join(workdir, "tb"))
+    writer = SummaryWriter(os.path.join(workdir, "tb")) if jax.process_index() == 0 else None
     manager = ckpt.make_manager(os.path.join(workdir, "checkpoints"), keep=1, save_every=1)
     if manager.latest_step() is not None:
       state, data = ckpt.restore(manager, state)
@@ -144,19 +168,30 @@ def train_steer(cfg, model, pairs: list[PairExample], pad_id: int, *, workdir: s
   start = start or 0
   history = []
   for step in tqdm(range(start, cfg.steps), desc="dpo", unit="step", disable=not progress):
-    picks = [int(order[(step * cfg.pairs_per_step + k) % len(pairs)]) for k in range(cfg.pairs_per_step)]
+    picks = [int(all_ids[order[(step * cfg.pairs_per_step + k) % len(all_ids)]]) for k in range(cfg.pairs_per_step)]
     metrics = []
     for chunk in np.array_split(np.asarray(picks), cfg.num_minibatches):
       if not len(chunk):
         continue
       grad_sum = None
-      for k in chunk:
+      for pick in chunk:
+        if int(pick) not in local_index:
+          continue  # another process's pair
+        k = local_index[int(pick)]
         grads, m = pair_grad(graphdef, state.params, backbone, rest, batches[k], refs[k], float(cfg.beta),
                              float(cfg.kl_coef), temperature)
         grad_sum = grads if grad_sum is None else _add(grad_sum, grads)
         metrics.append(m)
+      if multi:  # the mini-batch's gradient sum over every process's pairs
+        grad_sum = jax.tree.map(jnp.zeros_like, state.params) if grad_sum is None else grad_sum
+        summed = distributed.sum_over_processes(grad_sum, global_mesh, jax.tree.map(
+            lambda _: NamedSharding(global_mesh, PartitionSpec()), grad_sum))
+        grad_sum = distributed.local_view(summed, global_mesh)
       state, grad_norm = _apply(optimizer, state, grad_sum, float(len(chunk)))
-    row = {k: float(np.mean([m[k] for m in jax.device_get(metrics)])) for k in metrics[0]}
+    host = jax.device_get(metrics)
+    sums = np.array([[np.sum([m[k] for m in host]) if host else 0.0 for k in names] + [len(host)]])
+    total = distributed.allgather_rows(sums).sum(0)  # one process: its own row
+    row = {k: float(total[j] / total[-1]) for j, k in enumerate(names)}
     row.update(step=step + 1, grad_norm=float(grad_norm), steer_norm=float(optax.global_norm(state.params)))
     history.append(row)
     if writer is not None:
@@ -166,6 +201,7 @@ def train_steer(cfg, model, pairs: list[PairExample], pad_id: int, *, workdir: s
   if manager is not None:
     manager.wait_until_finished()
     manager.close()
+  if writer is not None:
     writer.close()
   values = np.asarray(jax.tree.leaves(state.params)[0])
   steer_lib.set_steer(model, values)

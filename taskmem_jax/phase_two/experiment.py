@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 
+from taskmem_jax import distributed
 from taskmem_jax import sharding as shd
 from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.envs import synthworld as sw
@@ -32,7 +33,9 @@ def run(cfg, model, processor, stream, tasks: dict, *, progress=None) -> dict:
   quality, task_judge = GroundTruthJudge(cfg.get("judge_scope", "window")), SynthWorldTaskJudge()
   counter = iter(range(1 << 30))
 
-  mesh, preset = shd.mesh_from_config(cfg.get("mesh", None))
+  # Several processes: each works on its own copy (local_model); only the adapters' training is split.
+  mesh, preset = shd.mesh_from_config(cfg.get("mesh", None), per_process=True)
+  model = distributed.local_model(model, mesh) if mesh is not None else model
 
   def train(task, hint):
     return train_adapter(model, processor, task, hint, source, quality, task_judge, reward, cache_cfg, cfg.dpo,

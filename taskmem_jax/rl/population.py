@@ -70,16 +70,14 @@ def make_mesh(size: int, mesh_cfg=None) -> Mesh | None:
 
 
 def _process_mesh(preset: str, mesh_cfg: dict) -> Mesh:
-  """Several processes: distributed.data_parallel_mesh, "data" over processes. Each process holds every
+  """Several processes: sharding.data_parallel_mesh, "data" over processes. Each process holds every
   member, laid out by the preset over its own devices, and samples its share of the streams."""
-  from taskmem_jax import distributed
-
   k = int(mesh_cfg.get("fsdp", -1))
   local = jax.local_device_count()
   if preset != "single" and k not in (-1, local):
     raise ValueError(f"mesh fsdp={k}: with {jax.process_count()} processes each member spans one process's "
                      f"{local} devices; set cfg.mesh.fsdp to -1 or {local}")
-  return distributed.data_parallel_mesh(preset, tensor=mesh_cfg.get("tensor"), expert=mesh_cfg.get("expert"))
+  return shd.data_parallel_mesh(preset, tensor=mesh_cfg.get("tensor"), expert=mesh_cfg.get("expert"))
 
 
 def state_sharding(tree, mesh: Mesh | None, preset="fsdp"):

@@ -17,7 +17,7 @@ per step and member), TensorBoard event files in workdir/tb, and charts in workd
 workdir/curves.png.
 
 Several processes (jax.distributed): the job is data parallel over processes. "data" runs over them
-(distributed.data_parallel_mesh) and each holds the policy sharded over its own devices; process k
+(sharding.data_parallel_mesh) and each holds the policy sharded over its own devices; process k
 samples, scores and differentiates streams k, k+n, ... on its local copy (distributed.local_view), the
 gradient sums of each mini-batch are all-reduced before the one update every process applies, and the
 streams' histories and the step's statistics are gathered, so every process keeps the same state and
@@ -226,6 +226,8 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
     update_metrics = []
     for group in np.array_split(np.arange(cfg.num_streams), cfg.num_minibatches):
       grad_sum, parts = None, []
+      # The parameters as the previous mini-batch left them (an update donates the old buffers).
+      params_here = distributed.local_view(state.params, mesh) if multi else state.params
       for i in np.flatnonzero(np.isin(mine, group)):
         if not advantages[:, i].any() and not loss_cfg.kl_coef:
           continue  # zero advantages for every member: a zero gradient (still counted in the mean below)
