@@ -70,9 +70,8 @@ to a path every host can reach (e.g. gs://).
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import functools
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -52,8 +52,9 @@ Targets: named device sets (TARGETS: chips, memory per chip in GiB, chips per ho
 
 Several hosts (processes): Phase One and Phase Two run data parallel over processes
 (sharding.data_parallel_mesh): each process holds a whole copy of the policy, laid out by the preset over
-its own devices, and trains on batch / processes rows. The plan then shards over one process's devices
-and splits the rows over processes too; its numbers are per device, as before.
+its own devices, and trains on batch / processes rows; the AdamW moments are split over the processes as
+well (ZeRO-1: sharding.zero_rules). The plan then shards parameters, gradients, KV cache and activations
+over one process's devices, the moments over all devices; its numbers are per device, as before.
 """
 
 from __future__ import annotations
@@ -254,7 +255,10 @@ def plan(config: Qwen3VLConfig, *, devices: int, sharding: str = "fsdp", batch: 
   t = axes["tensor"]
   vision = vision_activation_bytes(config, local, vision_tokens, remat=remat, bytes_per=bytes_per, flash=flash,
                                    tensor=t)
-  one = Row("Phase One (AdamW, all weights)", p, p, p // bytes_per * 8, kv,
+  optimizer = p // bytes_per * 8  # two fp32 moments per parameter element, laid out as the parameter
+  if processes > 1:  # ... and split over the processes too (sharding.zero_rules, rl/population.state_sharding)
+    optimizer = 2 * param_bytes_per_device(leaves, sharding_lib.zero_rules(sharding), {**axes, "data": processes}, 4)
+  one = Row("Phase One (AdamW, all weights)", p, p, optimizer, kv,
             activation_bytes(config, local, seq, remat=remat, bytes_per=bytes_per, flash=flash, tensor=t)
             + vision)
   two = Row("Phase Two (DPO, steer only)", p + steer_bytes, steer_bytes, steer_bytes // bytes_per * 8, kv,

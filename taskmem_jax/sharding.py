@@ -112,6 +112,19 @@ RULES: dict[str, dict[str, str | tuple[str, ...]]] = {
 }
 
 
+def zero_rules(preset: str | Mapping) -> dict:
+  """The preset's rules with "data" added to the FSDP-split logical axes (embed, vision_embed,
+  vision_merge): optimizer moments laid out this way on a data_parallel_mesh are split over the processes
+  as well (ZeRO-1 across hosts) while the parameters stay one copy per process. Where "data" does not
+  divide a dimension it is dropped (spec_for), leaving the preset's layout."""
+  rules = dict(_rules(preset))
+  for name in ("embed", "vision_embed", "vision_merge"):
+    target = rules.get(name, ())
+    target = (target,) if isinstance(target, str) else tuple(target)
+    rules[name] = target + ("data",)
+  return rules
+
+
 def _rules(preset: str | Mapping) -> Mapping:
   if isinstance(preset, Mapping):
     unknown = sorted(set(preset) - LOGICAL_AXES)

@@ -128,12 +128,23 @@ def _phase_one_run(workdir):
   from test_phase_one import LengthJudge
   out = train(cfg, model, processor, make_source(cfg), LengthJudge(), tags=SYNTHWORLD_TAGS, progress=False)
   params = jax.tree.leaves(nnx.state(out["model"], nnx.Param))
+  # ZeRO-1 over processes: per device, the AdamW moments' share against the parameters' (1 on one process).
+  from taskmem_jax.rl import population as pop
+  from taskmem_jax.rl.trainer import make_optimizer
+  from taskmem_jax.training.sft import TrainState
+  mesh = pop.make_mesh(1, cfg.mesh)
+  abstract = jax.eval_shape(lambda p: pop.stack([TrainState(np.int32(0), p, make_optimizer(cfg).init(p))]),
+                            nnx.state(out["model"], nnx.Param))
+  sharding = pop.state_sharding(abstract, mesh, "fsdp")
+  per_device = lambda tree, sh: sum(np.prod(s.shard_shape(x.shape)) for x, s in  # noqa: E731
+                                    zip(jax.tree.leaves(tree), jax.tree.leaves(sh)))
+  zero_ratio = per_device(abstract.opt_state, sharding.opt_state) / (2 * per_device(abstract.params, sharding.params))
   history = np.array([[h.get(k, np.nan) for k in PHASE_ONE_KEYS] for h in out["history"]], np.float64)
   lines = open(os.path.join(workdir, "metrics.jsonl")).read().splitlines() if jax.process_index() == 0 else []
   return {"p1_history": history, "p1_updates": np.array([h["updates"] for h in out["history"]]),
           "p1_update": np.concatenate([np.asarray(x, np.float64).ravel() for x in params]) - initial,
           "p1_lines": len(lines), "p1_export": os.path.isfile(os.path.join(workdir, "export", "model.safetensors")),
-          "p1_local_devices": len(params[0].sharding.device_set)}
+          "p1_local_devices": len(params[0].sharding.device_set), "p1_zero_ratio": zero_ratio}
 
 
 def _phase_two_run():
@@ -198,7 +209,7 @@ def test_two_processes_match_one(tmp_path):
   logs = []
   for p in procs:
     try:
-      logs.append(p.communicate(timeout=400)[0])
+      logs.append(p.communicate(timeout=900)[0])
     except subprocess.TimeoutExpired:
       for q in procs:
         q.kill()
@@ -235,6 +246,7 @@ def test_two_processes_match_one(tmp_path):
   diff = np.linalg.norm(p0["p1_update"] - single["p1_update"])
   assert np.linalg.norm(single["p1_update"]) > 0
   assert diff <= 1e-3 * np.linalg.norm(single["p1_update"]), (diff, np.linalg.norm(single["p1_update"]))
+  assert float(single["p1_zero_ratio"]) > 0.999 and 0.5 <= float(p0["p1_zero_ratio"]) < 0.6  # moments halved
   # One writer: each step's row is in metrics.jsonl once (not once per process); the export is there.
   assert int(p0["p1_lines"]) == 2 and bool(p0["p1_export"])
   # Phase Two: the contexts split over the processes, one DPO over all their pairs.

@@ -168,7 +168,8 @@ def train_steer(cfg, model, pairs: list[PairExample], pad_id: int, *, workdir: s
   start = start or 0
   history = []
   for step in tqdm(range(start, cfg.steps), desc="dpo", unit="step", disable=not progress):
-    picks = [int(all_ids[order[(step * cfg.pairs_per_step + k) % len(all_ids)]]) for k in range(cfg.pairs_per_step)]
+    picks = [int(all_ids[order[(step * cfg.pairs_per_step + k) % len(all_ids)]])
+             for k in range(cfg.pairs_per_step)]
     metrics = []
     for chunk in np.array_split(np.asarray(picks), cfg.num_minibatches):
       if not len(chunk):

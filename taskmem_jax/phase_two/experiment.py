@@ -35,7 +35,7 @@ def run(cfg, model, processor, stream, tasks: dict, *, progress=None) -> dict:
 
   # Several processes: each works on its own copy (local_model); only the adapters' training is split.
   mesh, preset = shd.mesh_from_config(cfg.get("mesh", None), per_process=True)
-  model = distributed.local_model(model, mesh) if mesh is not None else model
+  model = distributed.local_model(model, mesh)
 
   def train(task, hint):
     return train_adapter(model, processor, task, hint, source, quality, task_judge, reward, cache_cfg, cfg.dpo,

@@ -84,10 +84,18 @@ def state_sharding(tree, mesh: Mesh | None, preset="fsdp"):
   """Per leaf of a stacked tree [P, ...] (TrainState, params, grads): the member axis over "data" (when P
   divides it; with several processes "data" runs over processes and members are replicated on it), the
   rest as sharding.py's rules lay out the parameter the leaf belongs to (optimizer moments as their
-  parameter; scalars and unknown leaves replicated). None without a mesh."""
+  parameter; scalars and unknown leaves replicated). With several processes a TrainState's optimizer
+  moments are also split over "data" (sharding.zero_rules): each process keeps a whole copy of the
+  parameters to sample with, but only its share of the moments. None without a mesh."""
   if mesh is None:
     return None
-  return tree_shardings(tree, mesh, preset, lead="data", split_lead=jax.process_count() == 1)
+  if jax.process_count() == 1:
+    return tree_shardings(tree, mesh, preset, lead="data")
+  out = tree_shardings(tree, mesh, preset, lead="data", split_lead=False)
+  if isinstance(tree, TrainState):  # the optimizer moments split over the processes too (ZeRO-1)
+    out = out._replace(opt_state=tree_shardings(tree.opt_state, mesh, shd.zero_rules(preset), lead="data",
+                                                split_lead=False))
+  return out
 
 
 def batch_sharding(tree, mesh: Mesh | None):
@@ -117,13 +125,20 @@ def group_grads(graphdef, params, rest, loss_cfg: LossConfig, batch, old_log_pro
   return jax.vmap(fn)(params, batch, old_log_probs, advantages, ref_log_probs)
 
 
-def make_apply(optimizer: optax.GradientTransformation):
+def make_apply(optimizer: optax.GradientTransformation, sharding=None):
   """The jitted, vmapped update: (stacked TrainState, summed grads [P], groups) -> (TrainState, grad_norm [P]).
-  The state is donated."""
+  The state is donated. sharding (state_sharding's): the new state is laid out so, whatever layout the
+  compiler would pick (with ZeRO moments it could split the parameters over "data" too)."""
 
   def one(state: TrainState, grad_sum, count):
     grads = jax.tree.map(lambda g: g / count, grad_sum)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), optax.global_norm(grads)
 
-  return jax.jit(jax.vmap(one, in_axes=(0, 0, None)), donate_argnums=0)
+  vmapped = jax.vmap(one, in_axes=(0, 0, None))
+
+  def apply(state, grad_sum, count):
+    new, norm = vmapped(state, grad_sum, count)
+    return (new if sharding is None else jax.lax.with_sharding_constraint(new, sharding)), norm
+
+  return jax.jit(apply, donate_argnums=0)

@@ -151,7 +151,6 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
   size = len(rewards)
   loss_cfg = loss_config(cfg)
   optimizer = make_optimizer(cfg)
-  apply = pop.make_apply(optimizer)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   mesh_cfg = dict(cfg.get("mesh", None) or {})
   mesh, preset = pop.make_mesh(size, mesh_cfg), pop.mesh_preset(mesh_cfg)
@@ -161,6 +160,7 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
     return pop.stack([one] * size)
 
   sharding = pop.state_sharding(jax.eval_shape(init_state, params), mesh, preset)
+  apply = pop.make_apply(optimizer, sharding)
   # Built where it lives: params loaded straight into their shards (experiments.phase_one.load_policy) are
   # never gathered, and the P copies and the optimizer moments are created in their shards.
   state = jax.jit(init_state, out_shardings=sharding)(params)
