@@ -62,8 +62,9 @@ Two ways the processes share the work:
 - Phase One and Phase Two: data parallel over processes (sharding.data_parallel_mesh). Sampling shapes
   differ from window to window, so each process samples and differentiates its own windows on its own
   copy of the policy (``local_view``), and only the gradient sums cross processes
-  (``sum_over_processes``). Each process's copy, with its optimizer state, must fit that process's
-  devices: check with experiments/plan.py for one host's devices.
+  (``sum_over_processes``); the optimizer moments are split over every device (sharding.zero_rules).
+  Each process's copy of the parameters must fit that process's devices: experiments/plan.py with a
+  multi-host --target (or --processes) gives the per-device bytes.
 Only process 0 writes metrics and exports; orbax checkpoints are written collectively by all processes,
 to a path every host can reach (e.g. gs://).
 """
