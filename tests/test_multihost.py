@@ -149,8 +149,9 @@ def _phase_one_run(workdir):
 
 def _phase_two_run():
   """train_adapter on 6 contexts x 4 rollouts of the shipped policy (LengthJudge for quality, a task judge
-  that prefers the shorter memory), DPO 2 steps, over sharding.mesh_from_config(per_process=True) with the
-  fsdp preset: the steer, the pair ids each process found and the stats."""
+  that prefers the shorter memory), DPO 1 step of 2 mini-batches, over
+  sharding.mesh_from_config(per_process=True) with the fsdp preset: the steer, the DPO losses and the
+  pair counts."""
   import ml_collections
 
   from experiments.configs import phase_two_synthworld
@@ -179,7 +180,7 @@ def _phase_two_run():
   processor = Qwen3VLProcessor.from_pretrained(policy)
   source = SynthWorldSource(policy_world_config(policy, num_clips=4), seed_base=20_000, teacher_budget=40)
   dpo = phase_two_synthworld.get_config().dpo
-  dpo.steps, dpo.pairs_per_step, dpo.num_minibatches = 2, 4, 2
+  dpo.steps, dpo.pairs_per_step, dpo.num_minibatches = 1, 4, 2  # two updates, each over both processes' pairs
   adapter = train_adapter(model, processor, "ocr", ["What number does the sign show?"], source, LengthJudge(),
                           Shorter(), RewardConfig(memory_token_threshold=60),
                           CacheConfig(num_samples=4, max_new_tokens=64), dpo, num_contexts=6, seed=3,
