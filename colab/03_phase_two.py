@@ -21,8 +21,8 @@
 # task's adapter writes the memory for the rest of the stream. This is `python -m experiments.phase_two`.
 #
 # Setup: run from a checkout with the project installed (`pip install -e .`). `TASKMEM_NOTEBOOK_FAST=1`
-# runs it at tiny settings (CI does). With the shipped CPU-trained policy few memories pass the quality
-# check, so few contexts yield a pair (the README says where the policy stands).
+# runs it at tiny settings (CI does). It starts from the Phase-One policy in assets/synthworld_phase_one
+# (results/synthworld_2026-12-06/README.md says how it was made and what Phase Two gains from it).
 
 # %%
 import os
@@ -58,8 +58,9 @@ print(experiment.format_tables(results))
 # %% [markdown]
 # ## Before / after and the cross-task matrix
 # Row i, column j of the matrix: Acc on task j's questions with memory written by task i's adapter
-# (the paper's Table 4). The figure: per-task Acc before/after, that matrix, and the drift experiment (the
-# task switches mid-stream).
+# (the paper's Table 4). The figure: per-task Acc before/after, that matrix, the drift experiment (the
+# task switches mid-stream), and each task's gain beside the ceiling of task focus: what a teacher that
+# reads every fact right gains by keeping the facts the hint's questions need.
 
 # %%
 display(Image(os.path.join(OUT, "phase_two.png")))

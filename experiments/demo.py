@@ -10,9 +10,11 @@ Steps:
    that real videos use. --policy=teacher writes the programmatic teacher's memories instead, for
    comparison.
 3. Answer each task's questions with the deterministic memory-only reader.
-4. Phase Two (shipped policy; --nophase_two skips it): per task, after its first 5 questions a steer
-   adapter is trained by DPO on task-judged pairs and writes the memory for the rest of the stream;
-   before/after per task, the cross-task matrix, what facts get dropped, and a task switch.
+4. Phase Two (after the shipped policy's table; --nophase_two skips it), from the Phase-One policy shipped
+   in assets/synthworld_phase_one (GSPO from a 2-fact SFT policy, as the paper runs Phase Two after
+   Phase One): per task, after its first 5 questions a steer adapter is trained by DPO on task-judged
+   pairs and writes the memory for the rest of the stream; before/after per task, the cross-task matrix,
+   what facts get dropped, a task switch, and the ceiling of task focus (a perfect-reading teacher).
 5. Write DIR/results.json (acc, cov, prec and n per task and overall, memory quality, and `phase_two`,
    `cross_task`, `fact_mentions`, `drift`), DIR/memory.json, DIR/scores.png (the Acc / Cov / Prec bars per
    task and overall), DIR/phase_two.png, DIR/tb (TensorBoard events of the Phase-Two DPO runs) and
@@ -38,7 +40,9 @@ from taskmem_jax.eval.report import write_report
 from taskmem_jax.memory.loop import RolloutConfig, memorize_stream
 from taskmem_jax.memory.store import EpisodicMemory, format_seconds, schedule
 
-POLICY_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+POLICY_DIR = os.path.join(ASSETS, "synthworld_policy")  # the SFT policy: the Phase-One table
+PHASE_ONE_DIR = os.path.join(ASSETS, "synthworld_phase_one")  # after Phase One: where Phase Two starts
 FLAGS = flags.FLAGS
 
 
@@ -54,6 +58,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("max_new_tokens", 96, "Response tokens the policy may write per window.")
   flags.DEFINE_integer("questions_per_task", 0, "0 = every question the stream supports.")
   flags.DEFINE_bool("phase_two", True, "After the Phase-One table, adapt a steer to each task (shipped policy only).")
+  flags.DEFINE_string("phase_two_policy_dir", PHASE_ONE_DIR, "The Phase-One policy that Phase Two adapts.")
 
 
 def memorise(stream: sw.Stream, video_path: str, policy: str, *, policy_dir: str = POLICY_DIR, budget: int = 40,
@@ -78,8 +83,8 @@ def memorise(stream: sw.Stream, video_path: str, policy: str, *, policy_dir: str
 
 def phase_two(output_dir: str, policy_dir: str, stream: sw.Stream, questions: dict, progress: bool = True,
               config=None) -> tuple[dict, str, str]:
-  """Phase Two on the demo stream (taskmem_jax/phase_two/experiment.py, the demo variant of its config):
-  (JSON-able results, the tables as text, the figure's path)."""
+  """Phase Two from the policy in policy_dir on the demo stream (taskmem_jax/phase_two/experiment.py, the
+  demo variant of its config): (JSON-able results, the tables as text, the figure's path)."""
   from experiments.configs import phase_two_synthworld
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.phase_two import experiment
@@ -97,7 +102,7 @@ def phase_two(output_dir: str, policy_dir: str, stream: sw.Stream, questions: di
 
 def run(output_dir: str, *, policy: str = "shipped", policy_dir: str = POLICY_DIR, seed: int = 1000, clips: int = 12,
         budget: int = 40, max_new_tokens: int = 96, questions_per_task: int = 0, progress: bool = True,
-        with_phase_two: bool = False, phase_two_config=None) -> dict:
+        with_phase_two: bool = False, phase_two_config=None, phase_two_policy_dir: str = PHASE_ONE_DIR) -> dict:
   os.makedirs(output_dir, exist_ok=True)
   # The shipped policy was trained on one of SynthWorld's renders (its synthworld.json says which).
   stream = sw.generate(seed, sw.policy_world_config(policy_dir, num_clips=clips))
@@ -114,7 +119,8 @@ def run(output_dir: str, *, policy: str = "shipped", policy_dir: str = POLICY_DI
   results = {"policy": policy, "seed": seed, "clips": clips, **scores, "memory_quality": quality}
   sections = []
   if with_phase_two and policy == "shipped":
-    adapted, tables, figure = phase_two(output_dir, policy_dir, stream, questions, progress, phase_two_config)
+    adapted, tables, figure = phase_two(output_dir, phase_two_policy_dir, stream, questions, progress,
+                                        phase_two_config)
     results.update(adapted)
     sections.append(("Phase Two: task adapters", tables, figure))
   save_json(results, os.path.join(output_dir, "results.json"))
@@ -146,7 +152,8 @@ def main(argv):
   del argv
   results = run(FLAGS.output_dir, policy=FLAGS.policy, policy_dir=FLAGS.policy_dir, seed=FLAGS.seed,
                 clips=FLAGS.clips, budget=FLAGS.budget, max_new_tokens=FLAGS.max_new_tokens,
-                questions_per_task=FLAGS.questions_per_task, with_phase_two=FLAGS.phase_two)
+                questions_per_task=FLAGS.questions_per_task, with_phase_two=FLAGS.phase_two,
+                phase_two_policy_dir=FLAGS.phase_two_policy_dir)
   print(format_table(results))
   quality = results["memory_quality"]
   print(f"\nmemory quality: faithfulness {quality['faithfulness']:.3f}, redundancy {quality['redundancy']:.3f}, "

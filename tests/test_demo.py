@@ -35,7 +35,10 @@ def test_teacher_demo_writes_results_and_report(tmp_path):
 # The shipped policy's demo run is exercised by colab/02_phase_one (tests/test_notebooks.py).
 
 
-@pytest.mark.skipif(not os.path.isfile(os.path.join(demo.POLICY_DIR, "config.json")), reason="no shipped policy")
+SHIPPED = all(os.path.isfile(os.path.join(d, "config.json")) for d in (demo.POLICY_DIR, demo.PHASE_ONE_DIR))
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped policies")
 def test_demo_grows_phase_two_tables(tmp_path):
   from experiments.configs import phase_two_synthworld
 
@@ -48,11 +51,14 @@ def test_demo_grows_phase_two_tables(tmp_path):
   on_disk = json.loads((tmp_path / "results.json").read_text())
   assert on_disk["cross_task"] == results["cross_task"]
   assert set(on_disk["phase_two"]) and set(on_disk["cross_task"]) == set(on_disk["phase_two"])
+  assert set(on_disk["ceiling"]) == set(on_disk["phase_two"])  # the ceiling of task focus, per adapted task
+  for row in on_disk["ceiling"].values():
+    assert row["gain"] == pytest.approx(row["focused"] - row["random"]) and row["budget"] == cfg.teacher_budget
   for task, row in on_disk["phase_two"].items():
     assert row["before"]["n"] == row["after"]["n"] > 0
   assert (tmp_path / "phase_two.png").stat().st_size > 1000
   report = (tmp_path / "report.html").read_text()
-  assert "Phase Two: task adapters" in report and "Cross-task Acc" in report
+  assert "Phase Two: task adapters" in report and "Cross-task Acc" in report and "Ceiling of task focus" in report
   from taskmem_jax.tensorboard import read_scalars
 
   tags = read_scalars(str(tmp_path / "tb"))

@@ -219,3 +219,22 @@ def test_teacher_scores(long_stream):
   assert 0 < scores["overall"]["cov"] < 1 and scores["overall"]["acc"] > 0
   assert quality["faithfulness"] == 1.0 and quality["redundancy"] == 0.0 and quality["unparsed"] == 0.0
   assert quality["facts_per_memory"] < len(long_stream.facts) / long_stream.num_clips
+
+
+def test_teacher_prefer_draws_the_accepted_facts_first(long_stream):
+  """prefer=: while an accepted fact still fits, no other fact is kept before it; without accepted facts
+  the memory is the random teacher's; prefer=None keeps the random teacher's draws."""
+  is_sign = lambda f: f.kind == "sign_change"
+  for clip in range(long_stream.num_clips):
+    truth = [ParsedFact.of(t) for t in long_stream.facts_in(clip)]
+    signs = [t for t in long_stream.facts_in(clip) if ParsedFact.of(t).kind == "sign_change"]
+    focused = teacher_memory(long_stream, clip, budget_tokens=8, rng=np.random.default_rng(clip), prefer=is_sign)
+    plain = teacher_memory(long_stream, clip, budget_tokens=8, rng=np.random.default_rng(clip))
+    if signs:  # a sign change costs exactly 8 tokens: the budget holds one, and it is taken first
+      assert [f.kind for f in parse_memory(focused)] == ["sign_change"]
+      assert focused in {s.text for s in signs}
+    else:
+      assert focused == plain
+    assert set(parse_memory(focused)) <= set(truth)
+  make = lambda **kw: teacher_episodic_memory(long_stream, budget_tokens=BUDGET, rng=np.random.default_rng(3), **kw)
+  assert make(prefer=lambda f: False) == make()

@@ -14,17 +14,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
   """variant "demo": the lighter settings the README's demo uses (fewer contexts and DPO rows)."""
   c = ml_collections.ConfigDict()
-  c.checkpoint = os.path.join(ROOT, "assets", "synthworld_policy")  # the Phase-One policy (HF folder)
+  # The Phase-One policy (HF folder): GSPO without the richness term from a 2-fact SFT policy (teacher budget
+  # 28); results/synthworld_2026-12-06/README.md says how it was made.
+  c.checkpoint = os.path.join(ROOT, "assets", "synthworld_phase_one")
   c.seed = 1000              # the evaluation stream (held out from SFT and Phase One)
   c.clips = 16
   c.tasks = ""               # comma-separated task types; "" = every task type
   c.update_positions = (5,)  # retrain after this many questions of a task; official (10, 30, 50)
   c.steer_layers = ()        # () = default (layer 22 of 48, scaled by depth)
-  # Training contexts: windows of SynthWorld training streams (teacher history), per adapter.
-  c.num_contexts = 12
+  # Training contexts: windows of SynthWorld training streams (teacher history), per adapter. The official
+  # cache covers a dataset's clips; 192 windows give this policy 30-50 pairs for the tasks it can serve.
+  c.num_contexts = 192
   c.train_seed_base = 20_000
   c.train_clips = 8
-  c.teacher_budget = 40
+  c.teacher_budget = 28      # the policy's memory budget: the contexts' history and the focus ceiling use it
+  c.ceiling_seeds = 8        # teacher seeds of the ceiling of task focus (phase_two/ceiling.py)
   c.render = ""              # SynthWorld render; "" = the one the policy was trained on (its synthworld.json)
   # Rollout cache (official: T 0.6, top-p 0.95, top-k 20; N not given, 8 here).
   c.cache = ml_collections.ConfigDict(dict(num_samples=8, temperature=0.6, top_p=0.95, top_k=20, max_new_tokens=96,
@@ -46,7 +50,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.drift_to = "counting"
   c.drift_ks = (1, 3, 5)
   if variant == "demo":
-    c.num_contexts = 6
+    c.num_contexts = 48
     c.dpo.pairs_per_step = 8
     c.dpo.num_minibatches = 2
   elif variant:

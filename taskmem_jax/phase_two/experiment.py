@@ -1,6 +1,7 @@
 """Phase Two on a SynthWorld stream end to end: adapters per task, before/after, cross-task, drift, dropped
-facts; tables for the terminal, a matplotlib figure for the report, and the DPO curves of every adapter as
-TensorBoard events. experiments/phase_two.py and the demo both call `run`.
+facts, the ceiling of task focus (phase_two/ceiling.py); tables for the terminal, a matplotlib figure for
+the report, and the DPO curves of every adapter as TensorBoard events. experiments/phase_two.py and the
+demo both call `run`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from taskmem_jax.envs import synthworld as sw
 from taskmem_jax.envs.synthworld.reader import answer
 from taskmem_jax.memory.loop import RolloutConfig
 from taskmem_jax.phase_two.adapt import adapt_stream, drift, train_adapter
+from taskmem_jax.phase_two.ceiling import focus_ceiling
 from taskmem_jax.phase_two.cache import CacheConfig
 from taskmem_jax.rewards import SYNTHWORLD_TAGS, GroundTruthJudge, RewardConfig
 from taskmem_jax.rewards.synthworld_task import SynthWorldTaskJudge
@@ -47,6 +49,10 @@ def run(cfg, model, processor, stream, tasks: dict, *, progress=None) -> dict:
                      update_positions=tuple(cfg.update_positions), progress=progress)
   results = {"phase_two": out["phase_two"], "cross_task": out["cross_task"], "fact_mentions": out["fact_mentions"],
              "steer_layers": list(steer_lib.steer_layers(model))}
+  if out["adapters"]:  # the teacher at the policy's budget (cfg.teacher_budget), random vs focused on the hint
+    results["ceiling"] = focus_ceiling(stream, {t: out["late_questions"][t] for t in out["adapters"]},
+                                       {t: a[0].hint for t, a in out["adapters"].items()},
+                                       budget_tokens=cfg.teacher_budget, seeds=cfg.get("ceiling_seeds", 8))
   a, b = cfg.drift_from, cfg.drift_to
   if a in out["adapters"] and b in tasks and len(tasks[b]) > max(cfg.drift_ks):
     results["drift"] = drift(model, processor, stream, out["adapters"][a][-1], b, tasks[b], answer, train, rollout,
@@ -83,6 +89,16 @@ def format_tables(results: dict) -> str:
               "| memory | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
     for who, rates in mentions.items():
       lines.append(f"| {who} | " + " | ".join(f"{rates[k]:.2f}" for k in kinds) + " |")
+  ceiling = results.get("ceiling")
+  if ceiling:
+    first = next(iter(ceiling.values()))
+    lines += ["", f"Ceiling of task focus: teacher memories (every fact right, budget {first['budget']} tokens, "
+              f"{first['seeds']} seeds), facts drawn at random vs the hint's needed facts first", "",
+              "| Task | random Acc | focused Acc | ceiling gain | Phase Two gain |", "|---|---:|---:|---:|---:|"]
+    for task, c in ceiling.items():
+      r = results["phase_two"][task]
+      lines.append(f"| {task} | {100 * c['random']:.1f} | {100 * c['focused']:.1f} | {100 * c['gain']:+.1f} | "
+                   f"{100 * (r['after']['acc'] - r['before']['acc']):+.1f} |")
   d = results.get("drift")
   if d:
     lines += ["", f"Drift: the task switches from {d['from']} to {d['to']} ({d['questions_scored']} questions "
@@ -95,10 +111,11 @@ def format_tables(results: dict) -> str:
 
 
 def plot(results: dict, path: str) -> str:
-  """A PNG with three panels: per-task Acc before/after, the cross-task matrix, drift; returns the path."""
+  """A PNG with four panels: per-task Acc before/after, the cross-task matrix, drift, and each task's Phase-Two
+  gain beside the ceiling of task focus; returns the path."""
   from taskmem_jax.eval.plots import pyplot, save_figure
 
-  fig, axes = pyplot().subplots(1, 3, figsize=(15, 4.8))
+  fig, axes = pyplot().subplots(1, 4, figsize=(20, 4.8))
   tasks = list(results["phase_two"])
   x = np.arange(len(tasks))
   before = [100 * results["phase_two"][t]["before"]["acc"] for t in tasks]
@@ -128,6 +145,18 @@ def plot(results: dict, path: str) -> str:
     axes[2].set_ylabel("Acc (%)")
     axes[2].legend()
   axes[2].set_title("Task switch")
+  ceiling = results.get("ceiling")
+  if ceiling:
+    names = list(ceiling)
+    gains = [100 * (results["phase_two"][t]["after"]["acc"] - results["phase_two"][t]["before"]["acc"]) for t in names]
+    xs = np.arange(len(names))
+    axes[3].bar(xs - 0.2, gains, 0.4, label="Phase Two (policy)")
+    axes[3].bar(xs + 0.2, [100 * ceiling[t]["gain"] for t in names], 0.4, label="ceiling (teacher, focused)")
+    axes[3].axhline(0, color="black", lw=0.8)
+    axes[3].set_xticks(xs, names, rotation=30)
+    axes[3].set_ylabel("Acc gain (points)")
+    axes[3].legend()
+  axes[3].set_title("Gain from task focus")
   fig.tight_layout()
   return save_figure(fig, path)
 

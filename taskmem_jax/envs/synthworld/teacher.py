@@ -7,12 +7,15 @@ description's tokens under the SynthWorld tokenizer's word-level pre-tokenizatio
 tokenizer.json encodes, since every word of a fact sentence is in the vocabulary); the policy response
 around it (`teacher_response`) adds a few tokens of thinking and JSON that the budget does not cover.
 order="time" (an option for SFT data, not the teacher's definition) keeps the earliest facts that fit.
+prefer= (a predicate on ParsedFact) draws the facts it accepts first: a task-focused teacher, the
+perfect-reading ceiling of what Phase Two's task focus can gain (phase_two/ceiling.py).
 """
 
 from __future__ import annotations
 
 import json
 import numbers
+from typing import Callable
 
 import numpy as np
 
@@ -32,13 +35,15 @@ ORDERS = ("random", "time")
 
 
 def teacher_memory(stream: Stream, clip: int, *, budget_tokens: int, rng: np.random.Generator,
-                   previous: list[str] | None = None, order: str = "random") -> str:
+                   previous: list[str] | None = None, order: str = "random",
+                   prefer: Callable[[ParsedFact], bool] | None = None) -> str:
   """A description of `clip`: facts drawn in random order, each kept if it still fits `budget_tokens`
   and is not already stated by `previous` (earlier memories' descriptions) or by a kept fact; the kept
   ones are written in time order. Returns "" when no new fact fits (the caller leaves the clip out).
 
   order="time" draws the facts in time order instead (the earliest ones that fit; rng unused): a target
-  that is a function of the video, which SFT data can use (experiments/make_sft_data.py)."""
+  that is a function of the video, which SFT data can use (experiments/make_sft_data.py).
+  prefer: the facts it accepts are drawn before the others, each group in the order above."""
   if not isinstance(budget_tokens, numbers.Integral) or isinstance(budget_tokens, bool) or budget_tokens < 1:
     raise ValueError(f"budget_tokens={budget_tokens!r}: must be a positive integer")
   if order not in ORDERS:
@@ -52,7 +57,9 @@ def teacher_memory(stream: Stream, clip: int, *, budget_tokens: int, rng: np.ran
   stated = {fact for description in previous for fact in parse_memory(description)}
   facts = stream.facts_in(clip)
   kept, used = set(), 0
-  draws = rng.permutation(len(facts)).tolist() if order == "random" else range(len(facts))
+  draws = rng.permutation(len(facts)).tolist() if order == "random" else list(range(len(facts)))
+  if prefer is not None:
+    draws.sort(key=lambda i: not prefer(ParsedFact.of(facts[i])))  # stable: keeps each group's order
   for i in draws:
     fact, cost = ParsedFact.of(facts[i]), count_tokens(facts[i].text)
     if fact in stated or used + cost > budget_tokens:
@@ -64,14 +71,15 @@ def teacher_memory(stream: Stream, clip: int, *, budget_tokens: int, rng: np.ran
 
 
 def teacher_episodic_memory(stream: Stream, *, budget_tokens: int, rng: np.random.Generator,
-                            num_previous: int = MAX_PREVIOUS, order: str = "random") -> EpisodicMemory:
+                            num_previous: int = MAX_PREVIOUS, order: str = "random",
+                            prefer: Callable[[ParsedFact], bool] | None = None) -> EpisodicMemory:
   """Teacher memories of every clip of the stream in turn, each told the `num_previous` memories before
-  it, as the policy's window shows them. Clips with no new fact that fits are left out. order: as in
-  teacher_memory."""
+  it, as the policy's window shows them. Clips with no new fact that fits are left out. order, prefer: as
+  in teacher_memory."""
   memory = EpisodicMemory()
   for clip in range(stream.num_clips):
     description = teacher_memory(stream, clip, budget_tokens=budget_tokens, rng=rng,
-                                 previous=memory.previous(clip, num_previous), order=order)
+                                 previous=memory.previous(clip, num_previous), order=order, prefer=prefer)
     if description:
       memory.add(clip, description)
   return memory
