@@ -3,10 +3,10 @@ r"""Phase Two: task adapters on a SynthWorld stream (taskmem_jax/phase_two).
   python -m experiments.phase_two --output_dir=DIR [--config=experiments/configs/phase_two_synthworld.py \
       --config.checkpoint=PHASE_ONE_EXPORT --config.update_positions=10,30,50 ...]
 
-Writes DIR/phase_two.json (before/after per task, cross-task matrix, fact mentions, drift), DIR/phase_two.png,
-DIR/adapters/<task>.safetensors (each task's last steer, loadable with taskmem_jax.adapters.steer.load),
-DIR/memories/<task>.json, and TensorBoard events of each adapter's DPO run in DIR/tb (tags
-dpo/<task>/loss, .../delta, .../accuracy, .../grad_norm, .../steer_norm).
+Writes DIR/phase_two.json (before/after per task, cross-task matrix, fact mentions, drift, the ceiling of
+task focus), DIR/phase_two.png, DIR/adapters/<task>.safetensors (each task's last steer, loadable with
+taskmem_jax.adapters.steer.load), DIR/memories/<task>.json, and TensorBoard events of each adapter's
+DPO run in DIR/tb (tags dpo/<task>/loss, .../delta, .../accuracy, .../grad_norm, .../steer_norm).
 
 Several processes (--coordinator_address/--num_processes/--process_id, taskmem_jax/distributed.py): every
 process runs the same command; the adapters' rollouts and DPO are split over them, the rest is repeated
