@@ -16,8 +16,8 @@ Steps:
    pairs and writes the memory for the rest of the stream; before/after per task, the cross-task matrix,
    what facts get dropped, a task switch, and the ceiling of task focus (a perfect-reading teacher).
 5. Write DIR/results.json (acc, cov, prec and n per task and overall, memory quality, and `phase_two`,
-   `cross_task`, `fact_mentions`, `drift`), DIR/memory.json, DIR/scores.png (the Acc / Cov / Prec bars per
-   task and overall), DIR/phase_two.png, DIR/tb (TensorBoard events of the Phase-Two DPO runs) and
+   `cross_task`, `fact_mentions`, `drift`, `ceiling`), DIR/memory.json, DIR/scores.png (the Acc / Cov /
+   Prec bars per task and overall), DIR/phase_two.png, DIR/tb (TensorBoard events of the Phase-Two DPO runs) and
    DIR/report.html (frame thumbnails, facts, memories, questions and answers, the score table with
    scores.png, the Phase-Two tables and figure).
 """
