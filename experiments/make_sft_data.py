@@ -127,7 +127,7 @@ def window_records(seed: int, *, num_clips: int, budget_tokens: int = DEFAULT_BU
     if window.clip not in memory:
       continue
     clip = upscale(render_clip(stream, window.start, window.end), upscale_factor)
-    messages = window_messages({"type": "video", "video": clip}, memory.previous(window.clip), None, layout)
+    messages = window_messages({"type": "video", "video": clip}, memory.previous(window.clip), None, layout=layout)
     records.append((window, messages, teacher_response(memory.get(window.clip))))
   return stream, memory, records
 
@@ -153,7 +153,7 @@ class LazyVideoExample(Mapping):
 
 def _pixels_of(processor, stream, window, previous, upscale_factor):
   clip = upscale(render_clip(stream, window.start, window.end), upscale_factor)
-  messages = window_messages({"type": "video", "video": clip}, previous, None, processor.window_layout)
+  messages = window_messages({"type": "video", "video": clip}, previous, None, layout=processor.window_layout)
   return processor([messages], thinking=True)["pixel_values_videos"]
 
 

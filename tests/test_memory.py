@@ -141,27 +141,27 @@ def instruction(messages):
 
 
 def test_prompt_joins_previous_memories_with_spaces():
-  text = instruction(prompt.window_messages(video(), ["Tag 1 sits.", "Tag 1 stands up."]))
+  text = instruction(prompt.window_messages(video(), ["Tag 1 sits.", "Tag 1 stands up."], layout="official"))
   assert prompt.PRECEDING_HEADER + "\nTag 1 sits. Tag 1 stands up.\n\n" + prompt.CLOSING in text
   assert text.endswith(prompt.CLOSING)
-  empty = instruction(prompt.window_messages(video(), []))
+  empty = instruction(prompt.window_messages(video(), [], layout="official"))
   assert prompt.PRECEDING_HEADER + "\n\n\n" + prompt.CLOSING in empty
   with pytest.raises(ValueError, match="previous_memories: 5 given, at most 4"):
-    prompt.window_messages(video(), ["m"] * 5)
+    prompt.window_messages(video(), ["m"] * 5, layout="official")
   with pytest.raises(ValueError, match=r"previous_memories\[1\]=''"):
-    prompt.window_messages(video(), ["m", ""])
+    prompt.window_messages(video(), ["m", ""], layout="official")
 
 
 def test_task_hint_only_with_questions():
-  assert prompt.TASK_HINT_HEADER not in instruction(prompt.window_messages(video(), ["m"]))
-  assert prompt.TASK_HINT_HEADER not in instruction(prompt.window_messages(video(), ["m"], []))
+  assert prompt.TASK_HINT_HEADER not in instruction(prompt.window_messages(video(), ["m"], layout="official"))
+  assert prompt.TASK_HINT_HEADER not in instruction(prompt.window_messages(video(), ["m"], [], layout="official"))
   questions = [f"What is object {i}?" for i in range(5)]
-  text = instruction(prompt.window_messages(video(), ["m"], questions))
+  text = instruction(prompt.window_messages(video(), ["m"], questions, layout="official"))
   hint = prompt.TASK_HINT_HEADER + "\n" + "\n".join(f"- {q}" for q in questions)
   # The hint sits between the output format and the preceding descriptions.
   assert text.index(prompt.INSTRUCTION) < text.index(hint) < text.index(prompt.PRECEDING_HEADER)
   with pytest.raises(ValueError, match="task_questions: 6 given, at most 5"):
-    prompt.window_messages(video(), ["m"], questions + ["one too many?"])
+    prompt.window_messages(video(), ["m"], questions + ["one too many?"], layout="official")
 
 
 def test_prompt_words_and_items():
@@ -173,7 +173,7 @@ def test_prompt_words_and_items():
   assert prompt.window_video_item("s.mp4", 10, 60) == {"type": "video", "video": "s.mp4", "video_start": 10.0,
                                                        "video_end": 60.0}
   with pytest.raises(ValueError, match="video_item"):
-    prompt.window_messages({"type": "text", "text": "x"}, [])
+    prompt.window_messages({"type": "text", "text": "x"}, [], layout="official")
   with pytest.raises(ValueError, match=r"window \[5, 5\)"):
     prompt.window_video_item("s.mp4", 5, 5)
 
@@ -191,7 +191,7 @@ def processor(tmp_path_factory):
 def test_prompt_renders_through_the_processor(processor):
   config = PRESETS["tiny"]
   previous = ["Tag 1 puts a red cup on the table.", "Tag 2 picks up the cup."]
-  messages = prompt.window_messages(video(), previous, ["What colour is the cup?"])
+  messages = prompt.window_messages(video(), previous, ["What colour is the cup?"], layout="official")
   batch = processor(messages, thinking=True)
   ids = batch["input_ids"][0]
   assert (ids == config.video_token_id).sum() == 2 * 4 * 4 // 4  # 2 frame groups of 2x2 merged patches
@@ -204,13 +204,15 @@ def test_prompt_renders_through_the_processor(processor):
 
 def test_video_last_layout_has_the_same_content_with_the_video_last(processor, tmp_path):
   previous, questions = ["Tag 1 sits.", "Tag 2 waves."], ["Who sat?"]
-  official = prompt.window_messages(video(), previous, questions)
-  (turn,) = prompt.window_messages(video(), previous, questions, "video_last")
+  official = prompt.window_messages(video(), previous, questions, layout="official")
+  (turn,) = prompt.window_messages(video(), previous, questions, layout="video_last")
   assert [item["type"] for item in turn["content"]] == ["text", "video", "text"]
   assert turn["content"][0]["text"] == prompt.PREAMBLE + instruction(official) + "\n"
   assert turn["content"][2]["text"] == prompt.NEW_CLIP_REQUEST
   with pytest.raises(ValueError, match="layout='sideways'"):
-    prompt.window_messages(video(), previous, None, "sideways")
+    prompt.window_messages(video(), previous, None, layout="sideways")
+  with pytest.raises(TypeError, match="layout"):  # no default: a caller must say which order
+    prompt.window_messages(video(), previous)
   # The layout a checkpoint was trained with travels in its window_prompt.json.
   from taskmem_jax.processing import ProcessorError, Qwen3VLProcessor
   checkpoint = processor_dir(processor, tmp_path)
@@ -218,7 +220,7 @@ def test_video_last_layout_has_the_same_content_with_the_video_last(processor, t
   prompt.write_layout(checkpoint, "video_last")
   loaded = Qwen3VLProcessor.from_pretrained(checkpoint)
   assert loaded.window_layout == "video_last"
-  text = loaded.tokenizer.decode(loaded([prompt.window_messages(video(), previous, None, loaded.window_layout)],
+  text = loaded.tokenizer.decode(loaded([prompt.window_messages(video(), previous, None, layout=loaded.window_layout)],
                                         thinking=True)["input_ids"][0])
   assert text.index(prompt.CLOSING) < text.index("<|vision_start|>")
   assert text.endswith(prompt.NEW_CLIP_REQUEST + "<|im_end|>\n<|im_start|>assistant\n<think>\n")

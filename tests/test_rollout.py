@@ -135,7 +135,7 @@ def test_compact_prompt_is_the_processors_window_prompt(layout):
     video = {"type": "video", "pixel_values": np.zeros((int(np.prod(grid)) * n, processor.config.vision.patch_dim),
                                                        np.float32),
              "grid_thw": [grid[0] * n, *grid[1:]], "timestamps": [10.0 * j + s for j in range(n) for s in stamps]}
-    expected = processor([window_messages(video, shown, None, layout)], thinking=True)["input_ids"][0]
+    expected = processor([window_messages(video, shown, None, layout=layout)], thinking=True)["input_ids"][0]
     assert ids.tolist() == np.asarray(expected).tolist(), f"{layout} step {step}"
   first_video, first_memory = (int(np.argmax(x)) for x in (template.clip_slot >= 0, template.memory_slot >= 0))
   assert (first_video < first_memory) == (layout == "official")

@@ -159,7 +159,8 @@ def test_processor_builds_a_window_prompt_without_unk(tokenizer, stream):
   processor = Qwen3VLProcessor(tokenizer, config)
   clip = render_clip(stream, 10, 30)
   questions = [q.text for q in make_tasks(stream, 3)["spatial"]]
-  messages = window_messages({"type": "video", "video": clip}, [stream.facts[0].text], questions)
+  messages = window_messages({"type": "video", "video": clip}, [stream.facts[0].text], questions,
+                              layout="official")
   batch = processor(messages, thinking=True)
   ids = batch["input_ids"][0]
   assert tokenizer.unk_token_id not in ids.tolist()

@@ -96,9 +96,10 @@ def instruction_text(previous_memories: list[str], task_questions: list[str] | N
 
 
 def window_messages(video_item: dict[str, Any], previous_memories: list[str],
-                    task_questions: list[str] | None = None, layout: str = "official") -> list[dict[str, Any]]:
+                    task_questions: list[str] | None = None, *, layout: str) -> list[dict[str, Any]]:
   """One user turn for Qwen3VLProcessor: the preamble, the window's video item and the instruction, in
-  the order of `layout` (LAYOUTS; pass processor.window_layout).
+  the order of `layout` (LAYOUTS). Pass processor.window_layout, the layout the checkpoint was trained
+  with; it has no default, so that a caller cannot silently get the wrong order.
 
   video_item: any video item the processor takes (a path with "video_start" / "video_end", a VideoClip,
   or a preprocessed {"pixel_values", "grid_thw", "timestamps"} item). Render it with thinking=True for
