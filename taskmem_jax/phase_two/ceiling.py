@@ -42,16 +42,15 @@ def focus_ceiling(stream: Stream, late: dict[str, Sequence[Question]], hints: di
   missing = sorted(set(late) - set(hints))
   if missing:
     raise ValueError(f"focus_ceiling: no hint for task(s) {missing}")
+  teacher = lambda seed, prefer=None: teacher_episodic_memory(stream, budget_tokens=budget_tokens,
+                                                              rng=np.random.default_rng(seed), prefer=prefer)
+  randoms = [teacher(seed) for seed in range(seeds)]  # the random teacher is the same for every task
   out = {}
   for task, questions in late.items():
     prefer = focus(hints[task])
-    accs = {"random": [], "focused": []}
-    for seed in range(seeds):
-      for name, pick in (("random", None), ("focused", prefer)):
-        memory = teacher_episodic_memory(stream, budget_tokens=budget_tokens, rng=np.random.default_rng(seed),
-                                         prefer=pick)
-        accs[name].append(evaluate_memory(stream, memory, {task: list(questions)}, answerer)[1]["overall"]["acc"])
-    random_acc, focused_acc = float(np.mean(accs["random"])), float(np.mean(accs["focused"]))
+    acc = lambda memory: evaluate_memory(stream, memory, {task: list(questions)}, answerer)[1]["overall"]["acc"]
+    random_acc = float(np.mean([acc(memory) for memory in randoms]))
+    focused_acc = float(np.mean([acc(teacher(seed, prefer)) for seed in range(seeds)]))
     out[task] = {"random": random_acc, "focused": focused_acc, "gain": focused_acc - random_acc,
                  "budget": int(budget_tokens), "seeds": int(seeds)}
   return out
