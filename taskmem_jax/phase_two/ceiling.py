@@ -21,15 +21,15 @@ from taskmem_jax.envs.synthworld.reader import ParsedFact, answer
 from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory
 from taskmem_jax.envs.synthworld.world import Stream
 from taskmem_jax.eval.qa import evaluate_memory
-from taskmem_jax.rewards.synthworld_task import needed, subject
+from taskmem_jax.rewards.synthworld_task import needed_by
 
 
 def focus(hint: Sequence[str]) -> Callable[[ParsedFact], bool]:
-  """The predicate 'this fact is of a (kind, subject) that the hint's questions need'."""
+  """The predicate 'this fact is of a (kind, subject) that the hint's questions need', as the task judge
+  reads them (synthworld_task.needed_by)."""
   if not hint:
     raise ValueError("focus: the hint has no questions")
-  needs = frozenset().union(*(needed(q) for q in hint))
-  return lambda fact: (fact.kind, subject(fact)) in needs
+  return needed_by(hint)
 
 
 def focus_ceiling(stream: Stream, late: dict[str, Sequence[Question]], hints: dict[str, Sequence[str]], *,

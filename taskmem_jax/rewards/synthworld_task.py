@@ -12,7 +12,7 @@ filter in phase_two/pairs.py requires the winner's quality to be at least the lo
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Callable, Sequence
 
 from taskmem_jax.envs.synthworld.reader import ParsedFact, parse_memory
 from taskmem_jax.envs.synthworld.world import KINDS
@@ -57,10 +57,16 @@ def subject(fact: ParsedFact) -> str:
   return "person" if fact.person is not None else "object"
 
 
+def needed_by(questions: Sequence[str]) -> Callable[[ParsedFact], bool]:
+  """The predicate 'this fact is of a (kind, subject) that some of the questions need'."""
+  needs = frozenset().union(*(needed(q) for q in questions))
+  return lambda fact: (fact.kind, subject(fact)) in needs
+
+
 def usefulness(questions: Sequence[str], memory: str) -> int:
   """Distinct facts of `memory` of a kind the questions need."""
-  needs = frozenset().union(*(needed(q) for q in questions))
-  return len({f for f in parse_memory(memory) if (f.kind, subject(f)) in needs})
+  is_needed = needed_by(questions)
+  return len({f for f in parse_memory(memory) if is_needed(f)})
 
 
 class SynthWorldTaskJudge(TaskJudge):
