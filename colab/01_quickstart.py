@@ -19,7 +19,7 @@
 # questions are then answered from those memories only, and scored with the paper's Acc / Cov / Prec.
 # This is the README's demo (`python -m experiments.demo`), step by step, on the same functions.
 #
-# Setup: run this notebook from a checkout of the repository with the project installed
+# Setup: run this notebook with the checkout's root as working directory (`%cd taskmem-jax`), the project installed
 # (`pip install -e .` in the checkout; in Colab, clone or upload the checkout first).
 # `TASKMEM_NOTEBOOK_FAST=1` runs it at tiny settings (CI does).
 

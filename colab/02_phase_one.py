@@ -19,7 +19,7 @@
 # previous memories, well-formed identity tags, within the memory budget) and richness; GSPO updates the
 # policy with group-normalised advantages. This is `python -m experiments.phase_one` on the same code.
 #
-# Setup: run from a checkout with the project installed (`pip install -e .`). `TASKMEM_NOTEBOOK_FAST=1`
+# Setup: run with the checkout's root as working directory (`%cd taskmem-jax`; `experiments` is imported from there), the project installed (`pip install -e .`). `TASKMEM_NOTEBOOK_FAST=1`
 # runs it at tiny settings (CI does). With the shipped CPU-trained policy, few memories pass the quality
 # check, so the curves mostly show the format, thinking and length terms (see the README).
 

@@ -20,7 +20,7 @@
 # with the backbone frozen. Per task: the first questions are answered with Phase One memory, then that
 # task's adapter writes the memory for the rest of the stream. This is `python -m experiments.phase_two`.
 #
-# Setup: run from a checkout with the project installed (`pip install -e .`). `TASKMEM_NOTEBOOK_FAST=1`
+# Setup: run with the checkout's root as working directory (`%cd taskmem-jax`; `experiments` is imported from there), the project installed (`pip install -e .`). `TASKMEM_NOTEBOOK_FAST=1`
 # runs it at tiny settings (CI does). It starts from the Phase-One policy in assets/synthworld_phase_one
 # (results/synthworld_2026-12-06/README.md says how it was made and what Phase Two gains from it).
 

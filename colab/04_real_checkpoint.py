@@ -19,7 +19,7 @@
 # and a video where the runtime can read them, and set `CHECKPOINT` and `VIDEO` below (or the
 # environment variables `TASKMEM_CHECKPOINT`, `TASKMEM_VIDEO`).
 #
-# Setup: in the repository checkout, `pip install -e '.[tpu]'` on a TPU runtime or `pip install -e '.[gpu]'`
+# Setup: with the checkout's root as working directory (`%cd taskmem-jax`), `pip install -e '.[tpu]'` on a TPU runtime or `pip install -e '.[gpu]'`
 # on a GPU runtime, then restart the runtime. Without a checkpoint the notebook uses a tiny random one
 # and a synthetic clip, so every cell runs anywhere (the words are then random).
 

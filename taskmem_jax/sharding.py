@@ -28,6 +28,8 @@ preset) and replicated over L and H (``activation_sharding``).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import re
 from typing import Mapping, Sequence
@@ -262,3 +264,56 @@ def mesh_from_config(mesh_cfg, per_process: bool = False) -> tuple[Mesh | None, 
   if not preset:
     return None, "fsdp"
   return make_mesh(preset, **sizes), preset
+
+
+# Activations inside the attention ops (shard_map specs): rows over every batch-like mesh axis and heads over
+# "tensor". Every preset's "batch" rule is a subset of ("data", "fsdp", "expert") whose other axes have size 1
+# in its mesh, so this one rule set lays attention out as each preset lays out its activations.
+ATTENTION_RULES = {"batch": ("data", "fsdp", "expert"), "heads": "tensor"}
+
+
+def attention_specs(mesh, rows: int, q_heads: int, kv_heads: int):
+  """(rows entry, heads entry) of the PartitionSpecs that layers.kernel_attention gives q [B, L, Hq, D],
+  k/v [B, S, Hkv, D] under ``mesh`` (a Mesh or the AbstractMesh of jax.sharding.get_abstract_mesh()).
+  Rows split over the batch axes whose product divides B (trailing axes dropped until one does); heads over
+  "tensor" only when it divides both Hkv and Hq, so each device keeps whole GQA groups."""
+  spec = spec_for(("batch", "heads"), (rows, math.gcd(q_heads, kv_heads)), mesh, ATTENTION_RULES)
+  spec = tuple(spec) + (None,) * (2 - len(spec))
+  return spec[0], spec[1]
+
+
+def mesh_of(tree) -> Mesh | None:
+  """The mesh of the first array in ``tree`` that is laid out over more than one device, else None."""
+  for leaf in jax.tree.leaves(tree):
+    sharding = getattr(leaf, "sharding", None)
+    if isinstance(sharding, NamedSharding) and sharding.mesh.size > 1:
+      return sharding.mesh
+  return None
+
+
+def mesh_context(*trees):
+  """jax.set_mesh(the mesh the arrays of ``trees`` live on), or a no-op when they live on one device.
+
+  The model code never names a device; the attention ops read the context mesh
+  (jax.sharding.get_abstract_mesh()) to wrap the kernels in shard_map. Every jitted entry point whose
+  arguments may be sharded (the forward, prefill, decode, the rollout scan, the Phase One and DPO steps)
+  is called inside this, so a model placed on a mesh (from_pretrained(..., mesh=)) runs its kernels sharded."""
+  mesh = mesh_of(trees)
+  return contextlib.nullcontext() if mesh is None else jax.set_mesh(mesh)
+
+
+class in_mesh_of_args:  # noqa: N801 (used as a decorator)
+  """Decorates a jitted function: each call runs inside mesh_context(its arguments). Other attributes
+  (.trace, .lower, _cache_size) are the jitted function's; for ahead-of-time lowering
+  (experiments/aot.py) enter jax.set_mesh yourself."""
+
+  def __init__(self, jitted):
+    self.__wrapped__ = jitted
+    functools.update_wrapper(self, jitted)
+
+  def __call__(self, *args, **kwargs):
+    with mesh_context(args, kwargs):
+      return self.__wrapped__(*args, **kwargs)
+
+  def __getattr__(self, name):
+    return getattr(self.__wrapped__, name)

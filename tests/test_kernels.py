@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from kernels.decode_attention import decode_attention
-from kernels.decode_attention import reference as decode_ref
-from kernels.flash_attention import flash_attention
-from kernels.flash_attention import reference as flash_ref
+from taskmem_jax.kernels.decode_attention import decode_attention
+from taskmem_jax.kernels.decode_attention import reference as decode_ref
+from taskmem_jax.kernels.flash_attention import flash_attention
+from taskmem_jax.kernels.flash_attention import reference as flash_ref
 from taskmem_jax.models.qwen3_vl import layers
 
 
@@ -60,10 +60,11 @@ def _segments(kind, b, l, s, q_offset):
   return jnp.broadcast_to(ids, (b, l)), jnp.broadcast_to(ids, (b, s))
 
 
-@pytest.mark.parametrize("case,backend", [(c, "gpu") for c in FLASH_CASES] +
+@pytest.mark.parametrize("case,backend", [(c, "gpu") for c in FLASH_CASES] + [(c, "chunked") for c in FLASH_CASES] +
                          [("causal-pad-gqa1-d64", "tpu"), ("cache-offset-gqa8-bf16", "tpu")])
 def test_flash_attention_forward_and_grads(case, backend):
-  """backend "gpu": pallas_gpu.py (Triton), "tpu": pallas_tpu.py (Mosaic TPU); interpret mode on CPU."""
+  """backend "gpu": pallas_gpu.py (Triton), "tpu": pallas_tpu.py (Mosaic TPU); interpret mode on CPU;
+  "chunked": xla_chunked.py (plain XLA blocks, impl="chunked")."""
   b, l, s, hq, hkv, d, causal, kind, q_offset, block, dtype = FLASH_CASES[case]
   q, k, v, w = _qkv(0, b, l, s, hq, hkv, d, dtype)
   q_seg, kv_seg = _segments(kind, b, l, s, q_offset)
@@ -73,8 +74,11 @@ def test_flash_attention_forward_and_grads(case, backend):
   def loss(fn):
     return lambda q, k, v: (fn(q, k, v).astype(jnp.float32) * w).sum()
 
-  pallas = lambda q, k, v: flash_attention(q, k, v, impl="pallas", block_q=block, block_k=block, backend=backend,
-                                           interpret=True if backend != "gpu" else None, **kw)
+  if backend == "chunked":
+    pallas = lambda q, k, v: flash_attention(q, k, v, impl="chunked", block_q=block, block_k=block, **kw)
+  else:
+    pallas = lambda q, k, v: flash_attention(q, k, v, impl="pallas", block_q=block, block_k=block, backend=backend,
+                                             interpret=True if backend != "gpu" else None, **kw)
   ref = lambda q, k, v: flash_ref.attention(q, k, v, **kw)
   out, grads = jax.jit(jax.value_and_grad(loss(pallas), argnums=(0, 1, 2)))(q, k, v)
   out_ref, grads_ref = jax.jit(jax.value_and_grad(loss(ref), argnums=(0, 1, 2)))(q, k, v)
@@ -92,6 +96,25 @@ def test_flash_attention_query_without_keys_is_zero():
                         block_q=16, block_k=16)
   assert np.all(np.asarray(out[:, :4]) == 0) and np.all(np.isfinite(out))
   _close(out, flash_ref.attention(q, k, v, q_segment_ids=seg, kv_segment_ids=jnp.ones_like(seg)), 1e-5)
+
+
+def test_chunked_attention_memory_does_not_grow_with_l_times_s():
+  """The compiler's temporaries for forward + backward of impl="chunked": 4x the tokens (16x the scores) must
+  cost at most ~4x the memory (the inputs' and gradients' size grows 4x), while the dense reference grows
+  with L x S. 1 row, 4 heads of 64, causal, fp32 on CPU."""
+  def temp_bytes(impl, l):
+    q, k, v, w = _qkv(0, 1, l, l, 4, 2, 64, jnp.float32)
+    def loss(q, k, v):
+      out = flash_attention(q, k, v, causal=True, impl=impl) if impl == "chunked" else flash_ref.attention(
+          q, k, v, causal=True)
+      return (out * w).sum()
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, k, v).compile().memory_analysis().temp_size_in_bytes
+
+  small, large = temp_bytes("chunked", 1024), temp_bytes("chunked", 4096)
+  dense_small, dense_large = temp_bytes("xla", 1024), temp_bytes("xla", 4096)
+  assert large < 6 * small, (small, large)
+  assert dense_large > 12 * dense_small, (dense_small, dense_large)
+  assert large < dense_large / 8, (large, dense_large)
 
 
 @pytest.mark.parametrize("hq,hkv,d,splits,dtype", [(8, 1, 128, None, jnp.float32), (4, 2, 64, 3, jnp.bfloat16)])

@@ -42,7 +42,7 @@ def _execute(name: str, out_dir: str, monkeypatch, **env) -> list[str]:
   for key, value in env.items():
     monkeypatch.setenv(key, value)
   notebook = nbformat.read(os.path.join(COLAB, name + ".ipynb"), as_version=4)
-  NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": COLAB}}).execute()
+  NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": ROOT}}).execute()
   texts = []
   for cell in notebook.cells:
     for output in cell.get("outputs", []):

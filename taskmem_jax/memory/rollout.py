@@ -234,6 +234,7 @@ class RolloutOutput(NamedTuple):
   memory_lengths: np.ndarray
 
 
+@shd.in_mesh_of_args
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _scan(graphdef, template: "_Static", params: sampler.SamplingParams, fmt: TokenFormat, state, features, deepstack,
           rng):

@@ -63,6 +63,7 @@ def pair_batch(config, example: PairExample, pad_id: int, buckets) -> GroupBatch
                      pad_id, length)
 
 
+@shd.in_mesh_of_args
 @functools.partial(jax.jit, static_argnums=(0, 4))
 def reference_log_probs(graphdef, steer, backbone, rest, temperature: float, batch: GroupBatch):
   """Token log-probs [2, L] under the zero steer: the reference policy, from the same weights."""
@@ -82,6 +83,7 @@ def _pair_loss(steer, graphdef, backbone, rest, batch: GroupBatch, ref_tokens, b
   return loss, {**metrics, "loss": loss}
 
 
+@shd.in_mesh_of_args
 @functools.partial(jax.jit, static_argnums=(0, 6, 7, 8))
 def pair_grad(graphdef, steer, backbone, rest, batch: GroupBatch, ref_tokens, beta: float, kl_coef: float,
               temperature: float):

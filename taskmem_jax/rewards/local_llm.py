@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from taskmem_jax import sharding as shd
 from taskmem_jax.memory.prompt import window_video_item
 from taskmem_jax.models.qwen3_vl.model import ModelInputs, prepare_inputs
 from taskmem_jax.rewards import judge_prompts as P
@@ -276,6 +277,7 @@ def _last_logits(graphdef, state, inputs: ModelInputs, features, deepstack) -> j
   return model.logits(hidden[:, -1:])[:, 0].astype(jnp.float32)
 
 
+@shd.in_mesh_of_args
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _prefill(graphdef, state, inputs: ModelInputs, cache_len: int):
   return prefill(nnx.merge(graphdef, state), inputs, cache_len)

@@ -112,12 +112,14 @@ def shard(tree, shardings):
   return tree if shardings is None else jax.device_put(tree, shardings)
 
 
+@shd.in_mesh_of_args
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def log_probs(graphdef, params, rest, temperature: float, inputs):
   """[P, G, L] log-probs: token_log_probs of each member's params on its own inputs [P, G, L]."""
   return jax.vmap(lambda p, i: split_log_probs(graphdef, p, rest, temperature, i))(params, inputs)
 
 
+@shd.in_mesh_of_args
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def group_grads(graphdef, params, rest, loss_cfg: LossConfig, batch, old_log_probs, advantages, ref_log_probs=None):
   """Per-member (grads, metrics) of one group: every argument but rest has the leading [P] axis."""

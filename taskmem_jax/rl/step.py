@@ -77,11 +77,35 @@ def group_batch(config, prompt_ids: np.ndarray, responses: list[np.ndarray], pix
   return GroupBatch(inputs, mask)
 
 
-def token_log_probs(model, inputs: ModelInputs, temperature: float) -> jax.Array:
-  """[B, L] float32: entry t = log softmax(logits[t-1] / temperature)[input_ids[t]]; entry 0 is 0."""
-  logits = model.forward(inputs).astype(jnp.float32) / temperature
-  logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
-  picked = jnp.take_along_axis(logp, inputs.input_ids[:, 1:, None], axis=-1)[..., 0]
+# Positions per block of the log-prob head: a [B, 1024, V] fp32 block of logits (0.6 GB per row at Qwen3-VL's
+# 151,936 tokens) instead of [B, L, V], which is 15 GB per row at the official 24,576-token prompts.
+LOGIT_CHUNK = 1024
+
+
+def token_log_probs(model, inputs: ModelInputs, temperature: float, chunk: int = LOGIT_CHUNK) -> jax.Array:
+  """[B, L] float32: entry t = log softmax(logits[t-1] / temperature)[input_ids[t]]; entry 0 is 0.
+
+  The head runs over blocks of ``chunk`` positions under jax.checkpoint, so neither the forward nor the
+  backward holds the [B, L, V] logits; each block's values are those of the whole-sequence computation."""
+  features, deepstack = None, None
+  if inputs.pixel_values is not None:
+    features, deepstack = model.encode_vision(inputs.pixel_values, inputs.vision_meta)
+  hidden = model.hidden_states(inputs, features, deepstack)[:, :-1]  # [B, L-1, H]
+  targets = inputs.input_ids[:, 1:]
+  b, n, h = hidden.shape
+  chunk = min(chunk, n)
+  blocks = -(-n // chunk)
+  pad = blocks * chunk - n
+  hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(b, blocks, chunk, h).swapaxes(0, 1)
+  targets = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, blocks, chunk).swapaxes(0, 1)
+
+  @jax.checkpoint
+  def block(args):
+    hid, tgt = args  # [B, chunk, H], [B, chunk]
+    logp = jax.nn.log_softmax(model.logits(hid).astype(jnp.float32) / temperature, axis=-1)
+    return jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
+
+  picked = jax.lax.map(block, (hidden, targets)).swapaxes(0, 1).reshape(b, blocks * chunk)[:, :n]
   return jnp.pad(picked, ((0, 0), (1, 0)))
 
 

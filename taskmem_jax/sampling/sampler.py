@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from taskmem_jax import sharding as shd
 from taskmem_jax.models.qwen3_vl.model import ModelInputs, Qwen3VLForConditionalGeneration, prepare_inputs
 from taskmem_jax.models.qwen3_vl.text import KVCache
 
@@ -131,6 +132,7 @@ def prefill(model: Qwen3VLForConditionalGeneration, inputs: ModelInputs, cache_l
   return repeat(logits), jax.tree.map(repeat, cache), repeat(kv_mask), repeat(next_position)
 
 
+@shd.in_mesh_of_args
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _prefill(graphdef, state, inputs: ModelInputs, cache_len: int, num_samples: int, features=None, deepstack=None):
   TRACE_COUNTS["prefill"] += 1
@@ -204,6 +206,7 @@ def response_lengths(tokens, steps, stop_token_ids) -> Array:
   return jnp.where(jnp.any(stops, axis=1), jnp.argmax(stops, axis=1) + 1, steps).astype(jnp.int32)
 
 
+@shd.in_mesh_of_args
 @functools.partial(jax.jit, static_argnums=(0, 5, 6, 7), donate_argnums=(2,))
 def _decode(graphdef, state, carry: DecodeState, kv_mask, next_position, start_slot: int, params: SamplingParams,
             chunk: int) -> DecodeState:

@@ -105,7 +105,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
                "lr": jnp.asarray(schedule(state.step) if schedule else jnp.nan, jnp.float32)}
     return TrainState(state.step + 1, params, opt_state), metrics
 
-  return jax.jit(step, donate_argnums=0)
+  return shd.in_mesh_of_args(jax.jit(step, donate_argnums=0))
 
 
 def _param_spec(keys, shape, mesh: Mesh, preset) -> tuple:

@@ -36,8 +36,11 @@ class VisionConfig:
   hidden_act: str = "gelu_pytorch_tanh"
   rope_theta: float = 10000.0
   layer_norm_eps: float = 1e-6  # fixed in HF, not a config key
-  # "auto" | "xla" | "pallas" (kernels/): a runtime choice, not part of the checkpoint; auto = pallas on GPU/TPU.
+  # "auto" | "xla" | "pallas" | "chunked" (taskmem_jax/kernels): a runtime choice, not part of the checkpoint;
+  # auto = pallas on GPU/TPU, xla on CPU; chunked = flash attention in plain XLA (memory O(L), any device).
   attention_impl: str = "auto"
+  # Per-layer rematerialisation in training (layers.REMAT_POLICIES: "none" | "full" | "dots"); runtime only.
+  remat: str = "none"
 
   @property
   def head_dim(self) -> int:
@@ -70,8 +73,11 @@ class TextConfig:
   decoder_sparse_step: int = 1
   mlp_only_layers: tuple[int, ...] = ()
   router_aux_loss_coef: float = 0.001
-  # "auto" | "xla" | "pallas" (kernels/): a runtime choice, not part of the checkpoint; auto = pallas on GPU/TPU.
+  # "auto" | "xla" | "pallas" | "chunked" (taskmem_jax/kernels): a runtime choice, not part of the checkpoint;
+  # auto = pallas on GPU/TPU, xla on CPU; chunked = flash attention in plain XLA (memory O(L), any device).
   attention_impl: str = "auto"
+  # Per-layer rematerialisation in training (layers.REMAT_POLICIES: "none" | "full" | "dots"); runtime only.
+  remat: str = "none"
 
   @property
   def is_moe(self) -> bool:
@@ -152,8 +158,11 @@ def validate(cfg: Qwen3VLConfig) -> None:
     fail("vision_config.hidden_act", v.hidden_act, "only 'gelu_pytorch_tanh' and 'gelu' are supported")
   for field, value in (("text_config.attention_impl", t.attention_impl),
                        ("vision_config.attention_impl", v.attention_impl)):
-    if value not in ("auto", "xla", "pallas"):
-      fail(field, value, "expected 'auto', 'xla' or 'pallas'")
+    if value not in ("auto", "xla", "pallas", "chunked"):
+      fail(field, value, "expected 'auto', 'xla', 'pallas' or 'chunked'")
+  for field, value in (("text_config.remat", t.remat), ("vision_config.remat", v.remat)):
+    if value not in ("none", "full", "dots"):
+      fail(field, value, "expected 'none', 'full' or 'dots'")
   for field, value in (("text_config.num_attention_heads", t.num_attention_heads),
                        ("text_config.num_key_value_heads", t.num_key_value_heads),
                        ("text_config.head_dim", t.head_dim), ("vision_config.num_heads", v.num_heads),

@@ -13,9 +13,22 @@ import functools
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec
+
+from taskmem_jax import sharding as shd
+from taskmem_jax.kernels.decode_attention import decode_attention
+from taskmem_jax.kernels.flash_attention import flash_attention, resolve_impl
 
 Array = jax.Array
 _INIT_STD = 0.02
+
+
+# Per-layer rematerialisation (TextConfig.remat / VisionConfig.remat; training only, the sampler's cached
+# forward never remats): "none" keeps every activation for the backward; "full" keeps each layer's input
+# and recomputes the rest; "dots" also keeps the matmul outputs without a batch dimension (the weights'
+# products), so only the cheap elementwise work and attention are recomputed.
+REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
+                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
 class Linear(nnx.Module):
@@ -142,16 +155,13 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask, scale: float) -> A
   return out.astype(q.dtype)
 
 
-# --- attention_impl = "pallas": the kernels in kernels/ (flash and decode attention) -------------
+# --- attention_impl = "pallas" / "chunked": the ops in taskmem_jax/kernels (flash and decode attention) ---
 
 def resolve_attention_impl(impl: str) -> str:
-  """A config's attention_impl -> "xla" or "pallas". "auto" is pallas on a GPU or TPU, xla on CPU.
-  "pallas" on a CPU runs the kernels in interpret mode."""
-  if impl not in ("auto", "xla", "pallas"):
-    raise ValueError(f"attention_impl={impl!r}: expected 'auto', 'xla' or 'pallas'")
-  if impl == "auto":
-    return "pallas" if jax.default_backend() in ("gpu", "tpu") else "xla"
-  return impl
+  """A config's attention_impl -> "xla", "pallas" or "chunked". "auto" is pallas on a GPU or TPU, xla on CPU.
+  "pallas" on a CPU runs the kernels in interpret mode; "chunked" is flash attention in plain XLA
+  (kernels/flash_attention/xla_chunked.py: memory O(L), not O(L x S), anywhere)."""
+  return resolve_impl(impl)
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["kv_valid", "q_offset"], meta_fields=["causal"])
@@ -172,20 +182,35 @@ class KernelMask:
     return mask
 
 
-def kernel_attention(q: Array, k: Array, v: Array, mask: KernelMask, scale: float) -> Array:
-  """dot_product_attention through kernels/ (interpret mode off the GPU). Shapes as dot_product_attention.
+def kernel_attention(q: Array, k: Array, v: Array, mask: KernelMask, scale: float, impl: str = "pallas") -> Array:
+  """dot_product_attention through taskmem_jax/kernels (interpret mode off the GPU). Shapes as
+  dot_product_attention; impl "pallas" (the kernels) or "chunked" (flash attention in plain XLA).
 
   The same visibility, except that a query which sees no key (a left-padding slot) gets zeros instead
   of the XLA path's uniform average; nothing downstream reads those rows. One causal query over a
   cache (decode) goes to the split-K decode kernel with length q_offset + 1.
+
+  Under a mesh (the context mesh of jax.set_mesh, which sharding.mesh_context enters for every jitted
+  entry point whose arrays live on one), the op runs inside jax.shard_map: rows (the batch, or the vision
+  tower's frames) split over the batch axes and heads over "tensor" as sharding.attention_specs lays them
+  out, so each device calls the kernel on its own block. Mosaic and Triton kernels cannot be partitioned
+  by the compiler; this is what lets them run sharded.
   """
-  from kernels.decode_attention import decode_attention  # kernels/ sits beside taskmem_jax/
-  from kernels.flash_attention import flash_attention
   b, l = q.shape[:2]
-  if l == 1 and mask.causal:
-    return decode_attention(q[:, 0], k, v, jnp.asarray(mask.q_offset) + 1, kv_mask=mask.kv_valid, scale=scale,
-                            impl="pallas")[:, None]
-  # Every query is segment 1 and valid keys are segment 1, so a query sees exactly the valid keys.
-  return flash_attention(q, k, v, causal=mask.causal, q_segment_ids=jnp.ones((b, l), jnp.int32),
-                         kv_segment_ids=mask.kv_valid.astype(jnp.int32), q_offset=mask.q_offset, scale=scale,
-                         impl="pallas")
+  offset = jnp.broadcast_to(jnp.asarray(mask.q_offset, jnp.int32), (b,))
+  causal = mask.causal
+  if l == 1 and causal:
+    def local(q, k, v, kv_valid, offset):
+      return decode_attention(q[:, 0], k, v, offset + 1, kv_mask=kv_valid, scale=scale, impl=impl)[:, None]
+  else:
+    def local(q, k, v, kv_valid, offset):
+      # Every query is segment 1 and valid keys are segment 1, so a query sees exactly the valid keys.
+      return flash_attention(q, k, v, causal=causal, q_segment_ids=jnp.ones(q.shape[:2], jnp.int32),
+                             kv_segment_ids=kv_valid.astype(jnp.int32), q_offset=offset, scale=scale, impl=impl)
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1:
+    return local(q, k, v, mask.kv_valid, offset)
+  rows, heads = shd.attention_specs(mesh, b, q.shape[2], k.shape[2])
+  qkv = PartitionSpec(rows, None, heads, None)
+  return jax.shard_map(local, mesh=mesh, in_specs=(qkv, qkv, qkv, PartitionSpec(rows, None), PartitionSpec(rows)),
+                       out_specs=qkv, check_vma=False)(q, k, v, mask.kv_valid, offset)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from taskmem_jax import sharding as shd
 from taskmem_jax.models.qwen3_vl.config import Qwen3VLConfig
 from taskmem_jax.models.qwen3_vl.layers import Linear, matmul
 from taskmem_jax.models.qwen3_vl.positions import (InputError, VisionMetadata, get_rope_index, token_types,
@@ -175,11 +176,13 @@ class Qwen3VLForConditionalGeneration(nnx.Module):
     return _jitted_vision(graphdef, state, pixel_values, meta)
 
 
+@shd.in_mesh_of_args
 @functools.partial(jax.jit, static_argnums=0)
 def _jitted_forward(graphdef, state, inputs: ModelInputs) -> Array:
   return nnx.merge(graphdef, state).forward(inputs)
 
 
+@shd.in_mesh_of_args
 @functools.partial(jax.jit, static_argnums=0)
 def _jitted_vision(graphdef, state, pixel_values, meta: VisionMetadata) -> tuple[Array, list[Array]]:
   return nnx.merge(graphdef, state).encode_vision(pixel_values, meta)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from taskmem_jax.models.qwen3_vl.config import TextConfig
-from taskmem_jax.models.qwen3_vl.layers import (CausalMask, Embed, KernelMask, Linear, RMSNorm, dot_product_attention,
+from taskmem_jax.models.qwen3_vl.layers import (REMAT_POLICIES, CausalMask, Embed, KernelMask, Linear, RMSNorm, dot_product_attention,
                                                 kernel_attention, resolve_attention_impl, rotate_half)
 from taskmem_jax.models.qwen3_vl.moe import SparseMoeBlock
 
@@ -38,6 +38,7 @@ class Attention(nnx.Module):
 
   def __init__(self, cfg: TextConfig, *, dtype, rngs: nnx.Rngs):
     self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    self.attention_impl = cfg.attention_impl
     h = cfg.hidden_size
     self.q_proj = Linear(h, self.num_heads * self.head_dim, use_bias=False, dtype=dtype, rngs=rngs)
     self.k_proj = Linear(h, self.num_kv_heads * self.head_dim, use_bias=False, dtype=dtype, rngs=rngs)
@@ -68,7 +69,7 @@ class Attention(nnx.Module):
                       jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), start))
       k, v = cache.k, cache.v
     if isinstance(mask, KernelMask):
-      out = kernel_attention(q, k, v, mask, self.head_dim**-0.5)
+      out = kernel_attention(q, k, v, mask, self.head_dim**-0.5, resolve_attention_impl(self.attention_impl))
     else:
       out = dot_product_attention(q, k, v, mask, self.head_dim**-0.5)
     return self.o_proj(out.reshape(b, l, -1)), cache
@@ -103,6 +104,14 @@ class DecoderLayer(nnx.Module):
     return x + self.mlp(self.post_attention_layernorm(x)), cache
 
 
+def remat_layer(layer: DecoderLayer, x: Array, cos: Array, sin: Array, mask, policy: str) -> Array:
+  """layer(x) under jax.checkpoint: its backward keeps x (and, with policy "dots", the matmul outputs)
+  instead of everything the layer computed. The other inputs are closed over: they are the same for
+  every layer and are kept once."""
+  run = nnx.remat(lambda layer, x: layer(x, cos, sin, mask)[0], policy=REMAT_POLICIES[policy])
+  return run(layer, x)
+
+
 class SteerParam(nnx.Param):
   """A Phase-Two steer vector (taskmem_jax/adapters/steer.py): trainable where the backbone is frozen,
   and not part of the Hugging Face checkpoint."""
@@ -132,7 +141,7 @@ class TextModel(nnx.Module):
     """
     _, l, _ = embeds.shape
     cos, sin = text_rotary(position_ids, self.cfg, embeds.dtype)
-    if resolve_attention_impl(self.cfg.attention_impl) == "pallas":  # the kernels take the mask's structure
+    if resolve_attention_impl(self.cfg.attention_impl) != "xla":  # the kernels take the mask's structure
       mask = KernelMask(attention_mask.astype(bool), cache_index, causal=True)
     else:
       slots = attention_mask.shape[1]
@@ -145,7 +154,11 @@ class TextModel(nnx.Module):
     new_cache = [] if cache is not None else None
     steer_at = {layer: k for k, layer in enumerate(getattr(self, "steer_layers", ()))}
     for i, layer in enumerate(self.layers):
-      x, layer_cache = layer(x, cos, sin, mask, None if cache is None else cache[i], cache_index)
+      if cache is None and self.cfg.remat != "none":  # training: recompute the layer in its backward
+        x = remat_layer(layer, x, cos, sin, mask, self.cfg.remat)
+        layer_cache = None
+      else:
+        x, layer_cache = layer(x, cos, sin, mask, None if cache is None else cache[i], cache_index)
       if cache is not None:
         new_cache.append(layer_cache)
       if i < len(deepstack):

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from taskmem_jax.models.qwen3_vl.config import VisionConfig
-from taskmem_jax.models.qwen3_vl.layers import (Embed, KernelMask, LayerNorm, Linear, dot_product_attention,
+from taskmem_jax.models.qwen3_vl.layers import (REMAT_POLICIES, Embed, KernelMask, LayerNorm, Linear, dot_product_attention,
                                                 kernel_attention, resolve_attention_impl, rotate_half)
 from taskmem_jax.models.qwen3_vl.positions import VisionMetadata
 
@@ -53,9 +53,10 @@ class VisionAttention(nnx.Module):
 
     by_frame = lambda t: t[meta.frame_tokens]  # [S, Lmax, nh, hd]
     s, longest = meta.frame_tokens.shape
-    if resolve_attention_impl(self.attention_impl) == "pallas":  # frames as rows; padding keys masked
+    impl = resolve_attention_impl(self.attention_impl)
+    if impl != "xla":  # frames as rows; padding keys masked
       out = kernel_attention(by_frame(rope(q)), by_frame(rope(k)), by_frame(v),
-                             KernelMask(meta.frame_valid.astype(bool)), hd**-0.5)
+                             KernelMask(meta.frame_valid.astype(bool)), hd**-0.5, impl)
     else:
       mask = jnp.broadcast_to(meta.frame_valid[:, None, :], (s, longest, longest))
       out = dot_product_attention(by_frame(rope(q)), by_frame(rope(k)), by_frame(v), mask, hd**-0.5)
@@ -128,7 +129,10 @@ class VisionModel(nnx.Module):
     cos, sin = vision_rotary(meta.rowcol, self.cfg)
     deepstack = []
     for i, block in enumerate(self.blocks):
-      x = block(x, cos, sin, meta)
+      if self.cfg.remat != "none":  # training: recompute the block in its backward (keeps x only)
+        x = nnx.remat(lambda block, x: block(x, cos, sin, meta), policy=REMAT_POLICIES[self.cfg.remat])(block, x)
+      else:
+        x = block(x, cos, sin, meta)
       if i in self.cfg.deepstack_visual_indexes:
         deepstack.append(self.deepstack_merger_list[self.cfg.deepstack_visual_indexes.index(i)](x))
     return self.merger(x), deepstack

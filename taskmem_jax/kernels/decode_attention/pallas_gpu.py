@@ -20,7 +20,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from kernels.flash_attention.pallas_gpu import LOG2E, MASK
+from taskmem_jax.kernels.flash_attention.pallas_gpu import LOG2E, MASK
 
 Array = jax.Array
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from kernels.decode_attention import pallas_gpu, reference
-from kernels.flash_attention.api import _next_pow2, _round_up, default_interpret, resolve_impl
+from taskmem_jax.kernels.decode_attention import pallas_gpu, reference
+from taskmem_jax.kernels.flash_attention.api import _next_pow2, _round_up, default_interpret, platform, resolve_impl
 
 Array = jax.Array
 
@@ -39,7 +39,7 @@ def decode_attention(q: Array, k: Array, v: Array, lengths: Array | int, *, kv_m
   scale = d**-0.5 if scale is None else float(scale)
   lengths = jnp.broadcast_to(jnp.asarray(lengths, jnp.int32), (b,))
   # No Mosaic TPU decode kernel yet: on a TPU, decode runs the XLA reference (memory-bound either way).
-  if resolve_impl(impl) == "xla" or jax.default_backend() == "tpu":
+  if resolve_impl(impl) in ("xla", "chunked") or platform() == "tpu":
     return reference.decode_attention(q, k, v, lengths, kv_mask=kv_mask, scale=scale)
   interpret = default_interpret() if interpret is None else interpret
   g = hq // hkv

@@ -22,7 +22,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from kernels.flash_attention.pallas_gpu import MASK
+from taskmem_jax.kernels.flash_attention.pallas_gpu import MASK
 
 Array = jax.Array
 

@@ -1,9 +1,9 @@
 """Attention benchmarks at Qwen3-VL-30B-A3B shapes: our Pallas kernels vs jax.nn.dot_product_attention.
 
-  python -m kernels.bench                 # on a GPU or TPU: the full table (markdown) on stdout
+  python -m taskmem_jax.kernels.bench                 # on a GPU or TPU: the full table (markdown) on stdout
                                           # (on a TPU "pallas (ours)" decode is the XLA reference: no TPU decode kernel)
-  python -m kernels.bench --write         # ... and append it to kernels/BENCHMARKS.md with date and device
-  python -m kernels.bench --smoke         # tiny shapes, interpret mode: checks the script itself on CPU
+  python -m taskmem_jax.kernels.bench --write         # ... and append it to taskmem_jax/kernels/BENCHMARKS.md with date and device
+  python -m taskmem_jax.kernels.bench --smoke         # tiny shapes, interpret mode: checks the script itself on CPU
 
 Text decoder of 30B-A3B: 32 query heads, 4 KV heads (GQA 8), head dim 128, bf16. Cases:
   prefill   causal, B=1, L = S = 8k and 24k (forward only);
@@ -28,8 +28,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from kernels.decode_attention import decode_attention
-from kernels.flash_attention import flash_attention, reference
+from taskmem_jax.kernels.decode_attention import decode_attention
+from taskmem_jax.kernels.flash_attention import flash_attention, reference
 
 HQ, HKV, D = 32, 4, 128
 
@@ -141,7 +141,7 @@ def bench(smoke: bool) -> list[str]:
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--smoke", action="store_true", help="tiny shapes in interpret mode (any backend)")
-  ap.add_argument("--write", action="store_true", help="append the table to kernels/BENCHMARKS.md")
+  ap.add_argument("--write", action="store_true", help="append the table to taskmem_jax/kernels/BENCHMARKS.md")
   args = ap.parse_args(argv)
   if not args.smoke and jax.default_backend() not in ("gpu", "tpu"):
     sys.exit(f"kernels/bench.py needs a GPU or TPU (backend here: {jax.default_backend()}); use --smoke on CPU")

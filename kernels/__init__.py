@@ -1,1 +1,0 @@
-"""Custom Pallas kernels, one folder per op (see kernels/README.md)."""
