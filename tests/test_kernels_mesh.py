@@ -1,0 +1,87 @@
+"""The attention kernels under a mesh: on 8 forced CPU devices, the model with attention_impl="pallas"
+(interpret mode) and "chunked", its weights laid out by each preset (fsdp, fsdp_tensor, expert on tiny-moe),
+gives the one-device XLA path's logits and gradients, and greedy tokens through the sampler's prefill and
+decode. The kernels run inside jax.shard_map (layers.kernel_attention reads the context mesh); the test
+checks that the traced program holds the shard_map, so a silently unsharded call cannot pass.
+One subprocess (the device count is fixed when JAX starts)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = textwrap.dedent("""
+    import dataclasses
+    import jax, jax.numpy as jnp, numpy as np
+    from flax import nnx
+    from taskmem_jax import sharding as shd
+    from taskmem_jax.models.qwen3_vl import init_random, prepare_inputs, preset
+    from taskmem_jax.sampling.sampler import generate
+    assert jax.device_count() == 8, jax.devices()
+
+    def with_impl(cfg, impl):
+      return cfg.replace(text=dataclasses.replace(cfg.text, attention_impl=impl),
+                         vision=dataclasses.replace(cfg.vision, attention_impl=impl))
+
+    def batch(cfg):
+      # 8 rows (so every preset splits them), each an image of 2 x 4 patches (8 frames for the tower) and text.
+      image = [cfg.vision_start_token_id] + [cfg.image_token_id] * 2 + [cfg.vision_end_token_id]
+      ids = np.array([[5 + r, 6] + image + [20 + r, 21, 22, 23] for r in range(8)], np.int32)
+      pixels = np.random.default_rng(0).normal(size=(8 * 8, cfg.vision.patch_dim)).astype(np.float32)
+      return prepare_inputs(cfg, ids, None, pixels, np.tile([[1, 2, 4]], (8, 1)))
+
+    def logits_and_grads(model, mesh):
+      graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+      inputs = batch(model.config)
+      def loss(params):
+        logits = nnx.merge(graphdef, params, rest).forward(inputs)
+        return (logits * jnp.cos(jnp.arange(logits.shape[-1]))).sum(), logits
+      fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
+      if mesh is None:
+        (_, logits), grads = fn(params)
+        return logits, grads, ""
+      with jax.set_mesh(mesh):
+        (_, logits), grads = fn(params)
+        jaxpr = str(jax.make_jaxpr(loss)(params))
+      return logits, grads, jaxpr
+
+    def close(a, b, tol, what):
+      a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+      err = np.abs(a - b).max() / max(1.0, np.abs(b).max())
+      assert err < tol, (what, err)
+
+    prompt = {"input_ids": np.array([[11 + r, 12, 13, 14, 15, 16] for r in range(8)]),
+              "attention_mask": np.ones((8, 6), np.int64)}
+    for name, mesh_preset, impl in [("tiny", "fsdp", "pallas"), ("tiny", "fsdp_tensor", "pallas"),
+                                    ("tiny-moe", "expert", "pallas"), ("tiny", "fsdp_tensor", "chunked")]:
+      ref = init_random(with_impl(preset(name), "xla"), seed=0)
+      logits_ref, grads_ref, _ = logits_and_grads(ref, None)
+      mesh = shd.make_mesh(mesh_preset)
+      model = init_random(with_impl(preset(name), impl), seed=0)
+      state = nnx.state(model)
+      nnx.update(model, jax.device_put(state, shd.param_shardings(state, mesh, mesh_preset)))
+      logits, grads, jaxpr = logits_and_grads(model, mesh)
+      what = f"{name} {mesh_preset} {impl}"
+      assert jaxpr.count("shard_map") >= 2, (what, "no shard_map: the kernels ran unsharded")
+      close(logits, logits_ref, 1e-5, what + " logits")
+      flat, flat_ref = jax.tree.leaves(grads), jax.tree.leaves(grads_ref)
+      assert len(flat) == len(flat_ref) and any(np.abs(np.asarray(g)).max() > 0 for g in flat_ref)
+      for g, g_ref in zip(flat, flat_ref):
+        close(g, g_ref, 1e-4, what + " grads")
+      if impl == "pallas" and mesh_preset != "expert":  # prefill (flash at a slot offset) and decode (split-K)
+        want = generate(ref, prompt, max_new_tokens=3, min_bucket=16)
+        got = generate(model, prompt, max_new_tokens=3, min_bucket=16)
+        np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(want.tokens), err_msg=what)
+        close(got.logprobs, want.logprobs, 1e-4, what + " logprobs")
+      print("ok", what, flush=True)
+""")
+
+
+def test_kernels_under_each_preset_equal_one_device_xla():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=900)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+  assert proc.stdout.count("ok ") == 4, proc.stdout
