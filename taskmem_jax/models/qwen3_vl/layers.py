@@ -31,6 +31,15 @@ REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable
                   "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
+def remat_call(module: nnx.Module, x: Array, fn, policy: str) -> Array:
+  """fn(module, x) under jax.checkpoint with REMAT_POLICIES[policy]: the backward keeps x (and what the policy
+  saves) and recomputes the rest. The module goes in as its split state (a pure function, so parameters
+  traced at any level work: the DPO loss merges a steer traced under grad with a backbone closed over)."""
+  graphdef, state = nnx.split(module)
+  run = jax.checkpoint(lambda state, x: fn(nnx.merge(graphdef, state), x), policy=REMAT_POLICIES[policy])
+  return run(state, x)
+
+
 class Linear(nnx.Module):
   """y = x @ kernel + bias. kernel: [in, out]."""
 

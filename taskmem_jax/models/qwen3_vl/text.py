@@ -9,8 +9,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from taskmem_jax.models.qwen3_vl.config import TextConfig
-from taskmem_jax.models.qwen3_vl.layers import (REMAT_POLICIES, CausalMask, Embed, KernelMask, Linear, RMSNorm, dot_product_attention,
-                                                kernel_attention, resolve_attention_impl, rotate_half)
+from taskmem_jax.models.qwen3_vl.layers import (CausalMask, Embed, KernelMask, Linear, RMSNorm, dot_product_attention,
+                                                kernel_attention, remat_call, resolve_attention_impl, rotate_half)
 from taskmem_jax.models.qwen3_vl.moe import SparseMoeBlock
 
 Array = jax.Array
@@ -108,8 +108,7 @@ def remat_layer(layer: DecoderLayer, x: Array, cos: Array, sin: Array, mask, pol
   """layer(x) under jax.checkpoint: its backward keeps x (and, with policy "dots", the matmul outputs)
   instead of everything the layer computed. The other inputs are closed over: they are the same for
   every layer and are kept once."""
-  run = nnx.remat(lambda layer, x: layer(x, cos, sin, mask)[0], policy=REMAT_POLICIES[policy])
-  return run(layer, x)
+  return remat_call(layer, x, lambda layer, x: layer(x, cos, sin, mask)[0], policy)
 
 
 class SteerParam(nnx.Param):

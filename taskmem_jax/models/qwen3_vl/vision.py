@@ -12,8 +12,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from taskmem_jax.models.qwen3_vl.config import VisionConfig
-from taskmem_jax.models.qwen3_vl.layers import (REMAT_POLICIES, Embed, KernelMask, LayerNorm, Linear, dot_product_attention,
-                                                kernel_attention, resolve_attention_impl, rotate_half)
+from taskmem_jax.models.qwen3_vl.layers import (Embed, KernelMask, LayerNorm, Linear, dot_product_attention,
+                                                kernel_attention, remat_call, resolve_attention_impl, rotate_half)
 from taskmem_jax.models.qwen3_vl.positions import VisionMetadata
 
 Array = jax.Array
@@ -130,7 +130,7 @@ class VisionModel(nnx.Module):
     deepstack = []
     for i, block in enumerate(self.blocks):
       if self.cfg.remat != "none":  # training: recompute the block in its backward (keeps x only)
-        x = nnx.remat(lambda block, x: block(x, cos, sin, meta), policy=REMAT_POLICIES[self.cfg.remat])(block, x)
+        x = remat_call(block, x, lambda block, x: block(x, cos, sin, meta), self.cfg.remat)
       else:
         x = block(x, cos, sin, meta)
       if i in self.cfg.deepstack_visual_indexes:
