@@ -47,6 +47,7 @@ def main(argv):
   # This host only compiles: keep JAX on the CPU backend (libtpu finds no TPU here and would say so at length).
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # several compiles side by side (pytest -n 2)
   import jax
   from taskmem_jax import aot
   from taskmem_jax import sharding as shd
