@@ -6,9 +6,10 @@ Terms (bytes per device; "a" = activation/param bytes, 2 for bf16):
                jax.eval_shape of the model (params.abstract_model) + sharding.spec_for per leaf (the same
                function param_shardings uses), on a mesh of the preset's shape (make_mesh's arithmetic).
   grads        the trainable leaves' shards in the parameter dtype (Phase One: all; Phase Two: the steer).
-  optimizer    AdamW: two fp32 moments per trainable element, sharded like the parameter (no fp32 master
-               copy: the step applies updates to the bf16 weights). Phase Two: the steer tree only
-               ([n_steer_layers, H], replicated).
+  optimizer    AdamW: two moments per trainable element in the parameter's dtype (optax.adamw's default,
+               what the trainers use: bf16 moments for bf16 weights; there is no fp32 master copy either),
+               sharded like the parameter. Phase Two: the steer tree only ([n_steer_layers, H], replicated).
+               (Until the AOT check of issue 20 the plan counted fp32 moments, twice the compiler's bytes.)
   kv_cache     B x S x layers x 2 (k, v) x kv_heads x head_dim x a, split as spec_for gives for the logical
                axes ("batch", None, "kv_heads", None): batch over the preset's batch axes, kv heads over
                "tensor" in fsdp_tensor (only when they divide). For the rollout's sampling (Phase One) and
@@ -255,13 +256,14 @@ def plan(config: Qwen3VLConfig, *, devices: int, sharding: str = "fsdp", batch: 
   t = axes["tensor"]
   vision = vision_activation_bytes(config, local, vision_tokens, remat=remat, bytes_per=bytes_per, flash=flash,
                                    tensor=t)
-  optimizer = p // bytes_per * 8  # two fp32 moments per parameter element, laid out as the parameter
+  optimizer = 2 * p  # two moments per parameter element in its dtype, laid out as the parameter
   if processes > 1:  # ... and split over the processes too (sharding.zero_rules, rl/population.state_sharding)
-    optimizer = 2 * param_bytes_per_device(leaves, sharding_lib.zero_rules(sharding), {**axes, "data": processes}, 4)
+    optimizer = 2 * param_bytes_per_device(leaves, sharding_lib.zero_rules(sharding), {**axes, "data": processes},
+                                           bytes_per)
   one = Row("Phase One (AdamW, all weights)", p, p, optimizer, kv,
             activation_bytes(config, local, seq, remat=remat, bytes_per=bytes_per, flash=flash, tensor=t)
             + vision)
-  two = Row("Phase Two (DPO, steer only)", p + steer_bytes, steer_bytes, steer_bytes // bytes_per * 8, kv,
+  two = Row("Phase Two (DPO, steer only)", p + steer_bytes, steer_bytes, 2 * steer_bytes, kv,
             activation_bytes(config, local, seq, remat=remat, first_layer=first_steer_layer,
                              bytes_per=bytes_per, flash=flash, tensor=t))
   settings = dict(devices=total_devices, processes=processes, batch=batch * processes, seq=seq,
