@@ -91,7 +91,7 @@ def topology_devices(topology: str) -> tuple[list, float]:
   except Exception as e:  # noqa: BLE001 (jaxlib raises several kinds; all mean the same to the user)
     raise RuntimeError(f"topology={topology!r}: libtpu could not describe it ({e}). Install the TPU extra "
                        "(pip install -e '.[tpu]') and name a topology as GEN:AxB[xC], e.g. v5p:2x2x4") from e
-  return list(desc.devices), TPU_HBM_GIB[generation] * 1024**3
+  return list(desc.devices), int(TPU_HBM_GIB[generation] * 1024**3)
 
 
 def _struct(shape, dtype, mesh: Mesh, spec=PartitionSpec()):

@@ -285,3 +285,25 @@ def test_attention_impl_in_configs():
   hf["text_config"]["attention_impl"] = "flash"
   with pytest.raises(ConfigError, match="text_config.attention_impl"):
     Qwen3VLConfig.from_hf_dict(hf)
+
+
+def test_moe_dispatch_in_token_blocks_equals_one_dispatch(monkeypatch):
+  """moe.chunked_dispatch (long prompts: blocks of MOE_CHUNK tokens, each recomputed in the backward) gives
+  moe.dispatch's values and gradients; 50 tokens in blocks of 16 (the last one padded)."""
+  from taskmem_jax.models.qwen3_vl import moe
+  monkeypatch.setattr(moe, "MOE_CHUNK", 16)
+  ks = jax.random.split(jax.random.PRNGKey(7), 4)
+  t, h, e, i, k = 50, 8, 6, 4, 2
+  x = jax.random.normal(ks[0], (t, h))
+  weights, experts = moe.route(jax.random.normal(ks[1], (t, e)), k)
+  gate_up, down = jax.random.normal(ks[2], (e, h, 2 * i)), jax.random.normal(ks[3], (e, i, h))
+
+  def loss(fn):
+    return lambda x, gu, dn: (fn(x, weights, experts, gu, dn) * jnp.cos(jnp.arange(h))).sum()
+
+  want = jax.value_and_grad(loss(moe.dispatch), argnums=(0, 1, 2))(x, gate_up, down)
+  got = jax.value_and_grad(loss(moe.chunked_dispatch), argnums=(0, 1, 2))(x, gate_up, down)
+  _close(moe.chunked_dispatch(x, weights, experts, gate_up, down), moe.dispatch(x, weights, experts, gate_up, down),
+         1e-5)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    _close(a, b, 1e-5)
