@@ -88,7 +88,8 @@ def load_policy(cfg):
     raise FileNotFoundError(f"config.checkpoint={cfg.checkpoint!r}: no config.json there")
   mesh_cfg = dict(cfg.get("mesh", None) or {})
   mesh = pop.make_mesh(len(reward_configs(cfg)), mesh_cfg)
-  model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=dtype, mesh=mesh, preset=pop.mesh_preset(mesh_cfg))
+  model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=dtype, mesh=mesh, preset=pop.mesh_preset(mesh_cfg),
+                                   attention_impl=cfg.get("attention_impl", None), remat=cfg.get("remat", None))
   return model, Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
 
 

@@ -307,3 +307,37 @@ def test_moe_dispatch_in_token_blocks_equals_one_dispatch(monkeypatch):
          1e-5)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     _close(a, b, 1e-5)
+
+
+@pytest.mark.parametrize("policy", ["full", "dots"])
+def test_remat_gives_the_same_logits_and_grads(policy, tmp_path):
+  """TextConfig.remat / VisionConfig.remat (jax.checkpoint around each decoder layer and vision block) changes
+  memory, not values: logits and gradients equal the un-rematerialised model's. The runtime override of
+  from_pretrained sets it, and a bad value is named."""
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.models.qwen3_vl import init_random, preset
+  from taskmem_jax.models.qwen3_vl.config import ConfigError
+  base = preset("tiny")
+  plain = init_random(base, seed=0)
+  qwen3_vl.save_pretrained(plain, str(tmp_path))
+  remat = qwen3_vl.from_pretrained(str(tmp_path), dtype=jnp.float32, remat=policy)
+  assert remat.config.text.remat == remat.config.vision.remat == policy
+  inputs, mask = _tiny_batch(base)
+  valid = jnp.asarray(mask, bool)
+
+  def logits_and_grads(model):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(params):
+      logits = nnx.merge(graphdef, params, rest).forward(inputs)
+      return jnp.where(valid[..., None], logits * jnp.cos(jnp.arange(logits.shape[-1])), 0.0).sum(), logits
+    (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    return logits, jax.tree.leaves(grads)
+
+  (logits_a, grads_a), (logits_b, grads_b) = logits_and_grads(plain), logits_and_grads(remat)
+  _close(logits_b, logits_a, 1e-6)
+  assert len(grads_a) == len(grads_b)
+  for a, b in zip(grads_a, grads_b):
+    _close(b, a, 1e-5)
+  with pytest.raises(ConfigError, match="text_config.remat='everything'"):
+    qwen3_vl.from_pretrained(str(tmp_path), remat="everything")

@@ -22,6 +22,10 @@ def get_config():
   c.checkpoint = ""          # HF folder of Qwen3-VL-30B-A3B (Thinking template: the prompt ends in <think>)
   c.workdir = "/tmp/taskmem_phase_one_30b"
   c.dtype = "bfloat16"
+  # Long windows (24,576 tokens): recompute each decoder layer in the backward (experiments/aot.py measures what
+  # this saves); attention stays "auto" (the Pallas kernels on GPU / TPU, run per shard under the mesh).
+  c.remat = "full"
+  c.attention_impl = "auto"
   c.env = "videos"
   c.manifest = ""
   c.num_streams = 32         # official train_batch_size 32 prompts

@@ -8,6 +8,8 @@ unknown, missing or mis-shaped key at once.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import os
@@ -23,7 +25,7 @@ from safetensors import safe_open
 import safetensors.numpy
 
 from taskmem_jax.io import atomic_write, atomic_write_json
-from taskmem_jax.models.qwen3_vl.config import Qwen3VLConfig
+from taskmem_jax.models.qwen3_vl.config import Qwen3VLConfig, validate
 from taskmem_jax.models.qwen3_vl.model import Qwen3VLForConditionalGeneration
 from taskmem_jax.models.qwen3_vl.text import SteerParam
 
@@ -180,7 +182,8 @@ def _load_sharded(by_file: dict[str, list[ParamSpec]], mesh, preset, dtype) -> d
 
 
 def from_pretrained(path: str | os.PathLike, dtype=jnp.bfloat16, *, mesh: jax.sharding.Mesh | None = None,
-                    preset="fsdp") -> Qwen3VLForConditionalGeneration:
+                    preset="fsdp", attention_impl: str | None = None,
+                    remat: str | None = None) -> Qwen3VLForConditionalGeneration:
   """Loads a Hugging Face Qwen3-VL / Qwen3-VL-MoE checkpoint directory into NNX modules.
 
   Accepts model.safetensors or sharded model-*.safetensors with their index, both MoE expert
@@ -191,11 +194,17 @@ def from_pretrained(path: str | os.PathLike, dtype=jnp.bfloat16, *, mesh: jax.sh
   safetensors file on its own (jax.make_array_from_callback), so the whole model is never on one
   device; host memory peaks at one tensor (the distinct slices of the tensor being placed; the patch
   embedding, whose Conv3d layout does not slice, is read whole). Without a mesh: default device.
+  attention_impl / remat: runtime choices for text and vision (config.TextConfig), overriding config.json's.
   """
   path = os.fspath(path)
   if not os.path.isdir(path):
     raise FileNotFoundError(f"{path}: checkpoint directory not found")
   config = Qwen3VLConfig.from_json_file(os.path.join(path, "config.json"))
+  runtime = {k: v for k, v in (("attention_impl", attention_impl), ("remat", remat)) if v is not None}
+  if runtime:
+    config = config.replace(text=dataclasses.replace(config.text, **runtime),
+                            vision=dataclasses.replace(config.vision, **runtime))
+    validate(config)
   key_to_file = _weight_files(path)
   if config.tie_word_embeddings and "lm_head.weight" in key_to_file:
     config = config.replace(tie_word_embeddings=False)  # an explicit head wins over tying
