@@ -304,7 +304,8 @@ def mesh_context(*trees):
 
 class in_mesh_of_args:  # noqa: N801 (used as a decorator)
   """Decorates a jitted function: each call runs inside mesh_context(its arguments). Other attributes
-  (.trace, .lower, _cache_size) are the jitted function's; for ahead-of-time lowering
+  (.trace, .lower, .eval_shape, _cache_size) are the jitted function's: use f.eval_shape(...), not
+  jax.eval_shape(f, ...), which does not know f's static arguments. For ahead-of-time lowering
   (experiments/aot.py) enter jax.set_mesh yourself."""
 
   def __init__(self, jitted):

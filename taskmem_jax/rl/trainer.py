@@ -245,8 +245,8 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
       if not distributed.any_process(grad_sum is not None):
         continue
       if metric_keys is None:
-        metric_keys = sorted(jax.eval_shape(pop.group_grads, graphdef, params_here, rest_here, loss_cfg, batches[0],
-                                            old[0], jnp.asarray(advantages[:, 0]), ref[0])[1])
+        metric_keys = sorted(pop.group_grads.eval_shape(graphdef, params_here, rest_here, loss_cfg, batches[0],
+                                                        old[0], jnp.asarray(advantages[:, 0]), ref[0])[1])
       if grad_sum is None:
         grad_sum = jax.tree.map(jnp.zeros_like, params_here)
       state, grad_norm = apply(state, distributed.sum_over_processes(grad_sum, mesh, sharding.params),
