@@ -191,6 +191,19 @@ def _tiny_batch(cfg):
   return prepare_inputs(cfg, ids, mask, pixels, np.array([[1, 2, 4], [1, 4, 4]])), mask
 
 
+def _logits_and_grads(model, inputs, valid):
+  """Logits [B, L, V] and parameter gradients of a fixed weighting of the logits at the real positions.
+  Left-padding rows see no key on the pallas path (zeros) and uniform keys on the XLA path; nothing at a real
+  position reads them, so only the real positions count."""
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def loss(params):
+    logits = nnx.merge(graphdef, params, rest).forward(inputs)
+    return jnp.where(valid[..., None], logits * jnp.cos(jnp.arange(logits.shape[-1])), 0.0).sum(), logits
+  (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+  return logits, grads
+
+
 def test_model_logits_and_grads_pallas_equal_xla():
   from taskmem_jax.models.qwen3_vl import init_random, preset
   base = preset("tiny")
@@ -201,20 +214,8 @@ def test_model_logits_and_grads_pallas_equal_xla():
     models[impl] = init_random(cfg, seed=0)
   inputs, mask = _tiny_batch(models["xla"].config)
   valid = jnp.asarray(mask, bool)
-
-  def logits_and_grads(model):
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-    def loss(params):
-      logits = nnx.merge(graphdef, params, rest).forward(inputs)
-      # Left-padding rows see no key on the pallas path (zeros) and uniform keys on the XLA path;
-      # nothing at a real position reads them, so compare the real positions.
-      return jnp.where(valid[..., None], logits * jnp.cos(jnp.arange(logits.shape[-1])), 0.0).sum(), logits
-    (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
-    return logits, grads
-
-  logits_x, grads_x = logits_and_grads(models["xla"])
-  logits_p, grads_p = logits_and_grads(models["pallas"])
+  logits_x, grads_x = _logits_and_grads(models["xla"], inputs, valid)
+  logits_p, grads_p = _logits_and_grads(models["pallas"], inputs, valid)
   _close(jnp.where(valid[..., None], logits_p, 0), jnp.where(valid[..., None], logits_x, 0), 1e-5)
   flat_x, flat_p = jax.tree.leaves(grads_x), jax.tree.leaves(grads_p)
   assert len(flat_x) == len(flat_p)
@@ -324,17 +325,8 @@ def test_remat_gives_the_same_logits_and_grads(policy, tmp_path):
   assert remat.config.text.remat == remat.config.vision.remat == policy
   inputs, mask = _tiny_batch(base)
   valid = jnp.asarray(mask, bool)
-
-  def logits_and_grads(model):
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-    def loss(params):
-      logits = nnx.merge(graphdef, params, rest).forward(inputs)
-      return jnp.where(valid[..., None], logits * jnp.cos(jnp.arange(logits.shape[-1])), 0.0).sum(), logits
-    (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
-    return logits, jax.tree.leaves(grads)
-
-  (logits_a, grads_a), (logits_b, grads_b) = logits_and_grads(plain), logits_and_grads(remat)
+  (logits_a, grads_a), (logits_b, grads_b) = (_logits_and_grads(m, inputs, valid) for m in (plain, remat))
+  grads_a, grads_b = jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)
   _close(logits_b, logits_a, 1e-6)
   assert len(grads_a) == len(grads_b)
   for a, b in zip(grads_a, grads_b):
