@@ -23,8 +23,6 @@ Entry points (what each compiles; B rows of L tokens, all rows sharded as the ac
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import time
 from typing import Callable, NamedTuple
 
@@ -79,7 +77,7 @@ class Row(NamedTuple):
     return {k: v for k, v in self._asdict().items() if k != "seconds"}
 
 
-def topology_devices(topology: str) -> tuple[list, float]:
+def topology_devices(topology: str) -> tuple[list, int]:
   """Devices of a TPU topology ("v5p:2x2x4", "v5e:2x2") and its HBM per chip in bytes. Needs libtpu (the
   `tpu` extra); no TPU is needed."""
   from jax.experimental import topologies
@@ -134,7 +132,7 @@ def _vision_grid(config: Qwen3VLConfig, tokens: int) -> np.ndarray:
   return np.array([[pairs, 2 * m, 25 * m]], np.int64)
 
 
-def _text_inputs(mesh: Mesh, b: int, l: int, vision_rows: int = 0) -> ModelInputs:
+def _text_inputs(mesh: Mesh, b: int, l: int) -> ModelInputs:
   i32 = jnp.int32
   return ModelInputs(_rows(mesh, (b, l), i32), _rows(mesh, (b, l), i32), _rows(mesh, (3, b, l), i32, (None, "batch")),
                      _rows(mesh, (b, 1), i32), _rows(mesh, (b, l), i32))
@@ -209,12 +207,12 @@ def build(entry: str, config: Qwen3VLConfig, mesh: Mesh, preset: str, s: Setting
   batch = GroupBatch(inputs, mask)
 
   if entry == "phase_one_update":
-    from taskmem_jax.training.sft import TrainState
+    from taskmem_jax.training.sft import TrainState, tree_shardings
     opt = optimizer or optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-6, weight_decay=0.01))
+    # Moments laid out like the parameters they follow (sft.tree_shardings: what the trainers give them).
     opt_state = jax.eval_shape(opt.init, params)
-    # Moments laid out like the parameters they follow (what rl/population.state_sharding gives).
-    opt_state = jax.tree.map(lambda x: _struct(x.shape, x.dtype, mesh), opt_state)
-    opt_state = _like_params(opt_state, params, mesh)
+    opt_state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), opt_state,
+                             tree_shardings(opt_state, mesh, preset))
     state = TrainState(_struct((), jnp.int32, mesh), params, opt_state)
 
     def update(state, rest_, batch, old, adv):
@@ -252,15 +250,6 @@ def build(entry: str, config: Qwen3VLConfig, mesh: Mesh, preset: str, s: Setting
 
 class _DpoDefaults:
   lr, b1, b2, weight_decay, grad_clip = 1e-3, 0.9, 0.999, 0.01, 1.0
-
-
-def _like_params(opt_state, params, mesh: Mesh):
-  """Each optimizer leaf shaped like a parameter takes that parameter's sharding; the rest is replicated."""
-  by_shape: dict = {}
-  for leaf in jax.tree.leaves(params):
-    by_shape.setdefault(leaf.shape, leaf.sharding)
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=by_shape.get(x.shape, x.sharding)),
-                      opt_state)
 
 
 def kernel_calls(text: str, platform: str) -> int:
