@@ -40,6 +40,8 @@ _ENTRIES = flags.DEFINE_list("entries", "forward,prefill,decode,rollout_step,pha
 _ATTENTION = flags.DEFINE_enum("attention", "pallas", ["pallas", "chunked", "xla"], "attention_impl")
 _REMAT = flags.DEFINE_enum("remat", "full", ["none", "full", "dots"], "per-layer remat in the update entries")
 _JSON = flags.DEFINE_string("json", None, "also write the rows as JSON lines here")
+_DUMP = flags.DEFINE_string("dump_to", None, "TPU: write the compiler's HLO dumps here (xla_dump_to), among them "
+                            "*memory-usage-report.txt, the largest buffers of the temporaries")
 
 
 def main(argv):
@@ -73,7 +75,8 @@ def main(argv):
     cfg = config if not layers else config.replace(text=dataclasses.replace(config.text, num_hidden_layers=layers))
     rows = []
     for entry in _ENTRIES.value:
-      row = aot.compile_entry(entry, cfg, mesh, _PRESET.value, settings, platform=_PLATFORM.value, hbm_bytes=hbm)
+      row = aot.compile_entry(entry, cfg, mesh, _PRESET.value, settings, platform=_PLATFORM.value, hbm_bytes=hbm,
+                              dump_to=_DUMP.value)
       print(f"  {entry}: {'compiled' if row.compiled else row.error} ({row.seconds:.0f} s)", flush=True)
       rows.append(row)
     return rows

@@ -260,7 +260,7 @@ def kernel_calls(text: str, platform: str) -> int:
 
 
 def compile_entry(entry: str, config: Qwen3VLConfig, mesh: Mesh, preset: str, s: Settings, *, platform: str = "tpu",
-                  hbm_bytes: int = 0, optimizer=None) -> Row:
+                  hbm_bytes: int = 0, optimizer=None, dump_to: str | None = None) -> Row:
   """Traces, lowers and (TPU) compiles one entry point; errors are reported in the row, not raised."""
   tic = time.perf_counter()
   try:
@@ -270,7 +270,9 @@ def compile_entry(entry: str, config: Qwen3VLConfig, mesh: Mesh, preset: str, s:
       if platform != "tpu":  # a GPU compiler needs the GPU: count the Triton calls of the lowering
         return Row(entry, False, "lowered only (no compiler for cuda on this host)", 0, 0, 0, 0,
                    kernel_calls(lowered.as_text(), platform), hbm_bytes, None, time.perf_counter() - tic)
-      compiled = lowered.compile()
+      # xla_dump_to: the compiler's HLO and its buffer assignment ("*memory-usage-report.txt": the largest
+      # allocations and what shares them), to see what the temporaries are.
+      compiled = lowered.compile(compiler_options={"xla_dump_to": dump_to} if dump_to else None)
   except Exception as e:  # noqa: BLE001 (the table reports any failure)
     message = f"{type(e).__name__}: {e}".splitlines()[0][:300]
     return Row(entry, False, message, 0, 0, 0, 0, 0, hbm_bytes, False, time.perf_counter() - tic)

@@ -12,7 +12,8 @@ unused ones of size 1, so one set of rules fits any preset):
   fsdp         (1, n, 1, 1)        every weight split over "fsdp" along its model dimension ("embed",
                                    "vision_embed"; the merger's 4*Dv input): ZeRO-3 style, gathered per use.
   fsdp_tensor  (1, n/t, 1, t)      fsdp as above, plus Megatron-style tensor parallelism: heads, MLP,
-                                   vocab (and the vision tower's) over "tensor". t = the largest power of 2
+                                   vocab (and the vision tower's) over "tensor"; the MoE experts over
+                                   "tensor" too (expert parallel: each device runs its own experts). t = the largest power of 2
                                    with t * t <= n (8 -> 2, 16 -> 4, 64 -> 8); override with tensor=.
   expert       (1, n/e, e, 1)      MoE experts over "expert"; every other weight split over "fsdp" and
                                    "expert" together (the expert devices double as FSDP devices for the
@@ -102,7 +103,9 @@ for _merger in ("visual.merger.", "visual.deepstack_merger_list.*."):
   })
 
 _FSDP = {"embed": "fsdp", "vision_embed": "fsdp", "vision_merge": "fsdp", "batch": ("data", "fsdp")}
-_TENSOR = {name: "tensor" for name in ("vocab", "heads", "kv_heads", "mlp", "expert_mlp", "vision_qkv",
+# Experts over "tensor" (expert parallelism on the tensor axis, models/qwen3_vl/moe.py), not their width: the
+# fused gate/up columns split over "tensor" would leave gate and up halves on different devices.
+_TENSOR = {name: "tensor" for name in ("vocab", "heads", "kv_heads", "mlp", "experts", "vision_qkv",
                                        "vision_heads", "vision_mlp", "vision_merge_mlp")}
 # Logical name -> mesh axis or tuple of mesh axes (split over their product); names left out replicate.
 RULES: dict[str, dict[str, str | tuple[str, ...]]] = {
@@ -265,6 +268,11 @@ def mesh_from_config(mesh_cfg, per_process: bool = False) -> tuple[Mesh | None, 
     return None, "fsdp"
   return make_mesh(preset, **sizes), preset
 
+
+# The MoE block's expert weights inside its shard_map (models/qwen3_vl/moe.py): the union of the presets' rules
+# for their logical axes, so the in_specs match the parameters' layout under any preset (no resharding at the
+# shard_map boundary); a preset whose rules differ still computes the same, after one resharding.
+MOE_WEIGHT_RULES = {"experts": ("expert", "tensor"), "embed": ("fsdp", "expert")}
 
 # Activations inside the attention ops (shard_map specs): rows over every batch-like mesh axis and heads over
 # "tensor". Every preset's "batch" rule is a subset of ("data", "fsdp", "expert") whose other axes have size 1

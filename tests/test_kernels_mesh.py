@@ -85,3 +85,59 @@ def test_kernels_under_each_preset_equal_one_device_xla():
                         timeout=900)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
   assert proc.stdout.count("ok ") == 4, proc.stdout
+
+
+MOE_SCRIPT = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np
+    from flax import nnx
+    from taskmem_jax import sharding as shd
+    from taskmem_jax.models.qwen3_vl import preset
+    from taskmem_jax.models.qwen3_vl.moe import SparseMoeBlock
+    assert jax.device_count() == 8, jax.devices()
+    cfg = preset("tiny-moe").text
+    block = SparseMoeBlock(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(block, nnx.Param)
+
+    def loss(params, x):
+      out = nnx.merge(graphdef, params)(x)
+      return (out * jnp.sin(jnp.arange(out.size).reshape(out.shape))).sum(), out
+
+    grad = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+    for rows in (8, 3):  # 3: rows the batch axes do not divide (replicated tokens)
+      x = jax.random.normal(jax.random.key(rows), (rows, 24, cfg.hidden_size))
+      (_, want), want_grads = jax.jit(grad)(params, x)
+      for mesh_preset, sizes in [("fsdp", {}), ("fsdp_tensor", {}), ("expert", {}), ("expert", {"expert": 4})]:
+        mesh = shd.make_mesh(mesh_preset, **sizes)
+        # the block's own paths are not the model's: its weights laid out by the preset's rules as in the model
+        axes = {"kernel": ("embed", "router"), "gate_up_proj": ("experts", "embed", "expert_mlp"),
+                "down_proj": ("experts", "expert_mlp", "embed")}
+        layout = jax.tree_util.tree_map_with_path(lambda keys, leaf: jax.sharding.NamedSharding(
+            mesh, shd.spec_for(axes[shd._path(keys)[-1]], leaf.shape, mesh, mesh_preset)), params)
+        placed = jax.device_put(params, layout)
+        with jax.set_mesh(mesh):
+          xs = jax.device_put(x, shd.activation_sharding(mesh, mesh_preset, x.shape))
+          (_, got), got_grads = jax.jit(grad)(placed, xs)
+          jaxpr = str(jax.make_jaxpr(grad)(placed, xs))
+        what = f"B={rows} {mesh_preset} {dict(mesh.shape)}"
+        assert "shard_map" in jaxpr, what
+        if mesh_preset == "fsdp":
+          # whole experts gathered in the layer; their cotangents leave it reduce-scattered, not summed whole
+          assert "reduce_scatter" in jaxpr, (what, "expert weight gradients are not reduce-scattered")
+        else:  # expert parallel: each device picks its own experts' copies
+          assert "axis_index" in jaxpr, (what, "the experts are not dispatched expert-parallel")
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5, err_msg=what)
+        for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+          np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-5, err_msg=what)
+        print("ok", what, flush=True)
+""")
+
+
+def test_moe_block_under_each_preset_equals_one_device():
+  """The MoE block under a mesh equals the unsharded block in values and gradients: under fsdp (each device
+  its own rows, the whole experts gathered in the layer), fsdp_tensor (experts parallel over "tensor") and
+  expert (8, and 4 x fsdp 2, expert-parallel devices), for a batch the mesh splits and one it cannot."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", MOE_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+  assert proc.stdout.count("ok ") == 8, proc.stdout

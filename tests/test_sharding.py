@@ -157,7 +157,7 @@ SCRIPT = textwrap.dedent("""
     plain = params.from_pretrained(saved["tiny-moe"][0], dtype=jnp.bfloat16)
     model = params.from_pretrained(hub, dtype=jnp.bfloat16, mesh=sharding.make_mesh("fsdp_tensor"), preset="fsdp_tensor")
     gate_up = model.language_model.layers[0].mlp.experts.gate_up_proj
-    assert gate_up.sharding.spec == P(None, "fsdp", "tensor") and gate_up.dtype == jnp.bfloat16, gate_up.sharding
+    assert gate_up.sharding.spec == P("tensor", "fsdp") and gate_up.dtype == jnp.bfloat16, gate_up.sharding
     for a, b in zip(jax.tree.leaves(nnx.state(plain)), jax.tree.leaves(nnx.state(model))):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     print("seconds", round(time.time() - t0, 1))
