@@ -157,7 +157,7 @@ def build(entry: str, config: Qwen3VLConfig, mesh: Mesh, preset: str, s: Setting
   steer_layer = None
   if entry == "dpo_step":
     n = cfg.text.num_hidden_layers
-    steer_layer = s.steer_layer if s.steer_layer is not None else min(n - 1, round(22 * n / 48))
+    steer_layer = s.steer_layer if s.steer_layer is not None else steer_layer_at(n)
   graphdef, params, rest = _abstract_params(cfg, mesh, preset, dtype, steer_layer)
   model = lambda p: nnx.merge(graphdef, p, rest)
   inputs = _text_inputs(mesh, b, l)
@@ -297,13 +297,24 @@ def format_rows(rows: list[Row], title: str) -> str:
   return "\n".join(lines)
 
 
+def steer_layer_at(layers: int) -> int:
+  """dpo_step's steered layer at a depth: the official 22 of 48, scaled."""
+  return min(layers - 1, round(22 * layers / 48))
+
+
 def extrapolate(a: Row, b: Row, layers_a: int, layers_b: int, layers: int) -> Row:
   """The row at ``layers`` from compiles at two depths, each byte count linear in depth (every decoder layer
-  has the same shapes; the vision tower, embeddings and head are the intercept)."""
+  has the same shapes; the vision tower, embeddings and head are the intercept). dpo_step's temporaries grow
+  with the layers its backward runs through (from the steered layer up), not with the depth."""
   if not (a.compiled and b.compiled):
     return a._replace(error=a.error or b.error, compiled=False)
   grow = lambda x, y: int(x + (y - x) * (layers - layers_a) / (layers_b - layers_a))  # noqa: E731
   arg, out, temp = grow(a.arg_bytes, b.arg_bytes), grow(a.out_bytes, b.out_bytes), grow(a.temp_bytes, b.temp_bytes)
-  fits = arg + out + temp <= a.hbm_bytes if a.hbm_bytes else None
+  if a.entry == "dpo_step":
+    above = lambda n: n - steer_layer_at(n)  # noqa: E731
+    temp = int(a.temp_bytes + (b.temp_bytes - a.temp_bytes) * (above(layers) - above(layers_a))
+               / (above(layers_b) - above(layers_a)))
+  donated = a.entry == "phase_one_update"  # its outputs are the donated state: they alias the arguments
+  fits = arg + temp + (0 if donated else out) <= a.hbm_bytes if a.hbm_bytes else None
   return Row(a.entry, True, "extrapolated", arg, out, temp, grow(a.code_bytes, b.code_bytes),
              grow(a.kernel_calls, b.kernel_calls), a.hbm_bytes, fits, 0.0)

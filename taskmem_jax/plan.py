@@ -28,11 +28,22 @@ Terms (bytes per device; "a" = activation/param bytes, 2 for bf16):
                  dense MLP  b*L*a*(H + 3*I)                (norm out, gate, up, act*up)
                  MoE        b*L*a*(H + 2*k*H + 3*k*I_moe) + b*L*E*4   (norm out, dispatched tokens and expert
                                                             outputs, gate/up/act per routed copy, fp32 router)
+               A MoE layer of more than MOE_CHUNK tokens dispatches in blocks (each recomputed in the
+               backward): it keeps b*L*a*2H + the router; one block's copies (MOE_CHUNK tokens x k) are
+               transient. Under fsdp_tensor the experts, not their width, are split over "tensor".
                Without remat: layers x per-layer. With per-layer remat (jax.checkpoint around each decoder
-               layer, nothing saved inside): layers x b*L*H*a (the layer inputs) + one layer's per-layer
-               bytes (recomputed during its backward). Plus the head: b*L*V*(a + 4) (logits and the fp32
-               log-softmax). Phase Two backpropagates only from the loss down to the first steered layer,
-               so only the layers from there up count.
+               layer): what the compiled update keeps per layer, b*L*a*(2.29 H + 1.82 q) (REMAT_KEPT_*,
+               fitted to libtpu's compiles; the JAX-level residual is the layer input, 1 x H), or the layer
+               input alone when no weight gets a gradient (Phase Two), plus one layer's working set.
+               Plus the head: b*L*V*(a + 4) (logits and the fp32 log-softmax), or with the log-prob head in
+               blocks of LOGIT_CHUNK positions (rl/step.py, Phase One and Two), one block's b*1024*V*(a + 4).
+               Phase Two backpropagates only from the loss down to the first steered layer, so only the
+               layers from there up count.
+               Against libtpu's compiler (results/aot_2026-12-07, 30B-A3B, v5p-32, 24,576 tokens, 48 layers
+               carried from 3 and 6; compiler = arguments + temporaries, the update's outputs aliasing its
+               donated state): plan / compiler 0.94 (fsdp_tensor) and 0.97 (expert) for the Phase One
+               update, 0.93 and 0.98 for the DPO step. At 3 layers the plan is 0.68-0.80 of the update: the
+               compiler keeps ~2 GiB of fixed buffers (head blocks, dispatch copies) the plan leaves out.
   vision       Phase One trains the tower too: with N = vision_tokens x merge^2 patches per row (the
                vision tokens are part of L downstream), per block
                  b*N*a*(8*Dv + 2*Iv)                       (norm outs, qkv, q/k after rotary, attention
@@ -157,31 +168,80 @@ def _split(count: int, tensor: int) -> int:
   return count // tensor if tensor > 1 and count % tensor == 0 else count
 
 
+# Tokens per MoE dispatch block and positions per log-prob head block (models/qwen3_vl/moe.py MOE_CHUNK,
+# rl/step.py LOGIT_CHUNK): the implementation's, restated so the plan imports no training code.
+MOE_CHUNK = 8192
+LOGIT_CHUNK = 1024
+# With per-layer remat, what the TPU compiler keeps per decoder layer, in elements per token per row: the
+# layer input is 1 x H, but the compiled update keeps about 2.3 H + 1.8 q (q = the device's query heads x
+# head_dim). Fitted to libtpu's Phase One update of 30B-A3B on v5p-32 at 3 and 6 layers, fsdp_tensor (q 1,024)
+# and expert (q 4,096), 24,576 tokens (results/aot_2026-12-07); the JAX-level residuals are the layer input
+# only (jax.ad_checkpoint.saved_residuals), so the rest is the compiler's scheduling of the recompute. The
+# steer-only DPO step keeps the layer input alone (0.09 GiB per layer above the steer, same compiles).
+REMAT_KEPT_HIDDEN = 2.29
+REMAT_KEPT_HEADS = 1.82
+
+
+def _moe_copies_bytes(t, tokens: int, a: int) -> int:
+  """One dispatch of ``tokens`` tokens: the k routed copies, gate/up (fp32 accumulation), act, down (fp32)."""
+  k, h, i = t.num_experts_per_tok, t.hidden_size, t.moe_intermediate_size
+  return tokens * (k * (h * a + 2 * i * 4 + i * a + h * 4) + h * a)
+
+
 def layer_activation_bytes(config: Qwen3VLConfig, rows: int, length: int, layer: int, bytes_per: int = 2,
                            flash: bool = True, tensor: int = 1) -> int:
-  """What one decoder layer keeps for its backward (formula in the module docstring), for ``rows`` rows
-  on one device of a mesh whose "tensor" axis has ``tensor`` devices."""
+  """What one decoder layer keeps for its backward without remat (formula in the module docstring), for
+  ``rows`` rows on one device of a mesh whose "tensor" axis has ``tensor`` devices. A MoE layer of more than
+  MOE_CHUNK tokens dispatches in blocks, each recomputed in the backward: it keeps its input and router
+  only (one block's copies are transient: layer_working_bytes)."""
   t, a, b, n = config.text, bytes_per, rows, length
   heads, kv_heads = _split(t.num_attention_heads, tensor), _split(t.num_key_value_heads, tensor)
   q, kv = heads * t.head_dim, kv_heads * t.head_dim
   attn = b * n * a * (2 * t.hidden_size + 3 * q + 4 * kv)
   attn += b * heads * n * 4 * (1 if flash else 2 * n)
   if t.is_moe_layer(layer):
-    k, i = t.num_experts_per_tok, _split(t.moe_intermediate_size, tensor)
-    mlp = b * n * a * (t.hidden_size + 2 * k * t.hidden_size + 3 * k * i) + b * n * t.num_experts * 4
+    # The experts are split over "tensor" (expert parallel), not their width: each device's dispatch buffers
+    # hold every routed copy of its tokens (the copies of other devices' experts fall in no group).
+    router = b * n * t.num_experts * 4
+    if b * n > MOE_CHUNK:
+      mlp = 2 * b * n * a * t.hidden_size + router
+    else:
+      k, i = t.num_experts_per_tok, t.moe_intermediate_size
+      mlp = b * n * a * (t.hidden_size + 2 * k * t.hidden_size + 3 * k * i) + router
   else:
     mlp = b * n * a * (t.hidden_size + 3 * _split(t.intermediate_size, tensor))
   return attn + mlp
 
 
+def layer_working_bytes(config: Qwen3VLConfig, rows: int, length: int, layer: int, bytes_per: int = 2,
+                        flash: bool = True, tensor: int = 1) -> int:
+  """One decoder layer's peak while it runs (its kept bytes, plus one MoE dispatch block when blocked)."""
+  t, n = config.text, rows * length
+  kept = layer_activation_bytes(config, rows, length, layer, bytes_per, flash, tensor)
+  return kept + (_moe_copies_bytes(t, MOE_CHUNK, bytes_per) if t.is_moe_layer(layer) and n > MOE_CHUNK else 0)
+
+
 def activation_bytes(config: Qwen3VLConfig, rows: int, length: int, *, remat: bool, first_layer: int = 0,
-                     bytes_per: int = 2, flash: bool = True, tensor: int = 1) -> int:
-  """Backward-pass activations of layers first_layer.. plus the head, for ``rows`` rows on one device."""
+                     bytes_per: int = 2, flash: bool = True, tensor: int = 1,
+                     logit_chunk: int | None = None, weight_grads: bool = True) -> int:
+  """Backward-pass activations of layers first_layer.. plus the head, for ``rows`` rows on one device.
+
+  remat: per layer what the compiled update keeps (REMAT_KEPT_*; without weight gradients, as in Phase
+  Two's steer-only DPO, the compiler keeps the layer input alone: 1 x H), plus one layer's working set.
+  logit_chunk: the head in blocks of that many positions, each recomputed in the backward (rl/step.py
+  token_log_probs: one block's logits and fp32 log-softmax live); None: the whole [rows, length, V]."""
   t = config.text
   layers = range(first_layer, t.num_hidden_layers)
-  per = [layer_activation_bytes(config, rows, length, i, bytes_per, flash, tensor) for i in layers]
-  body = (len(per) * rows * length * t.hidden_size * bytes_per + max(per, default=0)) if remat else sum(per)
-  return body + rows * length * _split(t.vocab_size, tensor) * (bytes_per + 4)
+  if remat:
+    q = _split(t.num_attention_heads, tensor) * t.head_dim
+    per_token = (REMAT_KEPT_HIDDEN * t.hidden_size + REMAT_KEPT_HEADS * q) if weight_grads else t.hidden_size
+    kept = rows * length * bytes_per * per_token
+    working = [layer_working_bytes(config, rows, length, i, bytes_per, flash, tensor) for i in layers]
+    body = int(len(working) * kept) + max(working, default=0)
+  else:
+    body = sum(layer_activation_bytes(config, rows, length, i, bytes_per, flash, tensor) for i in layers)
+  positions = length if logit_chunk is None else min(length, logit_chunk)
+  return body + rows * positions * _split(t.vocab_size, tensor) * (bytes_per + 4)
 
 
 def vision_activation_bytes(config: Qwen3VLConfig, rows: int, vision_tokens: int, *, remat: bool,
@@ -261,11 +321,12 @@ def plan(config: Qwen3VLConfig, *, devices: int, sharding: str = "fsdp", batch: 
     optimizer = 2 * param_bytes_per_device(leaves, sharding_lib.zero_rules(sharding), {**axes, "data": processes},
                                            bytes_per)
   one = Row("Phase One (AdamW, all weights)", p, p, optimizer, kv,
-            activation_bytes(config, local, seq, remat=remat, bytes_per=bytes_per, flash=flash, tensor=t)
-            + vision)
+            activation_bytes(config, local, seq, remat=remat, bytes_per=bytes_per, flash=flash, tensor=t,
+                             logit_chunk=LOGIT_CHUNK) + vision)
   two = Row("Phase Two (DPO, steer only)", p + steer_bytes, steer_bytes, 2 * steer_bytes, kv,
             activation_bytes(config, local, seq, remat=remat, first_layer=first_steer_layer,
-                             bytes_per=bytes_per, flash=flash, tensor=t))
+                             bytes_per=bytes_per, flash=flash, tensor=t, logit_chunk=LOGIT_CHUNK,
+                             weight_grads=False))
   settings = dict(devices=total_devices, processes=processes, batch=batch * processes, seq=seq,
                   rows_per_device=local, kv_batch=kv_batch * processes,
                   kv_seq=kv_seq or seq, remat=remat, flash=flash, bytes_per=bytes_per,

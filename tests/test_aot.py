@@ -68,3 +68,19 @@ def test_bad_topology_and_entry_are_named(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "experiments.aot", "--topology=v9z:2x2"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0 and "unknown TPU generation 'v9z'" in proc.stderr
+
+
+def test_extrapolate_in_depth():
+  """Bytes linear in depth; dpo_step's temporaries by the layers above the steer (22 of 48, scaled); the
+  update's donated outputs are not counted twice in fits."""
+  from taskmem_jax import aot
+  gib = 1024**3
+  row = lambda entry, layers: aot.Row(entry, True, "", layers * gib, layers * gib, (10 + layers) * gib, 0,  # noqa: E731
+                                      4 * layers, 110 * gib, True, 0.0)
+  update = aot.extrapolate(row("phase_one_update", 3), row("phase_one_update", 6), 3, 6, 48)
+  assert (update.arg_bytes, update.temp_bytes, update.kernel_calls) == (48 * gib, 58 * gib, 192)
+  assert update.fits  # 48 + 58 <= 110: the outputs alias the arguments (48 + 48 + 58 would not fit)
+  dpo = aot.extrapolate(row("dpo_step", 3), row("dpo_step", 6), 3, 6, 48)
+  # above the steer: 3 - 1 = 2 layers, 6 - 3 = 3, 48 - 22 = 26; temp 13 -> 16 GiB: 3 GiB per layer above
+  assert [aot.steer_layer_at(n) for n in (3, 6, 48)] == [1, 3, 22]
+  assert dpo.temp_bytes == (13 + 3 * 24) * gib and dpo.arg_bytes == 48 * gib and not dpo.fits

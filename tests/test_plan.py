@@ -84,13 +84,15 @@ def test_vision_plan_matches_compiler():
   assert 1.0 <= memory.temp_size_in_bytes / estimate <= 3.0, (memory.temp_size_in_bytes, estimate)
 
 
-def test_tensor_parallel_splits_heads_and_mlp_only():
+def test_tensor_parallel_splits_heads_not_experts():
   cfg = qwen3_vl.preset("30B-A3B")
   t, b, n = cfg.text, 2, 4096
   whole = plan_lib.layer_activation_bytes(cfg, b, n, 0, tensor=1)
   split = plan_lib.layer_activation_bytes(cfg, b, n, 0, tensor=4)
-  # By hand: 32 q heads and 4 kv heads of 128 split 4 ways; the MoE expert width 768 too; H = 2048 not.
-  q, kv, k, i = 8 * 128, 1 * 128, t.num_experts_per_tok, 768 // 4
+  # By hand: 32 q heads and 4 kv heads of 128 split 4 ways; H = 2048 not; nor the MoE buffers (its experts are
+  # split over "tensor", each device's dispatch holding every routed copy of its tokens). 8,192 tokens = one
+  # MoE block, so the layer keeps its routed copies.
+  q, kv, k, i = 8 * 128, 1 * 128, t.num_experts_per_tok, 768
   attn = b * n * 2 * (2 * 2048 + 3 * q + 4 * kv) + b * 8 * n * 4
   mlp = b * n * 2 * (2048 + 2 * k * 2048 + 3 * k * i) + b * n * t.num_experts * 4
   assert t.is_moe_layer(0) and split == attn + mlp < whole
@@ -99,13 +101,14 @@ def test_tensor_parallel_splits_heads_and_mlp_only():
   # fsdp_tensor on 16 devices: fsdp 4 (2 of the 8 rows a device), tensor 4.
   tp = plan_lib.plan(cfg, devices=16, sharding="fsdp_tensor", batch=8, seq=4096, vision_tokens=1000)
   assert tp.mesh_axes["tensor"] == 4 and tp.settings["rows_per_device"] == 2
-  text = plan_lib.activation_bytes(cfg, 2, 4096, remat=True, tensor=4)
-  assert text < plan_lib.activation_bytes(cfg, 2, 4096, remat=True, tensor=1)
+  text = plan_lib.activation_bytes(cfg, 2, 4096, remat=True, tensor=4, logit_chunk=1024)
+  assert text < plan_lib.activation_bytes(cfg, 2, 4096, remat=True, tensor=1, logit_chunk=1024)
   vision = plan_lib.vision_activation_bytes(cfg, 2, 1000, remat=True, tensor=4)
   assert 0 < vision < plan_lib.vision_activation_bytes(cfg, 2, 1000, remat=True)
   assert tp.rows[0].activations == text + vision == text + tp.settings["vision_activations"]
   assert tp.rows[1].activations == plan_lib.activation_bytes(cfg, 2, 4096, remat=True, tensor=4,
-                                                             first_layer=tp.settings["first_steer_layer"])
+                                                             first_layer=tp.settings["first_steer_layer"],
+                                                             logit_chunk=1024, weight_grads=False)
   assert "vision tokens/row" in plan_lib.format_table(tp)
   with pytest.raises(ValueError, match="vision_tokens=5000"):
     plan_lib.plan(cfg, devices=8, seq=4096, vision_tokens=5000)
@@ -133,3 +136,25 @@ def test_processes_plan_one_copy_per_process():
     plan_lib.plan(config, devices=16, processes=3)
   with pytest.raises(ValueError, match="batch=6"):
     plan_lib.plan(config, devices=16, batch=6, processes=4)
+
+
+def test_blocked_moe_and_head_and_remat_terms():
+  """The implementation's block sizes, restated in the plan, are the implementation's; past MOE_CHUNK tokens a
+  MoE layer keeps its input and router only and one block's copies are transient; the head in LOGIT_CHUNK
+  blocks; remat keeps REMAT_KEPT_* per layer with weight gradients and the layer input alone without."""
+  from taskmem_jax.models.qwen3_vl import moe
+  from taskmem_jax.rl import step
+  assert plan_lib.MOE_CHUNK == moe.MOE_CHUNK and plan_lib.LOGIT_CHUNK == step.LOGIT_CHUNK
+  cfg = qwen3_vl.preset("30B-A3B")
+  t, n = cfg.text, 24576
+  attn = n * 2 * (2 * 2048 + 3 * 4096 + 4 * 512) + 32 * n * 4
+  assert plan_lib.layer_activation_bytes(cfg, 1, n, 0) == attn + n * 2 * 2048 * 2 + n * 128 * 4
+  block = 8192 * (8 * (2048 * 2 + 2 * 768 * 4 + 768 * 2 + 2048 * 4) + 2048 * 2)
+  assert plan_lib.layer_working_bytes(cfg, 1, n, 0) == plan_lib.layer_activation_bytes(cfg, 1, n, 0) + block
+  head = n * t.vocab_size * 6
+  full = plan_lib.activation_bytes(cfg, 1, n, remat=True)
+  assert full - plan_lib.activation_bytes(cfg, 1, n, remat=True, logit_chunk=1024) == head - 1024 * t.vocab_size * 6
+  kept = int(48 * n * 2 * (plan_lib.REMAT_KEPT_HIDDEN * 2048 + plan_lib.REMAT_KEPT_HEADS * 4096))
+  assert full == kept + plan_lib.layer_working_bytes(cfg, 1, n, 0) + head
+  frozen = plan_lib.activation_bytes(cfg, 1, n, remat=True, first_layer=22, weight_grads=False)
+  assert frozen == 26 * n * 2 * 2048 + plan_lib.layer_working_bytes(cfg, 1, n, 22) + head
