@@ -29,6 +29,9 @@ _HBM = flags.DEFINE_float("hbm_gib", 80.0, "cuda: memory per GPU for the fits co
 _PRESET = flags.DEFINE_enum("preset", "fsdp", ["single", "fsdp", "fsdp_tensor", "expert"], "sharding preset")
 _TENSOR = flags.DEFINE_integer("tensor", None, "tensor-parallel size (fsdp_tensor)")
 _EXPERT = flags.DEFINE_integer("expert", None, "expert-parallel size (expert)")
+_PROCESSES = flags.DEFINE_integer("processes", 1, "hosts the chips belong to: > 1 compiles the layout of a "
+                                  "multi-host run (sharding.data_parallel_mesh: 'data' over the processes, each a "
+                                  "copy laid out by --preset over its chips, AdamW moments split over all, ZeRO-1)")
 _MODEL = flags.DEFINE_string("model", "30B-A3B", "qwen3_vl preset")
 _LAYERS = flags.DEFINE_integer("num_layers", None, "decoder layers (default the model's)")
 _EXTRAPOLATE = flags.DEFINE_bool("extrapolate", False, "also compile at 2 x num_layers and extrapolate to full depth")
@@ -65,7 +68,7 @@ def main(argv):
     devices = jax.devices()[:_DEVICES.value or None]
     hbm = int(_HBM.value * 1024**3)
     where = f"CUDA lowering over {len(devices)} devices"
-  mesh = shd.make_mesh(_PRESET.value, devices, tensor=_TENSOR.value, expert=_EXPERT.value)
+  mesh = aot.process_mesh(_PRESET.value, devices, _PROCESSES.value, tensor=_TENSOR.value, expert=_EXPERT.value)
   config = qwen3_vl.preset(_MODEL.value)
   full_depth = config.text.num_hidden_layers
   settings = aot.Settings(batch=_BATCH.value, seq_len=_SEQ.value, max_new_tokens=_NEW.value,

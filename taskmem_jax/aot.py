@@ -92,6 +92,20 @@ def topology_devices(topology: str) -> tuple[list, int]:
   return list(desc.devices), int(TPU_HBM_GIB[generation] * 1024**3)
 
 
+def process_mesh(preset: str, devices: list, processes: int = 1, **sizes) -> Mesh:
+  """The mesh a run over ``devices`` uses: sharding.make_mesh for one process; for several, the layout of
+  sharding.data_parallel_mesh ("data" over the processes, each process's chips laid out by the preset), with
+  the devices grouped by their process_index (a TPU topology's hosts), else in order."""
+  if processes == 1:
+    return shd.make_mesh(preset, devices, **sizes)
+  if processes < 1 or len(devices) % processes:
+    raise ValueError(f"processes={processes} must divide the {len(devices)} devices")
+  ordered = sorted(devices, key=lambda d: (getattr(d, "process_index", 0), d.id))
+  per = len(devices) // processes
+  slices = [shd.make_mesh(preset, ordered[k * per:(k + 1) * per], **sizes).devices for k in range(processes)]
+  return Mesh(np.concatenate(slices, axis=0), shd.MESH_AXES)
+
+
 def _struct(shape, dtype, mesh: Mesh, spec=PartitionSpec()):
   return jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=NamedSharding(mesh, spec))
 
@@ -209,10 +223,12 @@ def build(entry: str, config: Qwen3VLConfig, mesh: Mesh, preset: str, s: Setting
   if entry == "phase_one_update":
     from taskmem_jax.training.sft import TrainState, tree_shardings
     opt = optimizer or optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-6, weight_decay=0.01))
-    # Moments laid out like the parameters they follow (sft.tree_shardings: what the trainers give them).
+    # Moments laid out like the parameters they follow (sft.tree_shardings: what the trainers give them), and
+    # over several processes split over "data" as well (ZeRO-1, rl/population.state_sharding).
     opt_state = jax.eval_shape(opt.init, params)
+    moment_rules = shd.zero_rules(preset) if mesh.shape["data"] > 1 else preset
     opt_state = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), opt_state,
-                             tree_shardings(opt_state, mesh, preset))
+                             tree_shardings(opt_state, mesh, moment_rules))
     state = TrainState(_struct((), jnp.int32, mesh), params, opt_state)
 
     def update(state, rest_, batch, old, adv):

@@ -31,6 +31,10 @@ RUNS = {
                                     49152),
     "v5e16_fsdp_tensor_ep": ("v5e-16 (16 GiB chips), fsdp_tensor, Pallas, remat full, MoE expert-parallel",
                              16, "fsdp_tensor", 4, 24576),
+    "v5p32_fsdp_tensor_ep_chunked": ("v5p-32, fsdp_tensor, WITHOUT the kernels (chunked XLA attention), remat full, "
+                                     "MoE expert-parallel", 16, "fsdp_tensor", 4, 24576),
+    "v5e16_fsdp_tensor_ep_chunked": ("v5e-16, fsdp_tensor, WITHOUT the kernels (chunked XLA attention)", 16,
+                                     "fsdp_tensor", 4, 24576),
     "v5p32_fsdp_tensor_pallas": ("BEFORE expert parallelism: v5p-32, fsdp_tensor, Pallas, remat full, every chip "
                                  "gathering all 128 experts per layer", 16, "fsdp_tensor", 4, 24576),
     "v5p32_expert_pallas": ("BEFORE expert parallelism: v5p-32, expert, Pallas, remat full, every chip gathering "
