@@ -246,7 +246,8 @@ def test_a_bad_context_fails_the_verdicts_without_raising(server, judge_for):
   ctx = WindowContext(clip=0, start=0.0, end=2.0, previous=(3,), video=clip())  # not a string
   verdicts = judge_for().faithfulness(ctx, ["a", "b"]) + judge_for().non_redundancy(ctx, ["a"])
   assert all(v.failed and v.reason.startswith("TypeError") for v in verdicts) and not server.requests
-  assert judge_for().rank(ctx, ["a", "b"]).reason.startswith("TypeError")
+  # The ranking prompt holds the candidates alone (ranked against each other): the bad preceding text is not read.
+  assert "TypeError" not in (judge_for().rank(ctx, ["a", "b"]).reason or "")
 
 
 def test_a_video_judge_without_video_fails_without_calling(server, judge_for):
@@ -385,7 +386,7 @@ def test_parse_ranking_and_labels():
   assert P.parse_ranking("[RANK START] " + ", ".join("JIHGFEDCBA") + " [RANK END]", 10).order == tuple(range(9, -1, -1))
   with pytest.raises(ValueError, match="at most 26"):
     P.rank_labels(27)
-  assert "for example: [RANK START] 2, 3, 1 [RANK END]" in P.ranking_prompt([], ["a", "b", "c"])
+  assert "for example: [RANK START] 2, 3, 1 [RANK END]" in P.ranking_prompt(["a", "b", "c"])
   assert "(empty)" in P.non_redundancy_prompt([], "x")
 
 

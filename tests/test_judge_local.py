@@ -90,7 +90,7 @@ def test_ranking_equals_a_step_by_step_loop(tiny):
   candidates = DESCRIPTIONS + ["person 1 picks up the cup."]
   ranking = LocalLLMJudge(model, processor).rank(window(), candidates)
   assert not ranking.failed and sorted(ranking.order) == [0, 1, 2, 3]
-  batch = processor([{"role": "user", "content": P.ranking_prompt(["person 1 walks in."], candidates)}])
+  batch = processor([{"role": "user", "content": P.ranking_prompt(candidates)}])
   ids = batch["input_ids"][0].tolist() + encode(processor, "[RANK START] ")
   labels = [encode(processor, str(i + 1))[0] for i in range(4)]
   remaining, order = [0, 1, 2, 3], []
@@ -141,7 +141,8 @@ def test_missing_video_and_trivial_groups(tiny):
   assert bad.failed and "not found" in bad.reason
   broken = WindowContext(clip=0, start=0.0, end=2.0, previous=(3,), video=clip())  # not a string
   assert all(v.reason.startswith("TypeError") for v in judge.faithfulness(broken, DESCRIPTIONS[:2]))
-  assert judge.rank(broken, DESCRIPTIONS[:2]).reason.startswith("TypeError")
+  # the ranking prompt holds the candidates alone (ranked against each other): the bad preceding text is not read
+  assert judge.rank(broken, DESCRIPTIONS[:2]).order is not None
   assert judge.faithfulness(window(clip()), []) == [] and judge.non_redundancy(window(), []) == []
   assert judge.rank(window(), []).order == () and judge.rank(window(), ["a"]).order == (0,)
 

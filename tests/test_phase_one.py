@@ -210,7 +210,7 @@ def test_official_30b_config_values():
   assert (c.temperature, c.top_k, c.top_p, c.max_new_tokens) == (0.7, 20, 0.8, 8192)
   assert (c.reward.memory_token_threshold, c.reward.think_threshold, c.reward.usefulness_scale,
           c.reward.format_penalty) == (150, 1200, 0.1, -1.5)
-  assert (c.n_min, c.n_max, c.p_resample, c.advantage_mode, c.kl_coef) == (11, 22, 0.13, "optimize_threshold", 0.0)
+  assert (c.n_min, c.n_max, c.p_resample, c.nsr_gate, c.kl_coef) == (11, 22, 0.13, "optimize_threshold", 0.0)
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")

@@ -123,16 +123,20 @@ class _FlakyJudge(Judge):
     return Ranking(None, "malformed") if self.fail_rank else Ranking(tuple(range(len(descriptions))))
 
 
-def test_judge_failures_zero_the_response_and_mark_the_group():
+def test_judge_failures_zero_the_response_and_mark_the_group_but_a_failed_ranking_keeps_rollout_order():
   ctx = WindowContext(clip=0, start=0.0, end=10.0)
   parses = [response("a b"), response("c d"), response("e f")]
   out = score_group(parses, ctx, _FlakyJudge(fail_index=1), CFG)
   assert out.group_failed and out.status[1] == JUDGE_FAILED and out.reward[1] == 0.0
   assert "timeout" in out.reasons[1]
-  out = score_group(parses, ctx, _FlakyJudge(fail_rank=True), CFG)
-  assert out.group_failed and all(out.status == JUDGE_FAILED) and np.all(out.richness == 0)
   out = score_group(parses, ctx, _FlakyJudge(), CFG)
   np.testing.assert_allclose(out.reward, [0.55, 0.525, 0.5])
+  # A failed ranking falls back to the identity order (the official reward): the rollouts' own order, even
+  # when the candidates went to the judge shuffled; nothing is marked failed.
+  for rng in (None, np.random.default_rng(3)):
+    out = score_group(parses, ctx, _FlakyJudge(fail_rank=True), CFG, rng=rng)
+    assert not out.group_failed and all(out.status == 0) and "ranking failed" in out.reasons[0]
+    np.testing.assert_allclose(out.reward, [0.55, 0.525, 0.5])
   out = score_group(parses, ctx, _FlakyJudge(fail_rank=True), CFG, rank=False)  # no ranking asked
   assert not out.group_failed and np.all(out.richness == 0) and np.all(out.passed)
 

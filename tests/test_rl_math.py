@@ -140,3 +140,16 @@ def test_aggregate_modes_and_error():
   np.testing.assert_allclose(aggregate(v, m, "seq-mean-token-sum"), (6 + 4) / 2)
   with pytest.raises(ValueError, match="aggregation"):
     aggregate(v, m, "sum")
+
+
+def test_nsr_gate_names_map_to_the_advantage_options():
+  """nsr_gate: the official default is optimize_threshold without the eq. 6 gate; "eq6" is the gate alone."""
+  from taskmem_jax.rl.advantages import nsr_gate_args
+  r = np.array([[1.0, -0.5, 0.1, 0.05]], np.float32)
+  plain = np.asarray(group_advantages(r, **nsr_gate_args("none")))
+  eq6 = np.asarray(group_advantages(r, **nsr_gate_args("eq6")))
+  # By hand: eq. 6 zeroes a negative advantage whose own reward is not negative (0.1 and 0.05 here).
+  assert plain[0, 2] < 0 and plain[0, 3] < 0 and eq6[0, 2] == 0 and eq6[0, 3] == 0 and eq6[0, 1] == plain[0, 1] < 0
+  assert nsr_gate_args("optimize_threshold") == {"mode": "optimize_threshold", "negative_gate": False}
+  with pytest.raises(ValueError, match="nsr_gate='eq7'"):
+    nsr_gate_args("eq7")

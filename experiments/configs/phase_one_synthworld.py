@@ -52,8 +52,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.judge_model = ""
   c.judge_api_key_env = "OPENAI_API_KEY"
   # Advantages and loss (spec §2.1).
-  c.advantage_mode = "optimize_threshold"
-  c.negative_gate = False
+  # NSR gate (rl/advantages.py): "optimize_threshold" (the official code's default), "eq6" (the paper's eq. 6),
+  # or "none"
+  c.nsr_gate = "optimize_threshold"
   c.eps = 1e-6
   c.loss = "gspo"
   c.clip_low, c.clip_high = 0.2, 0.28

@@ -129,7 +129,7 @@ class HTTPJudge(Judge, TaskJudge):
     if m <= 1:
       return Ranking(tuple(range(m)), "nothing to compare")
     try:
-      prompt = P.ranking_prompt(ctx.previous, descriptions)
+      prompt = P.ranking_prompt(descriptions)
       return P.parse_ranking(self.complete([{"role": "user", "content": prompt}]), m)
     except Exception as e:
       return Ranking(None, _reason(e))

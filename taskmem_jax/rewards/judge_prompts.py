@@ -59,10 +59,10 @@ what was said;
 "based on the previous videos").
 Reply with a single digit: {PASS_LABEL} if the candidate does none of these, {FAIL_LABEL} if it does any."""
 
-RANKING_TASK = """You compare candidate descriptions of the same new part of a video. Rank them by how much \
-unique information each one adds beyond the preceding description, without overlapping with it. Prefer \
-concrete facts about people, objects, actions and speech; a description that weaves what people say into \
-the narrative beats one that refers to subtitles."""
+RANKING_TASK = """You compare candidate descriptions of the same part of a video with each other. Rank them by \
+how much useful information each one carries: unique, non-overlapping facts, not the same fact said twice. \
+Prefer concrete facts about people, objects, actions and speech; a description that weaves what people say \
+into the narrative beats one that refers to subtitles."""
 
 TASK_INTRO = """An assistant watches a long video one short clip at a time and writes a memory of each clip. \
 Later it has to answer questions from its memories alone, without seeing the video again. You help decide \
@@ -107,13 +107,13 @@ def rank_labels(m: int) -> tuple[str, ...]:
   return tuple(chr(ord("A") + i) for i in range(m))
 
 
-def ranking_prompt(previous: Sequence[str], candidates: Sequence[str]) -> str:
-  """The ranking judge's user message; candidate i carries rank_labels(M)[i]."""
+def ranking_prompt(candidates: Sequence[str]) -> str:
+  """The ranking judge's user message; candidate i carries rank_labels(M)[i]. The candidates are ranked against
+  each other, with no preceding description (as the official ranking prompt)."""
   labels = rank_labels(len(candidates))
   example = RANK_SEPARATOR.join(labels[1:] + labels[:1])  # not the given order, so it suggests no answer
   lines = [f"Candidate {label}: {text}" for label, text in zip(labels, candidates)]
-  return (f"{RANKING_TASK}\n\n[Description of the preceding part]:\n{_preceding(previous)}\n\n"
-          + "\n".join(lines)
+  return (f"{RANKING_TASK}\n\n" + "\n".join(lines)
           + f"\n\nWrite the labels of all {len(candidates)} candidates, best first, separated by commas, between "
           f"{RANK_START} and {RANK_END}, for example: {RANK_START} {example} {RANK_END}")
 

@@ -147,7 +147,7 @@ class LocalLLMJudge(Judge, TaskJudge):
     return [{"role": "user", "content": P.non_redundancy_prompt(ctx.previous, description)}]
 
   def ranking_messages(self, ctx: WindowContext, descriptions: Sequence[str]) -> list[dict]:
-    return [{"role": "user", "content": P.ranking_prompt(ctx.previous, descriptions)}]
+    return [{"role": "user", "content": P.ranking_prompt(descriptions)}]
 
   def task_messages(self, questions: Sequence[str], first: str, second: str) -> list[dict]:
     return [{"role": "user", "content": P.task_prompt(questions, first, second, reply="label")}]

@@ -113,12 +113,14 @@ def score_group(parses: Sequence[ParseResult], ctx: WindowContext, judge: Judge,
     if rng is not None:
       ranked = [ranked[k] for k in rng.permutation(len(ranked))]
     ranking = judge.rank(ctx, [parses[i].description for i in ranked])
+    order = ranking.order
     if ranking.failed:
-      out.group_failed = True
+      # As the official reward: a ranking that fails (after the judge's retries) falls back to the identity
+      # order, the rollouts' own order before the shuffle; the group is still scored.
+      order = sorted(range(len(ranked)), key=lambda pos: ranked[pos])
       for i in ranked:
-        out.status[i], out.reasons[i] = JUDGE_FAILED, f"ranking failed: {ranking.reason}"
-    else:
-      out.richness[ranked] = richness_rewards(ranking.order, len(ranked), cfg)
+        out.reasons[i] = f"ranking failed ({ranking.reason}): richness in rollout order"
+    out.richness[ranked] = richness_rewards(order, len(ranked), cfg)
 
   scored = out.status == PARSED
   out.reward = np.where(scored, out.quality + out.richness + out.thinking, 0.0)

@@ -8,6 +8,12 @@ std 1, as verl's GRPO does). Then, in order:
   (num_correct - num_wrong); if it is >= 0, responses that have it and a positive reward get their
   negative advantages clamped to 0 (a best-tier correct memory is never punished);
 - a group whose judging failed gets all-zero advantages.
+
+The NSR gate (how negative samples are reinforced; the paper's eq. 6 and the official code differ) is one
+choice, ``nsr_gate`` (the trainer's config field of that name):
+  "optimize_threshold"  the official code's default: mode="optimize_threshold", no eq. 6 gate;
+  "eq6"                 the paper's eq. 6: negative advantages kept only where the reward is negative;
+  "none"                plain group-normalised advantages.
 """
 
 from __future__ import annotations
@@ -16,6 +22,16 @@ import jax.numpy as jnp
 from jax import Array
 
 MODES = ("plain", "optimize_threshold")
+# nsr_gate -> (mode, negative_gate)
+NSR_GATES = {"optimize_threshold": ("optimize_threshold", False), "eq6": ("plain", True), "none": ("plain", False)}
+
+
+def nsr_gate_args(nsr_gate: str) -> dict:
+  """group_advantages' mode and negative_gate for an NSR gate name (module docstring)."""
+  if nsr_gate not in NSR_GATES:
+    raise ValueError(f"nsr_gate={nsr_gate!r}: expected one of {sorted(NSR_GATES)}")
+  mode, negative_gate = NSR_GATES[nsr_gate]
+  return {"mode": mode, "negative_gate": negative_gate}
 
 
 def group_advantages(rewards: Array, *, eps: float = 1e-6, negative_gate: bool = False, mode: str = "plain",

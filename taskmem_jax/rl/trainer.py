@@ -45,7 +45,7 @@ from taskmem_jax.memory.loop import parse_samples
 from taskmem_jax.memory.prompt import window_messages
 from taskmem_jax.rewards import RewardConfig, score_group
 from taskmem_jax.rl import population as pop
-from taskmem_jax.rl.advantages import group_advantages
+from taskmem_jax.rl.advantages import group_advantages, nsr_gate_args
 from taskmem_jax.rl.step import LossConfig, add_trees, group_batch
 from taskmem_jax.rl.streams import StreamSlots
 from taskmem_jax.sampling import generate
@@ -210,8 +210,8 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
                                         rewards[p], seed=(cfg.seed * 1_000_003 + step * 1009 + int(b)) % (2**31),
                                         tags=tags))
     advantages = np.stack([np.asarray(group_advantages(
-        np.stack([r.score.reward for r in rs]), eps=cfg.eps, negative_gate=cfg.negative_gate,
-        mode=cfg.advantage_mode, parsed=np.stack([r.score.status == 0 for r in rs]),
+        np.stack([r.score.reward for r in rs]), eps=cfg.eps, **nsr_gate_args(cfg.nsr_gate),
+        parsed=np.stack([r.score.status == 0 for r in rs]),
         correctness=np.stack([r.score.correctness for r in rs]),
         group_failed=np.array([r.score.group_failed for r in rs]))) for rs in rollouts])  # [P, B_here, G]
     sample_s = time.perf_counter() - tic
