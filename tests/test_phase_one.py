@@ -15,6 +15,32 @@ from taskmem_jax.tensorboard import SummaryWriter, crc32c, encode_event, masked_
 POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")
 
 
+def test_stream_slots_force_after_n_max_plus_one_and_start_at_the_start_clip():
+  """Official simulate_ep_data: forced out only when step > n_max (n_max + 1 clips shown), never resampled at
+  or before n_min; a stream starts at its video's start clip (start_time // 10) and its depth counts from there;
+  a video that runs out of clips ends its stream."""
+  slots = StreamSlots(4, lambda video: 100, n_min=5, n_max=5, p_resample=0.0, seed=0,
+                      start_clip=lambda video: 10 * video)
+  assert [s.clip for s in slots.slots] == [0, 10, 20, 30]
+  seen = []
+  for step in range(6):
+    seen.append([s.clip for s in slots.slots])
+    slots.advance(step)
+  assert seen[-1] == [5, 15, 25, 35]  # the sixth clip (n_max + 1) of every stream is shown ...
+  assert [s.video for s in slots.slots] == [4, 5, 6, 7]  # ... and then the streams are replaced
+  assert [s.clip for s in slots.slots] == [40, 50, 60, 70]
+  short = StreamSlots(1, lambda video: 3, n_min=5, n_max=22, p_resample=0.0, start_clip=lambda video: 1)
+  short.advance(0)
+  assert short.slots[0].clip == 2
+  short.advance(1)
+  assert short.slots[0].video == 1  # clips 1 and 2 were all the video had after its start
+  restored = StreamSlots(1, lambda video: 3, start_clip=lambda video: 1)
+  restored.restore(json.loads(json.dumps(short.state())))
+  assert restored.slots[0].start == 1
+  with pytest.raises(ValueError, match="start clip 7"):
+    StreamSlots(1, lambda video: 3, start_clip=lambda video: 7)
+
+
 def test_stream_slots_extend_resample_and_force():
   slots = StreamSlots(64, lambda video: 100, n_min=3, n_max=6, p_resample=0.5, seed=1)
   depths = []
@@ -22,7 +48,9 @@ def test_stream_slots_extend_resample_and_force():
     slots.advance(step)
     depths.append([s.clip for s in slots.slots])
   depths = np.array(depths)
-  assert depths.max() <= 5  # a stream shows at most n_max = 6 clips (clips 0..5)
+  # A stream shows at most n_max + 1 = 7 clips (clips 0..6), as the official `step > n_max` forces it out, and
+  # some do show the 7th.
+  assert depths.max() == 6
   # Below n_min streams always extend: after 3 steps every stream is at clip 3.
   assert (depths[2] == 3).all()
   # Past n_min, about half the streams are resampled each step.
@@ -240,8 +268,17 @@ def test_video_files_source_trains_from_mp4_and_teacher_json(tmp_path):
   result = train(cfg, model, Qwen3VLProcessor.from_pretrained(cfg.checkpoint), source, LengthJudge(),
                  progress=False)
   assert [h["step"] for h in result["history"]] == [1, 2, 3]
+  assert source.start_clip(0) == 0
   bad = tmp_path / "bad.jsonl"
   bad.write_text('{"video": 3}\n')
   with pytest.raises(ValueError, match="bad.jsonl:1"):
     cfg.manifest = str(bad)
+    make_source(cfg)
+  # start_time (the official records'): the stream starts at clip start_time // 10
+  started = tmp_path / "start.jsonl"
+  started.write_text(json.dumps({"video": "v.mp4", "start_time": 12.5}) + "\n")
+  cfg.manifest = str(started)
+  assert make_source(cfg).start_clip(0) == 1
+  started.write_text(json.dumps({"video": "v.mp4", "start_time": 31}) + "\n")
+  with pytest.raises(ValueError, match="start.jsonl:1: start_time=31"):
     make_source(cfg)

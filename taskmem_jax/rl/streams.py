@@ -2,7 +2,9 @@
 
 The official data (taskmem-spec.md §2.3, TaskMem training/stage1/simulate_ep_data.py) runs B streams in
 parallel. Every step each stream advances one clip; once a stream is deeper than n_min clips it is
-replaced by a fresh video with probability p per step, and always after n_max clips. The previous
+replaced by a fresh video with probability p per step, and always once deeper than n_max (the official
+`step > 22`: a stream shows at most n_max + 1 = 23 clips). A stream starts at its video's start clip (the
+official records' start_time // 10; 0 for SynthWorld), and its depth counts from there. The previous
 memories a window shows come from the teacher in the off-policy stage and from the policy's own earlier
 outputs in the on-policy stage (the first response of the group that parsed, as the official reward
 manager writes history/<video>.json).
@@ -22,7 +24,7 @@ import functools
 
 import numpy as np
 
-from taskmem_jax.memory.store import EpisodicMemory, Window, schedule
+from taskmem_jax.memory.store import DEFAULT_INTERVAL as CLIP_SECONDS, EpisodicMemory, Window, schedule
 from taskmem_jax.rewards.judge import WindowContext
 
 
@@ -33,23 +35,27 @@ class Slot:
   video: int
   clip: int
   memories: list[EpisodicMemory]
+  start: int = 0  # the clip the stream started at
 
   def to_dict(self) -> dict:
-    return {"video": self.video, "clip": self.clip, "memories": [m.to_dict() for m in self.memories]}
+    return {"video": self.video, "clip": self.clip, "start": self.start,
+            "memories": [m.to_dict() for m in self.memories]}
 
   @classmethod
   def from_dict(cls, data: dict) -> Slot:
-    return cls(int(data["video"]), int(data["clip"]), [EpisodicMemory.from_dict(m) for m in data["memories"]])
+    return cls(int(data["video"]), int(data["clip"]), [EpisodicMemory.from_dict(m) for m in data["memories"]],
+               int(data.get("start", 0)))
 
 
 class StreamSlots:
   """B streams stepping one clip per training step (see the module docstring).
 
   num_clips(video) -> clips available in that video (a stream also ends when its video does).
+  start_clip(video) -> the clip its stream starts at (default 0).
   """
 
   def __init__(self, num_streams: int, num_clips, *, n_min: int = 11, n_max: int = 22, p_resample: float = 0.13,
-               seed: int = 0, members: int = 1):
+               seed: int = 0, members: int = 1, start_clip=None):
     if num_streams < 1:
       raise ValueError(f"num_streams={num_streams}: need at least one stream")
     if not 0 <= n_min <= n_max or n_max < 1:
@@ -57,6 +63,7 @@ class StreamSlots:
     if not 0.0 <= p_resample <= 1.0:
       raise ValueError(f"p_resample={p_resample}: must be a probability")
     self.num_clips, self.n_min, self.n_max, self.p, self.seed = num_clips, n_min, n_max, p_resample, seed
+    self.start_clip = start_clip or (lambda video: 0)
     self.members = members
     self.slots = [self._fresh(b) for b in range(num_streams)]
     self.next_video = num_streams
@@ -66,8 +73,8 @@ class StreamSlots:
     rng = np.random.default_rng([self.seed, step])
     draws = rng.random(len(self.slots))
     for b, slot in enumerate(self.slots):
-      depth = slot.clip + 1  # clips this stream has shown
-      done = depth >= min(self.n_max, self.num_clips(slot.video))
+      depth = slot.clip - slot.start + 1  # clips this stream has shown
+      done = depth > self.n_max or slot.clip + 1 >= self.num_clips(slot.video)
       if done or (depth > self.n_min and draws[b] < self.p):
         self.slots[b] = self._fresh(self.next_video)
         self.next_video += 1
@@ -75,7 +82,10 @@ class StreamSlots:
         slot.clip += 1
 
   def _fresh(self, video: int) -> Slot:
-    return Slot(video, 0, [EpisodicMemory() for _ in range(self.members)])
+    start = int(self.start_clip(video))
+    if not 0 <= start < self.num_clips(video):
+      raise ValueError(f"video {video}: start clip {start} outside its {self.num_clips(video)} clips")
+    return Slot(video, start, [EpisodicMemory() for _ in range(self.members)], start)
 
   def state(self) -> dict:
     return {"next_video": self.next_video, "slots": [s.to_dict() for s in self.slots]}
@@ -130,10 +140,13 @@ class SynthWorldSource:
 
 
 class VideoFilesSource:
-  """Real videos for the slots, from a JSONL manifest: one {"video": PATH, "memory": PATH} per line.
+  """Real videos for the slots, from a JSONL manifest: one {"video": PATH, "memory": PATH, "start_time": S} per
+  line.
 
   "memory" (optional) is the teacher's EpisodicMemory JSON of that video (the paper's Gemini seed
   memories), the off-policy history; without it the off-policy stage shows no previous memories.
+  "start_time" (optional, seconds, default 0): where the video's stream starts, as the official records'
+  start_time (clip start_time // 10).
   Relative paths are read from the manifest's folder. Video k of the slots is line k mod the number of
   lines, so streams cycle through the manifest. The judge gets the window's file and span (video_path,
   start, end); there is no ground truth.
@@ -159,7 +172,12 @@ class VideoFilesSource:
           raise ValueError(f"{manifest}:{number}: expected an object with a string \"video\"")
         video = os.path.join(folder, entry["video"])
         memory = os.path.join(folder, entry["memory"]) if entry.get("memory") else None
-        self.entries.append((video, memory, video_duration(video)))
+        start = entry.get("start_time", 0)
+        duration = video_duration(video)
+        if not isinstance(start, (int, float)) or isinstance(start, bool) or not 0 <= start < duration:
+          raise ValueError(f"{manifest}:{number}: start_time={start!r} must be a number of seconds in "
+                           f"[0, {duration:g}) (the video's duration)")
+        self.entries.append((video, memory, duration, int(start // CLIP_SECONDS)))
     if not self.entries:
       raise ValueError(f"{manifest}: no videos listed")
     self.teacher = functools.lru_cache(maxsize=64)(self._teacher)
@@ -168,11 +186,14 @@ class VideoFilesSource:
     return self.entries[video % len(self.entries)]
 
   def _teacher(self, video: int) -> EpisodicMemory:
-    _, memory, _ = self._entry(video)
+    _, memory, _, _ = self._entry(video)
     return EpisodicMemory.load(memory) if memory else EpisodicMemory()
 
   def num_clips(self, video: int) -> int:
     return len(schedule(self._entry(video)[2]))
+
+  def start_clip(self, video: int) -> int:
+    return min(self._entry(video)[3], self.num_clips(video) - 1)
 
   def window(self, video: int, clip: int) -> Window:
     return schedule(self._entry(video)[2])[clip]

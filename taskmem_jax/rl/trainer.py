@@ -174,7 +174,8 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
   here = distributed.local_mesh(mesh) if multi else mesh  # where this process's groups are computed
   rest_here = distributed.local_view(rest, mesh) if multi else rest
   slots = StreamSlots(cfg.num_streams, source.num_clips, n_min=cfg.n_min, n_max=cfg.n_max,
-                      p_resample=cfg.p_resample, seed=cfg.seed, members=size)
+                      p_resample=cfg.p_resample, seed=cfg.seed, members=size,
+                      start_clip=getattr(source, "start_clip", None))
   primary = jax.process_index() == 0  # one writer of the logs and the export; orbax saves collectively
   os.makedirs(cfg.workdir, exist_ok=True)
   manager = ckpt.make_manager(os.path.join(cfg.workdir, "checkpoints"), keep=cfg.keep_checkpoints,
