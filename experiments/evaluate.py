@@ -82,8 +82,8 @@ def load(benchmark: str, data_dir: str):
 
 
 def train_adapters(evaluation, model, processor) -> dict:
-  """Phase Two online (taskmem_jax/phase_two/online.py) with the official DPO settings."""
-  from experiments.configs import phase_two_synthworld
+  """Phase Two online (taskmem_jax/phase_two/online.py). Real benchmarks: the official DPO and deployment
+  settings (configs/phase_two_30b_a3b.py: the steer x1.5). SynthWorld: its own config's (x1.0)."""
   from taskmem_jax.adapters import steer as steer_lib
   from taskmem_jax.phase_two.cache import CacheConfig
   from taskmem_jax.phase_two.online import adapt_benchmark
@@ -99,9 +99,16 @@ def train_adapters(evaluation, model, processor) -> dict:
     ckpt = FLAGS.answerer_checkpoint or FLAGS.checkpoint or evaluation_checkpoint()
     judge = LocalLLMJudge(qwen3_vl.from_pretrained(ckpt, dtype=jnp.bfloat16), Qwen3VLProcessor.from_pretrained(ckpt))
   steer_lib.add_steer(model)
-  dpo = phase_two_synthworld.get_config().dpo
+  dpo = dpo_config(FLAGS.benchmark)
   return adapt_benchmark(evaluation, judge, judge, RewardConfig(), CacheConfig(max_new_tokens=FLAGS.max_new_tokens),
                          dpo, update_after=FLAGS.update_after, num_contexts=FLAGS.adapt_contexts)
+
+
+def dpo_config(benchmark: str):
+  """The DPO settings adapters are trained with for a benchmark: the real model's official ones (post_scale
+  1.5), or SynthWorld's config."""
+  from experiments.configs import phase_two_30b_a3b, phase_two_synthworld
+  return (phase_two_synthworld if benchmark == "synthworld" else phase_two_30b_a3b).get_config().dpo
 
 
 def evaluation_checkpoint() -> str:
