@@ -45,6 +45,11 @@ def define_flags() -> None:
   flags.DEFINE_string("model", "", "Model name at the endpoint.")
   flags.DEFINE_string("api_key_env", "OPENAI_API_KEY", "Environment variable holding the API key.")
   flags.DEFINE_integer("max_new_tokens", 1024, "Tokens per memory response.")
+  flags.DEFINE_enum("memory_sampling", "", ["", "official", "greedy"], "How memories are written: official = T 0.6, "
+                    "top-p 0.95, top-k 20 (the official pipeline); \"\" = official on real benchmarks, greedy on "
+                    "SynthWorld (its tables were made greedily).")
+  flags.DEFINE_integer("memory_seed", 0, "Seed of the memory sampling (window k draws with seed + k); recorded in "
+                       "memories/<tag>.sampling.json.")
   flags.DEFINE_string("seeds", "1000:1002", "SynthWorld stream seeds, start:stop.")
   flags.DEFINE_integer("clips", 8, "SynthWorld clips per stream.")
   flags.DEFINE_string("durations", "short,medium", "VideoMME duration categories (the paper: short + medium).")
@@ -111,6 +116,13 @@ def dpo_config(benchmark: str):
   return (phase_two_synthworld if benchmark == "synthworld" else phase_two_30b_a3b).get_config().dpo
 
 
+def streaming_config(benchmark: str, sampling: str = "", seed: int = 0, max_new_tokens: int = 1024):
+  """The memory writer's settings: official sampling on real benchmarks (or when asked), greedy otherwise."""
+  from taskmem_jax.eval.streaming import OFFICIAL_SAMPLING, StreamingConfig
+  official = sampling == "official" or (not sampling and benchmark != "synthworld")
+  return StreamingConfig(max_new_tokens=max_new_tokens, seed=seed, **(OFFICIAL_SAMPLING if official else {}))
+
+
 def evaluation_checkpoint() -> str:
   return FLAGS.checkpoint or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
                                           "synthworld_policy")
@@ -151,8 +163,8 @@ def main(argv):
       return HTTPJudge(FLAGS.base_url, FLAGS.model, api_key_env=FLAGS.api_key_env or None).complete
     answer_ckpt = FLAGS.answerer_checkpoint or checkpoint
     answer_model = model if answer_ckpt == checkpoint else qwen3_vl.from_pretrained(answer_ckpt, dtype=jnp.bfloat16)
-    return A.LocalChat(answer_model, Qwen3VLProcessor.from_pretrained(answer_ckpt),
-                       temperature=0.6 if FLAGS.benchmark == "egolife" else 0.0)
+    # The official answerer decodes at temperature 1e-6, i.e. greedily, on every benchmark.
+    return A.LocalChat(answer_model, Qwen3VLProcessor.from_pretrained(answer_ckpt), temperature=0.0)
 
   if FLAGS.answerer == "reader":
     from taskmem_jax.benchmarks.synthworld import reader_answerer
@@ -164,7 +176,8 @@ def main(argv):
   grade = A.ExactGrader() if FLAGS.grader == "exact" else A.ChatGrader(chat())
   update_after = FLAGS.update_after if (FLAGS.phase_two or adapters) else 0
   evaluation = StreamingEvaluation(benchmark, FLAGS.workdir, (model, processor), answer_mc, answer_free, grade,
-                                   StreamingConfig(max_new_tokens=FLAGS.max_new_tokens), adapters=adapters,
+                                   streaming_config(FLAGS.benchmark, FLAGS.memory_sampling, FLAGS.memory_seed,
+                                                    FLAGS.max_new_tokens), adapters=adapters,
                                    update_after=update_after)
   if FLAGS.phase_two:
     evaluation.adapters = train_adapters(evaluation, model, processor)

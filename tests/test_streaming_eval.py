@@ -20,7 +20,8 @@ needs_policy = pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "confi
 
 def test_majority_parse_and_graders():
   assert A.majority(["B", None, "B"]) == "B" and A.majority([None, None, "A"]) is None
-  assert A.majority(["A", "C"]) == "A"  # a tie goes to the first answer
+  # a tie goes to the first option in A..E order (the official vote), the abstention last
+  assert A.majority(["C", "A"]) == "A" and A.majority([None, "D"]) == "D" and A.majority(["B", "A", "A", "B"]) == "A"
   calls = iter(["<think>A?</think> C", "C", "the answer is D"])
   answerer = A.ChatAnswerer(lambda messages: next(calls), num_samples=3)
   q = Question("q", "t", "which?", ("w", "x", "y", "z"), "C", 10.0)
@@ -280,3 +281,19 @@ def test_real_benchmarks_train_adapters_with_the_official_x1_5():
   assert (c.steer_layers, c.update_positions, c.dpo.beta, c.dpo.kl_coef, c.dpo.lr) == ((22,), (10, 30, 50), 0.1,
                                                                                          0.1, 1e-3)
   assert (c.cache.temperature, c.cache.top_p, c.cache.top_k) == (0.6, 0.95, 20)
+
+
+def test_memories_are_written_with_the_official_sampling_on_real_benchmarks(tmp_path):
+  """evaluate: real benchmarks write memories as the official pipeline samples them (T 0.6, top-p 0.95,
+  top-k 20, a recorded seed); SynthWorld greedily unless asked."""
+  from experiments import evaluate
+  real = evaluate.streaming_config("videomme", seed=7)
+  assert (real.temperature, real.top_p, real.top_k, real.seed) == (0.6, 0.95, 20, 7)
+  assert evaluate.streaming_config("synthworld").temperature == 0.0
+  assert evaluate.streaming_config("synthworld", "official").temperature == 0.6
+  assert evaluate.streaming_config("egolife", "greedy").temperature == 0.0
+  bench = Benchmark("b", [])
+  rollout = streaming.StreamingEvaluation(bench, str(tmp_path), (None, None), cfg=real).rollout_config()
+  assert (rollout.temperature, rollout.top_p, rollout.top_k, rollout.seed) == (0.6, 0.95, 20, 7)
+  greedy = streaming.StreamingEvaluation(bench, str(tmp_path), (None, None)).rollout_config()
+  assert (greedy.temperature, greedy.top_p, greedy.top_k) == (0.0, None, None)

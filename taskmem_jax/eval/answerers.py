@@ -30,11 +30,12 @@ Reply with JSON only: {{"pred": "correct" or "incorrect", "score": an integer fr
 
 
 def majority(letters: Sequence[str | None]) -> str | None:
-  """The most common answer among the samples (abstentions count as an answer, None); ties go to the
-  answer reached first."""
+  """The most common answer among the samples (abstentions count as an answer, None); ties go to the first
+  option in A..E order, the abstention last (the official vote: a dict over "A".."E", E the abstention,
+  max by count)."""
   counts = collections.Counter(letters)
   best = max(counts.values())
-  return next(x for x in letters if counts[x] == best)
+  return min((x for x in counts if counts[x] == best), key=lambda x: (x is None, x or ""))
 
 
 class LocalChat:

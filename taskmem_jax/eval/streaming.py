@@ -31,11 +31,20 @@ from taskmem_jax.memory.store import EpisodicMemory
 
 @dataclasses.dataclass
 class StreamingConfig:
+  """How memories are written. Sampling: greedy by default (temperature 0); OFFICIAL_SAMPLING is the official
+  pipeline's (T 0.6, top-p 0.95, top-k 20), each window drawn with seed + its step. The settings are written
+  beside the memories (memories/<tag>.sampling.json)."""
   interval: int = 10
   context: int = 50
   max_new_tokens: int = 1024
   memory_budget: int | None = None
   temperature: float = 0.0
+  top_p: float | None = None
+  top_k: int | None = None
+  seed: int = 0
+
+
+OFFICIAL_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 20}
 
 
 def window_clips(stream: Stream) -> Callable:
@@ -146,6 +155,14 @@ class StreamingEvaluation:
 
   # --- memory --------------------------------------------------------------------------------------
 
+  def rollout_config(self) -> RolloutConfig:
+    """The memory writer's settings (greedy unless the config samples)."""
+    c = self.cfg
+    sampled = c.temperature > 0
+    return RolloutConfig(max_new_tokens=c.max_new_tokens, memory_budget=c.memory_budget, temperature=c.temperature,
+                         top_p=c.top_p if sampled else None, top_k=c.top_k if sampled else None, seed=c.seed,
+                         interval=c.interval, context=c.context)
+
   def memory(self, stream: Stream, tag: str) -> EpisodicMemory:
     """The stream's memory under `tag`, continued from disk: after every window the memory and the next
     window to write are saved (a window whose response did not parse leaves no memory, and is not redone)."""
@@ -158,8 +175,12 @@ class StreamingEvaluation:
       return memory
     first = int(open(next_path).read()) if os.path.exists(next_path) else max(memory.clips(), default=-1) + 1
     adapter = self.adapters.get(tag)
-    rollout = RolloutConfig(max_new_tokens=self.cfg.max_new_tokens, memory_budget=self.cfg.memory_budget,
-                            temperature=self.cfg.temperature, interval=self.cfg.interval, context=self.cfg.context)
+    rollout = self.rollout_config()
+    sampling_path = os.path.join(self.workdir, "memories", f"{tag}.sampling.json")
+    if not os.path.exists(sampling_path):
+      os.makedirs(os.path.dirname(sampling_path), exist_ok=True)
+      atomic_write_text(sampling_path, json.dumps({k: getattr(rollout, k) for k in
+                                                   ("temperature", "top_p", "top_k", "seed")}))
 
     def saved(record):
       memory.save(path)
