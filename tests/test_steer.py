@@ -111,3 +111,58 @@ def test_save_load_scale_and_swap_without_recompiling(model, tmp_path):
     S.load(other, tmp_path / "junk.safetensors")
   with pytest.raises(S.SteerError, match="not found"):
     S.load(other, tmp_path / "missing.safetensors")
+
+
+def test_official_phase_two_checkpoint_round_trips_and_matches_transformers(tmp_path):
+  """The released Phase-Two checkpoint layout (every decoder layer's adapter.steer, zero but the trained one):
+  save_pretrained(steer=True) writes it, from_pretrained reads it back into the steer tree, and the logits
+  equal transformers' with the same vector added to that layer's output (a forward hook)."""
+  import json
+
+  import torch
+  from safetensors.numpy import load_file
+
+  from hf_fixtures import hf_model
+  from taskmem_jax.models.qwen3_vl.params import CheckpointError, from_pretrained, save_pretrained
+
+  reference = hf_model(moe=True)
+  reference.save_pretrained(tmp_path / "hf")
+  ours = from_pretrained(tmp_path / "hf", dtype=jnp.float32)
+  hidden, layers = ours.config.text.hidden_size, ours.config.text.num_hidden_layers
+  vector = np.random.default_rng(2).normal(0, 0.5, hidden).astype(np.float32)
+  S.add_steer(ours, [1])
+  S.set_steer(ours, vector[None])
+  save_pretrained(ours, tmp_path / "phase_two", steer=True)
+  tensors = load_file(tmp_path / "phase_two" / "model.safetensors")
+  steers = {i: tensors[f"model.language_model.layers.{i}.adapter.steer"] for i in range(layers)}
+  assert all(not steers[i].any() for i in (0, 2, 3)) and np.array_equal(steers[1], vector)
+  config = json.loads((tmp_path / "phase_two" / "config.json").read_text())
+  assert config["text_config"]["adapter_layers"] == "all"
+
+  loaded = from_pretrained(tmp_path / "phase_two", dtype=jnp.float32)
+  assert S.steer_layers(loaded) == (1,) and np.array_equal(S.get_steer(loaded)[0], vector)
+  ids = np.random.default_rng(0).integers(1, 240, (2, 16)).astype(np.int64)
+  got = np.asarray(loaded(ids.astype(np.int32)))
+
+  def add_steer(module, args, output):
+    if isinstance(output, tuple):
+      return (output[0] + torch.from_numpy(vector),) + output[1:]
+    return output + torch.from_numpy(vector)
+
+  handle = reference.model.language_model.layers[1].register_forward_hook(add_steer)
+  with torch.no_grad():
+    want = reference(input_ids=torch.from_numpy(ids), attention_mask=torch.ones_like(torch.from_numpy(ids))).logits
+  handle.remove()
+  want = want.float().numpy()
+  assert np.abs(got - want).max() / np.abs(want).max() < 2e-5
+  with torch.no_grad():
+    plain = reference(input_ids=torch.from_numpy(ids)).logits.float().numpy()
+  assert np.abs(plain - want).max() > 1e-3  # the steer moved the logits
+
+  # A steer that does not fit the model is named; other unknown keys still fail as before.
+  tensors["model.language_model.layers.7.adapter.steer"] = np.zeros(hidden, np.float32)
+  tensors["model.language_model.layers.0.adapter.bias"] = np.zeros(hidden, np.float32)
+  from safetensors.numpy import save_file
+  save_file(tensors, tmp_path / "phase_two" / "model.safetensors", metadata={"format": "pt"})
+  with pytest.raises(CheckpointError, match=r"layers\.7\.adapter\.steer.*at layer 7.*(?s:.*)unknown keys.*adapter\.bias"):
+    from_pretrained(tmp_path / "phase_two", dtype=jnp.float32)

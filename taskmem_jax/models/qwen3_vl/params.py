@@ -31,6 +31,9 @@ from taskmem_jax.models.qwen3_vl.text import SteerParam
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
+# The official Phase-Two checkpoint (taskmem-spec.md §3.1): every decoder layer carries adapter.steer [H] (zero
+# except the trained layer, already x1.5), and text_config names adapter_layers / adapter_dtype.
+STEER_KEY = re.compile(r"model\.language_model\.layers\.(\d+)\.adapter\.steer")
 
 
 class CheckpointError(ValueError):
@@ -210,10 +213,18 @@ def from_pretrained(path: str | os.PathLike, dtype=jnp.bfloat16, *, mesh: jax.sh
     config = config.replace(tie_word_embeddings=False)  # an explicit head wins over tying
   graphdef, abstract_state = abstract_model(config, dtype)
   table = param_table(config, abstract_state)
+  steer_files = {k: key_to_file.pop(k) for k in [k for k in key_to_file if STEER_KEY.fullmatch(k)]}
 
   unknown = sorted(set(key_to_file) - set(table))
   missing = sorted(set(table) - set(key_to_file))
   problems = []
+  for key, file in sorted(steer_files.items()):
+    layer = int(STEER_KEY.fullmatch(key).group(1))
+    with safe_open(file, framework="flax") as f:
+      found = tuple(f.get_slice(key).get_shape())
+    if layer >= config.text.num_hidden_layers or found != (config.text.hidden_size,):
+      problems.append(f"{key}: a steer of shape {list(found)} at layer {layer}; the model has "
+                      f"{config.text.num_hidden_layers} layers of hidden size {config.text.hidden_size}")
   if unknown:
     problems.append(f"{len(unknown)} unknown keys: {unknown}")
   if missing:
@@ -243,16 +254,41 @@ def from_pretrained(path: str | os.PathLike, dtype=jnp.bfloat16, *, mesh: jax.sh
           values[spec.path] = spec.from_hf(f.get_tensor(spec.hf_key)).astype(dtype)
   pure = traverse_util.unflatten_dict(values)
   nnx.replace_by_pure_dict(abstract_state, pure)
-  return nnx.merge(graphdef, abstract_state)
+  model = nnx.merge(graphdef, abstract_state)
+  if steer_files:
+    _load_steer(model, steer_files)
+  return model
+
+
+def _load_steer(model: Qwen3VLForConditionalGeneration, steer_files: dict[str, str]) -> None:
+  """The official checkpoint's per-layer adapter.steer vectors -> our steer tree: the layers whose vector is
+  not zero (the trained ones), values as stored (the deployed steer, x1.5 included). All zero: a zero steer
+  at the default layer."""
+  from taskmem_jax.adapters import steer as steer_lib  # the adapter builds on this module's model
+
+  vectors = {}
+  for key, file in steer_files.items():
+    with safe_open(file, framework="flax") as f:
+      vectors[int(STEER_KEY.fullmatch(key).group(1))] = np.asarray(f.get_tensor(key), np.float32)
+  layers = [i for i in sorted(vectors) if np.any(vectors[i])]
+  steer_lib.add_steer(model, layers or None)
+  if layers:
+    steer_lib.set_steer(model, np.stack([vectors[i] for i in layers]))
 
 
 # --- saving ----------------------------------------------------------------------------------
 
 def save_pretrained(model: Qwen3VLForConditionalGeneration, path: str | os.PathLike,
-                    max_shard_bytes: int = 5 * 1024**3) -> None:
+                    max_shard_bytes: int = 5 * 1024**3, *, steer: bool = False) -> None:
   """Writes config.json and safetensors (sharded with an index above max_shard_bytes) that
   transformers' Qwen3VL(Moe)ForConditionalGeneration.from_pretrained loads. Files are written to
   temporary names and renamed, so a crash never leaves a half-written checkpoint in place.
+
+  steer: also write the model's steer in the official Phase-Two layout (every decoder layer's
+  adapter.steer [H] in the model's dtype, zero except the steered layers; text_config adapter_layers "all",
+  adapter_dtype), which the official vLLM plugin serves and from_pretrained reads back. Without it the steer
+  is left out (adapters/steer.py saves it on its own). The values are written as they are: scale them first
+  (steer.scale, the official x1.5) if the checkpoint is for deployment.
   """
   path = os.fspath(path)
   os.makedirs(path, exist_ok=True)
@@ -261,11 +297,19 @@ def save_pretrained(model: Qwen3VLForConditionalGeneration, path: str | os.PathL
   table = param_table(config, state)
   flat = traverse_util.flatten_dict(nnx.to_pure_dict(state))
 
+  arrays = {key: (lambda spec=spec: np.asarray(spec.to_hf(np.asarray(flat[spec.path])))) for key, spec in table.items()}
+  if steer:
+    from taskmem_jax.adapters import steer as steer_lib
+    values, layers = steer_lib.get_steer(model), steer_lib.steer_layers(model)
+    np_dtype = np.asarray(flat[next(iter(table.values())).path]).dtype
+    for i in range(config.text.num_hidden_layers):
+      vector = values[layers.index(i)] if i in layers else np.zeros(config.text.hidden_size, np.float32)
+      arrays[f"model.language_model.layers.{i}.adapter.steer"] = lambda v=vector: v.astype(np_dtype)
+
   shards: list[dict[str, np.ndarray]] = [{}]
   size = 0
-  for key in sorted(table):
-    spec = table[key]
-    array = np.asarray(spec.to_hf(np.asarray(flat[spec.path])))
+  for key in sorted(arrays):
+    array = arrays[key]()
     if shards[-1] and size + array.nbytes > max_shard_bytes:
       shards.append({})
       size = 0
@@ -289,4 +333,6 @@ def save_pretrained(model: Qwen3VLForConditionalGeneration, path: str | os.PathL
       os.remove(os.path.join(path, name))
   hf_config = config.to_hf_dict()
   hf_config["dtype"] = {"bfloat16": "bfloat16", "float16": "float16"}.get(str(model.dtype), "float32")
+  if steer:
+    hf_config["text_config"].update(adapter_layers="all", adapter_dtype=hf_config["dtype"])
   atomic_write_json(os.path.join(path, "config.json"), hf_config, sort_keys=True)
