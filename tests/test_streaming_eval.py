@@ -297,3 +297,30 @@ def test_memories_are_written_with_the_official_sampling_on_real_benchmarks(tmp_
   assert (rollout.temperature, rollout.top_p, rollout.top_k, rollout.seed) == (0.6, 0.95, 20, 7)
   greedy = streaming.StreamingEvaluation(bench, str(tmp_path), (None, None)).rollout_config()
   assert (greedy.temperature, greedy.top_p, greedy.top_k) == (0.0, None, None)
+
+
+def test_adapters_train_only_on_the_videos_of_the_questions_already_asked(tmp_path, monkeypatch):
+  """Phase Two online: a task's adapter trains on windows of the streams its first update_after questions came
+  from (the official cache of the first `bound` questions), never on a later, evaluated question's video."""
+  from taskmem_jax.adapters import steer as S
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.phase_two import online
+  from taskmem_jax.phase_two.adapt import Adapter
+
+  def stream(sid, qids):
+    questions = tuple(Question(q, "t", "which?", ("a", "b", "c", "d"), "A", 30.0) for q in qids)
+    return Stream(sid, (Segment(f"/videos/{sid}.mp4", 0.0),), questions, duration=60.0)
+
+  bench = Benchmark("videomme", [stream("early", ["q1", "q2"]), stream("late", ["q3", "q4"]),
+                                 stream("mixed", ["q5"])])
+  model = S.add_steer(qwen3_vl.init_random(qwen3_vl.preset("tiny"), seed=0))
+  evaluation = streaming.StreamingEvaluation(bench, str(tmp_path), (model, None))
+  seen = {}
+
+  def fake_train(model, processor, task, hint, source, *args, **kwargs):
+    seen[task] = ([s.sid for s in source.streams], hint)
+    return Adapter(task, np.zeros_like(S.get_steer(model)), hint, {"pairs": 0})
+
+  monkeypatch.setattr(online, "train_adapter", fake_train)
+  online.adapt_benchmark(evaluation, None, None, None, None, None, update_after=3, progress=None)
+  assert seen["t"] == (["early", "late"], ["which?"] * 3)

@@ -2,8 +2,8 @@
 
 The paper's protocol (taskmem-spec.md §3.5): a task type's first questions are answered from the plain
 Phase-One memory; then an adapter is trained with those questions as the task hint and the memory for
-the task's later questions is written with it. The training windows come from the benchmark's own
-streams (`BenchmarkSource`), their history is the policy's plain memory of that stream, and the judges
+the task's later questions is written with it. The training windows come from the streams of those first
+questions only (`BenchmarkSource`), their history is the policy's plain memory of that stream, and the judges
 are the ones given (an OpenAI-compatible server or a local checkpoint; there is no ground truth).
 Adapters are saved to workdir/adapters/<task>.safetensors as they are made, and a rerun loads them.
 """
@@ -62,12 +62,16 @@ def adapt_benchmark(evaluation, quality_judge, task_judge, reward, cache_cfg, dp
   by_task: dict[str, list] = {}
   for stream in evaluation.benchmark.streams:
     for q in stream.questions:
-      by_task.setdefault(q.task, []).append(q)
-  source = BenchmarkSource(evaluation, evaluation.benchmark.streams)
+      by_task.setdefault(q.task, []).append((stream, q))
   adapters = {}
-  for k, (task, questions) in enumerate(sorted(by_task.items())):
-    if len(questions) <= update_after:
+  for k, (task, asked) in enumerate(sorted(by_task.items())):
+    if len(asked) <= update_after:
       continue
+    questions = [q for _, q in asked]
+    # The training windows come only from the videos of the questions already asked (the official cache:
+    # the task's first `bound` questions), so no video of a later, evaluated question is trained on.
+    seen = list({id(stream): stream for stream, _ in asked[:update_after]}.values())
+    source = BenchmarkSource(evaluation, seen)
     path = os.path.join(evaluation.workdir, "adapters", f"{_safe(task)}.safetensors")
     hint = [q.text for q in questions[:update_after]][-5:]
     if os.path.exists(path):
