@@ -10,8 +10,9 @@ steer and hint. Multiple choice: --answerer=local (a checkpoint, --answerer_chec
 policy) or http (an OpenAI-compatible endpoint); EgoLife uses 3 samples and a majority vote. Free form
 (EgoTempo) is graded by --grader (http, local, or exact). Writes W/answers.jsonl, W/memories/, W/scores.json,
 W/scores.md and W/scores.png; a rerun resumes and recomputes nothing already written. --phase_two trains
-each task's adapter online from its first --update_after questions (W/adapters/<task>.safetensors) and
-answers the task's later questions from the memory written with it, the paper's schedule.
+each task's adapters online, the official schedule on real benchmarks: after its first 10, 30 and 50 questions
+(--update_positions; W/adapters/<task>@<N>.safetensors, from those questions and their videos), each later
+question answered from the memory written with the latest; SynthWorld: one adapter after --update_after.
 
 Data layout (--data_dir): videomme: videomme.json[l] (+ videos/, subtitles/); egolife: EgoLifeQA*.json
 (+ the DAYn_A1_JAKE_HHMMSSFF.mp4 files anywhere below --video_dir); egotempo: egotempo_openQA.json
@@ -57,6 +58,9 @@ def define_flags() -> None:
                     "by --base_url if given, else the local answerer checkpoint) and answer its later questions "
                     "from the adapted memory.")
   flags.DEFINE_integer("update_after", 5, "Phase Two: questions of a task answered before its adapter takes over.")
+  flags.DEFINE_list("update_positions", None, "Phase Two: a schedule of updates instead (one adapter per task after "
+                    "each N of its questions, question i answered from the largest N <= i). Default: the official "
+                    "10,30,50 on real benchmarks, --update_after alone on SynthWorld.")
   flags.DEFINE_integer("adapt_contexts", 16, "Phase Two: training windows per adapter.")
 
 
@@ -106,7 +110,18 @@ def train_adapters(evaluation, model, processor) -> dict:
   steer_lib.add_steer(model)
   dpo = dpo_config(FLAGS.benchmark)
   return adapt_benchmark(evaluation, judge, judge, RewardConfig(), CacheConfig(max_new_tokens=FLAGS.max_new_tokens),
-                         dpo, update_after=FLAGS.update_after, num_contexts=FLAGS.adapt_contexts)
+                         dpo, update_after=FLAGS.update_after,
+                         update_positions=update_positions(FLAGS.benchmark, FLAGS.update_positions),
+                         num_contexts=FLAGS.adapt_contexts)
+
+
+def update_positions(benchmark: str, given=None) -> tuple[int, ...] | None:
+  """The Phase-Two schedule: the given positions; else the official one (configs/phase_two_30b_a3b.py) on real
+  benchmarks; None (one update after --update_after questions) on SynthWorld."""
+  if given:
+    return tuple(int(n) for n in given)
+  from experiments.configs import phase_two_30b_a3b
+  return None if benchmark == "synthworld" else tuple(phase_two_30b_a3b.get_config().update_positions)
 
 
 def dpo_config(benchmark: str):

@@ -324,3 +324,36 @@ def test_adapters_train_only_on_the_videos_of_the_questions_already_asked(tmp_pa
   monkeypatch.setattr(online, "train_adapter", fake_train)
   online.adapt_benchmark(evaluation, None, None, None, None, None, update_after=3, progress=None)
   assert seen["t"] == (["early", "late"], ["which?"] * 3)
+
+
+def test_the_update_schedule_trains_one_adapter_per_position_and_answers_from_the_latest(tmp_path, monkeypatch):
+  """The official schedule (10 / 30 / 50, here 2 / 3): one adapter per position, made from the task's first N
+  questions and their videos; question i is answered from the adapter of the largest N <= i."""
+  from experiments import evaluate
+  from taskmem_jax.adapters import steer as S
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.phase_two import online
+  from taskmem_jax.phase_two.adapt import Adapter
+
+  def stream(sid, qids):
+    questions = tuple(Question(q, "t", f"which {q}?", ("a", "b"), "A", 30.0) for q in qids)
+    return Stream(sid, (Segment(f"/videos/{sid}.mp4", 0.0),), questions, duration=60.0)
+
+  bench = Benchmark("videomme", [stream("s1", ["q0", "q1"]), stream("s2", ["q2"]), stream("s3", ["q3", "q4"])])
+  model = S.add_steer(qwen3_vl.init_random(qwen3_vl.preset("tiny"), seed=0))
+  evaluation = streaming.StreamingEvaluation(bench, str(tmp_path), (model, None))
+  seen = {}
+
+  def fake_train(model, processor, task, hint, source, *args, **kwargs):
+    seen[len(seen)] = ([s.sid for s in source.streams], hint)
+    return Adapter(task, np.zeros_like(S.get_steer(model)), hint, {"pairs": 0})
+
+  monkeypatch.setattr(online, "train_adapter", fake_train)
+  adapters = online.adapt_benchmark(evaluation, None, None, None, None, None, update_positions=(2, 3), progress=None)
+  assert sorted(adapters) == ["t@2", "t@3"] and (tmp_path / "adapters" / "t@3.safetensors").exists()
+  assert seen[0] == (["s1"], ["which q0?", "which q1?"]) and seen[1][0] == ["s1", "s2"]
+  evaluation.adapters = adapters
+  questions = [q for s in bench.streams for q in s.questions]
+  assert [evaluation.memory_tag(q) for q in questions] == ["base", "base", "t@2", "t@3", "t@3"]
+  assert evaluate.update_positions("egolife") == (10, 30, 50) and evaluate.update_positions("synthworld") is None
+  assert evaluate.update_positions("synthworld", ["4", "8"]) == (4, 8)

@@ -131,7 +131,9 @@ class StreamingEvaluation:
   grade(question_text, reference, prediction) -> (correct, score) for free-form questions. adapters: task -> object with .values (steer [n, H]) and .hint (list of str), used
   with adapters.steer.set_steer (the model must have the steer added). update_after: a task's first
   update_after questions (benchmark order) are answered from the plain memory, the later ones from the
-  adapter's (the Phase-Two schedule; 0 = every question of an adapted task).
+  adapter's (the Phase-Two schedule; 0 = every question of an adapted task). A schedule of updates (the
+  official 10 / 30 / 50) keys its adapters "task@N": question i of the task (from 0) is answered from the memory
+  of the adapter with the largest N <= i (memory_tag).
   """
 
   def __init__(self, benchmark: Benchmark, workdir: str, policy, answer_mc: Callable | None = None,
@@ -154,6 +156,17 @@ class StreamingEvaluation:
     self.errors_path = os.path.join(workdir, "errors.jsonl")
 
   # --- memory --------------------------------------------------------------------------------------
+
+  def memory_tag(self, q: Question) -> str:
+    """Which memory answers q: "task@N" for the scheduled adapter with the largest N <= q's index among its
+    task's questions; else the task's single adapter once update_after of its questions were asked; else the
+    plain memory, "base"."""
+    index = self.task_index[q.qid]
+    bounds = [int(key.rsplit("@", 1)[1]) for key in self.adapters
+              if key.rsplit("@", 1)[0] == q.task and "@" in key and int(key.rsplit("@", 1)[1]) <= index]
+    if bounds:
+      return f"{q.task}@{max(bounds)}"
+    return q.task if q.task in self.adapters and index >= self.update_after else "base"
 
   def rollout_config(self) -> RolloutConfig:
     """The memory writer's settings (greedy unless the config samples)."""
@@ -238,9 +251,7 @@ class StreamingEvaluation:
         memories = {}
         duration = stream_duration(stream)
         for q in todo:
-          # The Phase-Two schedule: a task's first update_after questions are answered from the plain memory.
-          adapted = q.task in self.adapters and self.task_index[q.qid] >= self.update_after
-          tag = q.task if adapted else "base"
+          tag = self.memory_tag(q)
           if tag not in memories:
             memories[tag] = self.memory(stream, tag)
           # Asked at (or after) the end: the whole memory, the final partial clip included.

@@ -5,7 +5,8 @@ Phase-One memory; then an adapter is trained with those questions as the task hi
 the task's later questions is written with it. The training windows come from the streams of those first
 questions only (`BenchmarkSource`), their history is the policy's plain memory of that stream, and the judges
 are the ones given (an OpenAI-compatible server or a local checkpoint; there is no ground truth).
-Adapters are saved to workdir/adapters/<task>.safetensors as they are made, and a rerun loads them.
+Adapters are saved to workdir/adapters/<task>.safetensors (a schedule: <task>@<N>.safetensors) as they are
+made, and a rerun loads them.
 """
 
 from __future__ import annotations
@@ -55,41 +56,46 @@ class BenchmarkSource:
 
 
 def adapt_benchmark(evaluation, quality_judge, task_judge, reward, cache_cfg, dpo_cfg, *, update_after: int = 5,
-                    num_contexts: int = 16, seed: int = 0, progress=print) -> dict[str, Adapter]:
+                    update_positions: tuple[int, ...] | None = None, num_contexts: int = 16, seed: int = 0,
+                    progress=print) -> dict[str, Adapter]:
   """Trains (or loads) one adapter per task that has more than update_after questions; returns task -> Adapter.
-  The evaluation's model must have a steer (adapters.steer.add_steer)."""
+  update_positions (the official schedule 10, 30, 50): one adapter per task and position N the task has more
+  than N questions of, made from its first N questions, keyed (and saved as) "task@N"; the evaluation answers
+  question i from the largest N <= i (StreamingEvaluation.memory_tag). The evaluation's model must have a
+  steer (adapters.steer.add_steer)."""
   model, processor = evaluation.model, evaluation.processor
   by_task: dict[str, list] = {}
   for stream in evaluation.benchmark.streams:
     for q in stream.questions:
       by_task.setdefault(q.task, []).append((stream, q))
   adapters = {}
-  for k, (task, asked) in enumerate(sorted(by_task.items())):
-    if len(asked) <= update_after:
-      continue
+  jobs = [(task, asked, bound, f"{task}@{bound}" if update_positions else task)
+          for task, asked in sorted(by_task.items())
+          for bound in (update_positions or (update_after,)) if len(asked) > bound]
+  for k, (task, asked, bound, key) in enumerate(jobs):
     questions = [q for _, q in asked]
     # The training windows come only from the videos of the questions already asked (the official cache:
     # the task's first `bound` questions), so no video of a later, evaluated question is trained on.
-    seen = list({id(stream): stream for stream, _ in asked[:update_after]}.values())
+    seen = list({id(stream): stream for stream, _ in asked[:bound]}.values())
     source = BenchmarkSource(evaluation, seen)
-    path = os.path.join(evaluation.workdir, "adapters", f"{_safe(task)}.safetensors")
-    hint = [q.text for q in questions[:update_after]][-5:]
+    path = os.path.join(evaluation.workdir, "adapters", f"{_safe(key)}.safetensors")
+    hint = [q.text for q in questions[:bound]][-5:]
     if os.path.exists(path):
       meta = steer_lib.load(model, path)
-      adapters[task] = Adapter(task, steer_lib.get_steer(model), [h for h in meta.get("hint", "").split(" | ") if h],
-                               {})
-      steer_lib.set_steer(model, np.zeros_like(adapters[task].values))
+      adapters[key] = Adapter(task, steer_lib.get_steer(model), [h for h in meta.get("hint", "").split(" | ") if h],
+                              {})
+      steer_lib.set_steer(model, np.zeros_like(adapters[key].values))
       continue
     adapter = train_adapter(model, processor, task, hint, source, quality_judge, task_judge, reward, cache_cfg,
                             dpo_cfg, num_contexts=num_contexts, seed=seed * 1000 + k)
     steer_lib.set_steer(model, adapter.values)
-    steer_lib.save(model, path, metadata={"task": task, "hint": " | ".join(hint), "pairs": adapter.stats["pairs"]})
+    steer_lib.save(model, path, metadata={"task": key, "hint": " | ".join(hint), "pairs": adapter.stats["pairs"]})
     steer_lib.set_steer(model, np.zeros_like(adapter.values))
-    adapters[task] = adapter
+    adapters[key] = adapter
     if progress:
-      progress(f"{task}: adapter from {adapter.stats['pairs']} pairs of {num_contexts} windows")
+      progress(f"{key}: adapter from {adapter.stats['pairs']} pairs of {num_contexts} windows")
   return adapters
 
 
 def _safe(name: str) -> str:
-  return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+  return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in name)
