@@ -58,6 +58,9 @@ def define_flags() -> None:
                     "by --base_url if given, else the local answerer checkpoint) and answer its later questions "
                     "from the adapted memory.")
   flags.DEFINE_integer("update_after", 5, "Phase Two: questions of a task answered before its adapter takes over.")
+  flags.DEFINE_enum("egolife_context", "official", ["official", "day"], "EgoLife answer context: official = the "
+                    "question's CURRENT minute and its TARGET minutes (any earlier day); day = that day's memory up "
+                    "to the question.")
   flags.DEFINE_list("update_positions", None, "Phase Two: a schedule of updates instead (one adapter per task after "
                     "each N of its questions, question i answered from the largest N <= i). Default: the official "
                     "10,30,50 on real benchmarks, --update_after alone on SynthWorld.")
@@ -193,7 +196,7 @@ def main(argv):
   evaluation = StreamingEvaluation(benchmark, FLAGS.workdir, (model, processor), answer_mc, answer_free, grade,
                                    streaming_config(FLAGS.benchmark, FLAGS.memory_sampling, FLAGS.memory_seed,
                                                     FLAGS.max_new_tokens), adapters=adapters,
-                                   update_after=update_after)
+                                   update_after=update_after, egolife_context=FLAGS.egolife_context)
   if FLAGS.phase_two:
     evaluation.adapters = train_adapters(evaluation, model, processor)
   scores = evaluation.run()

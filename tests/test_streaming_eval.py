@@ -357,3 +357,39 @@ def test_the_update_schedule_trains_one_adapter_per_position_and_answers_from_th
   assert [evaluation.memory_tag(q) for q in questions] == ["base", "base", "t@2", "t@3", "t@3"]
   assert evaluate.update_positions("egolife") == (10, 30, 50) and evaluate.update_positions("synthworld") is None
   assert evaluate.update_positions("synthworld", ["4", "8"]) == (4, 8)
+
+
+def test_egolife_answers_from_the_official_current_and_target_segments(tmp_path):
+  """EgoLife's official answer context: the question's CURRENT minute and its TARGET minutes, which may be on
+  an earlier day, each headed DAYx: from HH:MM:SS:mmm to ...; --egolife_context=day keeps that day's memory."""
+  import benchmark_fixtures as fx
+  from taskmem_jax.benchmarks import load_egolife
+  from taskmem_jax.io import atomic_write_text
+
+  d = fx.write_egolife(str(tmp_path / "data"))
+  bench = load_egolife(d.annotation, d.video_dir)
+  for stream in bench.streams:  # memories already written: nothing to generate
+    day = stream.meta["day"]
+    memory = EpisodicMemory(10, {c: f"day{day} clip {c}." for c in range(10)})
+    path = tmp_path / "w" / "memories" / "base" / f"{stream.sid}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    memory.save(str(path))
+    atomic_write_text(str(path) + ".done", "")
+  contexts = {}
+
+  def answer(q, memory):
+    contexts[q.qid] = memory.to_string()
+    return "B"
+
+  streaming.StreamingEvaluation(bench, str(tmp_path / "w"), (None, None), answer).run(progress=False)
+  four = contexts["4"]  # asked on DAY2 at 09:00:05 about DAY1 11:10:30
+  assert four.index("=== CURRENT clip memories ===") < four.index("DAY2: from 09:00:00:000 to 09:01:00:000")
+  assert four.index("=== TARGET clip memories ===") < four.index("DAY1: from 11:10:00:000 to 11:11:00:000")
+  assert "day1 clip 0." in four and "day1 clip 5." in four and "day1 clip 6." not in four
+  assert "day2 clip" not in four  # the current minute had no finished clip by 09:00:05
+  five = contexts["5"]  # no target: the current minute alone
+  assert "DAY1: from 11:10:00:000 to 11:11:00:000" in five and "TARGET" in five and five.count("DAY1:") == 1
+  day = streaming.StreamingEvaluation(bench, str(tmp_path / "day"), (None, None), answer, egolife_context="day")
+  for stream in bench.streams:
+    for q in stream.questions:
+      assert "===" not in day._context(stream, q, "base", EpisodicMemory(10, {0: "x."}), q.ask_after).to_string()

@@ -133,12 +133,17 @@ class StreamingEvaluation:
   update_after questions (benchmark order) are answered from the plain memory, the later ones from the
   adapter's (the Phase-Two schedule; 0 = every question of an adapted task). A schedule of updates (the
   official 10 / 30 / 50) keys its adapters "task@N": question i of the task (from 0) is answered from the memory
-  of the adapter with the largest N <= i (memory_tag).
+  of the adapter with the largest N <= i (memory_tag). egolife_context: what an EgoLife question is answered
+  from: "official" (eval/answer_context.py: its CURRENT minute and its TARGET minutes, on any earlier day) or
+  "day" (that day's memory up to the question).
   """
 
   def __init__(self, benchmark: Benchmark, workdir: str, policy, answer_mc: Callable | None = None,
                answer_free: Callable | None = None, grade: Callable | None = None, cfg: StreamingConfig | None = None,
-               adapters: dict | None = None, update_after: int = 0):
+               adapters: dict | None = None, update_after: int = 0, egolife_context: str = "official"):
+    if egolife_context not in ("official", "day"):
+      raise ValueError(f"egolife_context={egolife_context!r}: expected 'official' or 'day'")
+    self.egolife_context = egolife_context
     self.benchmark, self.workdir = benchmark, workdir
     self.model, self.processor = policy
     self.answer_mc, self.answer_free, self.grade = answer_mc, answer_free, grade
@@ -156,6 +161,21 @@ class StreamingEvaluation:
     self.errors_path = os.path.join(workdir, "errors.jsonl")
 
   # --- memory --------------------------------------------------------------------------------------
+
+  def _context(self, stream: Stream, q: Question, tag: str, memory: EpisodicMemory, seconds: float):
+    """What q is answered from: the memory up to the question, or EgoLife's official context."""
+    if self.benchmark.name != "egolife" or self.egolife_context != "official" or "query_day" not in q.meta:
+      return memory_at(memory, seconds)
+    from taskmem_jax.eval.answer_context import egolife_context
+    person = stream.meta.get("person")
+    days = {s.meta.get("day"): s for s in self.benchmark.streams if s.meta.get("person") == person}
+
+    def memory_of_day(day):
+      if day == stream.meta.get("day"):
+        return memory
+      return self.memory(days[day], tag) if day in days else None
+
+    return egolife_context(q, memory_of_day)
 
   def memory_tag(self, q: Question) -> str:
     """Which memory answers q: "task@N" for the scheduled adapter with the largest N <= q's index among its
@@ -257,7 +277,7 @@ class StreamingEvaluation:
           # Asked at (or after) the end: the whole memory, the final partial clip included.
           seconds = q.ask_after if q.ask_after < duration - 1e-6 else float("inf")
           row = {"qid": q.qid, "stream": stream.sid, "task": q.task, "memory": tag,
-                 **self._answer(q, memory_at(memories[tag], seconds))}
+                 **self._answer(q, self._context(stream, q, tag, memories[tag], seconds))}
           self._append(self.answers_path, row)
           done[q.qid] = row
       except Exception as e:  # a bad stream is recorded and counted; the others go on
