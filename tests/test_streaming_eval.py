@@ -2,6 +2,7 @@
 recomputing, bad streams counted, multi-file windows, answerers and graders."""
 
 import json
+import types
 import os
 
 import numpy as np
@@ -393,3 +394,35 @@ def test_egolife_answers_from_the_official_current_and_target_segments(tmp_path)
   for stream in bench.streams:
     for q in stream.questions:
       assert "===" not in day._context(stream, q, "base", EpisodicMemory(10, {0: "x."}), q.ask_after).to_string()
+
+
+def test_phase_two_windows_show_the_history_in_local_face_ids_and_check_the_tags(tmp_path, monkeypatch):
+  """Phase Two on a real benchmark prepares its training windows as evaluation does: the teacher history in the
+  window's local <face_k> ids (two people: one boxed, one only speaking), and the face-tag check on."""
+  from taskmem_jax.adapters import steer as S
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.phase_two import adapt, online
+  from taskmem_jax.rewards import FACE_TAGS
+
+  world = sw.generate(5, sw.WorldConfig(num_clips=3))
+  path = sw.write_stream(world, tmp_path / "v.mp4")
+  (tmp_path / "v.srt").write_text("1\n00:00:02,000 --> 00:00:06,000\n[face_7]: hello there\n")
+  tracks = {"fps": 2, "tracks": [{"identity": 9, "boxes": [[k, 4, 4, 30, 30] for k in range(2, 60)]}]}
+  (tmp_path / "t.json").write_text(json.dumps(tracks))
+  questions = tuple(Question(f"q{i}", "t", "who waved?", ("a", "b"), "A", 30.0) for i in range(3))
+  stream = Stream("v", (Segment(str(path), 0.0),), questions, duration=world.duration,
+                  subtitles=str(tmp_path / "v.srt"), tracks=str(tmp_path / "t.json"))
+  bench = Benchmark("videomme", [stream])
+  model = S.add_steer(qwen3_vl.init_random(qwen3_vl.preset("tiny"), seed=0))
+  evaluation = streaming.StreamingEvaluation(bench, str(tmp_path / "w"), (model, None))
+  monkeypatch.setattr(evaluation, "memory", lambda s, tag: EpisodicMemory(10, {0: "[face_9] sat.",
+                                                                               1: "[face_7] spoke."}))
+  seen = []  # per context: (prompt history, judge history, tag rule, video left unrendered)
+  monkeypatch.setattr(adapt, "context_pairs", lambda *a, **k: (types.SimpleNamespace(compared=0, preferences=[]),
+                                                              seen.append((a[3], a[5].previous, k.get("tags"),
+                                                                           isinstance(a[2]["video"], str))) or None))
+  online.adapt_benchmark(evaluation, None, None, None, None, None, update_after=2, num_contexts=3, progress=None)
+  assert seen and all(tags is FACE_TAGS and not plain for _, _, tags, plain in seen)
+  for previous, ctx_previous, _, _ in seen:
+    assert previous == list(ctx_previous) and all("[face_" not in p for p in previous)
+  assert any("<face_1> sat." in p for previous, _, _, _ in seen for p in previous)

@@ -62,10 +62,14 @@ def train_adapter(model, processor, task: str, hint: list[str], source, quality_
   for k, (video, clip) in enumerate(training_contexts(source, num_contexts, seed)):
     if k % n != me:
       continue  # another process's context
-    item = source.video_item(video, clip)
+    previous = source.teacher(video).previous(clip)
+    if hasattr(source, "prepare"):  # real video: the perception rendering, the history in this window's local ids
+      prepared = source.prepare(video, clip, previous)
+      item, previous = (None, previous) if prepared is None else prepared[:2]
+    else:
+      item = source.video_item(video, clip)
     if item is None:  # a window no video covers
       continue
-    previous = source.teacher(video).previous(clip)
     ctx = source.context(video, clip, previous, item)
     result, pair = context_pairs(model, processor, item, previous, hint, ctx, quality_judge, task_judge, reward,
                                  cache_cfg, seed=seed * 7919 + k, tags=tags)

@@ -39,8 +39,14 @@ class BenchmarkSource:
   def num_clips(self, video: int) -> int:
     return len(self._windows[self._k(video)])
 
+  def prepare(self, video: int, clip: int, previous: list[str]):
+    """(video item, the previous memories in this window's local face ids, local -> global) as evaluation
+    prepares the window (eval/streaming.window_preparer: tags burned into the frames, ids renumbered), or None
+    when no video covers it."""
+    return self._prepare[self._k(video)](self._windows[self._k(video)][clip], list(previous))
+
   def video_item(self, video: int, clip: int) -> dict | None:
-    prepared = self._prepare[self._k(video)](self._windows[self._k(video)][clip], [])
+    prepared = self.prepare(video, clip, [])
     return None if prepared is None else prepared[0]
 
   def teacher(self, video: int):
@@ -63,7 +69,10 @@ def adapt_benchmark(evaluation, quality_judge, task_judge, reward, cache_cfg, dp
   than N questions of, made from its first N questions, keyed (and saved as) "task@N"; the evaluation answers
   question i from the largest N <= i (StreamingEvaluation.memory_tag). The evaluation's model must have a
   steer (adapters.steer.add_steer)."""
+  from taskmem_jax.rewards import FACE_TAGS, SYNTHWORLD_TAGS
   model, processor = evaluation.model, evaluation.processor
+  # The quality check's identity-tag rule, as evaluation renders the windows.
+  tags = SYNTHWORLD_TAGS if evaluation.benchmark.name == "synthworld" else FACE_TAGS
   by_task: dict[str, list] = {}
   for stream in evaluation.benchmark.streams:
     for q in stream.questions:
@@ -87,7 +96,7 @@ def adapt_benchmark(evaluation, quality_judge, task_judge, reward, cache_cfg, dp
       steer_lib.set_steer(model, np.zeros_like(adapters[key].values))
       continue
     adapter = train_adapter(model, processor, task, hint, source, quality_judge, task_judge, reward, cache_cfg,
-                            dpo_cfg, num_contexts=num_contexts, seed=seed * 1000 + k)
+                            dpo_cfg, num_contexts=num_contexts, seed=seed * 1000 + k, tags=tags)
     steer_lib.set_steer(model, adapter.values)
     steer_lib.save(model, path, metadata={"task": key, "hint": " | ".join(hint), "pairs": adapter.stats["pairs"]})
     steer_lib.set_steer(model, np.zeros_like(adapter.values))
