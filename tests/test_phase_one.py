@@ -282,3 +282,29 @@ def test_video_files_source_trains_from_mp4_and_teacher_json(tmp_path):
   started.write_text(json.dumps({"video": "v.mp4", "start_time": 31}) + "\n")
   with pytest.raises(ValueError, match="start.jsonl:1: start_time=31"):
     make_source(cfg)
+
+
+def test_video_files_source_shows_the_history_in_local_face_ids(tmp_path):
+  """Phase One on real videos remaps the history as the official dataset does with map.json: the manifest's
+  subtitles and face tracks are burned into the window, the previous memories' global [face_N] ids become the
+  window's local <face_k>, and the new memory maps back (two people: one boxed, one only speaking)."""
+  from taskmem_jax.envs import synthworld as sw
+  from taskmem_jax.rl.streams import VideoFilesSource
+
+  world = sw.generate(5, sw.WorldConfig(num_clips=3))
+  sw.write_stream(world, tmp_path / "v.mp4")
+  (tmp_path / "v.srt").write_text("1\n00:00:02,000 --> 00:00:06,000\n[face_7]: hello there\n")
+  tracks = {"fps": 2, "tracks": [{"identity": 9, "boxes": [[k, 4, 4, 30, 30] for k in range(2, 20)]}]}
+  (tmp_path / "t.json").write_text(json.dumps(tracks))
+  (tmp_path / "m.jsonl").write_text(json.dumps({"video": "v.mp4", "subtitles": "v.srt", "tracks": "t.json"}) + "\n")
+  source = VideoFilesSource(str(tmp_path / "m.jsonl"))
+  item, shown, to_global = source.prepare(0, 1, ["[face_3] left.", "[face_9] sat."])
+  assert not isinstance(item["video"], str)  # rendered frames, not the raw file
+  assert shown == ["<face_3> left.", "<face_1> sat."]
+  assert to_global("<face_2> greets <face_1>.") == "[face_7] greets [face_9]."
+  (tmp_path / "plain.jsonl").write_text(json.dumps({"video": "v.mp4"}) + "\n")
+  plain = VideoFilesSource(str(tmp_path / "plain.jsonl"))
+  assert plain.prepare(0, 1, ["x."]) == (plain.video_item(0, 1), ["x."], None)
+  (tmp_path / "bad.jsonl").write_text(json.dumps({"video": "v.mp4", "tracks": "nope.json"}) + "\n")
+  with pytest.raises(ValueError, match="bad.jsonl:1: no such file"):
+    VideoFilesSource(str(tmp_path / "bad.jsonl"))

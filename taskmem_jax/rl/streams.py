@@ -146,7 +146,10 @@ class VideoFilesSource:
   "memory" (optional) is the teacher's EpisodicMemory JSON of that video (the paper's Gemini seed
   memories), the off-policy history; without it the off-policy stage shows no previous memories.
   "start_time" (optional, seconds, default 0): where the video's stream starts, as the official records'
-  start_time (clip start_time // 10).
+  start_time (clip start_time // 10). "subtitles" (an .srt) and "tracks" (face tracks, processing/overlay.py),
+  optional: the perception rendering of evaluation (prepare): tags burned into the frames, and the history
+  shown in each window's local <face_k> ids (the official map.json remap), the new memory mapped back to
+  global [face_N] ids.
   Relative paths are read from the manifest's folder. Video k of the slots is line k mod the number of
   lines, so streams cycle through the manifest. The judge gets the window's file and span (video_path,
   start, end); there is no ground truth.
@@ -159,7 +162,7 @@ class VideoFilesSource:
     from taskmem_jax.processing.video import video_duration
 
     folder = os.path.dirname(os.path.abspath(manifest))
-    self.entries = []
+    self.entries, self.overlays, self._preparers = [], [], {}
     with open(manifest, encoding="utf-8") as f:
       for number, line in enumerate(f, 1):
         if not line.strip():
@@ -172,12 +175,17 @@ class VideoFilesSource:
           raise ValueError(f"{manifest}:{number}: expected an object with a string \"video\"")
         video = os.path.join(folder, entry["video"])
         memory = os.path.join(folder, entry["memory"]) if entry.get("memory") else None
+        overlays = {k: os.path.join(folder, entry[k]) for k in ("subtitles", "tracks") if entry.get(k)}
+        missing = [f"{k}={p}" for k, p in overlays.items() if not os.path.isfile(p)]
+        if missing:
+          raise ValueError(f"{manifest}:{number}: no such file {missing}")
         start = entry.get("start_time", 0)
         duration = video_duration(video)
         if not isinstance(start, (int, float)) or isinstance(start, bool) or not 0 <= start < duration:
           raise ValueError(f"{manifest}:{number}: start_time={start!r} must be a number of seconds in "
                            f"[0, {duration:g}) (the video's duration)")
         self.entries.append((video, memory, duration, int(start // CLIP_SECONDS)))
+        self.overlays.append(overlays)
     if not self.entries:
       raise ValueError(f"{manifest}: no videos listed")
     self.teacher = functools.lru_cache(maxsize=64)(self._teacher)
@@ -203,6 +211,19 @@ class VideoFilesSource:
 
     w = self.window(video, clip)
     return window_video_item(self._entry(video)[0], w.start, w.end)
+
+  def prepare(self, video: int, clip: int, previous: list[str]):
+    """(video item, the previous memories as this window shows them, local -> global id map or None): with
+    the entry's subtitles / tracks, evaluation's perception rendering (eval/streaming.window_preparer)."""
+    k = video % len(self.entries)
+    if k not in self._preparers:
+      from taskmem_jax.benchmarks.base import Segment, Stream
+      from taskmem_jax.eval.streaming import window_preparer
+      path, _, duration, _ = self.entries[k]
+      self._preparers[k] = window_preparer(Stream(str(k), (Segment(path, 0.0),), (), duration=duration,
+                                                  subtitles=self.overlays[k].get("subtitles"),
+                                                  tracks=self.overlays[k].get("tracks")))
+    return self._preparers[k](self.window(video, clip), list(previous))
 
   def context(self, video: int, clip: int, previous: list[str], video_item: dict | None = None) -> WindowContext:
     w = self.window(video, clip)

@@ -200,16 +200,22 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
     off_policy = step < cfg.off_policy_steps
     params_here = distributed.local_view(state.params, mesh) if multi else state.params
     rollouts = [[] for _ in range(size)]  # [P][this process's streams]
+    to_global = [[] for _ in range(size)]  # [P][this process's streams]: a window's local -> global ids, or None
     for b in mine:
       slot = slots.slots[b]
-      item = source.video_item(slot.video, slot.clip)
-      ctx_fn = lambda previous, slot=slot, item=item: source.context(slot.video, slot.clip, previous, item)
       for p in range(size):
         memory = source.teacher(slot.video) if off_policy else slot.memories[p]
+        previous, mapping = memory.previous(slot.clip), None
+        if hasattr(source, "prepare"):  # real video: the history in this window's local face ids (map.json)
+          item, previous, mapping = source.prepare(slot.video, slot.clip, previous)
+        else:
+          item = source.video_item(slot.video, slot.clip)
+        ctx_fn = lambda previous, slot=slot, item=item: source.context(slot.video, slot.clip, previous, item)
         live = nnx.merge(graphdef, pop.member(params_here, p), rest_here)
-        rollouts[p].append(sample_group(live, processor, item, memory.previous(slot.clip), ctx_fn, cfg, judge,
+        rollouts[p].append(sample_group(live, processor, item, previous, ctx_fn, cfg, judge,
                                         rewards[p], seed=(cfg.seed * 1_000_003 + step * 1009 + int(b)) % (2**31),
                                         tags=tags))
+        to_global[p].append(mapping)
     advantages = np.stack([np.asarray(group_advantages(
         np.stack([r.score.reward for r in rs]), eps=cfg.eps, **nsr_gate_args(cfg.nsr_gate),
         parsed=np.stack([r.score.status == 0 for r in rs]),
@@ -263,6 +269,7 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
     # Every process needs every stream's history and statistics: gathered in global stream order.
     chosen = [[next((x.description for x in rollouts[p][i].parses if x.ok), None) for i in range(len(mine))]
               for p in range(size)]
+    chosen = [[c if c is None or g is None else g(c) for c, g in zip(chosen[p], to_global[p])] for p in range(size)]
     arrays = [score_arrays(rollouts[p]) for p in range(size)]
     adv_all = advantages
     if multi:
