@@ -84,3 +84,30 @@ def test_extrapolate_in_depth():
   # above the steer: 3 - 1 = 2 layers, 6 - 3 = 3, 48 - 22 = 26; temp 13 -> 16 GiB: 3 GiB per layer above
   assert [aot.steer_layer_at(n) for n in (3, 6, 48)] == [1, 3, 22]
   assert dpo.temp_bytes == (13 + 3 * 24) * gib and dpo.arg_bytes == 48 * gib and not dpo.fits
+
+
+def test_process_mesh_lays_out_a_copy_per_host():
+  """--processes: "data" over the hosts, each host's chips laid out by the preset (the multi-host run's
+  sharding.data_parallel_mesh), and AdamW moments over all chips (ZeRO-1)."""
+  script = (
+      "import jax\n"
+      "from taskmem_jax import aot\n"
+      "from taskmem_jax import sharding as shd\n"
+      "devices = jax.devices()\n"
+      "mesh = aot.process_mesh('fsdp_tensor', devices, 2)\n"
+      "assert dict(mesh.shape) == {'data': 2, 'fsdp': 2, 'expert': 1, 'tensor': 2}, mesh.shape\n"
+      "assert [d.id for d in mesh.devices[0].flat] == [0, 1, 2, 3], mesh.devices\n"
+      "assert aot.process_mesh('fsdp', devices, 1).shape['data'] == 1\n"
+      "rules = shd.zero_rules('fsdp_tensor')\n"
+      "spec = shd.spec_for(('embed', 'heads'), (2048, 4096), mesh, rules)\n"
+      "assert spec == jax.sharding.PartitionSpec(('fsdp', 'data'), 'tensor'), spec\n"
+      "try:\n"
+      "  aot.process_mesh('fsdp', devices, 3)\n"
+      "except ValueError as e:\n"
+      "  assert 'processes=3' in str(e)\n"
+      "else:\n"
+      "  raise AssertionError('no error')\n"
+      "print('ok')\n")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout[-2000:] + proc.stderr[-3000:]

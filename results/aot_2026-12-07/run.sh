@@ -18,10 +18,15 @@ for L in 3 6; do
   run $OUT/v5p32_fsdp_tensor_ep_L49152_${L}l.jsonl --topology=v5p:2x2x4 --seq_len=49152 --num_layers=$L --preset=fsdp_tensor --batch=4 --entries=prefill,phase_one_update
   # v5e-16 (16 GiB chips)
   run $OUT/v5e16_fsdp_tensor_ep_${L}l.jsonl --topology=v5e:4x4 --seq_len=24576 --num_layers=$L --preset=fsdp_tensor --batch=4 --entries=phase_one_update,dpo_step
-  # without the kernels: the chunked XLA attention
-  run $OUT/v5p32_fsdp_tensor_ep_chunked_${L}l.jsonl $V5P --num_layers=$L --preset=fsdp_tensor --batch=4 --entries=prefill,phase_one_update,dpo_step --attention=chunked
 done
-run $OUT/v5e16_fsdp_tensor_ep_chunked_3l.jsonl --topology=v5e:4x4 --seq_len=24576 --num_layers=3 --preset=fsdp_tensor --batch=4 --entries=phase_one_update,dpo_step --attention=chunked
+# without the kernels: the chunked XLA attention
+run $OUT/v5p32_fsdp_tensor_ep_chunked_3l.jsonl $V5P --num_layers=3 --preset=fsdp_tensor --batch=4 --entries=phase_one_update,dpo_step --attention=chunked
+# the multi-host layout of a v5p-32 run (plan.py --target=tpu-v5p-32): a copy per host, 8 rows
+for L in 3 6; do
+  run $OUT/v5p32_hosts4_fsdp_tensor_ep_${L}l.jsonl $V5P --processes=4 --num_layers=$L --preset=fsdp_tensor --batch=8 --entries=phase_one_update,dpo_step
+done
+# the length check: 196,608 tokens per row at 3 layers
+run $OUT/v5p32_fsdp_tensor_ep_L196608_3l.jsonl --topology=v5p:2x2x4 --seq_len=196608 --num_layers=3 --preset=fsdp_tensor --batch=4 --entries=prefill,phase_one_update
 # the issue's own setting, before (dense XLA attention, no remat) and after
 run $OUT/issue_v5e4_fsdp_xla_noremat_L4096_3l.jsonl --topology=v5e:2x2 --seq_len=4096 --num_layers=3 --preset=fsdp --batch=4 --entries=forward,phase_one_update --attention=xla --remat=none
 run $OUT/issue_v5e4_fsdp_pallas_remat_L4096_3l.jsonl --topology=v5e:2x2 --seq_len=4096 --num_layers=3 --preset=fsdp --batch=4 --entries=forward,phase_one_update

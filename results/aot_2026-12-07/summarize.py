@@ -27,14 +27,17 @@ RUNS = {
                              "tensor", 16, "fsdp_tensor", 4, 24576),
     "v5p32_expert_ep": ("v5p-32, expert (16 expert-parallel chips), Pallas, remat full, MoE expert-parallel",
                         16, "expert", 16, 24576),
+    "v5p32_hosts4_fsdp_tensor_ep": ("v5p-32 as a run lays it out on its 4 hosts (what plan.py --target=tpu-v5p-32 "
+                                    "plans): data 4 (hosts) x fsdp 2 x tensor 2, a copy per host, ZeRO-1 moments",
+                                    16, "fsdp_tensor", 8, 24576),
+    "v5p32_fsdp_tensor_ep_L196608": ("v5p-32, fsdp_tensor, 196,608 tokens per row (the length check)", 16,
+                                     "fsdp_tensor", 4, 196608),
     "v5p32_fsdp_tensor_ep_L49152": ("v5p-32, fsdp_tensor, as above, 49,152 tokens per row", 16, "fsdp_tensor", 4,
                                     49152),
     "v5e16_fsdp_tensor_ep": ("v5e-16 (16 GiB chips), fsdp_tensor, Pallas, remat full, MoE expert-parallel",
                              16, "fsdp_tensor", 4, 24576),
     "v5p32_fsdp_tensor_ep_chunked": ("v5p-32, fsdp_tensor, WITHOUT the kernels (chunked XLA attention), remat full, "
                                      "MoE expert-parallel", 16, "fsdp_tensor", 4, 24576),
-    "v5e16_fsdp_tensor_ep_chunked": ("v5e-16, fsdp_tensor, WITHOUT the kernels (chunked XLA attention)", 16,
-                                     "fsdp_tensor", 4, 24576),
     "v5p32_fsdp_tensor_pallas": ("BEFORE expert parallelism: v5p-32, fsdp_tensor, Pallas, remat full, every chip "
                                  "gathering all 128 experts per layer", 16, "fsdp_tensor", 4, 24576),
     "v5p32_expert_pallas": ("BEFORE expert parallelism: v5p-32, expert, Pallas, remat full, every chip gathering "
@@ -60,9 +63,10 @@ def peak(r):
   return r.arg_bytes + r.temp_bytes + (0 if r.entry == "phase_one_update" else r.out_bytes)
 
 
-def planned(entry, layers, preset, batch, seq, devices, remat=True):
+def planned(entry, layers, preset, batch, seq, devices, remat=True, processes=1):
   cfg = FULL.replace(text=dataclasses.replace(FULL.text, num_hidden_layers=layers))
-  one, two = P.plan(cfg, devices=devices, sharding=preset, batch=batch, seq=seq, remat=remat, flash=remat).rows
+  one, two = P.plan(cfg, devices=devices, sharding=preset, batch=batch, seq=seq, remat=remat, flash=remat,
+                    processes=processes).rows
   r = one if entry == "phase_one_update" else two
   return r.params + r.grads + r.optimizer + r.activations
 
@@ -93,12 +97,20 @@ def longest_prompt(folder, short="v5p32_fsdp_tensor_ep", long="v5p32_fsdp_tensor
     return
   runs = [{r.entry: r for r in rows_of(p)} for p in paths]
   print("## Largest prompt per row that fits (v5p-32, fsdp_tensor, 4 rows, 48 layers)\n")
-  print("Bytes per chip at 48 layers for 24,576 and 49,152 tokens per row (each carried from 3 and 6 layers), "
-        "then linear in the length; the length where the peak reaches the chip's HBM (95 GiB).\n")
+  print("Bytes per chip at 48 layers for 24,576 and 49,152 tokens per row (each carried from 3 and 6 layers; "
+        "prefill's temporaries, one layer's working set, taken as the larger of the two depths), then linear in the "
+        "length; the length where the peak reaches the chip's HBM (95 GiB). Beyond 49,152 this is an "
+        "extrapolation, not a compile.\n")
   print("| entry | GiB at 24,576 | GiB at 49,152 | GiB per 1k tokens | longest prompt that fits |")
   print("|---|---:|---:|---:|---:|")
+  def at_48(shallow, deep):
+    full = aot.extrapolate(shallow, deep, 3, 6, 48)
+    if shallow.entry == "prefill":  # its temporaries are one layer's working set: they do not grow with depth
+      full = full._replace(temp_bytes=max(shallow.temp_bytes, deep.temp_bytes))
+    return peak(full)
+
   for entry in ("prefill", "phase_one_update"):
-    at = [peak(aot.extrapolate(runs[2 * k][entry], runs[2 * k + 1][entry], 3, 6, 48)) for k in (0, 1)]
+    at = [at_48(runs[2 * k][entry], runs[2 * k + 1][entry]) for k in (0, 1)]
     slope = (at[1] - at[0]) / (lengths[1] - lengths[0])
     hbm = runs[0][entry].hbm_bytes
     longest = lengths[0] + (hbm - at[0]) / slope if slope > 0 else float("inf")
@@ -111,16 +123,17 @@ def main(folder):
   for stem, (what, devices, preset, batch, seq) in RUNS.items():
     depths = [n for n in (3, 6) if os.path.exists(os.path.join(folder, f"{stem}_{n}l.jsonl"))]
     remat = "noremat" not in stem
+    hosts = 4 if "hosts4" in stem else 1
     for n in depths:
       print(f"## {stem}_{n}l: {what} ({n} of 48 layers, {batch} x {seq:,} tokens)\n")
-      plan = lambda e, n=n: planned(e, n, preset, batch, seq, devices, remat)  # noqa: E731
+      plan = lambda e, n=n: planned(e, n, preset, batch, seq, devices, remat, hosts)  # noqa: E731
       print(table(rows_of(os.path.join(folder, f"{stem}_{n}l.jsonl")), plan) + "\n")
     if depths == [3, 6]:
       pairs = zip(*(rows_of(os.path.join(folder, f"{stem}_{n}l.jsonl")) for n in depths))
       full = [aot.extrapolate(a, b, 3, 6, 48) for a, b in pairs]
       print(f"### {stem} carried to 48 layers (linear in depth from 3 and 6; dpo_step's temporaries by the "
             "layers above the steer)\n")
-      print(table(full, lambda e: planned(e, 48, preset, batch, seq, devices, remat)) + "\n")
+      print(table(full, lambda e: planned(e, 48, preset, batch, seq, devices, remat, hosts)) + "\n")
   longest_prompt(folder)
   known = {f"{stem}_{n}l.jsonl" for stem in RUNS for n in (3, 6)}
   for name in sorted(os.listdir(folder)):
