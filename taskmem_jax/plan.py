@@ -33,8 +33,9 @@ Terms (bytes per device; "a" = activation/param bytes, 2 for bf16):
                transient. Under fsdp_tensor the experts, not their width, are split over "tensor".
                Without remat: layers x per-layer. With per-layer remat (jax.checkpoint around each decoder
                layer): what the compiled update keeps per layer, b*L*a*(2.29 H + 1.82 q) (REMAT_KEPT_*,
-               fitted to libtpu's compiles; the JAX-level residual is the layer input, 1 x H), or the layer
-               input alone when no weight gets a gradient (Phase Two), plus one layer's working set.
+               fitted to libtpu's compiles; the JAX-level residual is the layer input, 1 x H), or
+               b*L*a*1.6 H when no weight gets a gradient (Phase Two; REMAT_KEPT_FROZEN), plus one layer's
+               working set.
                Plus the head: b*L*V*(a + 4) (logits and the fp32 log-softmax), or with the log-prob head in
                blocks of LOGIT_CHUNK positions (rl/step.py, Phase One and Two), one block's b*1024*V*(a + 4).
                Phase Two backpropagates only from the loss down to the first steered layer, so only the
@@ -176,10 +177,13 @@ LOGIT_CHUNK = 1024
 # layer input is 1 x H, but the compiled update keeps about 2.3 H + 1.8 q (q = the device's query heads x
 # head_dim). Fitted to libtpu's Phase One update of 30B-A3B on v5p-32 at 3 and 6 layers, fsdp_tensor (q 1,024)
 # and expert (q 4,096), 24,576 tokens (results/aot_2026-12-07); the JAX-level residuals are the layer input
-# only (jax.ad_checkpoint.saved_residuals), so the rest is the compiler's scheduling of the recompute. The
-# steer-only DPO step keeps the layer input alone (0.09 GiB per layer above the steer, same compiles).
+# only (jax.ad_checkpoint.saved_residuals), so the rest is the compiler's scheduling of the recompute.
 REMAT_KEPT_HIDDEN = 2.29
 REMAT_KEPT_HEADS = 1.82
+# Without weight gradients (Phase Two's steer-only DPO) the compiled step keeps 1.0 H per layer above the steer on
+# v5p and 2.2 H on v5e (one added layer between the 3- and 6-layer compiles, so each figure is one difference);
+# the plan takes 1.6 H, within 25% of both at 48 layers.
+REMAT_KEPT_FROZEN = 1.6
 
 
 def _moe_copies_bytes(t, tokens: int, a: int) -> int:
@@ -226,15 +230,16 @@ def activation_bytes(config: Qwen3VLConfig, rows: int, length: int, *, remat: bo
                      logit_chunk: int | None = None, weight_grads: bool = True) -> int:
   """Backward-pass activations of layers first_layer.. plus the head, for ``rows`` rows on one device.
 
-  remat: per layer what the compiled update keeps (REMAT_KEPT_*; without weight gradients, as in Phase
-  Two's steer-only DPO, the compiler keeps the layer input alone: 1 x H), plus one layer's working set.
+  remat: per layer what the compiled update keeps (REMAT_KEPT_HIDDEN / _HEADS; without weight gradients, as
+  in Phase Two's steer-only DPO, REMAT_KEPT_FROZEN x H), plus one layer's working set.
   logit_chunk: the head in blocks of that many positions, each recomputed in the backward (rl/step.py
   token_log_probs: one block's logits and fp32 log-softmax live); None: the whole [rows, length, V]."""
   t = config.text
   layers = range(first_layer, t.num_hidden_layers)
   if remat:
     q = _split(t.num_attention_heads, tensor) * t.head_dim
-    per_token = (REMAT_KEPT_HIDDEN * t.hidden_size + REMAT_KEPT_HEADS * q) if weight_grads else t.hidden_size
+    per_token = (REMAT_KEPT_HIDDEN * t.hidden_size + REMAT_KEPT_HEADS * q if weight_grads
+                 else REMAT_KEPT_FROZEN * t.hidden_size)
     kept = rows * length * bytes_per * per_token
     working = [layer_working_bytes(config, rows, length, i, bytes_per, flash, tensor) for i in layers]
     body = int(len(working) * kept) + max(working, default=0)

@@ -141,7 +141,7 @@ def test_processes_plan_one_copy_per_process():
 def test_blocked_moe_and_head_and_remat_terms():
   """The implementation's block sizes, restated in the plan, are the implementation's; past MOE_CHUNK tokens a
   MoE layer keeps its input and router only and one block's copies are transient; the head in LOGIT_CHUNK
-  blocks; remat keeps REMAT_KEPT_* per layer with weight gradients and the layer input alone without."""
+  blocks; remat keeps REMAT_KEPT_HIDDEN / _HEADS per layer with weight gradients, REMAT_KEPT_FROZEN x H without."""
   from taskmem_jax.models.qwen3_vl import moe
   from taskmem_jax.rl import step
   assert plan_lib.MOE_CHUNK == moe.MOE_CHUNK and plan_lib.LOGIT_CHUNK == step.LOGIT_CHUNK
@@ -157,4 +157,4 @@ def test_blocked_moe_and_head_and_remat_terms():
   kept = int(48 * n * 2 * (plan_lib.REMAT_KEPT_HIDDEN * 2048 + plan_lib.REMAT_KEPT_HEADS * 4096))
   assert full == kept + plan_lib.layer_working_bytes(cfg, 1, n, 0) + head
   frozen = plan_lib.activation_bytes(cfg, 1, n, remat=True, first_layer=22, weight_grads=False)
-  assert frozen == 26 * n * 2 * 2048 + plan_lib.layer_working_bytes(cfg, 1, n, 22) + head
+  assert frozen == int(26 * n * 2 * plan_lib.REMAT_KEPT_FROZEN * 2048) + plan_lib.layer_working_bytes(cfg, 1, n, 22) + head
