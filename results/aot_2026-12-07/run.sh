@@ -25,8 +25,6 @@ run $OUT/v5p32_fsdp_tensor_ep_chunked_3l.jsonl $V5P --num_layers=3 --preset=fsdp
 for L in 3 6; do
   run $OUT/v5p32_hosts4_fsdp_tensor_ep_${L}l.jsonl $V5P --processes=4 --num_layers=$L --preset=fsdp_tensor --batch=8 --entries=phase_one_update,dpo_step
 done
-# the length check: 196,608 tokens per row at 3 layers
-run $OUT/v5p32_fsdp_tensor_ep_L196608_3l.jsonl --topology=v5p:2x2x4 --seq_len=196608 --num_layers=3 --preset=fsdp_tensor --batch=4 --entries=prefill,phase_one_update
 # the issue's own setting, before (dense XLA attention, no remat) and after
 run $OUT/issue_v5e4_fsdp_xla_noremat_L4096_3l.jsonl --topology=v5e:2x2 --seq_len=4096 --num_layers=3 --preset=fsdp --batch=4 --entries=forward,phase_one_update --attention=xla --remat=none
 run $OUT/issue_v5e4_fsdp_pallas_remat_L4096_3l.jsonl --topology=v5e:2x2 --seq_len=4096 --num_layers=3 --preset=fsdp --batch=4 --entries=forward,phase_one_update

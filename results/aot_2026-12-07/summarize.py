@@ -30,8 +30,6 @@ RUNS = {
     "v5p32_hosts4_fsdp_tensor_ep": ("v5p-32 as a run lays it out on its 4 hosts (what plan.py --target=tpu-v5p-32 "
                                     "plans): data 4 (hosts) x fsdp 2 x tensor 2, a copy per host, ZeRO-1 moments",
                                     16, "fsdp_tensor", 8, 24576),
-    "v5p32_fsdp_tensor_ep_L196608": ("v5p-32, fsdp_tensor, 196,608 tokens per row (the length check)", 16,
-                                     "fsdp_tensor", 4, 196608),
     "v5p32_fsdp_tensor_ep_L49152": ("v5p-32, fsdp_tensor, as above, 49,152 tokens per row", 16, "fsdp_tensor", 4,
                                     49152),
     "v5e16_fsdp_tensor_ep": ("v5e-16 (16 GiB chips), fsdp_tensor, Pallas, remat full, MoE expert-parallel",
