@@ -43,8 +43,9 @@ Terms (bytes per device; "a" = activation/param bytes, 2 for bf16):
                Against libtpu's compiler (results/aot_2026-12-07, 30B-A3B, v5p-32, 24,576 tokens, 48 layers
                carried from 3 and 6; compiler = arguments + temporaries, the update's outputs aliasing its
                donated state): plan / compiler 0.94 (fsdp_tensor) and 0.97 (expert) for the Phase One
-               update, 0.93 and 0.98 for the DPO step. At 3 layers the plan is 0.68-0.80 of the update: the
-               compiler keeps ~2 GiB of fixed buffers (head blocks, dispatch copies) the plan leaves out.
+               update, 1.09 and 1.14 for the DPO step; on v5e-16 0.95 and 0.81. At 3 layers the plan is
+               0.68-0.80 of the update: the compiler keeps ~2 GiB of fixed buffers (head blocks, dispatch
+               copies) the plan leaves out.
   vision       Phase One trains the tower too: with N = vision_tokens x merge^2 patches per row (the
                vision tokens are part of L downstream), per block
                  b*N*a*(8*Dv + 2*Iv)                       (norm outs, qkv, q/k after rotary, attention
