@@ -39,6 +39,7 @@ from taskmem_jax.models.qwen3_vl import ModelInputs
 from taskmem_jax.models.qwen3_vl.config import Qwen3VLConfig
 from taskmem_jax.models.qwen3_vl.params import abstract_model
 from taskmem_jax.models.qwen3_vl.positions import vision_metadata
+from taskmem_jax.models.qwen3_vl.text import default_steer_layers
 from taskmem_jax.sampling import sampler
 
 ENTRIES = ("forward", "prefill", "decode", "rollout_step", "phase_one_update", "dpo_step")
@@ -315,7 +316,7 @@ def format_rows(rows: list[Row], title: str) -> str:
 
 def steer_layer_at(layers: int) -> int:
   """dpo_step's steered layer at a depth: the official 22 of 48, scaled."""
-  return min(layers - 1, round(22 * layers / 48))
+  return default_steer_layers(layers)[0]
 
 
 def extrapolate(a: Row, b: Row, layers_a: int, layers_b: int, layers: int) -> Row:

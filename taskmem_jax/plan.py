@@ -85,6 +85,7 @@ from flax import nnx, traverse_util
 from taskmem_jax import sharding as sharding_lib
 from taskmem_jax.models.qwen3_vl.config import Qwen3VLConfig
 from taskmem_jax.models.qwen3_vl.params import abstract_model
+from taskmem_jax.models.qwen3_vl.text import default_steer_layers
 
 GIB = 1024**3
 # name -> (JAX devices, memory per device in GiB). In TPU names, v4-N / v5p-N count TensorCores (2 per chip,
@@ -316,7 +317,7 @@ def plan(config: Qwen3VLConfig, *, devices: int, sharding: str = "fsdp", batch: 
   kv = kv_cache_bytes(config, kv_batch or batch, kv_seq or seq, sharding, axes, bytes_per)
   n_layers = config.text.num_hidden_layers
   if first_steer_layer is None:
-    first_steer_layer = min(n_layers - 1, round(22 * n_layers / 48))
+    first_steer_layer = default_steer_layers(n_layers)[0]
   steer = {("language_model", "steer"): (steer_layers, config.text.hidden_size)}
   steer_bytes = param_bytes_per_device(steer, sharding, axes, bytes_per)
   t = axes["tensor"]

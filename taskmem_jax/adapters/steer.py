@@ -28,19 +28,14 @@ import numpy as np
 from flax import nnx
 
 from taskmem_jax.io import atomic_write
-from taskmem_jax.models.qwen3_vl.text import SteerParam
+from taskmem_jax.models.qwen3_vl.text import SteerParam, default_steer_layers
 
 
 class SteerError(ValueError):
   """A bad layer choice, a non-finite steer, or a steer file that does not fit the model."""
 
 
-OFFICIAL_LAYER, OFFICIAL_DEPTH = 22, 48
-
-
-def default_layers(num_layers: int) -> tuple[int, ...]:
-  """(22,) for 48 layers; the same relative depth round(22 / 48 * L) otherwise."""
-  return (min(num_layers - 1, round(OFFICIAL_LAYER * num_layers / OFFICIAL_DEPTH)),)
+default_layers = default_steer_layers  # (22,) for 48 layers; the same relative depth otherwise
 
 
 def add_steer(model, layers: Sequence[int] | None = None):

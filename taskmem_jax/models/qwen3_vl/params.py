@@ -27,7 +27,7 @@ import safetensors.numpy
 from taskmem_jax.io import atomic_write, atomic_write_json
 from taskmem_jax.models.qwen3_vl.config import Qwen3VLConfig, validate
 from taskmem_jax.models.qwen3_vl.model import Qwen3VLForConditionalGeneration
-from taskmem_jax.models.qwen3_vl.text import SteerParam
+from taskmem_jax.models.qwen3_vl.text import SteerParam, default_steer_layers
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -261,19 +261,22 @@ def from_pretrained(path: str | os.PathLike, dtype=jnp.bfloat16, *, mesh: jax.sh
 
 
 def _load_steer(model: Qwen3VLForConditionalGeneration, steer_files: dict[str, str]) -> None:
-  """The official checkpoint's per-layer adapter.steer vectors -> our steer tree: the layers whose vector is
-  not zero (the trained ones), values as stored (the deployed steer, x1.5 included). All zero: a zero steer
-  at the default layer."""
-  from taskmem_jax.adapters import steer as steer_lib  # the adapter builds on this module's model
-
+  """The official checkpoint's per-layer adapter.steer vectors -> the model's steer (adapters/steer.py's
+  layout: language_model.steer_layers, language_model.steer [n, H]): the layers whose vector is not zero (the
+  trained ones), values as stored (the deployed steer, x1.5 included). All zero: a zero steer at the default
+  layer. A non-finite value is an error naming its key."""
   vectors = {}
   for key, file in steer_files.items():
     with safe_open(file, framework="flax") as f:
-      vectors[int(STEER_KEY.fullmatch(key).group(1))] = np.asarray(f.get_tensor(key), np.float32)
-  layers = [i for i in sorted(vectors) if np.any(vectors[i])]
-  steer_lib.add_steer(model, layers or None)
-  if layers:
-    steer_lib.set_steer(model, np.stack([vectors[i] for i in layers]))
+      vector = np.asarray(f.get_tensor(key), np.float32)
+    if not np.isfinite(vector).all():
+      raise CheckpointError(f"{key}: non-finite steer value {vector[~np.isfinite(vector)][0]} (in {file})")
+    vectors[int(STEER_KEY.fullmatch(key).group(1))] = vector
+  lm = model.language_model
+  layers = tuple(i for i in sorted(vectors) if np.any(vectors[i])) or default_steer_layers(lm.cfg.num_hidden_layers)
+  values = np.stack([vectors.get(i, np.zeros(lm.cfg.hidden_size, np.float32)) for i in layers])
+  lm.steer_layers = layers
+  lm.steer = SteerParam(jnp.asarray(values, model.dtype))
 
 
 # --- saving ----------------------------------------------------------------------------------
@@ -299,8 +302,10 @@ def save_pretrained(model: Qwen3VLForConditionalGeneration, path: str | os.PathL
 
   arrays = {key: (lambda spec=spec: np.asarray(spec.to_hf(np.asarray(flat[spec.path])))) for key, spec in table.items()}
   if steer:
-    from taskmem_jax.adapters import steer as steer_lib
-    values, layers = steer_lib.get_steer(model), steer_lib.steer_layers(model)
+    layers = tuple(getattr(model.language_model, "steer_layers", ()))
+    if not layers:
+      raise ValueError("save_pretrained(steer=True): the model has no steer (adapters.steer.add_steer)")
+    values = np.asarray(model.language_model.steer[...], np.float32)
     np_dtype = np.asarray(flat[next(iter(table.values())).path]).dtype
     for i in range(config.text.num_hidden_layers):
       vector = values[layers.index(i)] if i in layers else np.zeros(config.text.hidden_size, np.float32)

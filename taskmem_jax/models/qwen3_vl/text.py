@@ -112,8 +112,16 @@ def remat_layer(layer: DecoderLayer, x: Array, cos: Array, sin: Array, mask, pol
 
 
 class SteerParam(nnx.Param):
-  """A Phase-Two steer vector (taskmem_jax/adapters/steer.py): trainable where the backbone is frozen,
-  and not part of the Hugging Face checkpoint."""
+  """A Phase-Two steer vector (taskmem_jax/adapters/steer.py): trainable where the backbone is frozen; in the
+  Hugging Face checkpoint only in the official Phase-Two layout (params.save_pretrained(steer=True))."""
+
+
+OFFICIAL_STEER_LAYER, OFFICIAL_DEPTH = 22, 48
+
+
+def default_steer_layers(num_layers: int) -> tuple[int, ...]:
+  """(22,) for 48 layers (the released checkpoint's); the same relative depth round(22 / 48 * L) otherwise."""
+  return (min(num_layers - 1, round(OFFICIAL_STEER_LAYER * num_layers / OFFICIAL_DEPTH)),)
 
 
 class TextModel(nnx.Module):
