@@ -28,6 +28,8 @@ import os
 import jax.numpy as jnp
 from absl import app, flags, logging
 
+from taskmem_jax.prompt_file import load_prompt_template
+
 FLAGS = flags.FLAGS
 
 
@@ -65,6 +67,9 @@ def define_flags() -> None:
                     "each N of its questions, question i answered from the largest N <= i). Default: the official "
                     "10,30,50 on real benchmarks, --update_after alone on SynthWorld.")
   flags.DEFINE_integer("adapt_contexts", 16, "Phase Two: training windows per adapter.")
+  flags.DEFINE_string("prompt_template", "", "A prompt file (taskmem_jax/prompt_file.py) with the words shown to the "
+                      "policy, the judges and the answerer, e.g. the official wording (README, Prompts); default: "
+                      "the checkpoint's recorded window prompt and our words.")
 
 
 def load(benchmark: str, data_dir: str):
@@ -101,21 +106,29 @@ def train_adapters(evaluation, model, processor) -> dict:
   from taskmem_jax.phase_two.online import adapt_benchmark
   from taskmem_jax.rewards import RewardConfig
 
+  texts = load_prompt_template(FLAGS.prompt_template).judges
   if FLAGS.base_url:
     from taskmem_jax.rewards import HTTPJudge
-    judge = HTTPJudge(FLAGS.base_url, FLAGS.model, api_key_env=FLAGS.api_key_env or None)
+    judge = HTTPJudge(FLAGS.base_url, FLAGS.model, api_key_env=FLAGS.api_key_env or None, texts=texts)
   else:
     from taskmem_jax.models import qwen3_vl
     from taskmem_jax.processing import Qwen3VLProcessor
     from taskmem_jax.rewards import LocalLLMJudge
     ckpt = FLAGS.answerer_checkpoint or FLAGS.checkpoint or evaluation_checkpoint()
-    judge = LocalLLMJudge(qwen3_vl.from_pretrained(ckpt, dtype=jnp.bfloat16), Qwen3VLProcessor.from_pretrained(ckpt))
+    judge = LocalLLMJudge(qwen3_vl.from_pretrained(ckpt, dtype=jnp.bfloat16), Qwen3VLProcessor.from_pretrained(ckpt),
+                          texts=texts)
   steer_lib.add_steer(model)
   dpo = dpo_config(FLAGS.benchmark)
   return adapt_benchmark(evaluation, judge, judge, RewardConfig(), CacheConfig(max_new_tokens=FLAGS.max_new_tokens),
                          dpo, update_after=FLAGS.update_after,
                          update_positions=update_positions(FLAGS.benchmark, FLAGS.update_positions),
                          num_contexts=FLAGS.adapt_contexts)
+
+
+def local_answerer_chat(model, processor):
+  """The local answerer: greedy on every benchmark, as the official answerer's temperature 1e-6 is."""
+  from taskmem_jax.eval.answerers import LocalChat
+  return LocalChat(model, processor, temperature=0.0)
 
 
 def update_positions(benchmark: str, given=None) -> tuple[int, ...] | None:
@@ -160,6 +173,7 @@ def main(argv):
   from taskmem_jax.processing import Qwen3VLProcessor
 
   checkpoint = evaluation_checkpoint()
+  template = load_prompt_template(FLAGS.prompt_template)  # a bad file fails before any work
   benchmark = load(FLAGS.benchmark, FLAGS.data_dir)
   print(f"{FLAGS.benchmark}: {len(benchmark.streams)} streams, {benchmark.num_questions()} questions, "
         f"{len(benchmark.errors)} rows skipped")
@@ -167,6 +181,7 @@ def main(argv):
     print(f"  skipped {e.where}: {e.why}")
   model = qwen3_vl.from_pretrained(checkpoint, dtype=jnp.bfloat16 if FLAGS.benchmark != "synthworld" else jnp.float32)
   processor = Qwen3VLProcessor.from_pretrained(checkpoint)
+  processor.window_prompt = template.window_prompt(processor.window_prompt)
   adapters = {}
   for path in sorted(glob.glob(os.path.join(FLAGS.adapters_dir, "*.safetensors"))) if FLAGS.adapters_dir else []:
     meta = steer_lib.load(model, path)
@@ -181,16 +196,16 @@ def main(argv):
       return HTTPJudge(FLAGS.base_url, FLAGS.model, api_key_env=FLAGS.api_key_env or None).complete
     answer_ckpt = FLAGS.answerer_checkpoint or checkpoint
     answer_model = model if answer_ckpt == checkpoint else qwen3_vl.from_pretrained(answer_ckpt, dtype=jnp.bfloat16)
-    # The official answerer decodes at temperature 1e-6, i.e. greedily, on every benchmark.
-    return A.LocalChat(answer_model, Qwen3VLProcessor.from_pretrained(answer_ckpt), temperature=0.0)
+    return local_answerer_chat(answer_model, Qwen3VLProcessor.from_pretrained(answer_ckpt))
 
   if FLAGS.answerer == "reader":
     from taskmem_jax.benchmarks.synthworld import reader_answerer
     answer_mc, answer_free = reader_answerer, None
   else:
     complete = chat()
-    answer_mc = A.ChatAnswerer(complete, num_samples=3 if FLAGS.benchmark == "egolife" else 1)
-    answer_free = A.ChatFreeFormAnswerer(complete)
+    answer_mc = A.ChatAnswerer(complete, num_samples=3 if FLAGS.benchmark == "egolife" else 1,
+                               texts=template.answerer)
+    answer_free = A.ChatFreeFormAnswerer(complete, texts=template.answerer)
   grade = A.ExactGrader() if FLAGS.grader == "exact" else A.ChatGrader(chat())
   update_after = FLAGS.update_after if (FLAGS.phase_two or adapters) else 0
   evaluation = StreamingEvaluation(benchmark, FLAGS.workdir, (model, processor), answer_mc, answer_free, grade,

@@ -85,6 +85,7 @@ from taskmem_jax.envs.synthworld.teacher import (
 )
 from taskmem_jax.envs.synthworld.world import POLICY_FILE
 from taskmem_jax.memory import schedule, window_messages
+from taskmem_jax.memory.prompt import DEFAULT, WindowPrompt
 from taskmem_jax.processing.video import VideoClip
 
 DEFAULT_BUDGET = 40  # teacher memory budget, tokens of the description
@@ -113,11 +114,11 @@ def upscale(clip: VideoClip, factor: int) -> VideoClip:
 
 def window_records(seed: int, *, num_clips: int, budget_tokens: int = DEFAULT_BUDGET, upscale_factor: int = 1,
                    teacher_seed: int | None = None, teacher_order: str = "random", render: str = "sprites",
-                   world: WorldConfig | None = None, layout: str = "official"):
+                   world: WorldConfig | None = None, prompt: WindowPrompt = DEFAULT):
   """(stream, teacher memory, [(window, messages, target)]) for one stream. teacher_order: see
   teacher.teacher_memory ("time" makes the target a function of the video); render: WorldConfig.render;
-  world: the whole WorldConfig instead (its num_clips replaced by num_clips; render ignored); layout:
-  the window prompt's (memory.prompt.LAYOUTS)."""
+  world: the whole WorldConfig instead (its num_clips replaced by num_clips; render ignored); prompt:
+  the window prompt (words and layout)."""
   world = WorldConfig(num_clips=num_clips, render=render) if world is None else dataclasses.replace(world, num_clips=num_clips)
   stream = generate(seed, world)
   rng = np.random.default_rng(seed if teacher_seed is None else teacher_seed)
@@ -127,7 +128,7 @@ def window_records(seed: int, *, num_clips: int, budget_tokens: int = DEFAULT_BU
     if window.clip not in memory:
       continue
     clip = upscale(render_clip(stream, window.start, window.end), upscale_factor)
-    messages = window_messages({"type": "video", "video": clip}, memory.previous(window.clip), None, layout=layout)
+    messages = window_messages({"type": "video", "video": clip}, memory.previous(window.clip), None, prompt=prompt)
     records.append((window, messages, teacher_response(memory.get(window.clip))))
   return stream, memory, records
 
@@ -153,7 +154,7 @@ class LazyVideoExample(Mapping):
 
 def _pixels_of(processor, stream, window, previous, upscale_factor):
   clip = upscale(render_clip(stream, window.start, window.end), upscale_factor)
-  messages = window_messages({"type": "video", "video": clip}, previous, None, layout=processor.window_layout)
+  messages = window_messages({"type": "video", "video": clip}, previous, None, prompt=processor.window_prompt)
   return processor([messages], thinking=True)["pixel_values_videos"]
 
 
@@ -172,7 +173,7 @@ def make_examples(processor, seeds, *, num_clips: int, budget_tokens: int = DEFA
   for seed in seeds:
     stream, memory, records = window_records(seed, num_clips=num_clips, budget_tokens=budget_tokens,
                                              upscale_factor=upscale_factor, teacher_order=teacher_order,
-                                             render=render, world=world, layout=processor.window_layout)
+                                             render=render, world=world, prompt=processor.window_prompt)
     for window, messages, target in records:
       example = example_from_messages(processor, messages, target)
       if lazy:

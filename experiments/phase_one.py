@@ -21,6 +21,7 @@ from ml_collections import config_flags
 
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor
+from taskmem_jax.prompt_file import load_prompt_template
 from taskmem_jax.rl.trainer import train
 
 FLAGS = flags.FLAGS
@@ -63,12 +64,14 @@ def make_judge(cfg):
     if not cfg.judge_checkpoint:
       raise ValueError("config.judge='local' needs config.judge_checkpoint (an HF Qwen3-VL folder)")
     model = qwen3_vl.from_pretrained(cfg.judge_checkpoint, dtype=jnp.float32)
-    return LocalLLMJudge(model, Qwen3VLProcessor.from_pretrained(cfg.judge_checkpoint))
+    return LocalLLMJudge(model, Qwen3VLProcessor.from_pretrained(cfg.judge_checkpoint),
+                         texts=load_prompt_template(cfg.get("prompt_template", "")).judges)
   if cfg.judge == "http":
     from taskmem_jax.rewards import HTTPJudge
     if not cfg.judge_base_url or not cfg.judge_model:
       raise ValueError("config.judge='http' needs config.judge_base_url and config.judge_model")
-    return HTTPJudge(cfg.judge_base_url, cfg.judge_model, api_key_env=cfg.judge_api_key_env)
+    return HTTPJudge(cfg.judge_base_url, cfg.judge_model, api_key_env=cfg.judge_api_key_env,
+                     texts=load_prompt_template(cfg.get("prompt_template", "")).judges)
   raise ValueError(f"config.judge={cfg.judge!r}: expected ground_truth, local or http")
 
 
@@ -90,7 +93,9 @@ def load_policy(cfg):
   mesh = pop.make_mesh(len(reward_configs(cfg)), mesh_cfg)
   model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=dtype, mesh=mesh, preset=pop.mesh_preset(mesh_cfg),
                                    attention_impl=cfg.get("attention_impl", None), remat=cfg.get("remat", None))
-  return model, Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
+  processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
+  processor.window_prompt = load_prompt_template(cfg.get("prompt_template", "")).window_prompt(processor.window_prompt)
+  return model, processor
 
 
 def run(cfg, progress: bool = True, **kwargs) -> dict:

@@ -44,12 +44,14 @@ def run(cfg, output_dir: str, progress=print) -> dict:
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.phase_two import experiment
   from taskmem_jax.processing import Qwen3VLProcessor
+  from taskmem_jax.prompt_file import load_prompt_template
 
   os.makedirs(output_dir, exist_ok=True)
   # The backbone is read straight into its shards (with several processes, each its own copy).
   mesh, preset = sharding.mesh_from_config(cfg.get("mesh", None), per_process=True)
   model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=jnp.float32, mesh=mesh, preset=preset)
   processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
+  processor.window_prompt = load_prompt_template(cfg.get("prompt_template", "")).window_prompt(processor.window_prompt)
   with cfg.unlocked():
     cfg.render = cfg.render or sw.policy_render(cfg.checkpoint)
   stream = sw.generate(cfg.seed, sw.policy_world_config(cfg.checkpoint, num_clips=cfg.clips, render=cfg.render))

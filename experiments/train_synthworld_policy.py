@@ -93,7 +93,7 @@ from taskmem_jax.envs.synthworld import WorldConfig, generate, render_clip
 from taskmem_jax.envs.synthworld.vision_labels import label_classes, token_labels
 from taskmem_jax.envs.synthworld.world import POLICY_FILE
 from taskmem_jax.io import atomic_write_json
-from taskmem_jax.memory.prompt import write_layout
+from taskmem_jax.memory.prompt import WindowPrompt, write_window_prompt
 from taskmem_jax.processing.patchify import normalize, patchify
 
 READING_REQUEST = "describe the video."
@@ -195,7 +195,7 @@ def run(cfg, progress: bool = True) -> dict:
 
   world = WorldConfig(num_clips=cfg.num_clips, **dict(cfg.world))
   init = init_checkpoint(os.path.join(cfg.workdir, "init"), seed=cfg.init_seed, render=world.render)
-  processor = Qwen3VLProcessor.from_pretrained(init, window_layout=cfg.window_layout)
+  processor = Qwen3VLProcessor.from_pretrained(init, window_prompt=WindowPrompt(layout=cfg.window_layout))
   summary, previous = {}, init
 
   # 1. vision
@@ -237,7 +237,7 @@ def run(cfg, progress: bool = True) -> dict:
                         "loss_first": history[0]["loss"], "loss_last": history[-1]["loss"]}
       print(f"{stage} stage:", json.dumps(summary[stage]))
       if stage == "windows":
-        write_layout(export, cfg.window_layout)
+        write_window_prompt(export, processor.window_prompt)
     previous = export
 
   final = cfg.export_dir or os.path.join(cfg.workdir, "export")
@@ -245,7 +245,7 @@ def run(cfg, progress: bool = True) -> dict:
     export_pretrained(qwen3_vl.from_pretrained(previous, dtype=jnp.float32), final, init)
   world_fields = {k: getattr(world, k) for k in dict(cfg.world)}
   atomic_write_json(os.path.join(final, POLICY_FILE), world_fields)
-  write_layout(final, cfg.window_layout)
+  write_window_prompt(final, processor.window_prompt)
   evaluations = []
   for seed in _seed_range(cfg.eval_seeds):
     result = evaluate_policy(final, seed, num_clips=cfg.num_clips, workdir=cfg.workdir)

@@ -140,42 +140,101 @@ def instruction(messages):
   return turn["content"][2]["text"]
 
 
+def window(previous, questions=None, layout="official", item=None):
+  return prompt.WindowPrompt(layout=layout).messages(video() if item is None else item, previous, questions)
+
+
 def test_prompt_joins_previous_memories_with_spaces():
-  text = instruction(prompt.window_messages(video(), ["Tag 1 sits.", "Tag 1 stands up."], layout="official"))
+  text = instruction(window(["Tag 1 sits.", "Tag 1 stands up."]))
   assert prompt.PRECEDING_HEADER + "\nTag 1 sits. Tag 1 stands up.\n\n" + prompt.CLOSING in text
   assert text.endswith(prompt.CLOSING)
-  empty = instruction(prompt.window_messages(video(), [], layout="official"))
+  empty = instruction(window([]))
   assert prompt.PRECEDING_HEADER + "\n\n\n" + prompt.CLOSING in empty
   with pytest.raises(ValueError, match="previous_memories: 5 given, at most 4"):
-    prompt.window_messages(video(), ["m"] * 5, layout="official")
+    window(["m"] * 5)
   with pytest.raises(ValueError, match=r"previous_memories\[1\]=''"):
-    prompt.window_messages(video(), ["m", ""], layout="official")
+    window(["m", ""])
 
 
-def test_task_hint_only_with_questions():
-  assert prompt.TASK_HINT_HEADER not in instruction(prompt.window_messages(video(), ["m"], layout="official"))
-  assert prompt.TASK_HINT_HEADER not in instruction(prompt.window_messages(video(), ["m"], [], layout="official"))
+def test_task_hint_sits_inside_the_requirements_before_the_output_format():
+  assert prompt.TASK_HINT_HEADER not in instruction(window(["m"]))
+  assert prompt.TASK_HINT_HEADER not in instruction(window(["m"], []))
   questions = [f"What is object {i}?" for i in range(5)]
-  text = instruction(prompt.window_messages(video(), ["m"], questions, layout="official"))
+  text = instruction(window(["m"], questions))
   hint = prompt.TASK_HINT_HEADER + "\n" + "\n".join(f"- {q}" for q in questions)
-  # The hint sits between the output format and the preceding descriptions.
-  assert text.index(prompt.INSTRUCTION) < text.index(hint) < text.index(prompt.PRECEDING_HEADER)
+  # Where the official prompt puts its supplement: right after the last rule, before "Output format".
+  last_rule = 'output a JSON object with the single key "description".'
+  assert text.index(last_rule) < text.index(hint) < text.index("Output format:") < text.index(prompt.PRECEDING_HEADER)
+  assert last_rule + "\n\n" + hint + "\n\nOutput format:" in text
   with pytest.raises(ValueError, match="task_questions: 6 given, at most 5"):
-    prompt.window_messages(video(), ["m"], questions + ["one too many?"], layout="official")
+    window(["m"], questions + ["one too many?"])
+
+
+def test_prompt_states_every_official_rule():
+  text = instruction(window([]))
+  rules = text[text.index("Rules:"):text.index("Output format:")]
+  for rule in ("only by the identity tag shown on screen", "skip people without a tag",
+               "One person may carry different tags", "continuous with the preceding description",
+               'do not begin with "The video"', "cut off at the end of the video", "subtitle that stops mid-sentence",
+               'the single key "description"'):
+    assert rule in rules, rule
+  assert "everything that can be seen or inferred" in text  # not only the four kinds listed
 
 
 def test_prompt_words_and_items():
   words = prompt.prompt_words()
   assert {"description", "preceding", "Description", "JSON", "[", "]", ":", "{", "}", "`"} <= words
-  fixed = prompt.PREAMBLE + prompt.INSTRUCTION + prompt.TASK_HINT_HEADER + prompt.PRECEDING_HEADER + prompt.CLOSING
+  assert "hint" not in words and "memories" not in words  # slots are not text
+  fixed = prompt.PREAMBLE + prompt.INSTRUCTION + prompt.HINT + prompt.NEW_CLIP_REQUEST
   assert fixed.isascii()  # the tiny byte-level tokenizer drops non-ASCII characters
-  assert set(prompt.WORD_PATTERN.findall(fixed)) <= words
+  assert set(prompt.WORD_PATTERN.findall(fixed.replace("{hint}", "").replace("{memories}", "")
+                                         .replace("{questions}", ""))) <= words
   assert prompt.window_video_item("s.mp4", 10, 60) == {"type": "video", "video": "s.mp4", "video_start": 10.0,
                                                        "video_end": 60.0}
   with pytest.raises(ValueError, match="video_item"):
-    prompt.window_messages({"type": "text", "text": "x"}, [], layout="official")
+    window([], item={"type": "text", "text": "x"})
   with pytest.raises(ValueError, match=r"window \[5, 5\)"):
     prompt.window_video_item("s.mp4", 5, 5)
+
+
+def test_window_prompt_is_a_template_with_named_slots():
+  # Official-style text: positional-free slots, a literal JSON example with braces, {hint} inside the rules.
+  custom = prompt.WindowPrompt(
+      preamble="Inputs: a video and [Prev].\n",
+      instruction='Rules:\n- Be brief.{hint}\n\nOutput format:\n{"description": "<face_1> waves."}\n\n[Prev]:\n{memories}\nGo.',
+      hint="\n\nExtra requirements, questions like:\n{questions}\nAnswer them.", question="* {question}")
+  text = instruction(custom.messages(video(), ["A {hint} b.", "C."], ["Q1 {memories}?", "Q2?"]))
+  # Values are inserted verbatim, even when they look like slots; other braces are text.
+  assert text == ('Rules:\n- Be brief.\n\nExtra requirements, questions like:\n* Q1 {memories}?\n* Q2?\nAnswer them.'
+                  '\n\nOutput format:\n{"description": "<face_1> waves."}\n\n[Prev]:\nA {hint} b. C.\nGo.')
+  assert custom.messages(video(), [], None)[0]["content"][0]["text"] == "Inputs: a video and [Prev].\n"
+  with pytest.raises(ValueError, match=r"WindowPrompt.instruction: the slot \{hint\} must appear exactly once, found 0"):
+    prompt.WindowPrompt(instruction="{memories}")
+  with pytest.raises(ValueError, match=r"WindowPrompt.hint: the slot \{questions\} must appear exactly once, found 2"):
+    prompt.WindowPrompt(hint="{questions}{questions}")
+  with pytest.raises(ValueError, match=r"f.json: unknown keys \['instructions'\]"):
+    prompt.WindowPrompt.from_dict({"instructions": "x"}, "f.json")
+  with pytest.raises(ValueError, match="layout='sideways'"):
+    prompt.WindowPrompt(layout="sideways")
+  with pytest.raises(TypeError, match="prompt"):  # no default: a caller must say which words and order
+    prompt.window_messages(video(), [])
+
+
+def test_the_synthworld_policy_sees_only_words_of_its_vocabulary():
+  # The shipped policy records the words it was trained on (its window_prompt.json); each is one token of
+  # its word-level vocabulary, so nothing reaches it as [UNK], with or without a hint.
+  from taskmem_jax.envs.synthworld import make_tasks, generate, WorldConfig
+  from taskmem_jax.processing import Qwen3VLProcessor
+  root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+  for name in ("synthworld_policy", "synthworld_phase_one"):
+    processor = Qwen3VLProcessor.from_pretrained(os.path.join(root, name))
+    assert processor.window_layout == "video_last"
+    stream = generate(3, WorldConfig(num_clips=2))
+    questions = [q.text for q in make_tasks(stream, seed=3)["ocr"][:5]]
+    (turn,) = processor.window_prompt.messages(video(), [stream.facts[0].text], questions)
+    text = turn["content"][0]["text"] + " " + turn["content"][2]["text"]
+    unk = processor.tokenizer.unk_token_id
+    assert unk is not None and unk not in processor.tokenizer(text)["input_ids"], name
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +250,7 @@ def processor(tmp_path_factory):
 def test_prompt_renders_through_the_processor(processor):
   config = PRESETS["tiny"]
   previous = ["Tag 1 puts a red cup on the table.", "Tag 2 picks up the cup."]
-  messages = prompt.window_messages(video(), previous, ["What colour is the cup?"], layout="official")
+  messages = window(previous, ["What colour is the cup?"])
   batch = processor(messages, thinking=True)
   ids = batch["input_ids"][0]
   assert (ids == config.video_token_id).sum() == 2 * 4 * 4 // 4  # 2 frame groups of 2x2 merged patches
@@ -204,34 +263,39 @@ def test_prompt_renders_through_the_processor(processor):
 
 def test_video_last_layout_has_the_same_content_with_the_video_last(processor, tmp_path):
   previous, questions = ["Tag 1 sits.", "Tag 2 waves."], ["Who sat?"]
-  official = prompt.window_messages(video(), previous, questions, layout="official")
-  (turn,) = prompt.window_messages(video(), previous, questions, layout="video_last")
+  official = window(previous, questions)
+  (turn,) = window(previous, questions, layout="video_last")
   assert [item["type"] for item in turn["content"]] == ["text", "video", "text"]
   assert turn["content"][0]["text"] == prompt.PREAMBLE + instruction(official) + "\n"
   assert turn["content"][2]["text"] == prompt.NEW_CLIP_REQUEST
-  with pytest.raises(ValueError, match="layout='sideways'"):
-    prompt.window_messages(video(), previous, None, layout="sideways")
-  with pytest.raises(TypeError, match="layout"):  # no default: a caller must say which order
-    prompt.window_messages(video(), previous)
-  # The layout a checkpoint was trained with travels in its window_prompt.json.
+  # The prompt a checkpoint was trained with (layout and words) travels in its window_prompt.json.
   from taskmem_jax.processing import ProcessorError, Qwen3VLProcessor
   checkpoint = processor_dir(processor, tmp_path)
-  assert Qwen3VLProcessor.from_pretrained(checkpoint).window_layout == "official"
-  prompt.write_layout(checkpoint, "video_last")
+  assert Qwen3VLProcessor.from_pretrained(checkpoint).window_prompt == prompt.DEFAULT
+  prompt.write_window_prompt(checkpoint, prompt.WindowPrompt(layout="video_last"))
+  with open(os.path.join(checkpoint, prompt.LAYOUT_FILE)) as f:
+    assert json.load(f) == {"layout": "video_last"}  # only what differs from the default words
   loaded = Qwen3VLProcessor.from_pretrained(checkpoint)
   assert loaded.window_layout == "video_last"
-  text = loaded.tokenizer.decode(loaded([prompt.window_messages(video(), previous, None, layout=loaded.window_layout)],
+  text = loaded.tokenizer.decode(loaded([prompt.window_messages(video(), previous, None, prompt=loaded.window_prompt)],
                                         thinking=True)["input_ids"][0])
   assert text.index(prompt.CLOSING) < text.index("<|vision_start|>")
   assert text.endswith(prompt.NEW_CLIP_REQUEST + "<|im_end|>\n<|im_start|>assistant\n<think>\n")
-  prompt.write_layout(checkpoint, "official")  # official is the default: the file goes
+  own = prompt.WindowPrompt(layout="video_last", preamble="Look.\n", question="* {question}")
+  prompt.write_window_prompt(checkpoint, own)
+  assert Qwen3VLProcessor.from_pretrained(checkpoint).window_prompt == own
+  prompt.write_window_prompt(checkpoint, prompt.DEFAULT)  # the default: the file goes
   assert not os.path.exists(os.path.join(checkpoint, prompt.LAYOUT_FILE))
   with open(os.path.join(checkpoint, prompt.LAYOUT_FILE), "w") as f:
     f.write('{"layout": "upside_down"}')
   with pytest.raises(ValueError, match=r"window_prompt.json: layout='upside_down'"):
     Qwen3VLProcessor.from_pretrained(checkpoint)
-  with pytest.raises(ProcessorError, match="window_layout='x'"):
-    Qwen3VLProcessor(processor.tokenizer, processor.config, window_layout="x")
+  with open(os.path.join(checkpoint, prompt.LAYOUT_FILE), "w") as f:
+    f.write('{"hint": "no slot"}')
+  with pytest.raises(ValueError, match=r"window_prompt.json: WindowPrompt.hint: the slot \{questions\}"):
+    Qwen3VLProcessor.from_pretrained(checkpoint)
+  with pytest.raises(ProcessorError, match="window_prompt='x'"):
+    Qwen3VLProcessor(processor.tokenizer, processor.config, window_prompt="x")
 
 
 def processor_dir(processor, path) -> str:

@@ -1,6 +1,7 @@
 """The jitted scan rollout against the Python-loop reference, and its buffer prompts against the
 compact prompts."""
 
+import dataclasses
 import os
 
 import jax.numpy as jnp
@@ -63,7 +64,8 @@ def test_scan_equals_python_loop(setup):
 def test_buffer_step_logits_equal_the_compact_prompt(setup, layout):
   model, processor, template, features, deepstack, params = setup
   if layout != processor.window_layout:
-    as_layout = Qwen3VLProcessor(processor.tokenizer, processor.config, window_layout=layout)
+    as_layout = Qwen3VLProcessor(processor.tokenizer, processor.config,
+                                  window_prompt=dataclasses.replace(processor.window_prompt, layout=layout))
     template = R.build_template(as_layout, CLIP_GRID, [2.5, 7.5], WIDTH)
   ring = np.zeros((1, 4, WIDTH), np.int32)
   ring[0, 2, :3], ring[0, 3, :5] = [11, 12, 13], [21, 22, 23, 24, 25]  # two memories, right-aligned
@@ -120,7 +122,8 @@ def test_compact_prompt_is_the_processors_window_prompt(layout):
   memory.window_messages with the same memories and clips."""
   from taskmem_jax.memory.prompt import window_messages
 
-  processor = Qwen3VLProcessor.from_pretrained(POLICY, window_layout=layout)
+  processor = Qwen3VLProcessor.from_pretrained(POLICY)
+  processor.window_prompt = dataclasses.replace(processor.window_prompt, layout=layout)
   grid, stamps = (2, 6, 6), [2.5, 7.5]
   template = R.build_template(processor, grid, stamps, 16)
   memories = ["person 2 appears in the north-west.", "the sign changes from 3 to 5."]
@@ -135,7 +138,7 @@ def test_compact_prompt_is_the_processors_window_prompt(layout):
     video = {"type": "video", "pixel_values": np.zeros((int(np.prod(grid)) * n, processor.config.vision.patch_dim),
                                                        np.float32),
              "grid_thw": [grid[0] * n, *grid[1:]], "timestamps": [10.0 * j + s for j in range(n) for s in stamps]}
-    expected = processor([window_messages(video, shown, None, layout=layout)], thinking=True)["input_ids"][0]
+    expected = processor([window_messages(video, shown, None, prompt=processor.window_prompt)], thinking=True)["input_ids"][0]
     assert ids.tolist() == np.asarray(expected).tolist(), f"{layout} step {step}"
   first_video, first_memory = (int(np.argmax(x)) for x in (template.clip_slot >= 0, template.memory_slot >= 0))
   assert (first_video < first_memory) == (layout == "official")

@@ -383,6 +383,10 @@ def test_egolife_answers_from_the_official_current_and_target_segments(tmp_path)
     return "B"
 
   streaming.StreamingEvaluation(bench, str(tmp_path / "w"), (None, None), answer).run(progress=False)
+  with open(tmp_path / "w" / "answers.jsonl") as f:
+    recorded = {row["qid"]: row["context"] for row in map(json.loads, f)}
+  assert recorded["4"] == ["CURRENT DAY2: from 09:00:00:000 to 09:01:00:000 (0 clips)",
+                           "TARGET DAY1: from 11:10:00:000 to 11:11:00:000 (6 clips)"]
   four = contexts["4"]  # asked on DAY2 at 09:00:05 about DAY1 11:10:30
   assert four.index("=== CURRENT clip memories ===") < four.index("DAY2: from 09:00:00:000 to 09:01:00:000")
   assert four.index("=== TARGET clip memories ===") < four.index("DAY1: from 11:10:00:000 to 11:11:00:000")
@@ -426,3 +430,26 @@ def test_phase_two_windows_show_the_history_in_local_face_ids_and_check_the_tags
   for previous, ctx_previous, _, _ in seen:
     assert previous == list(ctx_previous) and all("[face_" not in p for p in previous)
   assert any("<face_1> sat." in p for previous, _, _, _ in seen for p in previous)
+
+
+@needs_policy
+def test_the_local_answerer_is_greedy_as_the_official_one(monkeypatch):
+  """The official answerer runs at temperature 1e-6: evaluate's local answerer decodes greedily, so every call
+  (each with its own seed) gives the argmax reply."""
+  from experiments import evaluate
+  from taskmem_jax.eval import answerers as A
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.processing import Qwen3VLProcessor
+  from taskmem_jax import sampling
+
+  model, processor = qwen3_vl.from_pretrained(POLICY, dtype=np.float32), Qwen3VLProcessor.from_pretrained(POLICY)
+  chat = evaluate.local_answerer_chat(model, processor)
+  assert isinstance(chat, A.LocalChat) and chat.temperature == 0.0
+  calls = []
+  real = sampling.generate
+  monkeypatch.setattr(sampling, "generate", lambda *a, **k: calls.append(k) or real(*a, **k))
+  messages = [{"role": "user", "content": "person 2 moves . which colour ?"}]
+  chat.max_new_tokens = 6
+  assert chat(messages) == chat(messages)
+  assert [(k["temperature"], k["top_k"], k["top_p"]) for k in calls] == [(0.0, None, None)] * 2
+  assert calls[0]["seed"] != calls[1]["seed"]  # a new seed per call, which greedy decoding ignores

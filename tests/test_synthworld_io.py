@@ -12,7 +12,7 @@ from taskmem_jax.envs.synthworld import (build_synthworld_tokenizer, generate, m
 from taskmem_jax.envs.synthworld.tokenizer import (CONTROL_TOKENS, DETOKENIZE_RULES, UNK, detokenize, pre_tokenize,
                                                    token_ids, vocabulary)
 from taskmem_jax.envs.synthworld.world import WorldConfig
-from taskmem_jax.memory.prompt import PREAMBLE, instruction_text, window_messages
+from taskmem_jax.memory.prompt import DEFAULT, PREAMBLE, window_messages
 from taskmem_jax.models.qwen3_vl.config import PRESETS
 from taskmem_jax.processing import MediaError, Qwen3VLProcessor, check_tokenizer, load_tokenizer, read_video
 from taskmem_jax.processing.tokenizer import QWEN_SPECIAL_IDS, TokenizerError
@@ -117,7 +117,7 @@ def test_every_generated_text_round_trips_without_unk(tokenizer, stream):
   texts = [f.text for f in stream.facts] + [q.prompt() for questions in tasks.values() for q in questions]
   memory = " ".join(f.text for f in stream.facts[:4])
   texts.append("<think>\nperson 2 moves.\n</think>\n\n" + json.dumps({"description": memory}))
-  texts.append(PREAMBLE + instruction_text([memory], [q.text for q in tasks["ocr"][:5]]))
+  texts.append(PREAMBLE + DEFAULT.instruction_text([memory], [q.text for q in tasks["ocr"][:5]]))
   for text in texts:
     ids = tokenizer.encode(text, add_special_tokens=False)
     assert tokenizer.unk_token_id not in ids, [p for p in pre_tokenize(text) if p not in token_ids()]
@@ -160,7 +160,7 @@ def test_processor_builds_a_window_prompt_without_unk(tokenizer, stream):
   clip = render_clip(stream, 10, 30)
   questions = [q.text for q in make_tasks(stream, 3)["spatial"]]
   messages = window_messages({"type": "video", "video": clip}, [stream.facts[0].text], questions,
-                              layout="official")
+                              prompt=DEFAULT)
   batch = processor(messages, thinking=True)
   ids = batch["input_ids"][0]
   assert tokenizer.unk_token_id not in ids.tolist()

@@ -22,6 +22,7 @@ def get_config():
   c.checkpoint = ""          # HF folder of Qwen3-VL-30B-A3B (Thinking template: the prompt ends in <think>)
   c.workdir = "/tmp/taskmem_phase_one_30b"
   c.dtype = "bfloat16"
+  c.prompt_template = ""  # a prompt file (taskmem_jax/prompt_file.py); "" = the checkpoint's prompt, our judges' words
   # Long windows (24,576 tokens): recompute each decoder layer in the backward (experiments/aot.py measures what
   # this saves); attention stays "auto" (the Pallas kernels on GPU / TPU, run per shard under the mesh).
   c.remat = "full"

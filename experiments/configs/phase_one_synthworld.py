@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.workdir = "/tmp/taskmem_phase_one"
   c.export_dir = ""          # "" = workdir/export
   c.dtype = "float32"
+  c.prompt_template = ""  # a prompt file (taskmem_jax/prompt_file.py); "" = the checkpoint's prompt, our judges' words
   c.seed = 0
   # Streams (spec §2.3): B parallel streams, G samples per window.
   c.env = "synthworld"       # synthworld | videos (a manifest of mp4 files + teacher memories, rl/streams.py)

@@ -17,6 +17,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # The Phase-One policy (HF folder): GSPO without the richness term from a 2-fact SFT policy (teacher budget
   # 28); results/synthworld_2026-12-06/README.md says how it was made.
   c.checkpoint = os.path.join(ROOT, "assets", "synthworld_phase_one")
+  c.prompt_template = ""  # a prompt file (taskmem_jax/prompt_file.py); "" = the checkpoint's prompt, our judges' words
   c.seed = 1000              # the evaluation stream (held out from SFT and Phase One)
   c.clips = 16
   c.tasks = ""               # comma-separated task types; "" = every task type

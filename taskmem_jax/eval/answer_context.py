@@ -49,6 +49,11 @@ class SectionedMemory:
   def __len__(self) -> int:
     return sum(len(m) for _, segments in self.sections for _, m in segments)
 
+  def headings(self) -> list[str]:
+    """"SECTION DAYx: from ... to ... (n clips)" per segment, for the answers' record."""
+    return [f"{title} {heading} ({len(memory)} clips)" for title, segments in self.sections
+            for heading, memory in segments]
+
 
 def egolife_context(question, memory_of_day: Callable[[int], EpisodicMemory | None]) -> SectionedMemory:
   """The official context of an EgoLife question (meta query_day, query_clock, target [{day, clock,

@@ -3,13 +3,17 @@ abstention out. The video is never shown: answers come from memory only, as in t
 
 The prompt (our words) gives the serialised episodic memory (EpisodicMemory.to_string), the question and
 its lettered options, and an extra option for "the memory does not say"; choosing it is an abstention.
+The texts are an ``AnswererTexts`` (named slots, filled by memory.prompt.fill; ``DEFAULT_TEXTS`` holds our
+words), which a run may replace from a prompt file (taskmem_jax.prompt_file).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
+from taskmem_jax.memory.prompt import check_slots, fill, texts_from_dict
 from taskmem_jax.memory.store import EpisodicMemory
 from taskmem_jax.processing.processor import Qwen3VLProcessor
 from taskmem_jax.sampling import generate
@@ -17,15 +21,51 @@ from taskmem_jax.sampling import generate
 ABSTAIN_TEXT = "The memory does not contain the answer."
 INSTRUCTION = ("Answer the question using only the memory above. Reply with the letter of one option. If the "
                "memory does not contain the answer, reply with the letter of the last option.")
+# Free form (EgoTempo): the answer, or INSUFFICIENT for an abstention (answerers.parse_free_form reads it).
+INSUFFICIENT = "Insufficient Information"
+FREE_FORM_INSTRUCTION = ("Answer the question in a few words using only the memory above. Actions refer to the "
+                         f"camera wearer. If the memory does not contain the answer, reply exactly: {INSUFFICIENT}.")
+
+# Each text and the slots it holds exactly once.
+ANSWERER_SLOTS = {"multiple_choice": ("memory", "question", "options"), "abstain_option": (),
+                  "free_form": ("memory", "question")}
 
 
-def qa_prompt(memory_text: str, question: str, options: Sequence[str], letters: str = "ABCDEFGH") -> tuple[str, str]:
+@dataclasses.dataclass(frozen=True)
+class AnswererTexts:
+  """The answerer's texts. multiple_choice: {memory} (the serialised memory), {question}, {options} (one
+  "<letter>. <text>" line per option, the abstain option last); abstain_option: that option's text;
+  free_form: {memory}, {question}; the reply is the answer or INSUFFICIENT."""
+  multiple_choice: str = "{memory}\n\nQuestion: {question}\n{options}\n\n" + INSTRUCTION
+  abstain_option: str = ABSTAIN_TEXT
+  free_form: str = "{memory}\n\nQuestion: {question}\n\n" + FREE_FORM_INSTRUCTION
+
+  def __post_init__(self):
+    for name, slots in ANSWERER_SLOTS.items():
+      check_slots(getattr(self, name), slots, f"AnswererTexts.{name}")
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any], source: str = "AnswererTexts") -> "AnswererTexts":
+    """From {"multiple_choice": ..., ...} (every key optional; see memory.prompt.texts_from_dict)."""
+    return texts_from_dict(cls, values, source)
+
+
+DEFAULT_TEXTS = AnswererTexts()
+
+
+def qa_prompt(memory_text: str, question: str, options: Sequence[str], letters: str = "ABCDEFGH",
+              texts: AnswererTexts = DEFAULT_TEXTS) -> tuple[str, str]:
   """(the user message, the abstain letter). options: the answer texts, in letter order."""
   if not 2 <= len(options) < len(letters):
     raise ValueError(f"options: {len(options)} given; need 2 to {len(letters) - 1}")
   abstain = letters[len(options)]
-  lines = [f"{letters[i]}. {text}" for i, text in enumerate(options)] + [f"{abstain}. {ABSTAIN_TEXT}"]
-  return f"{memory_text}\n\nQuestion: {question}\n" + "\n".join(lines) + f"\n\n{INSTRUCTION}", abstain
+  lines = [f"{letters[i]}. {text}" for i, text in enumerate(options)] + [f"{abstain}. {texts.abstain_option}"]
+  return fill(texts.multiple_choice, {"memory": memory_text, "question": question, "options": "\n".join(lines)}), abstain
+
+
+def free_form_prompt(memory_text: str, question: str, texts: AnswererTexts = DEFAULT_TEXTS) -> str:
+  """The free-form answerer's user message."""
+  return fill(texts.free_form, {"memory": memory_text, "question": question})
 
 
 def parse_letter(reply: str, num_options: int, letters: str = "ABCDEFGH") -> str | None:
@@ -40,13 +80,14 @@ def parse_letter(reply: str, num_options: int, letters: str = "ABCDEFGH") -> str
 class ModelAnswerer:
   """answer(question_text, options, memory) -> letter or None, with greedy decoding."""
 
-  def __init__(self, model, processor: Qwen3VLProcessor, *, max_new_tokens: int = 64, thinking: bool | None = None):
-    self.model, self.processor = model, processor
+  def __init__(self, model, processor: Qwen3VLProcessor, *, max_new_tokens: int = 64, thinking: bool | None = None,
+               texts: AnswererTexts = DEFAULT_TEXTS):
+    self.model, self.processor, self.texts = model, processor, texts
     self.max_new_tokens, self.thinking = max_new_tokens, thinking
     self.stop_ids = processor.stop_token_ids
 
   def __call__(self, question: str, options: Sequence[str], memory: EpisodicMemory) -> str | None:
-    text, _ = qa_prompt(memory.to_string(), question, options)
+    text, _ = qa_prompt(memory.to_string(), question, options, texts=self.texts)
     batch = self.processor([{"role": "user", "content": text}], thinking=self.thinking)
     out = generate(self.model, batch, max_new_tokens=self.max_new_tokens, stop_token_ids=self.stop_ids,
                    pad_token_id=self.processor.pad_token_id)

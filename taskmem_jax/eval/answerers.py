@@ -15,12 +15,9 @@ import json
 import re
 from typing import Callable, Sequence
 
-from taskmem_jax.eval.answerer import parse_letter, qa_prompt
+from taskmem_jax.eval.answerer import (DEFAULT_TEXTS, INSUFFICIENT, AnswererTexts, free_form_prompt, parse_letter,
+                                       qa_prompt)
 from taskmem_jax.memory.store import EpisodicMemory
-
-INSUFFICIENT = "Insufficient Information"
-FREE_FORM_INSTRUCTION = ("Answer the question in a few words using only the memory above. Actions refer to the "
-                         f"camera wearer. If the memory does not contain the answer, reply exactly: {INSUFFICIENT}.")
 GRADE_PROMPT = """You grade an answer to a question about a video against the reference answer.
 Question: {question}
 Reference answer: {reference}
@@ -64,12 +61,13 @@ class LocalChat:
 class ChatAnswerer:
   """Multiple choice through a chat function complete(messages) -> text (e.g. rewards.HTTPJudge.complete)."""
 
-  def __init__(self, complete: Callable[[list[dict]], str], *, num_samples: int = 1):
-    self.complete, self.num_samples = complete, num_samples
+  def __init__(self, complete: Callable[[list[dict]], str], *, num_samples: int = 1,
+               texts: AnswererTexts = DEFAULT_TEXTS):
+    self.complete, self.num_samples, self.texts = complete, num_samples, texts
 
   def __call__(self, question, memory: EpisodicMemory) -> str | None:
     """question: a benchmarks.Question (text, options)."""
-    text, _ = qa_prompt(memory.to_string(), question.text, question.options)
+    text, _ = qa_prompt(memory.to_string(), question.text, question.options, texts=self.texts)
     messages = [{"role": "user", "content": text}]
     return majority([parse_letter(self.complete(messages), len(question.options)) for _ in range(self.num_samples)])
 
@@ -77,13 +75,13 @@ class ChatAnswerer:
 class ChatFreeFormAnswerer:
   """Free-form answers through a chat function; returns the answer text, or None for an abstention."""
 
-  def __init__(self, complete: Callable[[list[dict]], str]):
-    self.complete = complete
+  def __init__(self, complete: Callable[[list[dict]], str], *, texts: AnswererTexts = DEFAULT_TEXTS):
+    self.complete, self.texts = complete, texts
 
   def __call__(self, question, memory: EpisodicMemory) -> str | None:
     """question: a benchmarks.Question (its text)."""
-    reply = self.complete([{"role": "user", "content": f"{memory.to_string()}\n\nQuestion: {question.text}\n\n"
-                                                        f"{FREE_FORM_INSTRUCTION}"}])
+    reply = self.complete([{"role": "user", "content": free_form_prompt(memory.to_string(), question.text,
+                                                                         self.texts)}])
     return parse_free_form(reply)
 
 

@@ -123,6 +123,15 @@ def memory_at(memory: EpisodicMemory, seconds: float) -> EpisodicMemory:
   return EpisodicMemory(memory.interval, {c: d for c, d in memory.items() if (c + 1) * memory.interval <= seconds + 1e-9})
 
 
+def describe(context) -> list[str]:
+  """What an answer was given, for answers.jsonl: the official EgoLife context's segment headings, or the
+  clips of a memory ("clips 0-11 (12)")."""
+  if hasattr(context, "headings"):
+    return context.headings()
+  clips = sorted(c for c, _ in context.items())
+  return [f"clips {clips[0]}-{clips[-1]} ({len(clips)})"] if clips else ["no memory"]
+
+
 class StreamingEvaluation:
   """Runs one benchmark into workdir; see the module docstring.
 
@@ -276,8 +285,9 @@ class StreamingEvaluation:
             memories[tag] = self.memory(stream, tag)
           # Asked at (or after) the end: the whole memory, the final partial clip included.
           seconds = q.ask_after if q.ask_after < duration - 1e-6 else float("inf")
-          row = {"qid": q.qid, "stream": stream.sid, "task": q.task, "memory": tag,
-                 **self._answer(q, self._context(stream, q, tag, memories[tag], seconds))}
+          context = self._context(stream, q, tag, memories[tag], seconds)
+          row = {"qid": q.qid, "stream": stream.sid, "task": q.task, "memory": tag, "context": describe(context),
+                 **self._answer(q, context)}
           self._append(self.answers_path, row)
           done[q.qid] = row
       except Exception as e:  # a bad stream is recorded and counted; the others go on

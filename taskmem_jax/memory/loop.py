@@ -105,7 +105,7 @@ def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str | None, 
       item, shown, to_memory = prepared
     else:
       item, shown = video_item(window), previous
-    messages = window_messages(item, shown, task_questions, layout=processor.window_layout)
+    messages = window_messages(item, shown, task_questions, prompt=processor.window_prompt)
     batch = processor([messages], thinking=True)
     out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                    top_p=cfg.top_p, num_samples=cfg.num_samples, seed=cfg.seed + step, stop_token_ids=stops,

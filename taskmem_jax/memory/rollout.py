@@ -99,7 +99,7 @@ def build_template(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memo
   video = {"type": "video", "pixel_values": np.zeros((t * h * w, config.vision.patch_dim), np.float32),
            "grid_thw": [t, h, w], "timestamps": list(clip_timestamps)}
   sentinels = [_MEMORY_SENTINEL.format(m) for m in range(MAX_PREVIOUS)]
-  text = processor.render(window_messages(video, sentinels, task_questions, layout=processor.window_layout), thinking=True)
+  text = processor.render(window_messages(video, sentinels, task_questions, prompt=processor.window_prompt), thinking=True)
   if text.count(VIDEO_PAD) != 1 or any(text.count(s) != 1 for s in sentinels):
     raise ValueError("the chat template did not render the window prompt with one video and four memories")
   # Fixed text and markers in prompt order: the video and the four memories, in either layout.

@@ -83,7 +83,7 @@ def context_pairs(model, processor, item: dict, previous: list[str], questions: 
   tokenizer = processor.tokenizer
   think_end = tokenizer.convert_tokens_to_ids("</think>")
   stops = processor.stop_token_ids
-  batch = processor([window_messages(item, previous, list(questions), layout=processor.window_layout)], thinking=True)
+  batch = processor([window_messages(item, previous, list(questions), prompt=processor.window_prompt)], thinking=True)
   out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                  top_p=cfg.top_p, num_samples=cfg.num_samples, seed=seed, stop_token_ids=stops,
                  pad_token_id=processor.pad_token_id, think_end_token_id=think_end)

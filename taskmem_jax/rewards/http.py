@@ -63,7 +63,7 @@ class HTTPJudge(Judge, TaskJudge):
   judges use 1e-6). max_tokens: sent when given. num_frames: frames shown to the video judge.
   image_format: "jpeg" or "png". max_side: frames larger than this are scaled down (pixels).
   concurrency: requests in flight per group. extra_body: more fields for the request body (model,
-  messages and temperature always come from the judge).
+  messages and temperature always come from the judge). texts: the prompts' wording (judge_prompts.JudgeTexts).
   """
 
   name = "http"
@@ -71,7 +71,11 @@ class HTTPJudge(Judge, TaskJudge):
   def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY", *,
                timeout_s: float = 60.0, max_retries: int = 3, backoff_s: float = 1.0, temperature: float = 0.0,
                max_tokens: int | None = None, num_frames: int = 8, image_format: str = "jpeg",
-               max_side: int = 512, concurrency: int = 4, extra_body: dict | None = None):
+               max_side: int = 512, concurrency: int = 4, extra_body: dict | None = None,
+               texts: P.JudgeTexts = P.DEFAULT_TEXTS):
+    if not isinstance(texts, P.JudgeTexts):
+      raise TypeError(f"texts: expected a judge_prompts.JudgeTexts, got {type(texts).__name__}")
+    self.texts = texts
     parsed = urllib.parse.urlparse(base_url if isinstance(base_url, str) else "")
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
       raise ValueError(f"base_url={base_url!r}: expected an http(s) URL such as 'http://localhost:8000/v1'")
@@ -114,14 +118,14 @@ class HTTPJudge(Judge, TaskJudge):
       return [Verdict(None, f"video: {type(e).__name__}: {e}")] * len(descriptions)
 
     def messages(description):
-      before, after = P.faithfulness_prompt(ctx.previous, description)
+      before, after = P.faithfulness_prompt(ctx.previous, description, self.texts)
       return [{"role": "user", "content": [{"type": "text", "text": before}, *frames,
                                            {"type": "text", "text": after}]}]
 
     return self._map(messages, descriptions)
 
   def non_redundancy(self, ctx: WindowContext, descriptions: Sequence[str]) -> list[Verdict]:
-    return self._map(lambda d: [{"role": "user", "content": P.non_redundancy_prompt(ctx.previous, d)}],
+    return self._map(lambda d: [{"role": "user", "content": P.non_redundancy_prompt(ctx.previous, d, self.texts)}],
                      descriptions)
 
   def rank(self, ctx: WindowContext, descriptions: Sequence[str]) -> Ranking:
@@ -129,7 +133,7 @@ class HTTPJudge(Judge, TaskJudge):
     if m <= 1:
       return Ranking(tuple(range(m)), "nothing to compare")
     try:
-      prompt = P.ranking_prompt(descriptions)
+      prompt = P.ranking_prompt(descriptions, self.texts)
       return P.parse_ranking(self.complete([{"role": "user", "content": prompt}]), m)
     except Exception as e:
       return Ranking(None, _reason(e))
@@ -143,7 +147,8 @@ class HTTPJudge(Judge, TaskJudge):
     """One call per ordered pair (shown as {"0": first, "1": second}), concurrently, in the pairs' order.
     Bad questions raise (check_questions: the caller's mistake); everything else fails one preference."""
     questions = check_questions(questions)
-    messages = lambda pair: [{"role": "user", "content": P.task_prompt(questions, *pair, reply="json")}]
+    messages = lambda pair: [{"role": "user",
+                              "content": P.task_prompt(questions, *pair, reply="json", texts=self.texts)}]
     return self._pool(lambda pair: self.preference(lambda: messages(pair)), list(pairs))
 
   # --- one call -------------------------------------------------------------------------------------

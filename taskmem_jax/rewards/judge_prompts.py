@@ -16,14 +16,20 @@ for answering such questions, or a tie. A hosted judge replies {"more_useful": 0
 Verdicts are a single label, PASS_LABEL or FAIL_LABEL ("1" / "0", as the official judges answer), so a
 local model can be read from the log-probs of two tokens and a hosted one from a one-character reply.
 All fixed text is ASCII (the tiny test tokenizer keeps only printable ASCII).
+
+The texts are a ``JudgeTexts`` (strings with named slots, filled by memory.prompt.fill; ``DEFAULT_TEXTS``
+holds our words), which a run may replace from a prompt file (taskmem_jax.prompt_file). The {reply} slots
+take our reply instructions, which the parsers below read, so other wording keeps the reply contract.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
+from taskmem_jax.memory.prompt import check_slots, fill, texts_from_dict
 from taskmem_jax.rewards.judge import Ranking, Verdict, check_ranking
 from taskmem_jax.rewards.task_judge import TIE, Preference, check_questions
 
@@ -79,23 +85,54 @@ TASK_REPLY_JSON = ('Reply with a JSON object only, in this form: {"more_useful":
                    '"<one sentence>"}, where more_useful is the key of the more useful memory, or -1 for a tie.')
 
 
+# Each text and the slots it holds exactly once.
+JUDGE_SLOTS = {"faithfulness_intro": (), "faithfulness": ("memories", "candidate"),
+               "non_redundancy": ("memories", "candidate"), "ranking": ("candidates", "reply"),
+               "task": ("questions", "memories", "reply")}
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeTexts:
+  """The judges' texts. faithfulness_intro: before the video; faithfulness: after it ({memories}: the
+  preceding description, {candidate}); non_redundancy: the text judge's message; ranking: {candidates} (one
+  "Candidate <label>: <text>" line each) and {reply}; task: {questions} (numbered lines), {memories} (the two
+  memories as {"0": ..., "1": ...}) and {reply}."""
+  faithfulness_intro: str = FAITHFULNESS_INTRO
+  faithfulness: str = ("\n[Description of the preceding part]:\n{memories}\n\n[Candidate description]:\n{candidate}"
+                       "\n\n" + FAITHFULNESS_TASK)
+  non_redundancy: str = (NON_REDUNDANCY_TASK + "\n\n[Description of the preceding part]:\n{memories}\n\n"
+                         "[Candidate description]:\n{candidate}")
+  ranking: str = RANKING_TASK + "\n\n{candidates}\n\n{reply}"
+  task: str = TASK_INTRO + "\n\n[Example questions]:\n{questions}\n\n[Memories]:\n{memories}\n\n{reply}"
+
+  def __post_init__(self):
+    for name, slots in JUDGE_SLOTS.items():
+      check_slots(getattr(self, name), slots, f"JudgeTexts.{name}")
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any], source: str = "JudgeTexts") -> "JudgeTexts":
+    """From {"faithfulness": ..., ...} (every key optional; see memory.prompt.texts_from_dict)."""
+    return texts_from_dict(cls, values, source)
+
+
+DEFAULT_TEXTS = JudgeTexts()
+
+
 def _preceding(previous: Sequence[str]) -> str:
   """The preceding memories as the policy saw them: joined by single spaces (spec §1.1)."""
   text = " ".join(p for p in previous if p)
   return text if text.strip() else EMPTY_PRECEDING
 
 
-def faithfulness_prompt(previous: Sequence[str], candidate: str) -> tuple[str, str]:
+def faithfulness_prompt(previous: Sequence[str], candidate: str,
+                        texts: JudgeTexts = DEFAULT_TEXTS) -> tuple[str, str]:
   """(text before the video, text after it) for the video judge."""
-  after = (f"\n[Description of the preceding part]:\n{_preceding(previous)}\n\n"
-           f"[Candidate description]:\n{candidate}\n\n{FAITHFULNESS_TASK}")
-  return FAITHFULNESS_INTRO, after
+  return texts.faithfulness_intro, fill(texts.faithfulness, {"memories": _preceding(previous), "candidate": candidate})
 
 
-def non_redundancy_prompt(previous: Sequence[str], candidate: str) -> str:
+def non_redundancy_prompt(previous: Sequence[str], candidate: str, texts: JudgeTexts = DEFAULT_TEXTS) -> str:
   """The text judge's whole user message."""
-  return (f"{NON_REDUNDANCY_TASK}\n\n[Description of the preceding part]:\n{_preceding(previous)}\n\n"
-          f"[Candidate description]:\n{candidate}")
+  return fill(texts.non_redundancy, {"memories": _preceding(previous), "candidate": candidate})
 
 
 def rank_labels(m: int) -> tuple[str, ...]:
@@ -107,18 +144,19 @@ def rank_labels(m: int) -> tuple[str, ...]:
   return tuple(chr(ord("A") + i) for i in range(m))
 
 
-def ranking_prompt(candidates: Sequence[str]) -> str:
+def ranking_prompt(candidates: Sequence[str], texts: JudgeTexts = DEFAULT_TEXTS) -> str:
   """The ranking judge's user message; candidate i carries rank_labels(M)[i]. The candidates are ranked against
   each other, with no preceding description (as the official ranking prompt)."""
   labels = rank_labels(len(candidates))
   example = RANK_SEPARATOR.join(labels[1:] + labels[:1])  # not the given order, so it suggests no answer
   lines = [f"Candidate {label}: {text}" for label, text in zip(labels, candidates)]
-  return (f"{RANKING_TASK}\n\n" + "\n".join(lines)
-          + f"\n\nWrite the labels of all {len(candidates)} candidates, best first, separated by commas, between "
-          f"{RANK_START} and {RANK_END}, for example: {RANK_START} {example} {RANK_END}")
+  reply = (f"Write the labels of all {len(candidates)} candidates, best first, separated by commas, between "
+           f"{RANK_START} and {RANK_END}, for example: {RANK_START} {example} {RANK_END}")
+  return fill(texts.ranking, {"candidates": "\n".join(lines), "reply": reply})
 
 
-def task_prompt(questions: Sequence[str], first: str, second: str, reply: str = "json") -> str:
+def task_prompt(questions: Sequence[str], first: str, second: str, reply: str = "json",
+                texts: JudgeTexts = DEFAULT_TEXTS) -> str:
   """The task judge's whole user message: the example questions, then {"0": first, "1": second}.
 
   reply: "json" (a hosted judge: TASK_REPLY_JSON) or "label" (a local one: TASK_REPLY_LABEL). Raises
@@ -132,8 +170,8 @@ def task_prompt(questions: Sequence[str], first: str, second: str, reply: str = 
   listed = "\n".join(f"{i + 1}. {q.strip()}" for i, q in enumerate(questions))
   # ensure_ascii=False: a memory reaches the judge as written (escapes would cost tokens and clarity).
   memories = json.dumps({"0": first, "1": second}, ensure_ascii=False, indent=2)
-  return (f"{TASK_INTRO}\n\n[Example questions]:\n{listed}\n\n[Memories]:\n{memories}\n\n"
-          + (TASK_REPLY_JSON if reply == "json" else TASK_REPLY_LABEL))
+  return fill(texts.task, {"questions": listed, "memories": memories,
+                           "reply": TASK_REPLY_JSON if reply == "json" else TASK_REPLY_LABEL})
 
 
 # --- parsing replies (hosted judges; the local judge never needs to parse) ----------------------

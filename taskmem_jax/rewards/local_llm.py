@@ -44,12 +44,17 @@ class LocalLLMJudge(Judge, TaskJudge):
   max_batch: descriptions (or memory pairs) per forward pass. video_kwargs: options added to the video
   item (fps, max_frames, min_pixels, max_pixels, ...; see processing.processor). min_bucket: prompts are
   left-padded to sampler.bucket_length(L, min_bucket) so similar prompts share one compilation.
+  texts: the prompts' wording (judge_prompts.JudgeTexts).
   """
 
   name = "local_llm"
 
   def __init__(self, model, processor, *, thinking: bool | None = None, max_batch: int = 8,
-               video_kwargs: dict | None = None, min_bucket: int = 64):
+               video_kwargs: dict | None = None, min_bucket: int = 64,
+               texts: P.JudgeTexts = P.DEFAULT_TEXTS):
+    if not isinstance(texts, P.JudgeTexts):
+      raise TypeError(f"texts: expected a judge_prompts.JudgeTexts, got {type(texts).__name__}")
+    self.texts = texts
     if not all(hasattr(model, a) for a in ("config", "hidden_states", "logits")):
       raise TypeError(f"model: expected a Qwen3VLForConditionalGeneration, got {type(model).__name__}")
     if not all(hasattr(processor, a) for a in ("tokenizer", "prepare", "render")):
@@ -140,17 +145,17 @@ class LocalLLMJudge(Judge, TaskJudge):
             "timestamps": vision.timestamps}
 
   def faithfulness_messages(self, ctx: WindowContext, description: str, video: dict) -> list[dict]:
-    before, after = P.faithfulness_prompt(ctx.previous, description)
+    before, after = P.faithfulness_prompt(ctx.previous, description, self.texts)
     return [{"role": "user", "content": [{"type": "text", "text": before}, video, {"type": "text", "text": after}]}]
 
   def non_redundancy_messages(self, ctx: WindowContext, description: str) -> list[dict]:
-    return [{"role": "user", "content": P.non_redundancy_prompt(ctx.previous, description)}]
+    return [{"role": "user", "content": P.non_redundancy_prompt(ctx.previous, description, self.texts)}]
 
   def ranking_messages(self, ctx: WindowContext, descriptions: Sequence[str]) -> list[dict]:
-    return [{"role": "user", "content": P.ranking_prompt(descriptions)}]
+    return [{"role": "user", "content": P.ranking_prompt(descriptions, self.texts)}]
 
   def task_messages(self, questions: Sequence[str], first: str, second: str) -> list[dict]:
-    return [{"role": "user", "content": P.task_prompt(questions, first, second, reply="label")}]
+    return [{"role": "user", "content": P.task_prompt(questions, first, second, reply="label", texts=self.texts)}]
 
   def token_id(self, text: str) -> int:
     """The id of text, which must be exactly one token of this tokenizer (ValueError otherwise)."""

@@ -79,7 +79,7 @@ def sample_group(model, processor, item, previous, ctx_fn, cfg, judge, reward: R
                  tags=None) -> Rollout:
   """Samples and scores G responses for one window (item: its video item; ctx_fn(previous) -> the judge's
   WindowContext)."""
-  batch = processor([window_messages(item, previous, None, layout=processor.window_layout)], thinking=True)
+  batch = processor([window_messages(item, previous, None, prompt=processor.window_prompt)], thinking=True)
   think_end = processor.tokenizer.convert_tokens_to_ids("</think>")
   stops = processor.stop_token_ids
   out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None,
