@@ -141,8 +141,8 @@ def update_positions(benchmark: str, given=None) -> tuple[int, ...] | None:
 
 
 def dpo_config(benchmark: str):
-  """The DPO settings adapters are trained with for a benchmark: the real model's official ones (post_scale
-  1.5), or SynthWorld's config."""
+  """The DPO settings adapters are trained with for a benchmark: the real model's official ones, or
+  SynthWorld's config (its own lighter DPO; both deploy the steer x1.5)."""
   from experiments.configs import phase_two_30b_a3b, phase_two_synthworld
   return (phase_two_synthworld if benchmark == "synthworld" else phase_two_30b_a3b).get_config().dpo
 

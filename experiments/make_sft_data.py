@@ -83,9 +83,10 @@ from taskmem_jax.envs.synthworld.teacher import (
   teacher_episodic_memory,
   teacher_response,
 )
+from taskmem_jax.envs.synthworld.prompt import PROMPT as SYNTHWORLD_PROMPT
 from taskmem_jax.envs.synthworld.world import POLICY_FILE
 from taskmem_jax.memory import schedule, window_messages
-from taskmem_jax.memory.prompt import DEFAULT, WindowPrompt
+from taskmem_jax.memory.prompt import WindowPrompt
 from taskmem_jax.processing.video import VideoClip
 
 DEFAULT_BUDGET = 40  # teacher memory budget, tokens of the description
@@ -114,7 +115,7 @@ def upscale(clip: VideoClip, factor: int) -> VideoClip:
 
 def window_records(seed: int, *, num_clips: int, budget_tokens: int = DEFAULT_BUDGET, upscale_factor: int = 1,
                    teacher_seed: int | None = None, teacher_order: str = "random", render: str = "sprites",
-                   world: WorldConfig | None = None, prompt: WindowPrompt = DEFAULT):
+                   world: WorldConfig | None = None, prompt: WindowPrompt = SYNTHWORLD_PROMPT):
   """(stream, teacher memory, [(window, messages, target)]) for one stream. teacher_order: see
   teacher.teacher_memory ("time" makes the target a function of the video); render: WorldConfig.render;
   world: the whole WorldConfig instead (its num_clips replaced by num_clips; render ignored); prompt:

@@ -12,10 +12,11 @@ skipped once WORK/<stage>/export exists):
    the clip's facts in time order.
 3. windows: tower frozen; the streaming window prompt (memory.window_messages: up to 5 clips, the
    previous teacher memories) and the teacher's memory of the new clip (a random subset that fits the
-   budget), as make_sft_data.py builds them, in the layout --config.window_layout (default video_last:
-   the instruction and previous memories first, the window's video last; memory/prompt.py).
+   budget), as make_sft_data.py builds them, in SynthWorld's words (envs/synthworld/prompt.py) and the
+   layout --config.window_layout (default video_last: the instruction and previous memories first, the
+   window's video last; memory/prompt.py).
 The export gets synthworld.json (the world's WorldConfig fields) and window_prompt.json (its prompt
-layout), which the demo, Phase One, Phase Two and evaluate follow. Held-out greedy rollouts
+layout and words), which the demo, Phase One, Phase Two and evaluate follow. Held-out greedy rollouts
 (--config.eval_seeds) report parse rate, faithfulness and fact precision.
 
 The shipped policy (2026-12-06) is the previous one (git 1525b2f) continued by a reading stage on fresh
@@ -90,10 +91,11 @@ import numpy as np
 
 from experiments.make_sft_data import LazyVideoExample, _seed_range, evaluate_policy, init_checkpoint, make_examples
 from taskmem_jax.envs.synthworld import WorldConfig, generate, render_clip
+from taskmem_jax.envs.synthworld.prompt import synthworld_prompt
 from taskmem_jax.envs.synthworld.vision_labels import label_classes, token_labels
 from taskmem_jax.envs.synthworld.world import POLICY_FILE
 from taskmem_jax.io import atomic_write_json
-from taskmem_jax.memory.prompt import WindowPrompt, write_window_prompt
+from taskmem_jax.memory.prompt import write_window_prompt
 from taskmem_jax.processing.patchify import normalize, patchify
 
 READING_REQUEST = "describe the video."
@@ -195,7 +197,7 @@ def run(cfg, progress: bool = True) -> dict:
 
   world = WorldConfig(num_clips=cfg.num_clips, **dict(cfg.world))
   init = init_checkpoint(os.path.join(cfg.workdir, "init"), seed=cfg.init_seed, render=world.render)
-  processor = Qwen3VLProcessor.from_pretrained(init, window_prompt=WindowPrompt(layout=cfg.window_layout))
+  processor = Qwen3VLProcessor.from_pretrained(init, window_prompt=synthworld_prompt(cfg.window_layout))
   summary, previous = {}, init
 
   # 1. vision

@@ -14,6 +14,7 @@ from taskmem_jax.envs.synthworld import (
   synthworld_model_config,
 )
 from taskmem_jax.envs.synthworld.teacher import count_tokens, teacher_memory
+from taskmem_jax.memory.prompt import read_window_prompt
 from taskmem_jax.processing import Qwen3VLProcessor
 from taskmem_jax.processing.tokenizer import check_tokenizer, load_tokenizer
 
@@ -24,7 +25,7 @@ POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 def processor(tmp_path_factory):
   path = tmp_path_factory.mktemp("sw_tok")
   build_synthworld_tokenizer(path)
-  return Qwen3VLProcessor(load_tokenizer(path), synthworld_model_config())
+  return Qwen3VLProcessor(load_tokenizer(path), synthworld_model_config(), window_prompt=read_window_prompt(str(path)))
 
 
 def test_examples_train_on_the_teacher_response_only(processor):

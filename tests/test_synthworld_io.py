@@ -3,6 +3,7 @@ against the in-memory clips, and the word-level tokenizer through load_tokenizer
 Qwen3VLProcessor."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from taskmem_jax.envs.synthworld import (build_synthworld_tokenizer, generate, m
 from taskmem_jax.envs.synthworld.tokenizer import (CONTROL_TOKENS, DETOKENIZE_RULES, UNK, detokenize, pre_tokenize,
                                                    token_ids, vocabulary)
 from taskmem_jax.envs.synthworld.world import WorldConfig
-from taskmem_jax.memory.prompt import DEFAULT, PREAMBLE, window_messages
+from taskmem_jax.envs.synthworld.prompt import PROMPT
+from taskmem_jax.memory.prompt import DEFAULT, PREAMBLE, read_window_prompt, window_messages
 from taskmem_jax.models.qwen3_vl.config import PRESETS
 from taskmem_jax.processing import MediaError, Qwen3VLProcessor, check_tokenizer, load_tokenizer, read_video
 from taskmem_jax.processing.tokenizer import QWEN_SPECIAL_IDS, TokenizerError
@@ -106,6 +108,7 @@ def test_ids_config_and_checkpoint_files(tokenizer, tokenizer_dir, tmp_path):
   assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
   assert build_synthworld_tokenizer(tmp_path) == {t: ids[t] for t in CONTROL_TOKENS}
   assert (tmp_path / "tokenizer.json").read_text() == (tokenizer_dir / "tokenizer.json").read_text()
+  assert read_window_prompt(str(tmp_path)) == PROMPT  # the words this vocabulary covers travel with it
   # Extra words extend the vocabulary, split as encoding splits them.
   extra = ["zebra", "face_3", "<|im_end|>"]
   assert set(vocabulary(extra)) - set(words) == {"zebra", "face", "|", "im"}
@@ -117,12 +120,24 @@ def test_every_generated_text_round_trips_without_unk(tokenizer, stream):
   texts = [f.text for f in stream.facts] + [q.prompt() for questions in tasks.values() for q in questions]
   memory = " ".join(f.text for f in stream.facts[:4])
   texts.append("<think>\nperson 2 moves.\n</think>\n\n" + json.dumps({"description": memory}))
-  texts.append(PREAMBLE + DEFAULT.instruction_text([memory], [q.text for q in tasks["ocr"][:5]]))
+  texts.append(PREAMBLE + PROMPT.instruction_text([memory], [q.text for q in tasks["ocr"][:5]]))
   for text in texts:
     ids = tokenizer.encode(text, add_special_tokens=False)
     assert tokenizer.unk_token_id not in ids, [p for p in pre_tokenize(text) if p not in token_ids()]
     assert tokenizer.decode(ids) == text
     assert detokenize(tokenizer.convert_ids_to_tokens(ids)) == text
+
+
+def test_the_vocabulary_holds_synthworld_s_prompt_not_the_project_default():
+  # Rewording the project's default prompt must leave SynthWorld's vocabulary (and the shipped policies,
+  # trained on it) alone: the vocabulary covers PROMPT, which the assets record, and not DEFAULT's words.
+  root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+  for name in ("synthworld_policy", "synthworld_phase_one"):
+    assert read_window_prompt(os.path.join(root, name)) == PROMPT, name
+  words = set(vocabulary())
+  pieces = lambda prompt: {piece for word in prompt.words() for piece in pre_tokenize(word)}
+  assert pieces(PROMPT) <= words
+  assert pieces(DEFAULT) - words, "DEFAULT's own rules are expected to hold words SynthWorld never sees"
 
 
 def test_unknown_words_and_the_detokenization_rules(tokenizer):
@@ -156,11 +171,11 @@ def test_saved_decoder_applies_the_documented_rules(tokenizer):
 
 def test_processor_builds_a_window_prompt_without_unk(tokenizer, stream):
   config = synthworld_model_config()
-  processor = Qwen3VLProcessor(tokenizer, config)
+  processor = Qwen3VLProcessor(tokenizer, config, window_prompt=PROMPT)
   clip = render_clip(stream, 10, 30)
   questions = [q.text for q in make_tasks(stream, 3)["spatial"]]
   messages = window_messages({"type": "video", "video": clip}, [stream.facts[0].text], questions,
-                              prompt=DEFAULT)
+                              prompt=processor.window_prompt)
   batch = processor(messages, thinking=True)
   ids = batch["input_ids"][0]
   assert tokenizer.unk_token_id not in ids.tolist()

@@ -2,7 +2,7 @@
 
 Vocabulary (`vocabulary`): "[UNK]" at id 0, then, sorted, every word and punctuation mark of the fact
 and question templates, the colour / shape / region names, the digits 0-9, the option letters A-E (E:
-the answerer abstains), the words of the memory window prompt (memory.prompt_words), a few words of
+the answerer abstains), the words of SynthWorld's window prompt (prompt.PROMPT), a few words of
 answer prompts and of the processor's ``<t seconds>`` frame headers, newline, and the punctuation that
 JSON and fenced code need; then the ten control tokens (QWEN_SPECIAL_IDS' keys, in that order).
 `synthworld_model_config` sets a model config's vocab_size and vision token ids to match.
@@ -33,7 +33,9 @@ import string
 
 from taskmem_jax.envs.synthworld import questions as questions_lib
 from taskmem_jax.envs.synthworld import world as world_lib
+from taskmem_jax.envs.synthworld.prompt import PROMPT
 from taskmem_jax.envs.synthworld.render import COLOURS, REGIONS, SHAPES
+from taskmem_jax.memory.prompt import write_window_prompt
 from taskmem_jax.models.qwen3_vl.config import PRESETS, Qwen3VLConfig
 from taskmem_jax.processing.tokenizer import CHAT_TEMPLATE, QWEN_SPECIAL_IDS, VISION_TOKENS, TokenizerError
 
@@ -90,13 +92,11 @@ def _literals(template: str) -> list[str]:
 
 def vocabulary(extra_words=()) -> list[str]:
   """The regular tokens by id: [UNK], then every piece of SynthWorld's language (plus extra_words) sorted."""
-  from taskmem_jax.memory.prompt import prompt_words  # lazily: memory may come to import the envs
-
   if isinstance(extra_words, str) or not all(isinstance(w, str) for w in extra_words):
     raise TypeError(f"extra_words={extra_words!r}: expected a list of strings")
   texts = [*(lit for t in world_lib.FACT_TEMPLATES.values() for lit in _literals(t)),
            *(lit for t in questions_lib.PHRASES for lit in _literals(t)),
-           *COLOURS, *SHAPES, *REGIONS, *DIGITS, *PUNCTUATION, *EXTRA_WORDS, *prompt_words(), *extra_words, "\n"]
+           *COLOURS, *SHAPES, *REGIONS, *DIGITS, *PUNCTUATION, *EXTRA_WORDS, *PROMPT.words(), *extra_words, "\n"]
   # Pre-tokenization splits off every punctuation mark, so no piece can be [UNK] or a control token.
   return [UNK, *sorted({piece for text in texts for piece in pre_tokenize(text)})]
 
@@ -129,7 +129,8 @@ def synthworld_model_config(base: Qwen3VLConfig | None = None, extra_words=(), r
 
 def build_synthworld_tokenizer(path: str | os.PathLike, extra_words=()) -> dict[str, int]:
   """Writes tokenizer.json + tokenizer_config.json (ChatML CHAT_TEMPLATE) to `path`, loadable by
-  processing.load_tokenizer. Returns {token: id} of the ten control tokens."""
+  processing.load_tokenizer, and window_prompt.json (PROMPT: the only prompt wording this vocabulary
+  covers, so a processor loaded from `path` uses it). Returns {token: id} of the ten control tokens."""
   from tokenizers import AddedToken, Regex, Tokenizer, decoders, models
   from transformers import PreTrainedTokenizerFast
 
@@ -153,4 +154,5 @@ def build_synthworld_tokenizer(path: str | os.PathLike, extra_words=()) -> dict[
                                  unk_token=UNK, clean_up_tokenization_spaces=False)
   fast.chat_template = CHAT_TEMPLATE
   fast.save_pretrained(os.fspath(path))
+  write_window_prompt(path, PROMPT)
   return specials
