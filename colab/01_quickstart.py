@@ -36,10 +36,10 @@ import numpy as np
 
 from experiments.demo import POLICY_DIR, memorise
 from taskmem_jax.envs import synthworld as sw
+from taskmem_jax.envs.synthworld.qa import evaluate_memory, memory_quality
 from taskmem_jax.envs.synthworld.reader import answer
 from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory
 from taskmem_jax.eval.metrics import format_table
-from taskmem_jax.eval.qa import evaluate_memory, memory_quality
 
 # %% [markdown]
 # ## A stream with known ground truth

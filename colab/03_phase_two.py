@@ -38,7 +38,7 @@ from IPython.display import Image, display
 from experiments import phase_two
 from experiments.configs import phase_two_synthworld
 from taskmem_jax.adapters import steer as steer_lib
-from taskmem_jax.phase_two import experiment
+from taskmem_jax.envs.synthworld import phase_two as experiment
 
 # %% [markdown]
 # ## Adapt to every task of one stream

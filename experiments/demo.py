@@ -31,11 +31,11 @@ from absl import app, flags
 from tqdm import tqdm
 
 from taskmem_jax.envs import synthworld as sw
+from taskmem_jax.envs.synthworld.qa import evaluate_memory, memory_quality
 from taskmem_jax.envs.synthworld.reader import answer
 from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory
 from taskmem_jax.eval.metrics import format_table, save_json, write_score_events
 from taskmem_jax.eval.plots import plot_tasks
-from taskmem_jax.eval.qa import evaluate_memory, memory_quality
 from taskmem_jax.eval.report import write_report
 from taskmem_jax.memory.loop import RolloutConfig, memorize_stream
 from taskmem_jax.memory.store import EpisodicMemory, format_seconds, schedule
@@ -83,11 +83,11 @@ def memorise(stream: sw.Stream, video_path: str, policy: str, *, policy_dir: str
 
 def phase_two(output_dir: str, policy_dir: str, stream: sw.Stream, questions: dict, progress: bool = True,
               config=None) -> tuple[dict, str, str]:
-  """Phase Two from the policy in policy_dir on the demo stream (taskmem_jax/phase_two/experiment.py, the
+  """Phase Two from the policy in policy_dir on the demo stream (taskmem_jax/envs/synthworld/phase_two.py, the
   demo variant of its config): (JSON-able results, the tables as text, the figure's path)."""
   from experiments.configs import phase_two_synthworld
+  from taskmem_jax.envs.synthworld import phase_two as experiment
   from taskmem_jax.models import qwen3_vl
-  from taskmem_jax.phase_two import experiment
   from taskmem_jax.processing import Qwen3VLProcessor
 
   cfg = config or phase_two_synthworld.get_config("demo")
@@ -159,7 +159,7 @@ def main(argv):
   print(f"\nmemory quality: faithfulness {quality['faithfulness']:.3f}, redundancy {quality['redundancy']:.3f}, "
         f"{quality['facts_per_memory']:.2f} facts per memory, {quality['fact_precision']:.3f} of them true")
   if "phase_two" in results:
-    from taskmem_jax.phase_two.experiment import format_tables
+    from taskmem_jax.envs.synthworld.phase_two import format_tables
     print("\n" + format_tables(results))
   print(f"results: {os.path.join(FLAGS.output_dir, 'results.json')}; report: "
         f"{os.path.join(FLAGS.output_dir, 'report.html')}; chart: {os.path.join(FLAGS.output_dir, 'scores.png')}")

@@ -92,7 +92,7 @@ def load(benchmark: str, data_dir: str):
     return B.load_egolife(one("EgoLifeQA*.json"), videos, close_gaps=True)  # windows never fall in a gap
   if benchmark == "egotempo":
     return B.load_egotempo(one("egotempo*.json"), videos)
-  from taskmem_jax.benchmarks.synthworld import load_synthworld
+  from taskmem_jax.envs.synthworld.benchmark import load_synthworld
   a, _, b = FLAGS.seeds.partition(":")
   from taskmem_jax.envs.synthworld import policy_world
   return load_synthworld(data_dir, range(int(a), int(b)), clips=FLAGS.clips, world=policy_world(evaluation_checkpoint()))
@@ -199,7 +199,7 @@ def main(argv):
     return local_answerer_chat(answer_model, Qwen3VLProcessor.from_pretrained(answer_ckpt))
 
   if FLAGS.answerer == "reader":
-    from taskmem_jax.benchmarks.synthworld import reader_answerer
+    from taskmem_jax.envs.synthworld.benchmark import reader_answerer
     answer_mc, answer_free = reader_answerer, None
   else:
     complete = chat()

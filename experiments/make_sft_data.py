@@ -71,19 +71,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from taskmem_jax.envs.synthworld import (
-  WorldConfig,
-  build_synthworld_tokenizer,
-  generate,
-  policy_world_config,
-  render_clip,
-  synthworld_model_config,
-)
-from taskmem_jax.envs.synthworld.teacher import (
-  teacher_episodic_memory,
-  teacher_response,
-)
+from taskmem_jax.envs.synthworld import (WorldConfig, build_synthworld_tokenizer, generate, policy_world_config,
+                                         render_clip, synthworld_model_config)
 from taskmem_jax.envs.synthworld.prompt import PROMPT as SYNTHWORLD_PROMPT
+from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory, teacher_response
 from taskmem_jax.envs.synthworld.world import POLICY_FILE
 from taskmem_jax.memory import schedule, window_messages
 from taskmem_jax.memory.prompt import WindowPrompt
@@ -197,7 +188,7 @@ def evaluate_policy(checkpoint: str, seed: int, *, num_clips: int, workdir: str,
   import jax.numpy as jnp
 
   from taskmem_jax.envs.synthworld import write_stream
-  from taskmem_jax.eval.qa import memory_quality
+  from taskmem_jax.envs.synthworld.qa import memory_quality
   from taskmem_jax.memory.loop import RolloutConfig, memorize_stream
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.processing import Qwen3VLProcessor

@@ -41,7 +41,7 @@ def make_source(cfg):
   """The stream source named by cfg.env."""
   if cfg.env == "synthworld":
     from taskmem_jax.envs.synthworld import policy_world_config
-    from taskmem_jax.rl.streams import SynthWorldSource
+    from taskmem_jax.envs.synthworld.source import SynthWorldSource
     overrides = {"render": cfg.render} if cfg.get("render", "") else {}
     world = policy_world_config(cfg.checkpoint, num_clips=cfg.world_clips, **overrides)
     return SynthWorldSource(world, seed_base=cfg.seed_base,
@@ -57,7 +57,7 @@ def make_source(cfg):
 def make_judge(cfg):
   """The judge named by cfg.judge."""
   if cfg.judge == "ground_truth":
-    from taskmem_jax.rewards import GroundTruthJudge
+    from taskmem_jax.envs.synthworld.judge import GroundTruthJudge
     return GroundTruthJudge(cfg.get("judge_scope", "window"))
   if cfg.judge == "local":
     from taskmem_jax.rewards import LocalLLMJudge

@@ -40,9 +40,9 @@ def run(cfg, output_dir: str, progress=print) -> dict:
   from taskmem_jax import sharding
   from taskmem_jax.adapters import steer as steer_lib
   from taskmem_jax.envs import synthworld as sw
+  from taskmem_jax.envs.synthworld import phase_two as experiment
   from taskmem_jax.io import atomic_write_json
   from taskmem_jax.models import qwen3_vl
-  from taskmem_jax.phase_two import experiment
   from taskmem_jax.processing import Qwen3VLProcessor
   from taskmem_jax.prompt_file import load_prompt_template
 
@@ -76,7 +76,7 @@ def main(argv):
   import jax
 
   from taskmem_jax import distributed
-  from taskmem_jax.phase_two import experiment
+  from taskmem_jax.envs.synthworld import phase_two as experiment
 
   distributed.initialize_from_flags()  # a no-op for one process
   logging.set_verbosity(logging.WARNING)

@@ -34,13 +34,18 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from taskmem_jax import sharding as shd
+from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.kernels.flash_attention.api import target_platform
 from taskmem_jax.models.qwen3_vl import ModelInputs
 from taskmem_jax.models.qwen3_vl.config import Qwen3VLConfig
 from taskmem_jax.models.qwen3_vl.params import abstract_model
 from taskmem_jax.models.qwen3_vl.positions import vision_metadata
 from taskmem_jax.models.qwen3_vl.text import default_steer_layers
+from taskmem_jax.phase_two import dpo
+from taskmem_jax.rl.losses import k3_kl
+from taskmem_jax.rl.step import GroupBatch, LossConfig, group_grad, token_log_probs
 from taskmem_jax.sampling import sampler
+from taskmem_jax.training.sft import TrainState, tree_shardings
 
 ENTRIES = ("forward", "prefill", "decode", "rollout_step", "phase_one_update", "dpo_step")
 # HBM per chip (GiB) by TPU generation, as topology names spell it.
@@ -127,7 +132,6 @@ def _abstract_params(config, mesh: Mesh, preset: str, dtype, steer_layer: int | 
   """(graphdef, params, rest) of abstract arrays with the preset's shardings."""
   graphdef, state = abstract_model(config, dtype)
   if steer_layer is not None:
-    from taskmem_jax.adapters import steer as steer_lib
     model = nnx.eval_shape(lambda: steer_lib.add_steer(nnx.merge(graphdef, state), [steer_layer]))
     graphdef, state = nnx.split(model)
   model = nnx.merge(graphdef, state)
@@ -214,7 +218,6 @@ def build(entry: str, config: Qwen3VLConfig, mesh: Mesh, preset: str, s: Setting
 
     return jax.jit(step), (params, inputs, features, deepstack, jax.eval_shape(lambda: jax.random.key(0)))
 
-  from taskmem_jax.rl.step import GroupBatch, group_grad, LossConfig
   mask = _rows(mesh, (b, l), jnp.float32)
   if s.vision_tokens:
     pixels, meta = _vision_inputs(cfg, mesh, b, s.vision_tokens)
@@ -222,7 +225,6 @@ def build(entry: str, config: Qwen3VLConfig, mesh: Mesh, preset: str, s: Setting
   batch = GroupBatch(inputs, mask)
 
   if entry == "phase_one_update":
-    from taskmem_jax.training.sft import TrainState, tree_shardings
     opt = optimizer or optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-6, weight_decay=0.01))
     # Moments laid out like the parameters they follow (sft.tree_shardings: what the trainers give them), and
     # over several processes split over "data" as well (ZeRO-1, rl/population.state_sharding).
@@ -241,9 +243,6 @@ def build(entry: str, config: Qwen3VLConfig, mesh: Mesh, preset: str, s: Setting
     return jax.jit(update, donate_argnums=0), args
 
   if entry == "dpo_step":
-    from taskmem_jax.phase_two import dpo
-    from taskmem_jax.rl.losses import k3_kl
-    from taskmem_jax.rl.step import token_log_probs
     if b % 2:
       raise ValueError(f"dpo_step: batch={b} must be even (chosen and rejected rows of B/2 pairs)")
     steer, backbone = params.split(lambda path, _: path[-1] == "steer", ...)

@@ -34,10 +34,6 @@ API
       -> their sum over processes as global arrays (the data-parallel all-reduce).
   allgather_rows(x, mode) / allgather_ragged(x) / allgather_strings(strings) / any_process(flag)
       host values of every process, in global row order (numpy, via multihost_utils).
-  train_step(graphdef, optimizer)
-      a jitted (params, opt_state, rest, ModelInputs, loss_mask) -> (params, opt_state, loss) step (AdamW
-      or any optax transform), the one the multi-host test runs; training/sft.py's step works the same way
-      on global arrays.
 
 CPU (tests): ``jax_cpu_collectives_implementation`` is "gloo" by default in jax 0.10, so several CPU
 processes on one machine form one global mesh (tests/test_multihost.py: 2 processes x 2 forced host
@@ -77,13 +73,11 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from taskmem_jax import sharding as sharding_lib
 from taskmem_jax.models.qwen3_vl.model import ModelInputs
-from taskmem_jax.training.loss import masked_cross_entropy
 
 _initialized = False
 
@@ -258,6 +252,7 @@ def allgather_rows(x, mode: str = "blocks") -> np.ndarray:
   if n == 1:
     return x
   from jax.experimental import multihost_utils
+
   # As raw bytes: through a jax array, float64 / int64 would come back 32-bit (x64 is off).
   raw = np.ascontiguousarray(x).reshape(len(x), -1).view(np.uint8)
   gathered = np.asarray(multihost_utils.process_allgather(raw, tiled=False))  # [n, b, bytes]
@@ -301,18 +296,3 @@ def any_process(flag: bool) -> bool:
   if jax.process_count() == 1:
     return bool(flag)
   return bool(allgather_rows(np.array([bool(flag)])).any())
-
-
-def train_step(graphdef, optimizer: optax.GradientTransformation):
-  """A jitted (params, opt_state, rest, inputs, loss_mask) -> (params, opt_state, loss) step. Inputs may be
-  global multi-process arrays; the output shardings follow the params' (jit propagates them)."""
-
-  def step(params, opt_state, rest, inputs: ModelInputs, loss_mask):
-    def loss_of(p):
-      logits = nnx.merge(graphdef, p, rest).forward(inputs)
-      return masked_cross_entropy(logits, inputs.input_ids, loss_mask)[0]
-    loss, grads = jax.value_and_grad(loss_of)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss.astype(jnp.float32)
-
-  return jax.jit(step)

@@ -6,12 +6,11 @@ import copy
 import math
 import os
 
+import benchmark_fixtures as fx
 import pytest
 
-import benchmark_fixtures as fx
-from taskmem_jax.benchmarks import (
-  AnnotationError, Benchmark, Question, Stream, clock_seconds, dataset, load_egolife, load_egotempo, load_videomme,
-  parse_clip_id)
+from taskmem_jax.benchmarks import (AnnotationError, Benchmark, Question, Stream, clock_seconds, dataset, load_egolife,
+                                    load_egotempo, load_videomme, parse_clip_id)
 
 # --- VideoMME -------------------------------------------------------------------------------------------
 
@@ -37,7 +36,7 @@ def test_videomme_layouts(tmp_path, layout, fmt):
 
 
 def test_videomme_fixture_subtitles_parse(tmp_path):
-  from taskmem_jax.processing.overlay import parse_srt
+  from taskmem_jax.benchmarks.overlay import parse_srt
 
   d = fx.write_videomme(str(tmp_path))
   subs = parse_srt(load_videomme(d.annotation, d.video_dir, subtitles_dir=d.subtitles_dir).streams[0].subtitles)

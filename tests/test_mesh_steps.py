@@ -148,7 +148,7 @@ SCRIPT = textwrap.dedent("""
     if os.path.isfile(os.path.join("assets", "synthworld_policy", "config.json")):
       from experiments import phase_two as p2
       from experiments.configs import phase_two_synthworld
-      from taskmem_jax.phase_two import experiment
+      from taskmem_jax.envs.synthworld import phase_two as experiment
       p2_results = {}
       for preset in ("", "fsdp"):
         cfg = phase_two_synthworld.get_config("demo")

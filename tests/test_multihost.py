@@ -43,6 +43,7 @@ def worker(process_id: int, num_processes: int, port: int, out: str) -> None:
 
   from taskmem_jax import distributed, sharding
   from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.training import TrainState, make_train_step
 
   distributed.initialize(f"127.0.0.1:{port}", num_processes, process_id)
   preset = "fsdp" if num_processes > 1 else "single"
@@ -61,8 +62,9 @@ def worker(process_id: int, num_processes: int, port: int, out: str) -> None:
   inputs = distributed.global_inputs(local, mesh, preset)
   loss_mask = distributed.global_array(loss_mask[rows], mesh, preset)
 
-  step = distributed.train_step(graphdef, optimizer)
-  new_params, _, loss = step(params, opt_state, rest, inputs, loss_mask)
+  step = make_train_step(graphdef, optimizer)  # training/sft.py's step, on global arrays
+  state, metrics = step(TrainState(0, params, opt_state), rest, inputs, loss_mask)
+  new_params, loss = state.params, metrics["loss"]
   full = multihost_utils.process_allgather(new_params, tiled=True)
   leaves = jax.tree.leaves(jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64), full,
                                         host))
@@ -153,19 +155,19 @@ def _phase_two_run():
   sharding.mesh_from_config(per_process=True) with the fsdp preset: the steer, the DPO losses and the
   pair counts."""
   import ml_collections
+  from test_phase_one import LengthJudge
 
   from experiments.configs import phase_two_synthworld
   from taskmem_jax import distributed, sharding
   from taskmem_jax.adapters import steer as steer_lib
   from taskmem_jax.envs.synthworld import policy_world_config
+  from taskmem_jax.envs.synthworld.source import SynthWorldSource
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.phase_two.adapt import train_adapter
   from taskmem_jax.phase_two.cache import CacheConfig
   from taskmem_jax.processing import Qwen3VLProcessor
   from taskmem_jax.rewards import SYNTHWORLD_TAGS, RewardConfig
   from taskmem_jax.rewards.task_judge import Preference, TaskJudge
-  from taskmem_jax.rl.streams import SynthWorldSource
-  from test_phase_one import LengthJudge
 
   class Shorter(TaskJudge):
     def prefer(self, questions, first, second):

@@ -1,4 +1,4 @@
-"""Subtitle / face-track parsing and burning them into frames (processing/overlay.py).
+"""Subtitle / face-track parsing and burning them into frames (benchmarks/overlay.py).
 
 Rendering is checked against NumPy expectations on flat grey frames: box borders are exactly red where
 a track has a box, subtitle bands appear only on frames inside [start, end), and every other frame keeps
@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from taskmem_jax.memory.identities import window_ids
-from taskmem_jax.processing.overlay import (RED, FaceTracks, OverlayError, Subtitle, load_tracks, parse_srt,
+from taskmem_jax.benchmarks.overlay import (RED, FaceTracks, OverlayError, Subtitle, load_tracks, parse_srt,
                                             render_window, subtitle_layout, window_identities)
+from taskmem_jax.memory.identities import window_ids
 from taskmem_jax.processing.video import VideoClip
 
 GREY = 90

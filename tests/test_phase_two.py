@@ -10,13 +10,14 @@ import pytest
 
 from taskmem_jax.adapters import steer as S
 from taskmem_jax.envs import synthworld as sw
+from taskmem_jax.envs.synthworld.adapt import adapt_stream
 from taskmem_jax.envs.synthworld.reader import answer
+from taskmem_jax.envs.synthworld.source import SynthWorldSource
+from taskmem_jax.envs.synthworld.task_judge import SynthWorldTaskJudge
 from taskmem_jax.memory.loop import RolloutConfig
-from taskmem_jax.phase_two.adapt import adapt_stream, train_adapter, update_points
+from taskmem_jax.phase_two.adapt import train_adapter, update_points
 from taskmem_jax.phase_two.cache import CacheConfig
 from taskmem_jax.rewards import Judge, RewardConfig, Verdict
-from taskmem_jax.rewards.synthworld_task import SynthWorldTaskJudge
-from taskmem_jax.rl.streams import SynthWorldSource
 
 POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")
 
@@ -48,8 +49,8 @@ def _dpo():
 
 
 def test_dpo_histories_become_event_files(tmp_path):
+  from taskmem_jax.envs.synthworld.phase_two import write_dpo_events
   from taskmem_jax.phase_two.adapt import Adapter
-  from taskmem_jax.phase_two.experiment import write_dpo_events
   from taskmem_jax.tensorboard import read_scalars
 
   run = lambda losses: {"history": [{"step": k + 1, "loss": x, "accuracy": 1.0} for k, x in enumerate(losses)]}
@@ -87,7 +88,7 @@ def test_adapt_stream_end_to_end(tmp_path):
   assert any(s["pairs"] > 0 for s in stats)  # pairs were mined and DPO ran on them
   trained = [a[-1] for a in out["adapters"].values() if a[-1].stats["pairs"]]
   assert trained and all(np.abs(a.values).max() > 0 for a in trained)
-  from taskmem_jax.phase_two.experiment import write_dpo_events
+  from taskmem_jax.envs.synthworld.phase_two import write_dpo_events
   from taskmem_jax.tensorboard import read_scalars
 
   scalars = read_scalars(write_dpo_events({"_adapters": out["adapters"]}, str(tmp_path / "tb")))

@@ -1,13 +1,13 @@
-"""The ceiling of task focus (phase_two/ceiling.py) against SynthWorld's ground truth."""
+"""The ceiling of task focus (envs/synthworld/ceiling.py) against SynthWorld's ground truth."""
 
 import numpy as np
 import pytest
 
 from taskmem_jax.envs import synthworld as sw
+from taskmem_jax.envs.synthworld.ceiling import focus, focus_ceiling
+from taskmem_jax.envs.synthworld.qa import evaluate_memory
 from taskmem_jax.envs.synthworld.reader import ParsedFact, answer
 from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory
-from taskmem_jax.eval.qa import evaluate_memory
-from taskmem_jax.phase_two.ceiling import focus, focus_ceiling
 
 
 @pytest.fixture(scope="module")

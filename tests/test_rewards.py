@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from taskmem_jax.envs.synthworld import WorldConfig, generate
+from taskmem_jax.envs.synthworld.judge import GroundTruthJudge
 from taskmem_jax.memory.parse import parse_response
 from taskmem_jax.rewards.config import RewardConfig, RewardConfigError
-from taskmem_jax.rewards.ground_truth import GroundTruthJudge
 from taskmem_jax.rewards.judge import Judge, Ranking, Verdict, WindowContext
 from taskmem_jax.rewards.score import FORMAT_FAILED, JUDGE_FAILED, PARSED, score_group
 from taskmem_jax.rewards.terms import FACE_TAGS, SYNTHWORLD_TAGS, richness_rewards, thinking_reward

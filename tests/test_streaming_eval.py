@@ -2,16 +2,16 @@
 recomputing, bad streams counted, multi-file windows, answerers and graders."""
 
 import json
-import types
 import os
+import types
 
 import numpy as np
 import pytest
 
 from taskmem_jax.benchmarks.base import Benchmark, Question, Segment, Stream
-from taskmem_jax.benchmarks.synthworld import load_synthworld, reader_answerer
-from taskmem_jax.eval import answerers as A
 from taskmem_jax.envs import synthworld as sw
+from taskmem_jax.envs.synthworld.benchmark import load_synthworld, reader_answerer
+from taskmem_jax.eval import answerers as A
 from taskmem_jax.eval import streaming
 from taskmem_jax.memory.store import EpisodicMemory, Window
 
@@ -230,12 +230,12 @@ def test_phase_two_schedule_online(tmp_path, monkeypatch):
   import ml_collections
 
   from taskmem_jax.adapters import steer as S
+  from taskmem_jax.envs.synthworld.task_judge import SynthWorldTaskJudge
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.phase_two import online
   from taskmem_jax.phase_two.cache import CacheConfig
-  from taskmem_jax.rewards import Judge, RewardConfig, Verdict
-  from taskmem_jax.rewards.synthworld_task import SynthWorldTaskJudge
   from taskmem_jax.processing import Qwen3VLProcessor
+  from taskmem_jax.rewards import Judge, RewardConfig, Verdict
 
   class PassAll(Judge):
     def faithfulness(self, ctx, descriptions):
@@ -364,6 +364,7 @@ def test_egolife_answers_from_the_official_current_and_target_segments(tmp_path)
   """EgoLife's official answer context: the question's CURRENT minute and its TARGET minutes, which may be on
   an earlier day, each headed DAYx: from HH:MM:SS:mmm to ...; --egolife_context=day keeps that day's memory."""
   import benchmark_fixtures as fx
+
   from taskmem_jax.benchmarks import load_egolife
   from taskmem_jax.io import atomic_write_text
 
@@ -437,10 +438,10 @@ def test_the_local_answerer_is_greedy_as_the_official_one(monkeypatch):
   """The official answerer runs at temperature 1e-6: evaluate's local answerer decodes greedily, so every call
   (each with its own seed) gives the argmax reply."""
   from experiments import evaluate
+  from taskmem_jax import sampling
   from taskmem_jax.eval import answerers as A
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.processing import Qwen3VLProcessor
-  from taskmem_jax import sampling
 
   model, processor = qwen3_vl.from_pretrained(POLICY, dtype=np.float32), Qwen3VLProcessor.from_pretrained(POLICY)
   chat = evaluate.local_answerer_chat(model, processor)

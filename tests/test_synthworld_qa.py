@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from taskmem_jax.envs.synthworld import WorldConfig, build_synthworld_tokenizer, generate, make_tasks
+from taskmem_jax.envs.synthworld.qa import evaluate_memory, memory_quality
 from taskmem_jax.envs.synthworld.questions import LETTERS
 from taskmem_jax.envs.synthworld.reader import ParsedFact, answer, parse_clause, parse_memory
 from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory, teacher_memory, teacher_response
 from taskmem_jax.eval.metrics import format_table
-from taskmem_jax.eval.qa import evaluate_memory, memory_quality
 from taskmem_jax.memory.parse import parse_response
 from taskmem_jax.memory.store import EpisodicMemory
 

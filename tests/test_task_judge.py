@@ -3,7 +3,7 @@
 import pytest
 
 from taskmem_jax.envs.synthworld import TASKS, WorldConfig, generate, make_tasks
-from taskmem_jax.rewards.synthworld_task import ALL, SynthWorldTaskJudge, needed, subject, usefulness
+from taskmem_jax.envs.synthworld.task_judge import ALL, SynthWorldTaskJudge, needed, subject, usefulness
 from taskmem_jax.rewards.task_judge import TIE, Preference, TaskJudge, both_orders
 
 

@@ -29,7 +29,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.train_seed_base = 20_000
   c.train_clips = 8
   c.teacher_budget = 28      # the policy's memory budget: the contexts' history and the focus ceiling use it
-  c.ceiling_seeds = 8        # teacher seeds of the ceiling of task focus (phase_two/ceiling.py)
+  c.ceiling_seeds = 8        # teacher seeds of the ceiling of task focus (envs/synthworld/ceiling.py)
   c.render = ""              # SynthWorld render; "" = the one the policy was trained on (its synthworld.json)
   # Rollout cache (official: T 0.6, top-p 0.95, top-k 20; N not given, 8 here).
   c.cache = ml_collections.ConfigDict(dict(num_samples=8, temperature=0.6, top_p=0.95, top_k=20, max_new_tokens=96,
@@ -49,7 +49,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # read straight into its shards; the steer, its optimizer state and the rollouts' inputs are replicated.
   c.mesh = ml_collections.ConfigDict(dict(preset="", tensor=0, expert=0))
   # Beyond the paper: a task switch mid-stream (from -> to) with k new-task questions seen.
-  # To OCR: the task where focus can gain most (its ceiling, phase_two/ceiling.py); counting's is about 0.
+  # To OCR: the task where focus can gain most (its ceiling, envs/synthworld/ceiling.py); counting's is about 0.
   c.drift_from = "counting"
   c.drift_to = "ocr"
   c.drift_ks = (1, 3, 5)

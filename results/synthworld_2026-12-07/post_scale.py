@@ -44,21 +44,24 @@ def main():
   parser.add_argument("--clips", type=int, default=8)
   args = parser.parse_args()
 
+  import dataclasses
+
   from experiments.configs import phase_two_synthworld
   from taskmem_jax.adapters import steer as steer_lib
   from taskmem_jax.envs import synthworld as sw
+  from taskmem_jax.envs.synthworld.adapt import memorise
+  from taskmem_jax.envs.synthworld.judge import GroundTruthJudge
+  from taskmem_jax.envs.synthworld.qa import evaluate_memory
   from taskmem_jax.envs.synthworld.reader import answer
-  from taskmem_jax.eval.qa import evaluate_memory
+  from taskmem_jax.envs.synthworld.source import SynthWorldSource
+  from taskmem_jax.envs.synthworld.task_judge import SynthWorldTaskJudge
   from taskmem_jax.io import atomic_write_json, atomic_write_text
   from taskmem_jax.memory.loop import RolloutConfig
   from taskmem_jax.models import qwen3_vl
-  from taskmem_jax.phase_two.adapt import memorise, train_adapter
+  from taskmem_jax.phase_two.adapt import train_adapter
   from taskmem_jax.phase_two.cache import CacheConfig
   from taskmem_jax.processing import Qwen3VLProcessor
-  from taskmem_jax.rewards import SYNTHWORLD_TAGS, GroundTruthJudge, RewardConfig
-  from taskmem_jax.rewards.synthworld_task import SynthWorldTaskJudge
-  from taskmem_jax.rl.streams import SynthWorldSource
-  import dataclasses
+  from taskmem_jax.rewards import SYNTHWORLD_TAGS, RewardConfig
 
   cfg = phase_two_synthworld.get_config("demo")
   cfg.dpo.post_scale = 1.0  # keep the trained steer as is; the scales below are applied at memorising

@@ -1,9 +1,9 @@
 """Benchmarks as streams: loaders for VideoMME, EgoLife and EgoTempo, the common types, and a grain
-dataset view over a benchmark's streams. See base.py for what a loader yields; the SynthWorld benchmark
-is benchmarks.synthworld (not imported here: it pulls in the world generator)."""
+dataset view over a benchmark's streams. See base.py for what a loader yields; SynthWorld's benchmark
+lives with the world, envs.synthworld.benchmark."""
 
-from taskmem_jax.benchmarks.base import (
-  AnnotationError, Benchmark, LoadError, Question, Segment, Stream, dataset, read_annotations)
+from taskmem_jax.benchmarks.base import (AnnotationError, Benchmark, LoadError, Question, Segment, Stream, dataset,
+                                         read_annotations)
 from taskmem_jax.benchmarks.egolife import clock_seconds, load_egolife
 from taskmem_jax.benchmarks.egotempo import load_egotempo, parse_clip_id
 from taskmem_jax.benchmarks.videomme import load_videomme

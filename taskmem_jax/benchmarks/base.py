@@ -14,6 +14,8 @@ import json
 import os
 from typing import Any
 
+from taskmem_jax.processing.video import video_duration
+
 
 @dataclasses.dataclass(frozen=True)
 class Question:
@@ -47,7 +49,7 @@ class Stream:
   """sid: unique within the benchmark. segments: the files in play order (one for VideoMME / EgoTempo, a
   day's 30-s files for EgoLife). duration: seconds of stream time, or None to read it from the files.
   subtitles: an .srt path (stream time) or None. tracks: a face-track JSON path or None (see
-  processing/overlay.py). questions: in asking order."""
+  benchmarks/overlay.py). questions: in asking order."""
   sid: str
   segments: tuple[Segment, ...]
   questions: tuple[Question, ...]
@@ -207,8 +209,6 @@ def single_file_stream(sid: str, path: str, questions: list[Question], *, read_d
 
 
 def probe_duration(path: str) -> float:
-  from taskmem_jax.processing.video import video_duration
-
   try:
     return float(video_duration(path))
   except Exception as e:  # decord raises its own error types for unreadable files

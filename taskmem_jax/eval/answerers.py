@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 from taskmem_jax.eval.answerer import (DEFAULT_TEXTS, INSUFFICIENT, AnswererTexts, free_form_prompt, parse_letter,
                                        qa_prompt)
 from taskmem_jax.memory.store import EpisodicMemory
+from taskmem_jax.sampling import generate
+
 GRADE_PROMPT = """You grade an answer to a question about a video against the reference answer.
 Question: {question}
 Reference answer: {reference}
@@ -46,8 +48,6 @@ class LocalChat:
     self.thinking, self.calls, self.seed = thinking, 0, seed
 
   def __call__(self, messages: list[dict]) -> str:
-    from taskmem_jax.sampling import generate
-
     batch = self.processor([messages], thinking=self.thinking)
     sampled = self.temperature > 0
     out = generate(self.model, batch, max_new_tokens=self.max_new_tokens, temperature=self.temperature,

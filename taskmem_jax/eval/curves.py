@@ -12,6 +12,7 @@ import html
 import math
 import os
 
+from taskmem_jax.eval.plots import pyplot, save_figure
 from taskmem_jax.io import atomic_write_text
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
@@ -70,9 +71,7 @@ def write_curves_png(path: str | os.PathLike, rows_by_series: dict[str, list[dic
       charts.append((name, series))
   if not charts:
     return None
-  from matplotlib.lines import Line2D
-
-  from taskmem_jax.eval.plots import pyplot, save_figure
+  from matplotlib.lines import Line2D  # lazily: matplotlib costs a second to import
 
   labels = list(rows_by_series)
   cols = 2 if len(charts) == 4 and columns >= 2 else min(columns, len(charts))  # 2 x 2, not 3 + 1

@@ -12,6 +12,7 @@ import os
 from typing import Iterable, Sequence
 
 from taskmem_jax.io import atomic_write_json
+from taskmem_jax.tensorboard import SummaryWriter
 
 OVERALL = "overall"
 
@@ -67,8 +68,6 @@ def save_json(scores: dict, path: str | os.PathLike) -> None:
 
 def write_score_events(logdir: str | os.PathLike, scores: dict, *, step: int = 0, prefix: str = "qa") -> None:
   """Acc / Cov / Prec per task and overall as TensorBoard scalars (tags prefix/<task>/acc, ...) at `step`."""
-  from taskmem_jax.tensorboard import SummaryWriter
-
   writer = SummaryWriter(os.fspath(logdir))
   rows = [*scores["tasks"].items(), (OVERALL, scores[OVERALL])]
   writer.scalars(step, {f"{prefix}/{task}/{k}": float(s[k]) for task, s in rows for k in ("acc", "cov", "prec")})

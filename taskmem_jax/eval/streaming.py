@@ -22,11 +22,17 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
+from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.benchmarks.base import Benchmark, Question, Stream
+from taskmem_jax.benchmarks.overlay import load_overlays, render_window, window_identities
+from taskmem_jax.eval.answer_context import egolife_context
 from taskmem_jax.eval.metrics import score
 from taskmem_jax.io import atomic_write_text
+from taskmem_jax.memory.identities import to_global, to_local, window_ids
 from taskmem_jax.memory.loop import RolloutConfig, memorize_stream
+from taskmem_jax.memory.prompt import window_video_item
 from taskmem_jax.memory.store import EpisodicMemory
+from taskmem_jax.processing.video import VideoClip, read_video, video_duration
 
 
 @dataclasses.dataclass
@@ -51,8 +57,6 @@ def window_clips(stream: Stream) -> Callable:
   """window -> VideoClip of the window in stream time, read from every file it overlaps and concatenated
   (windows may cross EgoLife's 30-s files), or None when no file covers it; frame_indices / source_fps is
   stream time."""
-  from taskmem_jax.processing.video import VideoClip, read_video, video_duration
-
   durations = [video_duration(s.path) for s in stream.segments]
 
   def clip(window):
@@ -77,10 +81,6 @@ def window_preparer(stream: Stream) -> Callable:
   speaking or named by the previous memories are renumbered <face_1>..<face_K> for this window
   (memory.identities.window_ids), boxes and `<face_k>: text` subtitles are burned into the frames, the
   previous memories are shown with local ids and the new memory is stored with global [face_N] ids."""
-  from taskmem_jax.memory.identities import to_global, to_local, window_ids
-  from taskmem_jax.memory.prompt import window_video_item
-  from taskmem_jax.processing.overlay import load_overlays, render_window, window_identities
-
   if not stream.subtitles and not stream.tracks:
     if len(stream.segments) == 1:
       path, offset = stream.segments[0].path, stream.segments[0].start
@@ -108,8 +108,6 @@ def window_preparer(stream: Stream) -> Callable:
 
 
 def stream_duration(stream: Stream) -> float:
-  from taskmem_jax.processing.video import video_duration
-
   if stream.duration is not None:
     return float(stream.duration)
   last = stream.segments[-1]
@@ -175,7 +173,6 @@ class StreamingEvaluation:
     """What q is answered from: the memory up to the question, or EgoLife's official context."""
     if self.benchmark.name != "egolife" or self.egolife_context != "official" or "query_day" not in q.meta:
       return memory_at(memory, seconds)
-    from taskmem_jax.eval.answer_context import egolife_context
     person = stream.meta.get("person")
     days = {s.meta.get("day"): s for s in self.benchmark.streams if s.meta.get("person") == person}
 
@@ -208,8 +205,6 @@ class StreamingEvaluation:
   def memory(self, stream: Stream, tag: str) -> EpisodicMemory:
     """The stream's memory under `tag`, continued from disk: after every window the memory and the next
     window to write are saved (a window whose response did not parse leaves no memory, and is not redone)."""
-    from taskmem_jax.adapters import steer as steer_lib
-
     path = os.path.join(self.workdir, "memories", tag, f"{_safe(stream.sid)}.json")
     memory = EpisodicMemory.load(path) if os.path.exists(path) else EpisodicMemory(self.cfg.interval)
     done_path, next_path = path + ".done", path + ".next"

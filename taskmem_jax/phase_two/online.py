@@ -16,8 +16,10 @@ import os
 import numpy as np
 
 from taskmem_jax.adapters import steer as steer_lib
+from taskmem_jax.eval.streaming import stream_duration, window_preparer
 from taskmem_jax.memory.store import schedule
 from taskmem_jax.phase_two.adapt import Adapter, train_adapter
+from taskmem_jax.rewards import FACE_TAGS, SYNTHWORLD_TAGS
 from taskmem_jax.rewards.judge import WindowContext
 
 
@@ -26,8 +28,6 @@ class BenchmarkSource:
   of a window is the policy's plain ("base") memory of that stream, written (or loaded) on demand."""
 
   def __init__(self, evaluation, streams):
-    from taskmem_jax.eval.streaming import stream_duration, window_preparer
-
     self.evaluation, self.streams = evaluation, list(streams)
     self._windows = [schedule(stream_duration(s), evaluation.cfg.interval, evaluation.cfg.context)
                      for s in self.streams]
@@ -69,7 +69,6 @@ def adapt_benchmark(evaluation, quality_judge, task_judge, reward, cache_cfg, dp
   than N questions of, made from its first N questions, keyed (and saved as) "task@N"; the evaluation answers
   question i from the largest N <= i (StreamingEvaluation.memory_tag). The evaluation's model must have a
   steer (adapters.steer.add_steer)."""
-  from taskmem_jax.rewards import FACE_TAGS, SYNTHWORLD_TAGS
   model, processor = evaluation.model, evaluation.processor
   # The quality check's identity-tag rule, as evaluation renders the windows.
   tags = SYNTHWORLD_TAGS if evaluation.benchmark.name == "synthworld" else FACE_TAGS

@@ -28,6 +28,7 @@ import numpy as np
 
 from taskmem_jax.models.qwen3_vl.config import Qwen3VLConfig
 from taskmem_jax.processing import image as image_lib
+from taskmem_jax.processing import video as video_lib
 from taskmem_jax.processing.tokenizer import apply_chat_template, check_tokenizer, load_tokenizer
 
 IMAGE_PAD, VIDEO_PAD = "<|image_pad|>", "<|video_pad|>"
@@ -148,7 +149,6 @@ class Qwen3VLProcessor:
                                                                                     _IMAGE_OPTIONS))
       return VisionInput("image", pixels, grid)
 
-    from taskmem_jax.processing import video as video_lib  # lazily: decord is only needed for videos
     source = item.get("video", item.get("path"))
     if isinstance(source, (str, os.PathLike)):
       read = self._item_options(item, self.video_kwargs, _READ_OPTIONS)

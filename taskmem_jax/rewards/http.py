@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import PIL.Image
 
+from taskmem_jax.processing.video import read_video
 from taskmem_jax.rewards import judge_prompts as P
 from taskmem_jax.rewards.judge import Judge, Ranking, Verdict, WindowContext
 from taskmem_jax.rewards.task_judge import Preference, TaskJudge, check_questions
@@ -197,7 +198,6 @@ class HTTPJudge(Judge, TaskJudge):
     if clip is None:
       if not ctx.video_path:
         raise ValueError("the context has neither video frames (ctx.video) nor a video_path")
-      from taskmem_jax.processing.video import read_video  # lazily: decord is only needed here
       clip = read_video(ctx.video_path, start=ctx.start, end=ctx.end)
     frames = np.asarray(clip.frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:

@@ -13,18 +13,27 @@ manager writes history/<video>.json).
 the slots (video id, clip, history), a small JSON dict saved with each checkpoint: a resumed run draws
 exactly what the uninterrupted run would have.
 
-`SynthWorldSource` supplies the videos: SynthWorld streams by seed (video id k = seed base + k), their
-windows rendered in memory, the teacher's memories, and the judge's WindowContext with the ground truth.
+A source supplies the videos: num_clips(video), window(video, clip), video_item(video, clip), teacher(video)
+(the off-policy history, an EpisodicMemory), context(video, clip, previous, item) (the judge's
+WindowContext), optionally start_clip(video) and prepare(video, clip, previous) (the perception rendering).
+`VideoFilesSource` reads real videos from a manifest; SynthWorld's is envs/synthworld/source.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
 
 import numpy as np
 
-from taskmem_jax.memory.store import DEFAULT_INTERVAL as CLIP_SECONDS, EpisodicMemory, Window, schedule
+from taskmem_jax.benchmarks.base import Segment, Stream
+from taskmem_jax.eval.streaming import window_preparer
+from taskmem_jax.memory.prompt import window_video_item
+from taskmem_jax.memory.store import DEFAULT_INTERVAL as CLIP_SECONDS
+from taskmem_jax.memory.store import EpisodicMemory, Window, schedule
+from taskmem_jax.processing.video import video_duration
 from taskmem_jax.rewards.judge import WindowContext
 
 
@@ -98,47 +107,6 @@ class StreamSlots:
     self.slots, self.next_video = slots, int(state["next_video"])
 
 
-class SynthWorldSource:
-  """SynthWorld videos for the slots: video k is generate(seed_base + k, world)."""
-
-  def __init__(self, world, *, seed_base: int = 0, teacher_budget: int = 40, teacher_seed: int = 0, cache: int = 64):
-    from taskmem_jax.envs.synthworld import generate
-    from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory
-
-    self.world, self.seed_base = world, seed_base
-    self._generate, self._teacher = generate, teacher_episodic_memory
-    self.teacher_budget, self.teacher_seed = teacher_budget, teacher_seed
-    self.stream = functools.lru_cache(maxsize=cache)(self._stream)
-    self.teacher = functools.lru_cache(maxsize=cache)(self._teacher_memory)
-
-  def _stream(self, video: int):
-    return self._generate(self.seed_base + video, self.world)
-
-  def _teacher_memory(self, video: int) -> EpisodicMemory:
-    rng = np.random.default_rng([self.teacher_seed, self.seed_base + video])
-    return self._teacher(self.stream(video), budget_tokens=self.teacher_budget, rng=rng)
-
-  def num_clips(self, video: int) -> int:
-    return self.world.num_clips
-
-  def window(self, video: int, clip: int) -> Window:
-    windows = schedule(self.stream(video).duration)
-    return windows[clip]
-
-  def video_item(self, video: int, clip: int) -> dict:
-    """The processor's video item for the window that ends with `clip` (frames rendered in memory)."""
-    from taskmem_jax.envs.synthworld import render_clip
-
-    w = self.window(video, clip)
-    return {"type": "video", "video": render_clip(self.stream(video), w.start, w.end)}
-
-  def context(self, video: int, clip: int, previous: list[str], video_item: dict | None = None) -> WindowContext:
-    w = self.window(video, clip)
-    frames = video_item["video"] if video_item is not None else None
-    return WindowContext(clip=clip, start=w.start, end=w.end, previous=tuple(previous), video=frames,
-                         stream=self.stream(video))
-
-
 class VideoFilesSource:
   """Real videos for the slots, from a JSONL manifest: one {"video": PATH, "memory": PATH, "start_time": S} per
   line.
@@ -146,7 +114,7 @@ class VideoFilesSource:
   "memory" (optional) is the teacher's EpisodicMemory JSON of that video (the paper's Gemini seed
   memories), the off-policy history; without it the off-policy stage shows no previous memories.
   "start_time" (optional, seconds, default 0): where the video's stream starts, as the official records'
-  start_time (clip start_time // 10). "subtitles" (an .srt) and "tracks" (face tracks, processing/overlay.py),
+  start_time (clip start_time // 10). "subtitles" (an .srt) and "tracks" (face tracks, benchmarks/overlay.py),
   optional: the perception rendering of evaluation (prepare): tags burned into the frames, and the history
   shown in each window's local <face_k> ids (the official map.json remap), the new memory mapped back to
   global [face_N] ids.
@@ -156,11 +124,6 @@ class VideoFilesSource:
   """
 
   def __init__(self, manifest: str):
-    import json
-    import os
-
-    from taskmem_jax.processing.video import video_duration
-
     folder = os.path.dirname(os.path.abspath(manifest))
     self.entries, self.overlays, self._preparers = [], [], {}
     with open(manifest, encoding="utf-8") as f:
@@ -207,8 +170,6 @@ class VideoFilesSource:
     return schedule(self._entry(video)[2])[clip]
 
   def video_item(self, video: int, clip: int) -> dict:
-    from taskmem_jax.memory.prompt import window_video_item
-
     w = self.window(video, clip)
     return window_video_item(self._entry(video)[0], w.start, w.end)
 
@@ -217,8 +178,6 @@ class VideoFilesSource:
     the entry's subtitles / tracks, evaluation's perception rendering (eval/streaming.window_preparer)."""
     k = video % len(self.entries)
     if k not in self._preparers:
-      from taskmem_jax.benchmarks.base import Segment, Stream
-      from taskmem_jax.eval.streaming import window_preparer
       path, _, duration, _ = self.entries[k]
       self._preparers[k] = window_preparer(Stream(str(k), (Segment(path, 0.0),), (), duration=duration,
                                                   subtitles=self.overlays[k].get("subtitles"),

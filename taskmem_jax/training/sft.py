@@ -24,6 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
+from taskmem_jax import distributed
 from taskmem_jax import sharding as shd
 from taskmem_jax.eval.curves import write_curves
 from taskmem_jax.io import resume_jsonl
@@ -161,8 +162,6 @@ def _process_rows(inputs: ModelInputs, loss_mask, mesh: Mesh, preset):
   """Several processes (jax.distributed): every process builds the same global batch (same data order),
   keeps only its block of rows (distributed.process_batch) and assembles the global arrays from the
   blocks, so each host transfers only the rows its devices hold."""
-  from taskmem_jax import distributed
-
   rows = distributed.process_batch(inputs.input_ids.shape[0])
   take = lambda x, axis=0: None if x is None else np.take(np.asarray(x), rows, axis=axis)  # noqa: E731
   # Pixels stay in: global_inputs refuses a batch with video (pixel rows are per clip, not per batch row).

@@ -8,7 +8,7 @@ tokenizer.json encodes, since every word of a fact sentence is in the vocabulary
 around it (`teacher_response`) adds a few tokens of thinking and JSON that the budget does not cover.
 order="time" (an option for SFT data, not the teacher's definition) keeps the earliest facts that fit.
 prefer= (a predicate on ParsedFact) draws the facts it accepts first: a task-focused teacher, the
-perfect-reading ceiling of what Phase Two's task focus can gain (phase_two/ceiling.py).
+perfect-reading ceiling of what Phase Two's task focus can gain (envs/synthworld/ceiling.py).
 """
 
 from __future__ import annotations

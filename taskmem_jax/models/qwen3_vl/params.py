@@ -9,7 +9,6 @@ unknown, missing or mis-shaped key at once.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 import os
@@ -19,15 +18,15 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
-from flax import traverse_util
-from safetensors import safe_open
 import safetensors.numpy
+from flax import nnx, traverse_util
+from safetensors import safe_open
 
 from taskmem_jax.io import atomic_write, atomic_write_json
 from taskmem_jax.models.qwen3_vl.config import Qwen3VLConfig, validate
 from taskmem_jax.models.qwen3_vl.model import Qwen3VLForConditionalGeneration
 from taskmem_jax.models.qwen3_vl.text import SteerParam, default_steer_layers
+from taskmem_jax.sharding import param_sharding
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -165,7 +164,6 @@ def _read_slice(f, spec: ParamSpec, found: tuple[int, ...], index: tuple[slice, 
 
 def _load_sharded(by_file: dict[str, list[ParamSpec]], mesh, preset, dtype) -> dict[tuple, jax.Array]:
   """NNX path -> jax.Array placed in its NamedSharding, each device's slice read straight from the file."""
-  from taskmem_jax.sharding import param_sharding  # noqa: PLC0415 (keeps the plain path import-light)
   values = {}
   for file, specs in by_file.items():
     with safe_open(file, framework="np") as f:

@@ -3,7 +3,7 @@
 - faithful: the description states at least one fact (envs/synthworld/reader.parse_memory) and every fact
   it states is true. scope="window" (default): a fact of the window the policy saw, [ctx.start, ctx.end),
   which is what the official video judge checks (it sees the whole 50-s window; taskmem-spec.md §2.2 and
-  §7 item 11); scope="clip": a fact of the new clip only (stricter; what eval.qa.memory_quality counts);
+  §7 item 11); scope="clip": a fact of the new clip only (stricter; what qa.memory_quality counts);
 - non-redundant: no stated fact is one the preceding memories already state, no fact is stated twice, and
   every clause is a fact (any other clause is meta, box or conclusion talk the text judge rejects);
 - rank: by the number of distinct true new facts (true under the scope, not stated by the preceding
@@ -16,7 +16,6 @@ from typing import Sequence
 
 from taskmem_jax.envs.synthworld.reader import ParsedFact, clauses, parse_clause, parse_memory
 from taskmem_jax.rewards.judge import Judge, Ranking, Verdict, WindowContext
-
 
 SCOPES = ("window", "clip")
 

@@ -1,5 +1,5 @@
 """Phase Two on a SynthWorld stream end to end: adapters per task, before/after, cross-task, drift, dropped
-facts, the ceiling of task focus (phase_two/ceiling.py); tables for the terminal, a matplotlib figure for
+facts, the ceiling of task focus (envs/synthworld/ceiling.py); tables for the terminal, a matplotlib figure for
 the report, and the DPO curves of every adapter as TensorBoard events. experiments/phase_two.py and the
 demo both call `run`.
 """
@@ -14,14 +14,18 @@ from taskmem_jax import distributed
 from taskmem_jax import sharding as shd
 from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.envs import synthworld as sw
+from taskmem_jax.envs.synthworld.adapt import adapt_stream, drift
+from taskmem_jax.envs.synthworld.ceiling import focus_ceiling
+from taskmem_jax.envs.synthworld.judge import GroundTruthJudge
 from taskmem_jax.envs.synthworld.reader import answer
+from taskmem_jax.envs.synthworld.source import SynthWorldSource
+from taskmem_jax.envs.synthworld.task_judge import SynthWorldTaskJudge
+from taskmem_jax.eval.plots import pyplot, save_figure
 from taskmem_jax.memory.loop import RolloutConfig
-from taskmem_jax.phase_two.adapt import adapt_stream, drift, train_adapter
-from taskmem_jax.phase_two.ceiling import focus_ceiling
+from taskmem_jax.phase_two.adapt import train_adapter
 from taskmem_jax.phase_two.cache import CacheConfig
-from taskmem_jax.rewards import SYNTHWORLD_TAGS, GroundTruthJudge, RewardConfig
-from taskmem_jax.rewards.synthworld_task import SynthWorldTaskJudge
-from taskmem_jax.rl.streams import SynthWorldSource
+from taskmem_jax.rewards import SYNTHWORLD_TAGS, RewardConfig
+from taskmem_jax.tensorboard import SummaryWriter
 
 
 def run(cfg, model, processor, stream, tasks: dict, *, progress=None) -> dict:
@@ -113,8 +117,6 @@ def format_tables(results: dict) -> str:
 def plot(results: dict, path: str) -> str:
   """A PNG with four panels: per-task Acc before/after, the cross-task matrix, drift, and each task's Phase-Two
   gain beside the ceiling of task focus; returns the path."""
-  from taskmem_jax.eval.plots import pyplot, save_figure
-
   fig, axes = pyplot().subplots(1, 4, figsize=(20, 4.8))
   tasks = list(results["phase_two"])
   x = np.arange(len(tasks))
@@ -166,8 +168,6 @@ def write_dpo_events(results: dict, logdir: str) -> str:
   tags dpo/<task>/<metric> (loss, delta, accuracy, grad_norm, steer_norm, ...) against the DPO step, and
   dpo/<task>/update_<k>/<metric> when a task's adapter was retrained (several update positions). Written
   after the run: train_steer keeps no log of its own here. Returns logdir."""
-  from taskmem_jax.tensorboard import SummaryWriter
-
   writer = SummaryWriter(logdir)
   try:
     for task, adapters in results["_adapters"].items():

@@ -5,7 +5,7 @@ the world's questions and the memory's budget, not only on the policy: a count o
 every event of them, which no budgeted memory keeps, focused or not. Here the programmatic teacher
 (faithful, non-redundant, within the token budget) writes the stream's memory twice per seed: drawing
 facts at random (Phase One's teacher), and drawing first the facts that the task reward model says the
-hint's questions need (rewards/synthworld_task.needed). Both answer the task's later questions; the
+hint's questions need (task_judge.needed). Both answer the task's later questions; the
 difference is what task focus can gain at that budget when every fact is read right. The same seed
 gives both memories the same draw order within each group, so the comparison is paired.
 """
@@ -16,12 +16,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from taskmem_jax.envs.synthworld.qa import evaluate_memory
 from taskmem_jax.envs.synthworld.questions import Question
 from taskmem_jax.envs.synthworld.reader import ParsedFact, answer
+from taskmem_jax.envs.synthworld.task_judge import needed_by
 from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory
 from taskmem_jax.envs.synthworld.world import Stream
-from taskmem_jax.eval.qa import evaluate_memory
-from taskmem_jax.rewards.synthworld_task import needed_by
 
 
 def focus(hint: Sequence[str]) -> Callable[[ParsedFact], bool]:
