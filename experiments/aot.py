@@ -20,7 +20,9 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from taskmem_jax import cli
 
 _TOPOLOGY = flags.DEFINE_string("topology", "v5p:2x2x4", "TPU topology (GEN:AxBxC); v5p:2x2x4 = v5p-32, 16 chips")
 _PLATFORM = flags.DEFINE_enum("platform", "tpu", ["tpu", "cuda"], "compile for a TPU topology, or lower for CUDA")
@@ -108,4 +110,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

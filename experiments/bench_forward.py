@@ -28,9 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from absl import app, flags
+from absl import flags
 
 from experiments.model_demo import build_prompt, synthetic_image, synthetic_video
+from taskmem_jax import cli
 from taskmem_jax.io import atomic_write_json
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.models.qwen3_vl import Qwen3VLConfig, TextConfig, VisionConfig
@@ -192,4 +193,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

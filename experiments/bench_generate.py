@@ -37,6 +37,7 @@ from absl import app, flags
 from flax import nnx
 
 from experiments import bench_forward as bf  # its flags: preset, checkpoint, dtype, batch, repeats, json_out, ...
+from taskmem_jax import cli
 from taskmem_jax.io import atomic_write_json
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.models.qwen3_vl import Qwen3VLConfig
@@ -183,4 +184,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

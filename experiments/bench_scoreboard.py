@@ -37,10 +37,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from absl import app, flags
+from absl import flags
 
 from experiments import bench_forward as bf  # flags: preset, checkpoint, dtype, batch, repeats, seed, frames
 from experiments import bench_generate as bg  # flags: max_new_tokens
+from taskmem_jax import cli
 from taskmem_jax.io import atomic_write_text
 from taskmem_jax.memory import rollout as R
 from taskmem_jax.models import qwen3_vl
@@ -235,4 +236,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -27,9 +27,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from tqdm import tqdm
 
+from taskmem_jax import cli
 from taskmem_jax.envs import synthworld as sw
 from taskmem_jax.envs.synthworld.qa import evaluate_memory, memory_quality
 from taskmem_jax.envs.synthworld.reader import answer
@@ -167,4 +168,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

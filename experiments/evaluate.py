@@ -26,8 +26,9 @@ import glob
 import os
 
 import jax.numpy as jnp
-from absl import app, flags, logging
+from absl import flags
 
+from taskmem_jax import cli
 from taskmem_jax.prompt_file import load_prompt_template
 
 FLAGS = flags.FLAGS
@@ -161,7 +162,6 @@ def evaluation_checkpoint() -> str:
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)
   from taskmem_jax.adapters import steer as steer_lib
   from taskmem_jax.eval import answerers as A
   from taskmem_jax.eval.metrics import format_table, write_score_events
@@ -225,4 +225,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -216,12 +216,11 @@ def _seed_range(text: str) -> range:
 
 def main(argv):
   del argv
-  from absl import flags, logging
+  from absl import flags
 
   from taskmem_jax.processing import Qwen3VLProcessor
 
   F = flags.FLAGS
-  logging.set_verbosity(logging.WARNING)
   os.makedirs(F.workdir, exist_ok=True)
   checkpoint = init_checkpoint(os.path.join(F.workdir, "init"))
   processor = Qwen3VLProcessor.from_pretrained(checkpoint)
@@ -290,7 +289,7 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
-  from absl import app
+  from taskmem_jax import cli
 
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import ast
 import os
 
-from absl import app, flags
+from absl import flags
 
+from taskmem_jax import cli
 from taskmem_jax.prompt_file import load_prompt_template, parse_prompt_template, write_prompt_template
 
 FLAGS = flags.FLAGS
@@ -79,4 +80,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

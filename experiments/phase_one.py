@@ -16,9 +16,10 @@ import json
 import os
 
 import jax.numpy as jnp
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
+from taskmem_jax import cli
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor
 from taskmem_jax.prompt_file import load_prompt_template
@@ -110,7 +111,6 @@ def main(argv):
   from taskmem_jax import distributed
 
   distributed.initialize_from_flags()  # a no-op for one process
-  logging.set_verbosity(logging.WARNING)
   cfg = FLAGS.config
   if FLAGS.workdir:
     with cfg.unlocked():
@@ -126,4 +126,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import os
 
 import jax.numpy as jnp
-from absl import app, flags, logging
+from absl import flags
+
+from taskmem_jax import cli
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -79,7 +81,6 @@ def main(argv):
   from taskmem_jax.envs.synthworld import phase_two as experiment
 
   distributed.initialize_from_flags()  # a no-op for one process
-  logging.set_verbosity(logging.WARNING)
 
   results = run(FLAGS.config, FLAGS.output_dir)
   if jax.process_index() != 0:
@@ -92,4 +93,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

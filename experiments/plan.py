@@ -7,8 +7,9 @@ Phase Two; the arithmetic and its assumptions are in taskmem_jax/plan.py.
   python -m experiments.plan --preset=30B-A3B --target=16xH100 --batch=16            # 2 hosts, a copy each
 """
 
-from absl import app, flags
+from absl import flags
 
+from taskmem_jax import cli
 from taskmem_jax import plan as plan_lib
 from taskmem_jax.models import qwen3_vl
 
@@ -47,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

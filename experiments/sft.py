@@ -21,10 +21,11 @@ import json
 import os
 
 import jax.numpy as jnp
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from experiments.describe import tiny_checkpoint
+from taskmem_jax import cli
 from taskmem_jax import sharding
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor
@@ -77,7 +78,6 @@ def main(argv):
   from taskmem_jax import distributed
 
   distributed.initialize_from_flags()  # a no-op for one process
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
   result = run(FLAGS.config)
   history = result["history"]
   if history:
@@ -90,4 +90,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
+from taskmem_jax import cli
 from taskmem_jax.rl import sweep
 
 FLAGS = flags.FLAGS
@@ -74,7 +75,6 @@ def run(cfg, settings: list[dict], workdir: str, mode: str, progress: bool = Tru
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)
   fields = sweep.parse_spec(FLAGS.spec)
   settings = sweep.sample(fields, FLAGS.random, FLAGS.sweep_seed) if FLAGS.random else sweep.grid(fields)
   print(f"{len(settings)} settings, mode {FLAGS.mode}")
@@ -83,4 +83,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -265,18 +265,17 @@ def run(cfg, progress: bool = True) -> dict:
 
 def main(argv):
   del argv
-  from absl import flags, logging
+  from absl import flags
 
-  logging.set_verbosity(logging.WARNING)
   run(flags.FLAGS.config)
 
 
 if __name__ == "__main__":
-  from absl import app
+  from taskmem_jax import cli
   from ml_collections import config_flags
 
   config_flags.DEFINE_config_file(
       "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "synthworld_policy.py"),
       "Policy recipe config.")
-  app.run(main)
+  cli.run(main)
 

@@ -26,7 +26,9 @@ import os
 import shutil
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from taskmem_jax import cli
 
 FLAGS = flags.FLAGS
 PROBES = ("fill", "quad", "cell", "clip")
@@ -113,4 +115,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

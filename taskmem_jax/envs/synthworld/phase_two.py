@@ -13,7 +13,6 @@ import numpy as np
 from taskmem_jax import distributed
 from taskmem_jax import sharding as shd
 from taskmem_jax.adapters import steer as steer_lib
-from taskmem_jax.envs import synthworld as sw
 from taskmem_jax.envs.synthworld.adapt import adapt_stream, drift
 from taskmem_jax.envs.synthworld.ceiling import focus_ceiling
 from taskmem_jax.envs.synthworld.judge import GroundTruthJudge
