@@ -10,7 +10,7 @@ import pytest
 
 from taskmem_jax.rewards import Judge, Ranking, Verdict
 from taskmem_jax.rl.streams import StreamSlots
-from taskmem_jax.tensorboard import SummaryWriter, crc32c, encode_event, masked_crc32c, read_scalars
+from taskmem_jax.tensorboard import SummaryWriter, crc32c, masked_crc32c, read_scalars
 
 POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")
 
@@ -78,7 +78,7 @@ def test_stream_slots_extend_resample_and_force():
 
 def test_crc32c_and_events_decode_with_protobuf(tmp_path):
   assert crc32c(b"123456789") == 0xE3069283  # the standard CRC-32C check value
-  # Decode our hand-encoded Event with the protobuf library's own parser, from a descriptor built here.
+  # Decode the written Events with the protobuf library's own parser, from a descriptor built here.
   from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
   fdp = descriptor_pb2.FileDescriptorProto(name="ev.proto", package="t", syntax="proto3")
@@ -109,9 +109,8 @@ def test_crc32c_and_events_decode_with_protobuf(tmp_path):
     events.append(Event.FromString(payload))
     offset += 16 + n
   assert events[0].file_version == "brain.Event:2"
-  assert events[1].step == 7
-  assert {v.tag: v.simple_value for v in events[1].summary.value} == {"reward": 0.25, "faithfulness": 1.0}
-  assert Event.FromString(encode_event(wall_time=1.5, step=2**40)).step == 2**40
+  assert {e.step for e in events[1:]} == {7}
+  assert {v.tag: v.simple_value for e in events[1:] for v in e.summary.value} == {"reward": 0.25, "faithfulness": 1.0}
   # Our reader decodes what protobuf does, over every file of the logdir (a second writer: a resumed run).
   second = SummaryWriter(str(tmp_path))
   second.scalars(8, {"reward": 0.5})
