@@ -54,6 +54,12 @@ def resume_jsonl(path: str | os.PathLike, upto: int) -> list[dict]:
   return rows
 
 
+def safe_filename(name: str, keep: str = "-_.") -> str:
+  """`name` with every character but letters, digits and those in `keep` replaced by "_" (a stream id or an
+  adapter key as a file name)."""
+  return "".join(c if c.isalnum() or c in keep else "_" for c in name)
+
+
 def _umask() -> int:
   mask = os.umask(0)
   os.umask(mask)

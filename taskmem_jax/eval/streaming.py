@@ -27,7 +27,7 @@ from taskmem_jax.benchmarks.base import Benchmark, Question, Stream
 from taskmem_jax.benchmarks.overlay import load_overlays, render_window, window_identities
 from taskmem_jax.eval.answer_context import egolife_context
 from taskmem_jax.eval.metrics import score
-from taskmem_jax.io import atomic_write_text
+from taskmem_jax.io import atomic_write_text, safe_filename
 from taskmem_jax.memory.identities import to_global, to_local, window_ids
 from taskmem_jax.memory.loop import RolloutConfig, memorize_stream
 from taskmem_jax.memory.prompt import window_video_item
@@ -205,7 +205,7 @@ class StreamingEvaluation:
   def memory(self, stream: Stream, tag: str) -> EpisodicMemory:
     """The stream's memory under `tag`, continued from disk: after every window the memory and the next
     window to write are saved (a window whose response did not parse leaves no memory, and is not redone)."""
-    path = os.path.join(self.workdir, "memories", tag, f"{_safe(stream.sid)}.json")
+    path = os.path.join(self.workdir, "memories", tag, f"{safe_filename(stream.sid)}.json")
     memory = EpisodicMemory.load(path) if os.path.exists(path) else EpisodicMemory(self.cfg.interval)
     done_path, next_path = path + ".done", path + ".next"
     if os.path.exists(done_path):
@@ -292,10 +292,6 @@ class StreamingEvaluation:
     scores["seconds"] = time.perf_counter() - tic
     atomic_write_text(os.path.join(self.workdir, "scores.json"), json.dumps(scores, indent=2) + "\n")
     return scores
-
-
-def _safe(name: str) -> str:
-  return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def _count_lines(path: str) -> int:

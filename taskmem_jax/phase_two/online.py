@@ -17,6 +17,7 @@ import numpy as np
 
 from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.eval.streaming import stream_duration, window_preparer
+from taskmem_jax.io import safe_filename
 from taskmem_jax.memory.store import schedule
 from taskmem_jax.phase_two.adapt import Adapter, train_adapter
 from taskmem_jax.rewards import FACE_TAGS, SYNTHWORLD_TAGS
@@ -86,7 +87,7 @@ def adapt_benchmark(evaluation, quality_judge, task_judge, reward, cache_cfg, dp
     # the task's first `bound` questions), so no video of a later, evaluated question is trained on.
     seen = list({id(stream): stream for stream, _ in asked[:bound]}.values())
     source = BenchmarkSource(evaluation, seen)
-    path = os.path.join(evaluation.workdir, "adapters", f"{_safe(key)}.safetensors")
+    path = os.path.join(evaluation.workdir, "adapters", f"{safe_filename(key, keep='-_.@')}.safetensors")
     hint = [q.text for q in questions[:bound]][-5:]
     if os.path.exists(path):
       meta = steer_lib.load(model, path)
@@ -103,7 +104,3 @@ def adapt_benchmark(evaluation, quality_judge, task_judge, reward, cache_cfg, dp
     if progress:
       progress(f"{key}: adapter from {adapter.stats['pairs']} pairs of {num_contexts} windows")
   return adapters
-
-
-def _safe(name: str) -> str:
-  return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in name)
