@@ -41,7 +41,8 @@ class ChatServer:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with server.lock:
           n = len(server.requests)
-          server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+          server.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                                  "body": body})
         status, reply, delay = server.respond(body, n)
         time.sleep(delay)
         data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
@@ -81,7 +82,7 @@ def judge_for(server, monkeypatch):
   monkeypatch.setenv("TEST_JUDGE_KEY", "secret-123")
 
   def make(**kwargs):
-    kwargs = {"timeout_s": 2.0, "max_retries": 2, "backoff_s": 0.01, **kwargs}
+    kwargs = {"timeout_s": 2.0, "max_retries": 2, **kwargs}
     return HTTPJudge(server.base_url, "judge-model", "TEST_JUDGE_KEY", **kwargs)
   return make
 
@@ -117,8 +118,8 @@ def test_verdicts_keep_order_and_the_request_is_a_chat_completion(server, judge_
   assert len(server.requests) == 4
   request = server.requests[0]
   assert request["path"] == "/v1/chat/completions"
-  assert request["headers"]["Authorization"] == "Bearer secret-123"
-  assert request["headers"]["Content-Type"] == "application/json"
+  assert request["headers"]["authorization"] == "Bearer secret-123"
+  assert request["headers"]["content-type"] == "application/json"
   body = request["body"]
   assert body["model"] == "judge-model" and body["temperature"] == 1e-6 and set(body) == {"model", "messages",
                                                                                           "temperature"}
@@ -237,7 +238,7 @@ def test_connection_refused(monkeypatch):
   probe = ChatServer()
   url = probe.base_url
   probe.close()  # nothing listens on that port now
-  judge = HTTPJudge(url, "m", api_key_env=None, max_retries=1, backoff_s=0.01, timeout_s=1.0)
+  judge = HTTPJudge(url, "m", api_key_env=None, max_retries=1, timeout_s=1.0)
   verdict = judge.non_redundancy(window(), ["x"])[0]
   assert verdict.failed and "connection error" in verdict.reason and "after 2 attempts" in verdict.reason
 
@@ -257,12 +258,12 @@ def test_a_video_judge_without_video_fails_without_calling(server, judge_for):
 
 def test_no_key_sends_no_authorization(server):
   assert HTTPJudge(server.base_url, "m", api_key_env=None).non_redundancy(window(), ["x"])[0].ok is True
-  assert "Authorization" not in server.requests[0]["headers"]
+  assert "authorization" not in server.requests[0]["headers"]
 
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"base_url": "localhost:8000"}, "base_url"), ({"model": ""}, "model"), ({"timeout_s": 0}, "timeout_s"),
-    ({"max_retries": -1}, "max_retries"), ({"backoff_s": -1.0}, "backoff_s"), ({"num_frames": 0}, "num_frames"),
+    ({"max_retries": -1}, "max_retries"), ({"extra_body": {"model": "x"}}, "extra_body sets \\['model'\\]"), ({"num_frames": 0}, "num_frames"),
     ({"image_format": "gif"}, "image_format"), ({"api_key_env": "TEST_JUDGE_UNSET_VAR"}, "TEST_JUDGE_UNSET_VAR"),
 ])
 def test_bad_arguments(kwargs, match, monkeypatch):

@@ -6,9 +6,10 @@ Gemini's OpenAI endpoint): POST {base_url}/chat/completions with {model, message
 prompts are judge_prompts'; the video goes as a few evenly spaced frames, each a base64 JPEG/PNG
 data-URL image_url part after a "Frame at t s:" text part (OpenAI's multimodal message format).
 
-Only the standard library (urllib) is used. Connection errors, timeouts, HTTP 429 and 5xx are retried
-up to max_retries times with exponential backoff (honouring a numeric Retry-After); other 4xx are not.
-Every failure becomes a failed Verdict / Ranking / Preference whose reason names it: the HTTP status, a
+The transport is the `openai` client (the standard client of OpenAI-compatible servers): it sends the
+request, and retries connection errors, timeouts, HTTP 408, 409, 429 and 5xx up to max_retries times with
+exponential backoff, honouring Retry-After; other 4xx are not retried. The reply is read raw and checked
+here, so that every failure becomes a failed Verdict / Ranking / Preference whose reason names it: the HTTP status, a
 timeout, malformed JSON, no choices, a refusal, or a reply that is not 0/1 (a preference: no JSON object
 with more_useful, or more_useful not 0, 1 or -1). A group's descriptions are sent concurrently (a small
 thread pool); results keep the descriptions' order.
@@ -23,18 +24,14 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import http.client
 import io
 import json
 import os
-import socket
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import openai
 import PIL.Image
 
 from taskmem_jax.processing.video import read_video
@@ -42,15 +39,8 @@ from taskmem_jax.rewards import judge_prompts as P
 from taskmem_jax.rewards.judge import Judge, Ranking, Verdict, WindowContext
 from taskmem_jax.rewards.task_judge import Preference, TaskJudge, check_questions
 
-MAX_RETRY_AFTER_S = 30.0  # a server's Retry-After is honoured up to this long
-
-
 class CallError(Exception):
   """A chat-completions call that gave no usable reply; str(e) is the reason a failed Verdict carries."""
-
-
-class _Retryable(CallError):
-  pass
 
 
 class HTTPJudge(Judge, TaskJudge):
@@ -59,18 +49,17 @@ class HTTPJudge(Judge, TaskJudge):
   base_url: up to the API version, e.g. "https://api.openai.com/v1" or "http://localhost:8000/v1".
   model: the server's model name. api_key_env: environment variable holding the key for the
   "Authorization: Bearer" header, read once here; None sends no header (local servers).
-  timeout_s: per request (connect and each read). max_retries: extra attempts after the first.
-  backoff_s: the first retry's wait; it doubles each retry. temperature: sent as is (the official
-  judges use 1e-6). max_tokens: sent when given. num_frames: frames shown to the video judge.
+  timeout_s: per request. max_retries: extra attempts after the first (the client's backoff: 0.5 s,
+  doubling, or the server's Retry-After). temperature: sent as is (the official judges use 1e-6). max_tokens: sent when given. num_frames: frames shown to the video judge.
   image_format: "jpeg" or "png". max_side: frames larger than this are scaled down (pixels).
   concurrency: requests in flight per group. extra_body: more fields for the request body (model,
-  messages and temperature always come from the judge). texts: the prompts' wording (judge_prompts.JudgeTexts).
+  messages, temperature and max_tokens come from the judge's own arguments). texts: the prompts' wording (judge_prompts.JudgeTexts).
   """
 
   name = "http"
 
   def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY", *,
-               timeout_s: float = 60.0, max_retries: int = 3, backoff_s: float = 1.0, temperature: float = 0.0,
+               timeout_s: float = 60.0, max_retries: int = 3, temperature: float = 0.0,
                max_tokens: int | None = None, num_frames: int = 8, image_format: str = "jpeg",
                max_side: int = 512, concurrency: int = 4, extra_body: dict | None = None,
                texts: P.JudgeTexts = P.DEFAULT_TEXTS):
@@ -83,7 +72,6 @@ class HTTPJudge(Judge, TaskJudge):
     if not isinstance(model, str) or not model:
       raise ValueError(f"model={model!r}: expected the server's model name")
     _check_number("timeout_s", timeout_s, positive=True)
-    _check_number("backoff_s", backoff_s)
     _check_number("temperature", temperature)
     for name, value, low in (("max_retries", max_retries, 0), ("num_frames", num_frames, 1),
                              ("max_side", max_side, 1), ("concurrency", concurrency, 1)):
@@ -93,6 +81,9 @@ class HTTPJudge(Judge, TaskJudge):
       raise ValueError(f"max_tokens={max_tokens!r}: must be a positive integer or None")
     if image_format not in ("jpeg", "png"):
       raise ValueError(f"image_format={image_format!r}: 'jpeg' or 'png'")
+    clash = sorted(set(extra_body or {}) & {"model", "messages", "temperature", "max_tokens"})
+    if clash:
+      raise ValueError(f"extra_body sets {clash}: pass them as HTTPJudge's own arguments")
     self._api_key = None
     if api_key_env is not None:
       self._api_key = os.environ.get(api_key_env)
@@ -100,7 +91,10 @@ class HTTPJudge(Judge, TaskJudge):
         raise ValueError(f"environment variable {api_key_env} is not set; set it to the API key, or pass "
                          "api_key_env=None for a server that needs no key")
     self.url = base_url.rstrip("/") + "/chat/completions"
-    self.model, self.timeout_s, self.max_retries, self.backoff_s = model, float(timeout_s), max_retries, backoff_s
+    self.model, self.timeout_s, self.max_retries = model, float(timeout_s), max_retries
+    # A local server without a key: the client needs some key, and each request omits the header.
+    self._client = openai.OpenAI(base_url=base_url.rstrip("/"), api_key=self._api_key or "unused",
+                                 timeout=self.timeout_s, max_retries=max_retries)
     self.temperature, self.max_tokens, self.num_frames = temperature, max_tokens, num_frames
     self.image_format, self.max_side, self.concurrency = image_format, max_side, concurrency
     self.extra_body = dict(extra_body or {})
@@ -170,25 +164,24 @@ class HTTPJudge(Judge, TaskJudge):
 
   def complete(self, messages: list[dict]) -> str:
     """The reply's text; raises CallError naming what went wrong."""
-    body = {**self.extra_body, "model": self.model, "messages": messages, "temperature": self.temperature}
+    request = {"model": self.model, "messages": messages, "temperature": self.temperature,
+               "extra_body": self.extra_body or None}
     if self.max_tokens is not None:
-      body["max_tokens"] = self.max_tokens
-    return _reply_text(self._post(json.dumps(body).encode("utf-8")))
-
-  def _post(self, data: bytes) -> bytes:
-    """The response body of a 2xx reply, after up to max_retries retries."""
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    if self._api_key:
-      headers["Authorization"] = f"Bearer {self._api_key}"
-    for attempt in range(self.max_retries + 1):
-      request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-      try:
-        return _send(request, self.timeout_s)
-      except _Retryable as e:
-        if attempt == self.max_retries:
-          raise CallError(f"{e} (after {attempt + 1} attempts)") from None
-        time.sleep(max(self.backoff_s * 2**attempt, getattr(e, "retry_after", 0.0)))
-    raise AssertionError("unreachable")
+      request["max_tokens"] = self.max_tokens
+    if not self._api_key:
+      request["extra_headers"] = {"Authorization": openai.Omit()}
+    attempts = f" (after {self.max_retries + 1} attempts)"
+    try:
+      raw = self._client.chat.completions.with_raw_response.create(**request)
+    except openai.APITimeoutError:  # before APIConnectionError, its base class
+      raise CallError(f"timeout after {self.timeout_s:g} s{attempts}") from None
+    except openai.APIConnectionError as e:
+      cause = e.__cause__ or e
+      raise CallError(f"connection error: {type(cause).__name__}: {cause}{attempts}") from None
+    except openai.APIStatusError as e:
+      retried = e.status_code in (408, 409, 429) or e.status_code >= 500
+      raise CallError(f"HTTP {e.status_code}: {_excerpt(e.response.content)}{attempts if retried else ''}") from None
+    return _reply_text(raw.http_response.content)
 
   # --- video ----------------------------------------------------------------------------------------
 
@@ -230,32 +223,6 @@ class HTTPJudge(Judge, TaskJudge):
       return list(pool.map(call, items))
 
 
-def _send(request: urllib.request.Request, timeout_s: float) -> bytes:
-  """One attempt; raises _Retryable (connection, timeout, 429, 5xx) or CallError (other statuses)."""
-  try:
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-      return response.read()
-  except urllib.error.HTTPError as e:
-    try:
-      detail = _excerpt(e.read())
-    except Exception:  # the error body is only for the message
-      detail = "(no body)"
-    reason = f"HTTP {e.code}: {detail}"
-    if e.code == 429 or 500 <= e.code < 600:
-      error = _Retryable(reason)
-      error.retry_after = _retry_after(e.headers)
-      raise error from None
-    raise CallError(reason) from None
-  except urllib.error.URLError as e:
-    if isinstance(e.reason, (TimeoutError, socket.timeout)):
-      raise _Retryable(f"timeout after {timeout_s:g} s") from None
-    raise _Retryable(f"connection error: {e.reason}") from None
-  except (TimeoutError, socket.timeout):
-    raise _Retryable(f"timeout after {timeout_s:g} s") from None
-  except (ConnectionError, http.client.HTTPException) as e:
-    raise _Retryable(f"connection error: {type(e).__name__}: {e}") from None
-
-
 def _reply_text(body: bytes) -> str:
   """A chat-completions response body -> the first choice's text; CallError when there is none."""
   try:
@@ -278,13 +245,6 @@ def _reply_text(body: bytes) -> str:
   if not isinstance(content, str) or not content.strip():
     raise CallError(f"reply has empty content (finish_reason {choices[0].get('finish_reason')!r})")
   return content
-
-
-def _retry_after(headers) -> float:
-  try:
-    return min(max(float(headers.get("Retry-After", 0)), 0.0), MAX_RETRY_AFTER_S)
-  except (TypeError, ValueError):  # an HTTP date: fall back to our own backoff
-    return 0.0
 
 
 def _check_number(name: str, value, positive: bool = False) -> None:
