@@ -9,8 +9,8 @@ import os
 import benchmark_fixtures as fx
 import pytest
 
-from taskmem_jax.benchmarks import (AnnotationError, Benchmark, Question, Stream, clock_seconds, dataset, load_egolife,
-                                    load_egotempo, load_videomme, parse_clip_id)
+from taskmem_jax.benchmarks import (AnnotationError, clock_seconds, load_egolife, load_egotempo, load_videomme,
+                                    parse_clip_id)
 
 # --- VideoMME -------------------------------------------------------------------------------------------
 
@@ -230,17 +230,9 @@ def test_egotempo_bad_input(tmp_path):
   assert len(s.questions) == 2 and s.duration == pytest.approx(2.0) and s.questions[0].ask_after == s.duration
 
 
-# --- dataset view ---------------------------------------------------------------------------------------
+# --- summary ---------------------------------------------------------------------------------------------
 
 
-def test_dataset_view(tmp_path):
+def test_summary(tmp_path):
   d = fx.write_videomme(str(tmp_path))
-  b = load_videomme(d.annotation, d.video_dir)
-  ds = dataset(b)
-  assert len(ds) == 3 and isinstance(ds[0], Stream) and ds[0].sid == d.keys[0]
-  assert [s.sid for s in ds[1::2]] == [d.keys[1]]  # a shard
-  shuffled = b.as_dataset(seed=3)
-  assert sorted(s.sid for s in shuffled) == sorted(d.keys)
-  assert all(isinstance(q, Question) for s in shuffled for q in s.questions)
-  assert "videomme: 3 streams, 9 questions" in b.summary()
-  assert len(dataset(Benchmark("empty", []))) == 0
+  assert "videomme: 3 streams, 9 questions" in load_videomme(d.annotation, d.video_dir).summary()

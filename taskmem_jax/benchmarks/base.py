@@ -84,18 +84,6 @@ class Benchmark:
     return (f"{self.name}: {len(self.streams)} streams, {self.num_questions()} questions, "
             f"{len(self.tasks)} tasks, {len(self.errors)} load errors")
 
-  def as_dataset(self, *, seed: int | None = None):
-    return dataset(self, seed=seed)
-
-
-def dataset(benchmark: Benchmark, *, seed: int | None = None):
-  """A grain.MapDataset over the benchmark's streams (random access, len, slicing), shuffled when seed
-  is given; e.g. `dataset(b)[i::n]` shards streams over n workers. grain is imported here only, so
-  loading annotations does not pay for it."""
-  import grain
-
-  ds = grain.MapDataset.source(list(benchmark.streams))
-  return ds if seed is None else ds.shuffle(seed=seed)
 
 
 class AnnotationError(ValueError):

@@ -165,14 +165,6 @@ class LocalLLMJudge(Judge, TaskJudge):
                        "single tokens")
     return ids[0]
 
-  def label_logprobs(self, conversations: list[list[dict]], video: dict | None = None) -> np.ndarray:
-    """[n, 2] float32: log p(PASS_LABEL), log p(FAIL_LABEL) as the next token after each prompt.
-
-    video: the preprocessed item (video_item) that every conversation shows, or None."""
-    features = self._vision_features(video)
-    return np.concatenate([self._label_logprobs(conversations[i:i + self.max_batch], video, features)
-                           for i in range(0, len(conversations), self.max_batch)])
-
   # --- internals ----------------------------------------------------------------------------------
 
   def _encode(self, text: str) -> list[int]:
