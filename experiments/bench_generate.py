@@ -41,7 +41,7 @@ from taskmem_jax import cli
 from taskmem_jax.io import atomic_write_json
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.models.qwen3_vl import Qwen3VLConfig
-from taskmem_jax.sampling import bucket_length, generate
+from taskmem_jax.sampling import geometric_bucket, generate
 
 flags.FLAGS.set_default("repeats", 3)
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 64, "New tokens per row (T >= 2).")
@@ -143,7 +143,7 @@ def main(argv):
       "preset": os.path.abspath(bf._CHECKPOINT.value) if bf._CHECKPOINT.value else bf._PRESET.value,
       "dtype": bf._DTYPE.value, "batch": int(batch["input_ids"].shape[0]), "num_samples": _NUM_SAMPLES.value,
       "prompt": "text" if _TEXT_ONLY.value else "image+video", "prompt_tokens": int(prompt_len),
-      "ours_bucket": bucket_length(prompt_len), "max_new_tokens": _MAX_NEW.value, "repeats": bf._REPEATS.value,
+      "ours_bucket": geometric_bucket(prompt_len), "max_new_tokens": _MAX_NEW.value, "repeats": bf._REPEATS.value,
       "params": qwen3_vl.count_params(config)["total"], "ours_compile_s": round(ours["compile_s"], 3),
       "ours": o, "transformers": p, "ratio_ours_over_peer": ratio, "token_agreement": agree,
       "goal_decode_ratio": GOAL, "goal_met": ratio["decode_tok_s"] >= GOAL,
@@ -154,7 +154,7 @@ def main(argv):
   }
   if jax.default_backend() == "gpu":
     step_s = (ours["total_s"] - ours["prefill_s"]) / (_MAX_NEW.value - 1)
-    result["hbm_bound"] = hbm_fraction(ours["model"], rows, bucket_length(prompt_len), step_s)
+    result["hbm_bound"] = hbm_fraction(ours["model"], rows, geometric_bucket(prompt_len), step_s)
   fmt = lambda r: f"{r['prefill_ms']:.1f} / {r['decode_tok_s']:.1f} / {r['e2e_tok_s']:.1f}"
   table = [("date", result["date"]),
            ("device", f"{result['jax_backend']} / {result['jax_device']} (torch threads {peer['threads']})"),

@@ -11,7 +11,7 @@ from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsW
 
 import hf_fixtures as fx
 from taskmem_jax.models.qwen3_vl import from_pretrained
-from taskmem_jax.sampling import TRACE_COUNTS, SamplingParams, bucket_length, generate
+from taskmem_jax.sampling import TRACE_COUNTS, SamplingParams, geometric_bucket, generate
 from taskmem_jax.sampling.sampler import _warp
 
 STEPS = 10
@@ -118,8 +118,8 @@ def test_prompt_buckets_do_not_recompile(pair):
   assert TRACE_COUNTS["decode"] == before["decode"] + 1
 
 
-def test_bucket_lengths():
-  assert [bucket_length(n) for n in (1, 64, 65, 96, 97, 129, 200, 24576, 24577)] == [
+def test_geometric_buckets():
+  assert [geometric_bucket(n) for n in (1, 64, 65, 96, 97, 129, 200, 24576, 24577)] == [
       64, 64, 96, 96, 128, 192, 256, 24576, 32768]
 
 

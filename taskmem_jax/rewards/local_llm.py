@@ -32,7 +32,7 @@ from taskmem_jax.models.qwen3_vl.model import ModelInputs, prepare_inputs
 from taskmem_jax.rewards import judge_prompts as P
 from taskmem_jax.rewards.judge import Judge, Ranking, Verdict, WindowContext
 from taskmem_jax.rewards.task_judge import Preference, TaskJudge, check_questions
-from taskmem_jax.sampling.sampler import bucket_length, prefill
+from taskmem_jax.sampling.sampler import geometric_bucket, prefill
 
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
 
@@ -43,7 +43,7 @@ class LocalLLMJudge(Judge, TaskJudge):
   thinking: the chat template, as Qwen3VLProcessor takes it (None: the checkpoint's own).
   max_batch: descriptions (or memory pairs) per forward pass. video_kwargs: options added to the video
   item (fps, max_frames, min_pixels, max_pixels, ...; see processing.processor). min_bucket: prompts are
-  left-padded to sampler.bucket_length(L, min_bucket) so similar prompts share one compilation.
+  left-padded to sampler.geometric_bucket(L, min_bucket) so similar prompts share one compilation.
   texts: the prompts' wording (judge_prompts.JudgeTexts).
   """
 
@@ -211,7 +211,7 @@ class LocalLLMJudge(Judge, TaskJudge):
     b = batch["input_ids"].shape[0]
     ids = np.concatenate([batch["input_ids"], np.tile(np.asarray(suffix, np.int32), (b, 1))], axis=1)
     mask = np.concatenate([batch["attention_mask"], np.ones((b, len(suffix)), np.int32)], axis=1)
-    extra = bucket_length(ids.shape[1], self.min_bucket) - ids.shape[1]
+    extra = geometric_bucket(ids.shape[1], self.min_bucket) - ids.shape[1]
     pad = self.processor.pad_token_id
     return (np.pad(ids, ((0, 0), (extra, 0)), constant_values=pad).astype(np.int32),
             np.pad(mask, ((0, 0), (extra, 0))).astype(np.int32))

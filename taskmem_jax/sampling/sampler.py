@@ -66,7 +66,7 @@ class SamplingParams:
       raise ValueError(f"memory_budget={self.memory_budget}: must be >= 1, and needs stop_token_ids to stop with")
 
 
-def bucket_length(length: int, minimum: int = 64) -> int:
+def geometric_bucket(length: int, minimum: int = 64) -> int:
   """Smallest of minimum * {1, 1.5, 2, 3, 4, 6, ...} >= length: at most a third is padding."""
   bucket = minimum
   while bucket < length:
@@ -249,7 +249,7 @@ def generate(model: Qwen3VLForConditionalGeneration, inputs: dict, *, max_new_to
     raise ValueError(f"attention_mask: shape {mask.shape} does not match input_ids {ids.shape}")
   if not mask[:, -1].all():
     raise ValueError("attention_mask: prompts must be left-padded (every row's last token real)")
-  length = bucket_length(ids.shape[1], min_bucket)
+  length = geometric_bucket(ids.shape[1], min_bucket)
   ids, mask = _left_pad(ids, mask, length, pad_token_id)
   features, deepstack = None, None
   pixels = (inputs.get("pixel_values"), inputs.get("pixel_values_videos"))
