@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -19,9 +21,18 @@
 # questions are then answered from those memories only, and scored with the paper's Acc / Cov / Prec.
 # This is the README's demo (`python -m experiments.demo`), step by step, on the same functions.
 #
+# In Colab, the first code cell clones the repository (set `REPO`) and installs it with the runtime's extra (TPU or GPU).
+#
 # Setup: run this notebook with the checkout's root as working directory (`%cd taskmem-jax`), the project installed
 # (`pip install -e .` in the checkout; in Colab, clone or upload the checkout first).
 # `TASKMEM_NOTEBOOK_FAST=1` runs it at tiny settings (CI does).
+
+# %%
+REPO = ""  # @param {type:"string"} Colab: taskmem-jax's git URL. Where the project is importable (a checkout, CI), nothing runs.
+import importlib.util, subprocess  # noqa: E401
+if importlib.util.find_spec("taskmem_jax") is None:
+  subprocess.run(["git", "clone", "-q", "--depth=1", REPO or "set-REPO-above", "taskmem-jax"], check=True)
+  exec(open("taskmem-jax/colab/install.py").read())
 
 # %%
 import os

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -20,9 +22,18 @@
 # with the backbone frozen. Per task: the first questions are answered with Phase One memory, then that
 # task's adapter writes the memory for the rest of the stream. This is `python -m experiments.phase_two`.
 #
+# In Colab, the first code cell clones the repository (set `REPO`) and installs it with the runtime's extra (TPU or GPU).
+#
 # Setup: run with the checkout's root as working directory (`%cd taskmem-jax`; `experiments` is imported from there), the project installed (`pip install -e .`). `TASKMEM_NOTEBOOK_FAST=1`
 # runs it at tiny settings (CI does). It starts from the Phase-One policy in assets/synthworld_phase_one
 # (results/synthworld_2026-12-06/README.md says how it was made and what Phase Two gains from it).
+
+# %%
+REPO = ""  # @param {type:"string"} Colab: taskmem-jax's git URL. Where the project is importable (a checkout, CI), nothing runs.
+import importlib.util, subprocess  # noqa: E401
+if importlib.util.find_spec("taskmem_jax") is None:
+  subprocess.run(["git", "clone", "-q", "--depth=1", REPO or "set-REPO-above", "taskmem-jax"], check=True)
+  exec(open("taskmem-jax/colab/install.py").read())
 
 # %%
 import os

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -19,9 +21,18 @@
 # and a video where the runtime can read them, and set `CHECKPOINT` and `VIDEO` below (or the
 # environment variables `TASKMEM_CHECKPOINT`, `TASKMEM_VIDEO`).
 #
+# In Colab, the first code cell clones the repository (set `REPO`) and installs it with the runtime's extra (TPU or GPU).
+#
 # Setup: with the checkout's root as working directory (`%cd taskmem-jax`), `pip install -e '.[tpu]'` on a TPU runtime or `pip install -e '.[gpu]'`
 # on a GPU runtime, then restart the runtime. Without a checkpoint the notebook uses a tiny random one
 # and a synthetic clip, so every cell runs anywhere (the words are then random).
+
+# %%
+REPO = ""  # @param {type:"string"} Colab: taskmem-jax's git URL. Where the project is importable (a checkout, CI), nothing runs.
+import importlib.util, subprocess  # noqa: E401
+if importlib.util.find_spec("taskmem_jax") is None:
+  subprocess.run(["git", "clone", "-q", "--depth=1", REPO or "set-REPO-above", "taskmem-jax"], check=True)
+  exec(open("taskmem-jax/colab/install.py").read())
 
 # %%
 import os

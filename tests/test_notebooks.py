@@ -89,3 +89,31 @@ def test_real_checkpoint_notebook_runs_sharded(tmp_path, monkeypatch):
   assert "'fsdp': 2" in text
   assert "'new_tokens': 64" in text
   assert (tmp_path / "tiny_checkpoint" / "config.json").is_file()
+
+
+def test_colab_install_cell_picks_the_runtime_extra(tmp_path, monkeypatch):
+  """colab/install.py (what a notebook's first cell runs in Colab after cloning): the extra matches the
+  runtime, pip installs the checkout editable, and the kernel then imports from the checkout."""
+  import importlib.util
+  import sys
+
+  spec = importlib.util.spec_from_file_location("colab_install", os.path.join(COLAB, "install.py"))
+  install = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(install)  # not __main__: nothing is installed on import
+  assert install.runtime_extra({"COLAB_TPU_ADDR": "10.0.0.2:8470"}, lambda p: False) == "tpu"
+  assert install.runtime_extra({}, lambda p: p == "/dev/accel0") == "tpu"
+  assert install.runtime_extra({}, lambda p: p == "/dev/nvidia0") == "gpu"
+  assert install.runtime_extra({}, lambda p: False) == ""
+  (tmp_path / "taskmem-jax").mkdir()
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(sys, "path", list(sys.path))
+  monkeypatch.setattr(install, "runtime_extra", lambda: "gpu")
+  calls = []
+  command = install.install(run=lambda cmd, check: calls.append((cmd, check)))
+  assert calls == [(command, True)] and command[-2:] == ["-e", "taskmem-jax[gpu]"]
+  assert os.getcwd() == str(tmp_path / "taskmem-jax") and sys.path[0] == os.getcwd()
+  # Every notebook's first code cell runs it only where taskmem_jax is not importable.
+  for name in sorted(os.listdir(COLAB)):
+    if name.endswith(".py") and name[0].isdigit():
+      first = open(os.path.join(COLAB, name)).read().split("\n# %%\n")[1]
+      assert 'find_spec("taskmem_jax") is None' in first and "colab/install.py" in first, name
