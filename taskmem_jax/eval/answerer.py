@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
-from taskmem_jax.memory.prompt import check_slots, fill, texts_from_dict
+from taskmem_jax.memory.prompt import SlottedTexts, fill
 from taskmem_jax.memory.store import EpisodicMemory
 from taskmem_jax.processing.processor import Qwen3VLProcessor
 from taskmem_jax.sampling import generate
@@ -32,7 +32,7 @@ ANSWERER_SLOTS = {"multiple_choice": ("memory", "question", "options"), "abstain
 
 
 @dataclasses.dataclass(frozen=True)
-class AnswererTexts:
+class AnswererTexts(SlottedTexts):
   """The answerer's texts. multiple_choice: {memory} (the serialised memory), {question}, {options} (one
   "<letter>. <text>" line per option, the abstain option last); abstain_option: that option's text;
   free_form: {memory}, {question}; the reply is the answer or INSUFFICIENT."""
@@ -40,14 +40,7 @@ class AnswererTexts:
   abstain_option: str = ABSTAIN_TEXT
   free_form: str = "{memory}\n\nQuestion: {question}\n\n" + FREE_FORM_INSTRUCTION
 
-  def __post_init__(self):
-    for name, slots in ANSWERER_SLOTS.items():
-      check_slots(getattr(self, name), slots, f"AnswererTexts.{name}")
-
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any], source: str = "AnswererTexts") -> "AnswererTexts":
-    """From {"multiple_choice": ..., ...} (every key optional; see memory.prompt.texts_from_dict)."""
-    return texts_from_dict(cls, values, source)
+  SLOTS = ANSWERER_SLOTS
 
 
 DEFAULT_TEXTS = AnswererTexts()

@@ -39,7 +39,7 @@ import dataclasses
 import json
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from taskmem_jax.io import atomic_write_json
 from taskmem_jax.memory.store import MAX_PREVIOUS
@@ -128,8 +128,26 @@ def texts_from_dict(cls, values: Mapping[str, Any], source: str):
     raise ValueError(f"{source}: {e}") from None
 
 
+class SlottedTexts:
+  """Base of a frozen dataclass of texts with named slots: SLOTS ({field: (slot, ...)}) is checked when one
+  is made; from_dict builds one from a JSON object (every key optional), to_dict gives the fields back."""
+  SLOTS: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+
+  def __post_init__(self):
+    for name, slots in self.SLOTS.items():
+      check_slots(getattr(self, name), slots, f"{type(self).__name__}.{name}")
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any], source: str | None = None):
+    """From {field: text, ...} (every key optional; see texts_from_dict)."""
+    return texts_from_dict(cls, values, source or cls.__name__)
+
+  def to_dict(self) -> dict[str, str]:
+    return dataclasses.asdict(self)
+
+
 @dataclasses.dataclass(frozen=True)
-class WindowPrompt:
+class WindowPrompt(SlottedTexts):
   """The policy's window prompt: the layout and the texts with their slots (SLOTS).
 
   preamble: the text before the video. instruction: holds {hint} (the filled `hint`, or "" without
@@ -143,20 +161,12 @@ class WindowPrompt:
   hint: str = HINT
   question: str = QUESTION_LINE
   new_clip_request: str = NEW_CLIP_REQUEST
+  SLOTS = SLOTS
 
   def __post_init__(self):
     if self.layout not in LAYOUTS:
       raise ValueError(f"layout={self.layout!r}: expected one of {LAYOUTS}")
-    for name, slots in SLOTS.items():
-      check_slots(getattr(self, name), slots, f"WindowPrompt.{name}")
-
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any], source: str = "WindowPrompt") -> "WindowPrompt":
-    """From {"layout": ..., "preamble": ..., ...} (every key optional; see texts_from_dict)."""
-    return texts_from_dict(cls, values, source)
-
-  def to_dict(self) -> dict[str, str]:
-    return dataclasses.asdict(self)
+    super().__post_init__()
 
   def instruction_text(self, previous_memories: list[str], task_questions: list[str] | None = None) -> str:
     """The instruction with its slots filled.

@@ -27,9 +27,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
-from taskmem_jax.memory.prompt import check_slots, fill, texts_from_dict
+from taskmem_jax.memory.prompt import SlottedTexts, fill
 from taskmem_jax.rewards.judge import Ranking, Verdict, check_ranking
 from taskmem_jax.rewards.task_judge import TIE, Preference, check_questions
 
@@ -92,7 +92,7 @@ JUDGE_SLOTS = {"faithfulness_intro": (), "faithfulness": ("memories", "candidate
 
 
 @dataclasses.dataclass(frozen=True)
-class JudgeTexts:
+class JudgeTexts(SlottedTexts):
   """The judges' texts. faithfulness_intro: before the video; faithfulness: after it ({memories}: the
   preceding description, {candidate}); non_redundancy: the text judge's message; ranking: {candidates} (one
   "Candidate <label>: <text>" line each) and {reply}; task: {questions} (numbered lines), {memories} (the two
@@ -105,14 +105,7 @@ class JudgeTexts:
   ranking: str = RANKING_TASK + "\n\n{candidates}\n\n{reply}"
   task: str = TASK_INTRO + "\n\n[Example questions]:\n{questions}\n\n[Memories]:\n{memories}\n\n{reply}"
 
-  def __post_init__(self):
-    for name, slots in JUDGE_SLOTS.items():
-      check_slots(getattr(self, name), slots, f"JudgeTexts.{name}")
-
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any], source: str = "JudgeTexts") -> "JudgeTexts":
-    """From {"faithfulness": ..., ...} (every key optional; see memory.prompt.texts_from_dict)."""
-    return texts_from_dict(cls, values, source)
+  SLOTS = JUDGE_SLOTS
 
 
 DEFAULT_TEXTS = JudgeTexts()
