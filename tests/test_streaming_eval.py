@@ -438,7 +438,6 @@ def test_the_local_answerer_is_greedy_as_the_official_one(monkeypatch):
   """The official answerer runs at temperature 1e-6: evaluate's local answerer decodes greedily, so every call
   (each with its own seed) gives the argmax reply."""
   from experiments import evaluate
-  from taskmem_jax import sampling
   from taskmem_jax.eval import answerers as A
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.processing import Qwen3VLProcessor
@@ -447,8 +446,8 @@ def test_the_local_answerer_is_greedy_as_the_official_one(monkeypatch):
   chat = evaluate.local_answerer_chat(model, processor)
   assert isinstance(chat, A.LocalChat) and chat.temperature == 0.0
   calls = []
-  real = sampling.generate
-  monkeypatch.setattr(sampling, "generate", lambda *a, **k: calls.append(k) or real(*a, **k))
+  real = A.generate
+  monkeypatch.setattr(A, "generate", lambda *a, **k: calls.append(k) or real(*a, **k))
   messages = [{"role": "user", "content": "person 2 moves . which colour ?"}]
   chat.max_new_tokens = 6
   assert chat(messages) == chat(messages)
