@@ -28,6 +28,7 @@ def test_parse_letter(reply, expected):
   assert A.parse_letter(reply, 4) == expected
 
 
+@pytest.mark.slow
 def test_model_answerer_runs_on_a_tiny_checkpoint(tmp_path):
   checkpoint = describe.tiny_checkpoint(str(tmp_path))
   answer = A.ModelAnswerer(qwen3_vl.from_pretrained(checkpoint, dtype=np.float32),

@@ -30,6 +30,7 @@ def _run(tmp_path, *flags, devices=1):
   return rows, proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,preset", [("tiny", "fsdp"), ("tiny-moe", "expert")])
 def test_tpu_compile_with_kernels_under_a_mesh(tmp_path, model, preset):
   rows, stdout = _run(tmp_path, "--topology=v5e:2x2", f"--model={model}", f"--preset={preset}", "--attention=pallas")
@@ -47,11 +48,13 @@ def test_tpu_compile_with_kernels_under_a_mesh(tmp_path, model, preset):
   assert "| forward | yes |" in stdout
 
 
+@pytest.mark.slow
 def test_tpu_compile_chunked_attention_has_no_kernels(tmp_path):
   rows, _ = _run(tmp_path, "--topology=v5e:2x2", "--model=tiny", "--preset=fsdp", "--attention=chunked")
   assert all(r["compiled"] and r["kernel_calls"] == 0 for r in rows.values()), rows
 
 
+@pytest.mark.slow
 def test_cuda_lowering_counts_triton_kernels(tmp_path):
   rows, _ = _run(tmp_path, "--platform=cuda", "--devices=4", "--model=tiny", "--preset=fsdp", devices=4)
   for row in rows.values():
@@ -60,6 +63,7 @@ def test_cuda_lowering_counts_triton_kernels(tmp_path):
   assert rows["phase_one_update"]["kernel_calls"] == 16, rows["phase_one_update"]
 
 
+@pytest.mark.slow
 def test_bad_topology_and_entry_are_named(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-m", "experiments.aot", "--entries=forward,backward"], cwd=ROOT, env=env,

@@ -32,6 +32,7 @@ def synthworld_inputs(processor, *, seeds, clips: int, memory_width: int):
   return S.window_template(processor, grid, memory_width), pixels, grid
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
 def test_scan_rollout_equals_transformers_window_by_window():
   # The shipped SynthWorld policy writes well-formed memories, so later windows carry earlier memories.

@@ -335,6 +335,7 @@ def test_tiny_presets_match_the_fixture(moe_v5, dense_v5):
     assert preset("tiny-moe") == Qwen3VLConfig.from_hf_dict(moe_v5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_preset_param_counts(name):
   counts = count_params(preset(name))

@@ -38,6 +38,7 @@ def test_teacher_demo_writes_results_and_report(tmp_path):
 SHIPPED = all(os.path.isfile(os.path.join(d, "config.json")) for d in (demo.POLICY_DIR, demo.PHASE_ONE_DIR))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHIPPED, reason="no shipped policies")
 def test_demo_grows_phase_two_tables(tmp_path):
   from experiments.configs import phase_two_synthworld

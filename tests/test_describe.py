@@ -1,6 +1,7 @@
 """experiments.describe end to end on a tiny random checkpoint and a written mp4 window."""
 
 import numpy as np
+import pytest
 
 from experiments import describe
 from taskmem_jax.processing import Qwen3VLProcessor
@@ -8,6 +9,7 @@ from taskmem_jax.sampling import generate
 from taskmem_jax.models import qwen3_vl
 
 
+@pytest.mark.slow
 def test_describe_a_window(tmp_path):
   checkpoint = describe.tiny_checkpoint(str(tmp_path))
   video = describe.synthetic_clip(str(tmp_path / "clip.mp4"), seconds=12.0, fps=8.0)

@@ -36,6 +36,7 @@ def _pairs(cfg):
           for _ in range(3)]
 
 
+@pytest.mark.slow
 def test_steer_learns_backbone_frozen_and_first_loss_is_log2(tmp_path):
   model = S.add_steer(qwen3_vl.init_random(qwen3_vl.preset("tiny"), seed=0), [2])
   backbone_before = jax.tree.map(np.asarray, nnx.state(model, nnx.All(nnx.Param, nnx.Not(S.SteerParam))))
@@ -51,6 +52,7 @@ def test_steer_learns_backbone_frozen_and_first_loss_is_log2(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_resume_equals_straight(tmp_path):
   def fresh():
     return S.add_steer(qwen3_vl.init_random(qwen3_vl.preset("tiny"), seed=0), [2])

@@ -59,6 +59,7 @@ def check_verdicts(verdicts, references):
     np.testing.assert_allclose(got, [yes, no], atol=2e-4)
 
 
+@pytest.mark.slow
 def test_video_verdicts_equal_a_plain_forward(tiny):
   model, processor = tiny
   judge = LocalLLMJudge(model, processor, max_batch=2)  # 3 descriptions: two batches
@@ -74,6 +75,7 @@ def test_video_verdicts_equal_a_plain_forward(tiny):
   check_verdicts(verdicts, references)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("thinking", [None, True])
 def test_text_verdicts_equal_a_plain_forward(tiny, thinking):
   model, processor = tiny
@@ -85,6 +87,7 @@ def test_text_verdicts_equal_a_plain_forward(tiny, thinking):
   check_verdicts(verdicts, references)
 
 
+@pytest.mark.slow
 def test_ranking_equals_a_step_by_step_loop(tiny):
   model, processor = tiny
   candidates = DESCRIPTIONS + ["person 1 picks up the cup."]
@@ -165,6 +168,7 @@ QUESTIONS = ["How many cups are on the table?", "What colour is the cup that fal
 PAIRS = [(DESCRIPTIONS[0], DESCRIPTIONS[2]), (DESCRIPTIONS[2], DESCRIPTIONS[0]), (DESCRIPTIONS[1], DESCRIPTIONS[1])]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("thinking", [None, True])
 def test_preferences_are_the_argmax_of_a_plain_forward(tiny, thinking):
   model, processor = tiny

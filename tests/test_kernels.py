@@ -62,6 +62,7 @@ def _segments(kind, b, l, s, q_offset):
 
 @pytest.mark.parametrize("case,backend", [(c, "gpu") for c in FLASH_CASES] + [(c, "chunked") for c in FLASH_CASES] +
                          [("causal-pad-gqa1-d64", "tpu"), ("cache-offset-gqa8-bf16", "tpu")])
+@pytest.mark.slow
 def test_flash_attention_forward_and_grads(case, backend):
   """backend "gpu": pallas_gpu.py (Triton), "tpu": pallas_tpu.py (Mosaic TPU); interpret mode on CPU;
   "chunked": xla_chunked.py (plain XLA blocks, impl="chunked")."""
@@ -89,6 +90,7 @@ def test_flash_attention_forward_and_grads(case, backend):
     _close(g, g_ref, tol)
 
 
+@pytest.mark.slow
 def test_flash_attention_query_without_keys_is_zero():
   q, k, v, _ = _qkv(1, 1, 20, 20, 2, 1, 64, jnp.float32)
   seg = jnp.where(jnp.arange(20) < 4, 0, 1)[None]  # the first 4 queries' segment has no key
@@ -98,6 +100,7 @@ def test_flash_attention_query_without_keys_is_zero():
   _close(out, flash_ref.attention(q, k, v, q_segment_ids=seg, kv_segment_ids=jnp.ones_like(seg)), 1e-5)
 
 
+@pytest.mark.slow
 def test_chunked_attention_memory_does_not_grow_with_l_times_s():
   """The compiler's temporaries for forward + backward of impl="chunked": 4x the tokens (16x the scores) must
   cost at most ~4x the memory (the inputs' and gradients' size grows 4x), while the dense reference grows
@@ -117,6 +120,7 @@ def test_chunked_attention_memory_does_not_grow_with_l_times_s():
   assert large < dense_large / 8, (large, dense_large)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hq,hkv,d,splits,dtype", [(8, 1, 128, None, jnp.float32), (4, 2, 64, 3, jnp.bfloat16)])
 def test_decode_attention_per_row_lengths(hq, hkv, d, splits, dtype):
   b, s = 3, 100  # S is not a multiple of the block; rows: full, partial with left padding, empty
@@ -159,6 +163,7 @@ def test_causal_mask_blocks_equal_the_dense_mask(first_slot, s, monkeypatch):
   _close(blocked, dense, 1e-5)
 
 
+@pytest.mark.slow
 def test_model_long_prompt_blocks_equal_one_block(monkeypatch):
   """The decoder hands its causal mask to the blocked path: a 600-token prompt's hidden states, with and
   without blocks, through the prefill into a cache as the sampler runs it."""
@@ -204,6 +209,7 @@ def _logits_and_grads(model, inputs, valid):
   return logits, grads
 
 
+@pytest.mark.slow
 def test_model_logits_and_grads_pallas_equal_xla():
   from taskmem_jax.models.qwen3_vl import init_random, preset
   base = preset("tiny")
@@ -224,6 +230,7 @@ def test_model_logits_and_grads_pallas_equal_xla():
   assert any(np.abs(np.asarray(g)).max() > 0 for g in flat_x)
 
 
+@pytest.mark.slow
 def test_greedy_generate_pallas_equals_xla():
   """The sampler's prefill into the cache (flash attention at a slot offset) and its while-loop decode
   steps (decode attention, per-row length = the traced cache slot + 1) give the XLA path's tokens."""
@@ -288,6 +295,7 @@ def test_attention_impl_in_configs():
     Qwen3VLConfig.from_hf_dict(hf)
 
 
+@pytest.mark.slow
 def test_moe_dispatch_in_token_blocks_equals_one_dispatch(monkeypatch):
   """moe.chunked_dispatch (long prompts: blocks of MOE_CHUNK tokens, each recomputed in the backward) gives
   moe.dispatch's values and gradients; 50 tokens in blocks of 16 (the last one padded)."""
@@ -310,6 +318,7 @@ def test_moe_dispatch_in_token_blocks_equals_one_dispatch(monkeypatch):
     _close(a, b, 1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["full", "dots"])
 def test_remat_gives_the_same_logits_and_grads(policy, tmp_path):
   """TextConfig.remat / VisionConfig.remat (jax.checkpoint around each decoder layer and vision block) changes

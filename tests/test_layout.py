@@ -72,6 +72,7 @@ def test_positions_match_get_rope_index_on_the_compact_prompt(seed):
     assert int(deltas[b, 0]) == int(expected_delta[0, 0])
 
 
+@pytest.mark.slow
 def test_model_on_masked_buffer_equals_compact_prompt():
   model = init_random(CONFIG, seed=0)
   layout, ids, kinds = window_buffer()

@@ -21,6 +21,7 @@ def setup(tmp_path_factory):
           video)
 
 
+@pytest.mark.slow
 def test_real_model_runs_every_window(setup):
   model, processor, video = setup
   cfg = loop_lib.RolloutConfig(max_new_tokens=6, num_samples=2, temperature=1.0)

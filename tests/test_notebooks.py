@@ -10,6 +10,8 @@ import os
 
 import pytest
 
+pytestmark = pytest.mark.notebook
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLAB = os.path.join(ROOT, "colab")
 NOTEBOOKS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(COLAB, "[0-9][0-9]_*.py")))

@@ -150,6 +150,7 @@ def _config(workdir):
   return cfg
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
 def test_three_steps_equal_two_then_resume_then_one(tmp_path):
   from experiments.phase_one import make_source
@@ -193,6 +194,7 @@ def test_three_steps_equal_two_then_resume_then_one(tmp_path):
     assert (d / "curves.png").stat().st_size > 1000 and '<img src="curves.png"' in (d / "curves.html").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
 def test_population_of_two_equals_two_separate_runs(tmp_path):
   from experiments.phase_one import make_source
@@ -240,6 +242,7 @@ def test_official_30b_config_values():
   assert (c.n_min, c.n_max, c.p_resample, c.nsr_gate, c.kl_coef) == (11, 22, 0.13, "optimize_threshold", 0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
 def test_video_files_source_trains_from_mp4_and_teacher_json(tmp_path):
   from experiments.phase_one import make_source

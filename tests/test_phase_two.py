@@ -64,6 +64,7 @@ def test_dpo_histories_become_event_files(tmp_path):
   assert not any(tag.startswith("dpo/spatial") for tag in scalars)  # no pairs, no DPO run
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
 def test_adapt_stream_end_to_end(tmp_path):
   from taskmem_jax.models import qwen3_vl

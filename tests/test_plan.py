@@ -41,6 +41,7 @@ def test_mesh_shape_matches_make_mesh():
   assert plan_lib.mesh_shape("expert", 8) == {"data": 1, "fsdp": 1, "expert": 8, "tensor": 1}
 
 
+@pytest.mark.slow
 def test_30b_a3b_numbers():
   cfg = qwen3_vl.preset("30B-A3B")
   total = qwen3_vl.count_params(cfg)["total"]

@@ -47,6 +47,7 @@ def format_from_first_window(setup):
   return R.TokenFormat(int(once[0]), (), close)
 
 
+@pytest.mark.slow
 def test_scan_equals_python_loop(setup):
   model, _, template, features, deepstack, params = setup
   fmt = format_from_first_window(setup)
@@ -60,6 +61,7 @@ def test_scan_equals_python_loop(setup):
   np.testing.assert_allclose(scan.logprobs, loop.logprobs, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["official", "video_last"])
 def test_buffer_step_logits_equal_the_compact_prompt(setup, layout):
   model, processor, template, features, deepstack, params = setup
@@ -102,6 +104,7 @@ def test_cut_memory():
   assert np.asarray(memory)[0].tolist() == [3, 4, 0]
 
 
+@pytest.mark.slow
 def test_samples_per_stream_are_independent_trajectories(setup):
   model, _, template, features, deepstack, params = setup
   fmt = format_from_first_window(setup)

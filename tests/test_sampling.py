@@ -50,6 +50,7 @@ def test_greedy_matches_transformers_generate(pair):
   assert out.lengths.tolist() == [STEPS, STEPS]
 
 
+@pytest.mark.slow
 def test_stop_tokens_end_rows_and_pad(pair):
   _, ours = pair
   batch = fx.inputs()
@@ -64,6 +65,7 @@ def test_stop_tokens_end_rows_and_pad(pair):
   assert out.lengths[1] == (row1_stops[0] + 1 if len(row1_stops) else STEPS)
 
 
+@pytest.mark.slow
 def test_num_samples_share_a_prefill_and_group_by_prompt(pair):
   _, ours = pair
   batch = fx.inputs()
@@ -79,6 +81,7 @@ def test_num_samples_share_a_prefill_and_group_by_prompt(pair):
   np.testing.assert_array_equal(top1.tokens, np.repeat(greedy.tokens, 3, axis=0))
 
 
+@pytest.mark.slow
 def test_sampled_logprobs_are_the_policy_logprobs(pair):
   """A sampled row's log-probs equal log_softmax(logits / T) of a full forward over its tokens."""
   _, ours = pair
@@ -92,6 +95,7 @@ def test_sampled_logprobs_are_the_policy_logprobs(pair):
   np.testing.assert_allclose(out.logprobs[0], expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_thinking_budget_forces_think_end(pair):
   _, ours = pair
   batch = fx.inputs()
@@ -105,6 +109,7 @@ def test_thinking_budget_forces_think_end(pair):
   assert (zero.tokens[:, 0] == end).all()
 
 
+@pytest.mark.slow
 def test_prompt_buckets_do_not_recompile(pair):
   _, ours = pair
   ids = np.arange(1, 31, dtype=np.int64)[None]

@@ -103,6 +103,7 @@ def test_collate_rejects_mixed_grids_and_long_examples(examples):
     collate(examples, (8,), 0)
 
 
+@pytest.mark.slow
 def test_overfit_and_export(ckpt_dir, processor, examples, tmp_path):
   cfg = _config(tmp_path / "run", export_dir=str(tmp_path / "export"), log_every=1)
   model = qwen3_vl.from_pretrained(ckpt_dir, dtype=jnp.float32)
@@ -131,6 +132,7 @@ def test_overfit_and_export(ckpt_dir, processor, examples, tmp_path):
     assert image.format == "PNG" and image.size[0] > 400
 
 
+@pytest.mark.slow
 def test_resume_is_exact(ckpt_dir, processor, examples, tmp_path):
   def run(workdir, stop_at=None):
     cfg = _config(workdir, steps=4, save_every=2, log_every=1)
@@ -153,6 +155,7 @@ def test_resume_is_exact(ckpt_dir, processor, examples, tmp_path):
   assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
+@pytest.mark.slow
 def test_video_batch_and_single_compile(ckpt_dir, processor, examples):
   config = processor.config
   rng = np.random.default_rng(0)
@@ -212,6 +215,7 @@ def _video_examples(processor, seed):
           example_from_messages(processor, messages, "</think>\n\nblue")]
 
 
+@pytest.mark.slow
 def test_frozen_modules_stay_bitwise_fixed(tmp_path, ckpt_dir, processor):
   examples = _video_examples(processor, 0)
   model = qwen3_vl.from_pretrained(ckpt_dir, dtype=jnp.float32)
@@ -235,6 +239,7 @@ def nnx_state(model):
   return nnx.state(model, nnx.Param)
 
 
+@pytest.mark.slow
 def test_precomputed_vision_features_give_the_same_loss(ckpt_dir, processor):
   from taskmem_jax.training import with_vision_features
   from taskmem_jax.training.data import batch_features

@@ -66,6 +66,7 @@ def test_window_across_files_equals_the_single_file(tmp_path):
   assert np.abs(clip.frames.astype(int) - whole.frames.astype(int)).mean() < 2.0
 
 
+@pytest.mark.slow
 @needs_policy
 def test_run_resume_and_bad_stream(tmp_path, monkeypatch):
   from taskmem_jax.models import qwen3_vl
@@ -163,6 +164,7 @@ def test_window_preparer_renders_identities_and_maps_ids(tmp_path):
   assert item["video"] == str(path) and shown == ["x."] and to_memory is None
 
 
+@pytest.mark.slow
 @needs_policy
 def test_fixture_benchmarks_end_to_end(tmp_path):
   import benchmark_fixtures as F
@@ -201,6 +203,7 @@ def test_fixture_benchmarks_end_to_end(tmp_path):
   assert scores["errors"]["load"] == 1
 
 
+@pytest.mark.slow
 @needs_policy
 def test_evaluate_command_on_a_videomme_fixture(tmp_path):
   import subprocess
@@ -225,6 +228,7 @@ def test_evaluate_command_on_a_videomme_fixture(tmp_path):
   assert read_scalars(str(tmp_path / "work" / "tb"))["qa/overall/acc"] == [(n, pytest.approx(scores["overall"]["acc"]))]
 
 
+@pytest.mark.slow
 @needs_policy
 def test_phase_two_schedule_online(tmp_path, monkeypatch):
   import ml_collections

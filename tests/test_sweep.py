@@ -55,6 +55,7 @@ def test_final_metrics_and_summary(tmp_path):
   assert json.load(open(tmp_path / "sweep.json"))[0]["final"]["reward"] == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
 def test_sweep_runs_and_summarises(tmp_path):
   from experiments import sweep as sweep_main

@@ -45,6 +45,7 @@ def test_reading_examples_target_every_fact(processor):
   assert READING_REQUEST in prompt
 
 
+@pytest.mark.slow
 def test_tiny_recipe_runs_resumes_and_exports(tmp_path):
   cfg = synthworld_policy.get_config()
   cfg.workdir = str(tmp_path / "work")
