@@ -45,7 +45,8 @@ from taskmem_jax.phase_two import dpo
 from taskmem_jax.rl.losses import k3_kl
 from taskmem_jax.rl.step import GroupBatch, LossConfig, group_grad, token_log_probs
 from taskmem_jax.sampling import sampler
-from taskmem_jax.training.sft import TrainState, tree_shardings
+from taskmem_jax.training.optim import TrainState
+from taskmem_jax.training.sft import tree_shardings
 
 ENTRIES = ("forward", "prefill", "decode", "rollout_step", "phase_one_update", "dpo_step")
 # HBM per chip (GiB) by TPU generation, as topology names spell it.
@@ -246,7 +247,7 @@ def build(entry: str, config: Qwen3VLConfig, mesh: Mesh, preset: str, s: Setting
     if b % 2:
       raise ValueError(f"dpo_step: batch={b} must be even (chosen and rejected rows of B/2 pairs)")
     steer, backbone = params.split(lambda path, _: path[-1] == "steer", ...)
-    opt = optimizer or dpo.make_optimizer(_DpoDefaults())
+    opt = optimizer or dpo.steer_optimizer(_DpoDefaults())
     opt_state = jax.tree.map(lambda x: _struct(x.shape, x.dtype, mesh), jax.eval_shape(opt.init, steer))
 
     def step(steer, opt_state, backbone, rest_, batch, ref_tokens):

@@ -135,8 +135,7 @@ def _phase_one_run(workdir):
   params = jax.tree.leaves(nnx.state(out["model"], nnx.Param))
   # ZeRO-1 over processes: per device, the AdamW moments' share against the parameters' (1 on one process).
   from taskmem_jax.rl import population as pop
-  from taskmem_jax.rl.trainer import make_optimizer
-  from taskmem_jax.training.sft import TrainState
+  from taskmem_jax.training.optim import TrainState, make_optimizer
   mesh = pop.make_mesh(1, cfg.mesh)
   abstract = jax.eval_shape(lambda p: pop.stack([TrainState(np.int32(0), p, make_optimizer(cfg).init(p))]),
                             nnx.state(out["model"], nnx.Param))

@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, optax
     from taskmem_jax.rl import population as pop
-    from taskmem_jax.training.sft import TrainState
+    from taskmem_jax.training.optim import TrainState
     assert jax.device_count() == 4, jax.devices()
     mesh = pop.make_mesh(2, {"fsdp": 2})  # the older {"fsdp": k} form: preset fsdp over k devices per member
     assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "expert": 1, "tensor": 1}

@@ -37,7 +37,7 @@ from taskmem_jax.rl.step import GroupBatch, group_batch, token_log_probs
 from taskmem_jax.tensorboard import SummaryWriter
 from taskmem_jax.training import checkpoint as ckpt
 from taskmem_jax.training.data import bucket_length
-from taskmem_jax.training.sft import TrainState
+from taskmem_jax.training.optim import TrainState, add_trees, make_optimizer
 
 
 class PairExample(NamedTuple):
@@ -92,10 +92,9 @@ def pair_grad(graphdef, steer, backbone, rest, batch: GroupBatch, ref_tokens, be
                                             temperature)
 
 
-def make_optimizer(cfg) -> optax.GradientTransformation:
-  """Clip 1.0, AdamW (lr 1e-3, weight decay 0.01, no warmup) as the official Phase-Two run."""
-  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
-                     optax.adamw(cfg.lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
+def steer_optimizer(cfg) -> optax.GradientTransformation:
+  """The official Phase-Two optimizer: clip 1.0, AdamW (lr 1e-3 throughout, weight decay 0.01 on the steer)."""
+  return make_optimizer(cfg, constant_lr=True, decay_vectors=True)
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
@@ -103,11 +102,6 @@ def _apply(optimizer, state: TrainState, grad_sum, count):
   grads = jax.tree.map(lambda g: g / count, grad_sum)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state), optax.global_norm(grads)
-
-
-@jax.jit
-def _add(a, b):
-  return jax.tree.map(jnp.add, a, b)
 
 
 def metric_names(kl_coef: float) -> list[str]:
@@ -146,7 +140,7 @@ def train_steer(cfg, model, pairs: list[PairExample], pad_id: int, *, workdir: s
                      "workdir=None (the steer is retrained from its pairs)")
   tic = time.perf_counter()
   graphdef, steer, backbone, rest = steer_lib.split(model)
-  optimizer = make_optimizer(cfg)
+  optimizer = steer_optimizer(cfg)
   steer = jax.tree.map(jnp.copy, steer)  # the updates donate the state; the model's own buffers stay valid
   global_mesh, mesh = mesh, (distributed.local_mesh(mesh) if multi else mesh)  # the state lives per process
   if mesh is not None:
@@ -183,7 +177,7 @@ def train_steer(cfg, model, pairs: list[PairExample], pad_id: int, *, workdir: s
         k = local_index[int(pick)]
         grads, m = pair_grad(graphdef, state.params, backbone, rest, batches[k], refs[k], float(cfg.beta),
                              float(cfg.kl_coef), temperature)
-        grad_sum = grads if grad_sum is None else _add(grad_sum, grads)
+        grad_sum = grads if grad_sum is None else add_trees(grad_sum, grads)
         metrics.append(m)
       if multi:  # the mini-batch's gradient sum over every process's pairs
         grad_sum = jax.tree.map(jnp.zeros_like, state.params) if grad_sum is None else grad_sum

@@ -22,9 +22,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from taskmem_jax.rl.step import LossConfig, group_grad, split_log_probs
 from taskmem_jax import sharding as shd
-from taskmem_jax.training.sft import TrainState, tree_shardings
+from taskmem_jax.rl.step import LossConfig, group_grad, split_log_probs
+from taskmem_jax.training.optim import TrainState
+from taskmem_jax.training.sft import tree_shardings
 
 
 def stack(trees):

@@ -46,13 +46,13 @@ from taskmem_jax.memory.prompt import window_messages
 from taskmem_jax.rewards import RewardConfig, score_group
 from taskmem_jax.rl import population as pop
 from taskmem_jax.rl.advantages import group_advantages, nsr_gate_args
-from taskmem_jax.rl.step import LossConfig, add_trees, group_batch
+from taskmem_jax.rl.step import LossConfig, group_batch
 from taskmem_jax.rl.streams import StreamSlots
 from taskmem_jax.sampling import generate
 from taskmem_jax.tensorboard import SummaryWriter
 from taskmem_jax.training import checkpoint as ckpt
 from taskmem_jax.training.data import bucket_length
-from taskmem_jax.training.sft import TrainState, make_optimizer
+from taskmem_jax.training.optim import TrainState, add_trees, make_optimizer
 
 
 def loss_config(cfg) -> LossConfig:

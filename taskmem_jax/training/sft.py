@@ -14,7 +14,6 @@ import json
 import os
 import time
 import types
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,40 +32,7 @@ from taskmem_jax.tensorboard import SummaryWriter
 from taskmem_jax.training import checkpoint as ckpt
 from taskmem_jax.training.data import batch_features, make_dataset, model_inputs
 from taskmem_jax.training.loss import masked_cross_entropy
-
-
-class TrainState(NamedTuple):
-  """step: int32 scalar (steps done); params: the model's nnx.Param state; opt_state: optax's."""
-  step: jax.Array
-  params: Any
-  opt_state: Any
-
-
-def lr_schedule(cfg) -> optax.Schedule:
-  """Linear warmup from 0 to cfg.lr over cfg.warmup_steps, then cosine to cfg.lr * cfg.end_lr_ratio at cfg.steps."""
-  return optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup_steps, max(cfg.steps, cfg.warmup_steps + 1),
-                                            end_value=cfg.lr * cfg.end_lr_ratio)
-
-
-def is_frozen(path, frozen: tuple[str, ...]) -> bool:
-  """Whether a parameter at `path` (key path from nnx.split) lies under one of the `frozen` top-level
-  modules (e.g. ("visual",): the vision tower)."""
-  first = path[0]
-  return getattr(first, "key", getattr(first, "name", first)) in frozen
-
-
-def make_optimizer(cfg, frozen: tuple[str, ...] = ()) -> optax.GradientTransformation:
-  """Global-norm clipping, then AdamW; weight decay only on matrices (not norms or biases). Parameters
-  under `frozen` modules get zero updates (no decay either)."""
-  adamw = optax.chain(
-      optax.clip_by_global_norm(cfg.grad_clip),
-      optax.adamw(lr_schedule(cfg), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay,
-                  mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)))
-  if not frozen:
-    return adamw
-  labels = lambda params: jax.tree_util.tree_map_with_path(
-      lambda path, _: "frozen" if is_frozen(path, frozen) else "train", params)
-  return optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()}, labels)
+from taskmem_jax.training.optim import TrainState, is_frozen, lr_schedule, make_optimizer
 
 
 def init_state(model: nnx.Module, optimizer: optax.GradientTransformation):
