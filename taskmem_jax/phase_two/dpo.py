@@ -27,17 +27,16 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
-from tqdm import tqdm
 
 from taskmem_jax import distributed
 from taskmem_jax import sharding as shd
 from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.rl.losses import k3_kl
 from taskmem_jax.rl.step import GroupBatch, group_batch, token_log_probs
-from taskmem_jax.tensorboard import SummaryWriter
 from taskmem_jax.training import checkpoint as ckpt
 from taskmem_jax.training.data import bucket_length
 from taskmem_jax.training.optim import TrainState, add_trees, make_optimizer
+from taskmem_jax.training.run_log import RunLog
 
 
 class PairExample(NamedTuple):
@@ -154,16 +153,16 @@ def train_steer(cfg, model, pairs: list[PairExample], pad_id: int, *, workdir: s
   order = np.random.default_rng(cfg.seed).permutation(len(all_ids))
   local_index = {int(i): k for k, i in enumerate(ids)}
   names = metric_names(float(cfg.kl_coef))
-  manager = start = writer = None
+  manager = start = None
   if workdir:
-    writer = SummaryWriter(os.path.join(workdir, "tb")) if jax.process_index() == 0 else None
     manager = ckpt.make_manager(os.path.join(workdir, "checkpoints"), keep=1, save_every=1)
     if manager.latest_step() is not None:
       state, data = ckpt.restore(manager, state)
       start = int(data["step"])
   start = start or 0
+  log = RunLog(workdir, desc="dpo", total=cfg.steps, start=start, progress=progress, jsonl=False)
   history = []
-  for step in tqdm(range(start, cfg.steps), desc="dpo", unit="step", disable=not progress):
+  for step in range(start, cfg.steps):
     picks = [int(all_ids[order[(step * cfg.pairs_per_step + k) % len(all_ids)]])
              for k in range(cfg.pairs_per_step)]
     metrics = []
@@ -191,15 +190,14 @@ def train_steer(cfg, model, pairs: list[PairExample], pad_id: int, *, workdir: s
     row = {k: float(total[j] / total[-1]) for j, k in enumerate(names)}
     row.update(step=step + 1, grad_norm=float(grad_norm), steer_norm=float(optax.global_norm(state.params)))
     history.append(row)
-    if writer is not None:
-      writer.scalars(step + 1, {k: v for k, v in row.items() if k != "step"})
+    log.write([row])
+    log.bar.update(1)
     if manager is not None:
       ckpt.save(manager, step + 1, state, {"step": step + 1}, force=True)
+  log.close()
   if manager is not None:
     manager.wait_until_finished()
     manager.close()
-  if writer is not None:
-    writer.close()
   values = np.asarray(jax.tree.leaves(state.params)[0])
   steer_lib.set_steer(model, values)
   return {"history": history, "seconds": time.perf_counter() - tic}

@@ -27,7 +27,6 @@ process 0 writes the logs and the export. The result equals one process training
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -36,11 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
-from tqdm import tqdm
 
 from taskmem_jax import distributed
 from taskmem_jax.eval.curves import write_curves
-from taskmem_jax.io import read_jsonl, resume_jsonl
 from taskmem_jax.memory.loop import parse_samples
 from taskmem_jax.memory.prompt import window_messages
 from taskmem_jax.rewards import RewardConfig, score_group
@@ -49,10 +46,10 @@ from taskmem_jax.rl.advantages import group_advantages, nsr_gate_args
 from taskmem_jax.rl.step import LossConfig, group_batch
 from taskmem_jax.rl.streams import StreamSlots
 from taskmem_jax.sampling import generate
-from taskmem_jax.tensorboard import SummaryWriter
 from taskmem_jax.training import checkpoint as ckpt
 from taskmem_jax.training.data import bucket_length
 from taskmem_jax.training.optim import TrainState, add_trees, make_optimizer
+from taskmem_jax.training.run_log import RunLog
 
 
 def loss_config(cfg) -> LossConfig:
@@ -187,13 +184,10 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
     state = pop.shard(state, sharding)
     slots.restore(data["slots"])
     start = int(data["step"])
-  metrics_path = os.path.join(cfg.workdir, "metrics.jsonl")
-  # A resumed run rewrites the rows after its checkpoint; the other processes only read them.
-  history = resume_jsonl(metrics_path, start) if primary else read_jsonl(metrics_path, start)
-  writer = SummaryWriter(os.path.join(cfg.workdir, "tb")) if primary else None
+  log = RunLog(cfg.workdir, desc="phase one", total=cfg.steps, start=start, progress=progress)
+  history = log.earlier
   metric_keys = None  # the group-gradient metrics' names, for gathering them across processes
 
-  bar = tqdm(total=cfg.steps, initial=start, desc="phase one", unit="step", disable=not (progress and primary))
   end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
   for step in range(start, end):
     tic = time.perf_counter()
@@ -294,21 +288,16 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
                  **{k: float(v[p]) for k, v in last_update.items()}, "updates": len(update_metrics),
                  "sample_s": sample_s, "step_s": step_s}
       history.append(metrics)
-      if primary:
-        with open(metrics_path, "a", encoding="utf-8") as f:
-          f.write(json.dumps(metrics) + "\n")
-        prefix = f"member_{p}/" if size > 1 else ""
-        writer.scalars(step + 1, {prefix + k: v for k, v in metrics.items() if isinstance(v, float)})
+      log.write([metrics], tag_prefix=f"member_{p}/" if size > 1 else "")
     ckpt.save(manager, step + 1, state, {"step": step + 1, "slots": slots.state()}, force=step + 1 == end)
     if on_step is not None:
       on_step(step + 1, history[-size:], rollouts)
-    bar.set_postfix(reward=f"{history[-size]['reward']:.3f}", faithful=f"{history[-size]['faithfulness']:.2f}")
-    bar.update(1)
-  bar.close()
+    log.bar.set_postfix(reward=f"{history[-size]['reward']:.3f}", faithful=f"{history[-size]['faithfulness']:.2f}")
+    log.bar.update(1)
+  log.close()
   series = {"policy": history} if size == 1 else {f"member {p}: {dict(o)}": [h for h in history if h["member"] == p]
                                                    for p, o in enumerate(cfg.population)}
   if primary:
-    writer.close()
     write_curves(os.path.join(cfg.workdir, "curves.html"), series, title=f"Phase One: {cfg.workdir}")
   manager.wait_until_finished()
   manager.close()

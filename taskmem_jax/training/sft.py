@@ -10,7 +10,6 @@ the curves to workdir/curves.html and curves.png.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 import types
@@ -21,18 +20,16 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from tqdm import tqdm
 
 from taskmem_jax import distributed
 from taskmem_jax import sharding as shd
 from taskmem_jax.eval.curves import write_curves
-from taskmem_jax.io import resume_jsonl
 from taskmem_jax.models.qwen3_vl import ModelInputs
-from taskmem_jax.tensorboard import SummaryWriter
 from taskmem_jax.training import checkpoint as ckpt
 from taskmem_jax.training.data import batch_features, make_dataset, model_inputs
 from taskmem_jax.training.loss import masked_cross_entropy
 from taskmem_jax.training.optim import TrainState, is_frozen, lr_schedule, make_optimizer
+from taskmem_jax.training.run_log import RunLog
 
 
 def init_state(model: nnx.Module, optimizer: optax.GradientTransformation):
@@ -198,14 +195,9 @@ def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str |
     state = jax.device_put(state, tree_shardings(state, mesh, preset))
     rest = jax.device_put(rest, tree_shardings(rest, mesh, preset))
   start = resumed_from or 0
-  # One writer of the logs, not one per host; the history itself is the same on every process.
-  primary = jax.process_index() == 0
-  metrics_path = os.path.join(cfg.workdir, "metrics.jsonl")
-  logged = resume_jsonl(metrics_path, start) if primary else []  # the rows before this run, for the curves
-  writer = SummaryWriter(os.path.join(cfg.workdir, "tb")) if primary else None
-
+  log = RunLog(cfg.workdir, desc="sft", total=cfg.steps, start=start, progress=progress)
+  logged = log.earlier  # the rows before this run, for the curves
   history, pending = [], []
-  bar = tqdm(total=cfg.steps, initial=start, desc="sft", unit="step", disable=not progress)
   first_step_s = steps_per_s = None
   tic = time.perf_counter()
   end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
@@ -226,24 +218,18 @@ def train(cfg, model: nnx.Module, examples, pad_id: int, *, tokenizer_dir: str |
       rows = [{"step": s, **{k: float(v) for k, v in m.items()}} for s, m in jax.device_get(pending)]
       pending = []
       history += rows
-      if primary:
-        with open(metrics_path, "a", encoding="utf-8") as f:
-          f.write("".join(json.dumps(row) + "\n" for row in rows))
-        for row in rows:
-          writer.scalars(row["step"], {k: v for k, v in row.items() if k != "step"})
+      log.write(rows)
       last = history[-1]
-      bar.set_postfix(loss=f"{last['loss']:.4f}")
+      log.bar.set_postfix(loss=f"{last['loss']:.4f}")
       if progress:
-        bar.write(f"step {step}: loss {last['loss']:.4f}  grad_norm {last['grad_norm']:.3f}  lr {last['lr']:.2e}  "
+        log.bar.write(f"step {step}: loss {last['loss']:.4f}  grad_norm {last['grad_norm']:.3f}  lr {last['lr']:.2e}  "
                   f"tokens {int(last['tokens'])}")
     saved = ckpt.save(manager, step, state, iterator.get_state(), force=step == end)
-    if saved and primary and (logged or history):
+    if saved and log.primary and (logged or history):
       write_curves(os.path.join(cfg.workdir, "curves.html"), {"sft": logged + history}, title=f"SFT: {cfg.workdir}",
                    metrics=SFT_METRICS)
-    bar.update(1)
-  bar.close()
-  if writer is not None:
-    writer.close()
+    log.bar.update(1)
+  log.close()
   jax.block_until_ready(state)
   if end - start > 1:
     steps_per_s = (end - start - 1) / (time.perf_counter() - tic)

@@ -16,7 +16,6 @@ tower, the probe, the optimizer and the step. The metrics go to TensorBoard even
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -25,11 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm import tqdm
 
 from taskmem_jax.models.qwen3_vl.positions import vision_metadata
-from taskmem_jax.tensorboard import SummaryWriter
 from taskmem_jax.training import checkpoint as ckpt
+from taskmem_jax.training.run_log import RunLog
 
 
 class ProbeHead(nnx.Module):
@@ -121,9 +119,9 @@ def train_vision_stage(cfg, model, clips: Sequence, classes: Sequence[int], *, p
   resumed_from = manager.latest_step()
   if resumed_from is not None:
     state, _ = ckpt.restore(manager, state, resumed_from)
-  writer = SummaryWriter(os.path.join(cfg.workdir, "tb"))
+  log = RunLog(cfg.workdir, desc="vision stage", total=cfg.steps, start=resumed_from or 0, progress=progress,
+               jsonl=False)
   history, pending = [], []
-  bar = tqdm(total=cfg.steps, initial=resumed_from or 0, desc="vision stage", unit="step", disable=not progress)
   for step in range(int(state.step) + 1, cfg.steps + 1):
     rows = np.random.default_rng([cfg.seed, step]).choice(len(clips), cfg.batch_size, replace=False)
     batch = [clips[int(i)] for i in rows]
@@ -136,15 +134,14 @@ def train_vision_stage(cfg, model, clips: Sequence, classes: Sequence[int], *, p
     state, metrics = step_fn(state, pixels, labels)
     pending.append((step, metrics))
     if step % cfg.log_every == 0 or step == cfg.steps:
-      for s, m in jax.device_get(pending):
-        history.append({"step": s, **{k: float(v) for k, v in m.items()}})
-        writer.scalars(s, {k: v for k, v in history[-1].items() if k != "step"})
+      rows = [{"step": s, **{k: float(v) for k, v in m.items()}} for s, m in jax.device_get(pending)]
+      history += rows
+      log.write(rows)
       pending = []
-      bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", acc=f"{history[-1]['accuracy']:.4f}")
+      log.bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", acc=f"{history[-1]['accuracy']:.4f}")
     ckpt.save(manager, step, state, {}, force=step == cfg.steps)
-    bar.update(1)
-  bar.close()
-  writer.close()
+    log.bar.update(1)
+  log.close()
   manager.wait_until_finished()
   manager.close()
   tower, _ = nnx.merge(graphdef, state.params)
