@@ -1,4 +1,4 @@
-"""Subtitle / face-track parsing and burning them into frames (benchmarks/overlay.py).
+"""Subtitle / face-track parsing and burning them into frames (benchmarks/overlay).
 
 Rendering is checked against NumPy expectations on flat grey frames: box borders are exactly red where
 a track has a box, subtitle bands appear only on frames inside [start, end), and every other frame keeps

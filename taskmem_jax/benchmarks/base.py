@@ -49,7 +49,7 @@ class Stream:
   """sid: unique within the benchmark. segments: the files in play order (one for VideoMME / EgoTempo, a
   day's 30-s files for EgoLife). duration: seconds of stream time, or None to read it from the files.
   subtitles: an .srt path (stream time) or None. tracks: a face-track JSON path or None (see
-  benchmarks/overlay.py). questions: in asking order."""
+  benchmarks/overlay). questions: in asking order."""
   sid: str
   segments: tuple[Segment, ...]
   questions: tuple[Question, ...]

@@ -2,7 +2,7 @@
 
 The memory stores stream-global ids, written `[face_N]` (N = the face tracker's identity, stable over the
 whole stream). The policy only ever sees window-local ids `<face_1>..<face_K>`: the boxes and subtitle
-speakers burned into the window's frames (benchmarks/overlay.py) and the previous memories in its prompt
+speakers burned into the window's frames (benchmarks/overlay) and the previous memories in its prompt
 all use them, and it answers with them. Small local numbers keep the tags short and the same for every
 window shape, which is what the policy was trained on; the official pipeline renumbers the same way.
 

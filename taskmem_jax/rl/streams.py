@@ -114,7 +114,7 @@ class VideoFilesSource:
   "memory" (optional) is the teacher's EpisodicMemory JSON of that video (the paper's Gemini seed
   memories), the off-policy history; without it the off-policy stage shows no previous memories.
   "start_time" (optional, seconds, default 0): where the video's stream starts, as the official records'
-  start_time (clip start_time // 10). "subtitles" (an .srt) and "tracks" (face tracks, benchmarks/overlay.py),
+  start_time (clip start_time // 10). "subtitles" (an .srt) and "tracks" (face tracks, benchmarks/overlay),
   optional: the perception rendering of evaluation (prepare): tags burned into the frames, and the history
   shown in each window's local <face_k> ids (the official map.json remap), the new memory mapped back to
   global [face_N] ids.
