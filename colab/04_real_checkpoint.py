@@ -49,6 +49,7 @@ import jax.numpy as jnp
 from experiments import describe
 from taskmem_jax import sharding
 from taskmem_jax.memory.loop import RolloutConfig, memorize_stream
+from taskmem_jax.memory.prompt import read_window_prompt
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor
 from taskmem_jax.processing.video import video_duration
@@ -95,7 +96,8 @@ print(result["text"])
 # An untrained checkpoint may not follow the format: those windows get no memory, and the records say why.
 
 # %%
-memory, records = memorize_stream(model, processor, VIDEO, video_duration(VIDEO), RolloutConfig(max_new_tokens=64))
+memory, records = memorize_stream(model, processor, VIDEO, video_duration(VIDEO), RolloutConfig(max_new_tokens=64),
+                                  prompt=read_window_prompt(CHECKPOINT))
 print(memory.to_string() or "(no memory parsed)")
 for record in records:
   parse = record.parses[0]

@@ -23,6 +23,7 @@ from absl import flags
 from experiments import describe
 from taskmem_jax import cli
 from taskmem_jax.memory import rollout as R
+from taskmem_jax.memory.prompt import read_window_prompt
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor
 from taskmem_jax.sampling import SamplingParams
@@ -51,7 +52,8 @@ def main(argv):
   model = qwen3_vl.from_pretrained(checkpoint, dtype=np.float32)
   processor = Qwen3VLProcessor.from_pretrained(checkpoint)
   grid = (FLAGS.groups, 4, 4)
-  template = R.build_template(processor, grid, [2.0 * g + 1.0 for g in range(FLAGS.groups)], FLAGS.memory_width)
+  template = R.build_template(processor, grid, [2.0 * g + 1.0 for g in range(FLAGS.groups)], FLAGS.memory_width,
+                              prompt=read_window_prompt(checkpoint))
   pixels = np.random.default_rng(0).standard_normal(
       (FLAGS.streams, FLAGS.clips, int(np.prod(grid)), model.config.vision.patch_dim)).astype(np.float32)
   features, deepstack = R.encode_clips(model, pixels, grid)

@@ -44,6 +44,7 @@ from experiments import bench_generate as bg  # flags: max_new_tokens
 from taskmem_jax import cli
 from taskmem_jax.io import atomic_write_text
 from taskmem_jax.memory import rollout as R
+from taskmem_jax.memory.prompt import WindowPrompt, read_window_prompt
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.models.qwen3_vl import Qwen3VLConfig
 from taskmem_jax.processing import Qwen3VLProcessor
@@ -81,21 +82,22 @@ def make_checkpoint(tmp: str) -> str:
   return path
 
 
-def rollout_inputs(processor: Qwen3VLProcessor, *, streams: int, clips: int, groups: int, frame_size: int,
-                   memory_width: int, seed: int = 0):
+def rollout_inputs(processor: Qwen3VLProcessor, prompt: WindowPrompt, *, streams: int, clips: int, groups: int,
+                   frame_size: int, memory_width: int, seed: int = 0):
   """(window template, clip pixels [streams, clips, t*h*w, patch_dim], clip grid): random pixels per clip."""
   vision = processor.config.vision
   side = frame_size // vision.patch_size
   grid = (groups, side, side)
   pixels = np.random.default_rng(seed).standard_normal(
       (streams, clips, int(np.prod(grid)), vision.patch_dim)).astype(np.float32)
-  return window_template(processor, grid, memory_width), pixels, grid
+  return window_template(processor, prompt, grid, memory_width), pixels, grid
 
 
-def window_template(processor: Qwen3VLProcessor, grid, memory_width: int):
-  """The rollout's window template for 10-s clips of grid (t, h, w), frame groups evenly spaced in time."""
+def window_template(processor: Qwen3VLProcessor, prompt: WindowPrompt, grid, memory_width: int):
+  """The rollout's window template (window prompt `prompt`) for 10-s clips of grid (t, h, w), frame groups
+  evenly spaced in time."""
   stamps = [10.0 * (g + 0.5) / grid[0] for g in range(grid[0])]
-  return R.build_template(processor, tuple(grid), stamps, memory_width)
+  return R.build_template(processor, tuple(grid), stamps, memory_width, prompt=prompt)
 
 
 def rollout_ours(model, template, pixels, grid, params, fmt, repeats: int) -> dict:
@@ -199,7 +201,7 @@ def main(argv):
               "agreement": float((ours_gen["tokens"] == peer_gen["tokens"]).mean()) if same_shape else 0.0}
 
     # 3. the memory rollout.
-    template, pixels, grid = rollout_inputs(processor, streams=_STREAMS.value, clips=_CLIPS.value,
+    template, pixels, grid = rollout_inputs(processor, read_window_prompt(path), streams=_STREAMS.value, clips=_CLIPS.value,
                                             groups=_GROUPS.value, frame_size=_FRAME_SIZE.value,
                                             memory_width=_MEMORY_WIDTH.value, seed=bf._SEED.value)
     params = SamplingParams(_ROLLOUT_TOKENS.value, stop_token_ids=tuple(processor.stop_token_ids),

@@ -39,6 +39,7 @@ from taskmem_jax.eval.metrics import format_table, save_json, write_score_events
 from taskmem_jax.eval.plots import plot_tasks
 from taskmem_jax.eval.report import write_report
 from taskmem_jax.memory.loop import RolloutConfig, memorize_stream
+from taskmem_jax.memory.prompt import read_window_prompt
 from taskmem_jax.memory.store import EpisodicMemory, format_seconds, schedule
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
@@ -77,7 +78,8 @@ def memorise(stream: sw.Stream, video_path: str, policy: str, *, policy_dir: str
   wrapper = len(processor.tokenizer('</think>{"description": ""}', add_special_tokens=False)["input_ids"])
   cfg = RolloutConfig(max_new_tokens=max_new_tokens, memory_budget=budget + wrapper, seed=seed)
   bar = tqdm(total=len(schedule(stream.duration)), desc="memorising", unit="clip", disable=not progress)
-  memory, _ = memorize_stream(model, processor, video_path, stream.duration, cfg, on_step=lambda _: bar.update())
+  memory, _ = memorize_stream(model, processor, video_path, stream.duration, cfg, prompt=read_window_prompt(policy_dir),
+                              on_step=lambda _: bar.update())
   bar.close()
   return memory
 
@@ -95,7 +97,8 @@ def phase_two(output_dir: str, policy_dir: str, stream: sw.Stream, questions: di
   model = qwen3_vl.from_pretrained(policy_dir, dtype=np.float32)
   processor = Qwen3VLProcessor.from_pretrained(policy_dir)
   say = (lambda text: tqdm.write(f"phase two: {text}")) if progress else None
-  results = experiment.run(cfg, model, processor, stream, questions, progress=say)
+  results = experiment.run(cfg, model, processor, stream, questions, prompt=read_window_prompt(policy_dir),
+                           progress=say)
   figure = experiment.plot(results, os.path.join(output_dir, "phase_two.png"))
   experiment.write_dpo_events(results, os.path.join(output_dir, "tb"))
   return experiment.public(results), experiment.format_tables(results), figure

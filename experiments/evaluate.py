@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from absl import flags
 
 from taskmem_jax import cli
+from taskmem_jax.memory.prompt import read_window_prompt
 from taskmem_jax.prompt_file import load_prompt_template
 
 FLAGS = flags.FLAGS
@@ -181,7 +182,7 @@ def main(argv):
     print(f"  skipped {e.where}: {e.why}")
   model = qwen3_vl.from_pretrained(checkpoint, dtype=jnp.bfloat16 if FLAGS.benchmark != "synthworld" else jnp.float32)
   processor = Qwen3VLProcessor.from_pretrained(checkpoint)
-  processor.window_prompt = template.window_prompt(processor.window_prompt)
+  prompt = template.window_prompt(read_window_prompt(checkpoint))
   adapters = {}
   for path in sorted(glob.glob(os.path.join(FLAGS.adapters_dir, "*.safetensors"))) if FLAGS.adapters_dir else []:
     meta = steer_lib.load(model, path)
@@ -208,7 +209,7 @@ def main(argv):
     answer_free = A.ChatFreeFormAnswerer(complete, texts=template.answerer)
   grade = A.ExactGrader() if FLAGS.grader == "exact" else A.ChatGrader(chat())
   update_after = FLAGS.update_after if (FLAGS.phase_two or adapters) else 0
-  evaluation = StreamingEvaluation(benchmark, FLAGS.workdir, (model, processor), answer_mc, answer_free, grade,
+  evaluation = StreamingEvaluation(benchmark, FLAGS.workdir, (model, processor, prompt), answer_mc, answer_free, grade,
                                    streaming_config(FLAGS.benchmark, FLAGS.memory_sampling, FLAGS.memory_seed,
                                                     FLAGS.max_new_tokens), adapters=adapters,
                                    update_after=update_after, egolife_context=FLAGS.egolife_context)

@@ -77,7 +77,7 @@ from taskmem_jax.envs.synthworld.prompt import PROMPT as SYNTHWORLD_PROMPT
 from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory, teacher_response
 from taskmem_jax.envs.synthworld.world import POLICY_FILE
 from taskmem_jax.memory import schedule, window_messages
-from taskmem_jax.memory.prompt import WindowPrompt
+from taskmem_jax.memory.prompt import WindowPrompt, read_window_prompt
 from taskmem_jax.processing.video import VideoClip
 
 DEFAULT_BUDGET = 40  # teacher memory budget, tokens of the description
@@ -144,16 +144,17 @@ class LazyVideoExample(Mapping):
     return len(self._fields) + 1
 
 
-def _pixels_of(processor, stream, window, previous, upscale_factor):
+def _pixels_of(processor, prompt, stream, window, previous, upscale_factor):
   clip = upscale(render_clip(stream, window.start, window.end), upscale_factor)
-  messages = window_messages({"type": "video", "video": clip}, previous, None, prompt=processor.window_prompt)
+  messages = window_messages({"type": "video", "video": clip}, previous, None, prompt=prompt)
   return processor([messages], thinking=True)["pixel_values_videos"]
 
 
-def make_examples(processor, seeds, *, num_clips: int, budget_tokens: int = DEFAULT_BUDGET,
+def make_examples(processor, seeds, *, prompt: WindowPrompt, num_clips: int, budget_tokens: int = DEFAULT_BUDGET,
                   upscale_factor: int = 1, jsonl_path: str | None = None, teacher_order: str = "random",
                   render: str = "sprites", lazy: bool = False, world: WorldConfig | None = None) -> list:
-  """Training examples (training.data format) of every window of every seed's stream, seeds in order.
+  """Training examples (training.data format) of every window of every seed's stream, seeds in order, in the
+  window prompt `prompt` (the one the policy is trained with: written to its export's window_prompt.json).
 
   jsonl_path: also write {"seed", "clip", "start", "end", "previous", "target"} per example (the video
   is the seed's stream, re-rendered by render_clip; the records are for inspection, not load_jsonl).
@@ -165,11 +166,11 @@ def make_examples(processor, seeds, *, num_clips: int, budget_tokens: int = DEFA
   for seed in seeds:
     stream, memory, records = window_records(seed, num_clips=num_clips, budget_tokens=budget_tokens,
                                              upscale_factor=upscale_factor, teacher_order=teacher_order,
-                                             render=render, world=world, prompt=processor.window_prompt)
+                                             render=render, world=world, prompt=prompt)
     for window, messages, target in records:
       example = example_from_messages(processor, messages, target)
       if lazy:
-        example = LazyVideoExample(example, functools.partial(_pixels_of, processor, stream, window,
+        example = LazyVideoExample(example, functools.partial(_pixels_of, processor, prompt, stream, window,
                                                               memory.previous(window.clip), upscale_factor))
       examples.append(example)
       lines.append({"seed": seed, "clip": window.clip, "start": window.start, "end": window.end,
@@ -200,7 +201,7 @@ def evaluate_policy(checkpoint: str, seed: int, *, num_clips: int, workdir: str,
   path = write_stream(stream, os.path.join(workdir, f"heldout_{seed}.mp4"))
   tic = time.perf_counter()
   memory, records = memorize_stream(model, processor, path, stream.duration,
-                                    RolloutConfig(max_new_tokens=max_new_tokens))
+                                    RolloutConfig(max_new_tokens=max_new_tokens), prompt=read_window_prompt(checkpoint))
   parsed = sum(r.parses[0].ok for r in records)
   return {"seed": seed, "windows": len(records), "parsed": parsed, "parse_rate": parsed / max(len(records), 1),
           "quality": memory_quality(stream, memory) if len(memory) else None,
@@ -225,7 +226,8 @@ def main(argv):
   checkpoint = init_checkpoint(os.path.join(F.workdir, "init"))
   processor = Qwen3VLProcessor.from_pretrained(checkpoint)
   tic = time.perf_counter()
-  examples = make_examples(processor, _seed_range(F.seeds), num_clips=F.num_clips, budget_tokens=F.budget,
+  examples = make_examples(processor, _seed_range(F.seeds), prompt=read_window_prompt(checkpoint),
+                           num_clips=F.num_clips, budget_tokens=F.budget,
                            upscale_factor=F.upscale, teacher_order=F.teacher_order, render=F.render, lazy=True,
                            jsonl_path=os.path.join(F.workdir, "sft_synthworld.jsonl") if F.write_jsonl else None)
   lengths = [len(e["input_ids"]) for e in examples]

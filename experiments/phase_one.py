@@ -22,6 +22,7 @@ from ml_collections import config_flags
 from taskmem_jax import cli
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor
+from taskmem_jax.memory.prompt import read_window_prompt
 from taskmem_jax.prompt_file import load_prompt_template
 from taskmem_jax.rl.trainer import train
 
@@ -95,14 +96,14 @@ def load_policy(cfg):
   model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=dtype, mesh=mesh, preset=pop.mesh_preset(mesh_cfg),
                                    attention_impl=cfg.get("attention_impl", None), remat=cfg.get("remat", None))
   processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
-  processor.window_prompt = load_prompt_template(cfg.get("prompt_template", "")).window_prompt(processor.window_prompt)
-  return model, processor
+  prompt = load_prompt_template(cfg.get("prompt_template", "")).window_prompt(read_window_prompt(cfg.checkpoint))
+  return model, processor, prompt
 
 
 def run(cfg, progress: bool = True, **kwargs) -> dict:
   """Loads the policy, source and judge named by cfg and trains; returns trainer.train's dict."""
-  model, processor = load_policy(cfg)
-  return train(cfg, model, processor, make_source(cfg), make_judge(cfg), tags=identity_tags(cfg),
+  model, processor, prompt = load_policy(cfg)
+  return train(cfg, model, processor, make_source(cfg), make_judge(cfg), prompt=prompt, tags=identity_tags(cfg),
                progress=progress, **kwargs)
 
 

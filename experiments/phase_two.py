@@ -46,6 +46,7 @@ def run(cfg, output_dir: str, progress=print) -> dict:
   from taskmem_jax.io import atomic_write_json
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.processing import Qwen3VLProcessor
+  from taskmem_jax.memory.prompt import read_window_prompt
   from taskmem_jax.prompt_file import load_prompt_template
 
   os.makedirs(output_dir, exist_ok=True)
@@ -53,12 +54,12 @@ def run(cfg, output_dir: str, progress=print) -> dict:
   mesh, preset = sharding.mesh_from_config(cfg.get("mesh", None), per_process=True)
   model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=jnp.float32, mesh=mesh, preset=preset)
   processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
-  processor.window_prompt = load_prompt_template(cfg.get("prompt_template", "")).window_prompt(processor.window_prompt)
+  prompt = load_prompt_template(cfg.get("prompt_template", "")).window_prompt(read_window_prompt(cfg.checkpoint))
   with cfg.unlocked():
     cfg.render = cfg.render or sw.policy_render(cfg.checkpoint)
   stream = sw.generate(cfg.seed, sw.policy_world_config(cfg.checkpoint, num_clips=cfg.clips, render=cfg.render))
   tasks = sw.make_tasks(stream, seed=cfg.seed, tasks=tuple(t for t in cfg.tasks.split(",") if t) or sw.TASKS)
-  results = experiment.run(cfg, model, processor, stream, tasks, progress=progress)
+  results = experiment.run(cfg, model, processor, stream, tasks, prompt=prompt, progress=progress)
   if jax.process_index() != 0:  # every process holds the same results; one writes them
     return results
   for task, adapters in results["_adapters"].items():

@@ -197,7 +197,8 @@ def run(cfg, progress: bool = True) -> dict:
 
   world = WorldConfig(num_clips=cfg.num_clips, **dict(cfg.world))
   init = init_checkpoint(os.path.join(cfg.workdir, "init"), seed=cfg.init_seed, render=world.render)
-  processor = Qwen3VLProcessor.from_pretrained(init, window_prompt=synthworld_prompt(cfg.window_layout))
+  processor = Qwen3VLProcessor.from_pretrained(init)
+  prompt = synthworld_prompt(cfg.window_layout)
   summary, previous = {}, init
 
   # 1. vision
@@ -229,7 +230,7 @@ def run(cfg, progress: bool = True) -> dict:
       if stage == "reading":
         examples = reading_examples(processor, seeds, world, lazy=True)
       else:
-        examples = make_examples(processor, seeds, num_clips=cfg.num_clips, budget_tokens=cfg.budget,
+        examples = make_examples(processor, seeds, prompt=prompt, num_clips=cfg.num_clips, budget_tokens=cfg.budget,
                                  teacher_order=scfg.teacher_order, world=world, lazy=True)
       examples = with_vision_features(examples, model, progress=progress)  # the tower is frozen
       tic = time.perf_counter()
@@ -239,7 +240,7 @@ def run(cfg, progress: bool = True) -> dict:
                         "loss_first": history[0]["loss"], "loss_last": history[-1]["loss"]}
       print(f"{stage} stage:", json.dumps(summary[stage]))
       if stage == "windows":
-        write_window_prompt(export, processor.window_prompt)
+        write_window_prompt(export, prompt)
     previous = export
 
   final = cfg.export_dir or os.path.join(cfg.workdir, "export")
@@ -247,7 +248,7 @@ def run(cfg, progress: bool = True) -> dict:
     export_pretrained(qwen3_vl.from_pretrained(previous, dtype=jnp.float32), final, init)
   world_fields = {k: getattr(world, k) for k in dict(cfg.world)}
   atomic_write_json(os.path.join(final, POLICY_FILE), world_fields)
-  write_window_prompt(final, processor.window_prompt)
+  write_window_prompt(final, prompt)
   evaluations = []
   for seed in _seed_range(cfg.eval_seeds):
     result = evaluate_policy(final, seed, num_clips=cfg.num_clips, workdir=cfg.workdir)

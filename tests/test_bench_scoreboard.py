@@ -9,6 +9,7 @@ import pytest
 
 from experiments import bench_scoreboard as S
 from taskmem_jax.memory import rollout as R
+from taskmem_jax.memory.prompt import read_window_prompt
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.models.qwen3_vl import Qwen3VLConfig
 from taskmem_jax.processing import Qwen3VLProcessor
@@ -29,7 +30,7 @@ def synthworld_inputs(processor, *, seeds, clips: int, memory_width: int):
               for stream in (sw.generate(seed, world) for seed in seeds) for c in range(clips)]
   pixels = np.asarray([p for p, _ in per_clip], np.float32).reshape(len(seeds), clips, *per_clip[0][0].shape)
   grid = tuple(int(x) for x in np.asarray(per_clip[0][1]).reshape(3))
-  return S.window_template(processor, grid, memory_width), pixels, grid
+  return S.window_template(processor, read_window_prompt(POLICY), grid, memory_width), pixels, grid
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from taskmem_jax.envs.synthworld import (
   policy_render,
   synthworld_model_config,
 )
+from taskmem_jax.envs.synthworld.prompt import PROMPT
 from taskmem_jax.envs.synthworld.teacher import count_tokens, teacher_memory
 from taskmem_jax.memory.prompt import read_window_prompt
 from taskmem_jax.processing import Qwen3VLProcessor
@@ -25,12 +26,13 @@ POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 def processor(tmp_path_factory):
   path = tmp_path_factory.mktemp("sw_tok")
   build_synthworld_tokenizer(path)
-  return Qwen3VLProcessor(load_tokenizer(path), synthworld_model_config(), window_prompt=read_window_prompt(str(path)))
+  assert read_window_prompt(str(path)) == PROMPT  # the prompt make_examples writes the windows in
+  return Qwen3VLProcessor(load_tokenizer(path), synthworld_model_config())
 
 
 def test_examples_train_on_the_teacher_response_only(processor):
   _, memory, records = window_records(3, num_clips=4)
-  examples = make_examples(processor, [3], num_clips=4)
+  examples = make_examples(processor, [3], prompt=PROMPT, num_clips=4)
   assert len(examples) == len(records) == len(memory) >= 3
   tokenizer = processor.tokenizer
   im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -86,8 +88,8 @@ def test_time_order_teacher_keeps_the_earliest_facts_that_fit():
 
 
 def test_lazy_examples_equal_the_eager_ones(processor):
-  eager = make_examples(processor, [3, 4], num_clips=3, teacher_order="time")
-  lazy = make_examples(processor, [3, 4], num_clips=3, teacher_order="time", lazy=True)
+  eager = make_examples(processor, [3, 4], prompt=PROMPT, num_clips=3, teacher_order="time")
+  lazy = make_examples(processor, [3, 4], prompt=PROMPT, num_clips=3, teacher_order="time", lazy=True)
   assert len(eager) == len(lazy) and all(isinstance(e, LazyVideoExample) for e in lazy)
   for e, z in zip(eager, lazy):
     assert set(e) == set(z)
@@ -96,7 +98,7 @@ def test_lazy_examples_equal_the_eager_ones(processor):
 
 
 def test_schematic_render_examples(processor):
-  (example,) = make_examples(processor, [3], num_clips=1, render="schematic")
+  (example,) = make_examples(processor, [3], prompt=PROMPT, num_clips=1, render="schematic")
   assert example["video_grid_thw"].tolist() == [[10, 6, 6]]  # 96x96 frames: one 16-px patch per cell
 
 

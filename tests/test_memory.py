@@ -228,10 +228,11 @@ def test_the_synthworld_policy_sees_only_words_of_its_vocabulary():
   root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
   for name in ("synthworld_policy", "synthworld_phase_one"):
     processor = Qwen3VLProcessor.from_pretrained(os.path.join(root, name))
-    assert processor.window_layout == "video_last"
+    policy_prompt = prompt.read_window_prompt(os.path.join(root, name))
+    assert policy_prompt.layout == "video_last"
     stream = generate(3, WorldConfig(num_clips=2))
     questions = [q.text for q in make_tasks(stream, seed=3)["ocr"][:5]]
-    (turn,) = processor.window_prompt.messages(video(), [stream.facts[0].text], questions)
+    (turn,) = policy_prompt.messages(video(), [stream.facts[0].text], questions)
     text = turn["content"][0]["text"] + " " + turn["content"][2]["text"]
     unk = processor.tokenizer.unk_token_id
     assert unk is not None and unk not in processor.tokenizer(text)["input_ids"], name
@@ -269,33 +270,33 @@ def test_video_last_layout_has_the_same_content_with_the_video_last(processor, t
   assert turn["content"][0]["text"] == prompt.PREAMBLE + instruction(official) + "\n"
   assert turn["content"][2]["text"] == prompt.NEW_CLIP_REQUEST
   # The prompt a checkpoint was trained with (layout and words) travels in its window_prompt.json.
-  from taskmem_jax.processing import ProcessorError, Qwen3VLProcessor
+  from taskmem_jax.processing import Qwen3VLProcessor
   checkpoint = processor_dir(processor, tmp_path)
-  assert Qwen3VLProcessor.from_pretrained(checkpoint).window_prompt == prompt.DEFAULT
+  assert prompt.read_window_prompt(checkpoint) == prompt.DEFAULT
   prompt.write_window_prompt(checkpoint, prompt.WindowPrompt(layout="video_last"))
   with open(os.path.join(checkpoint, prompt.LAYOUT_FILE)) as f:
     assert json.load(f) == {"layout": "video_last"}  # only what differs from the default words
-  loaded = Qwen3VLProcessor.from_pretrained(checkpoint)
-  assert loaded.window_layout == "video_last"
-  text = loaded.tokenizer.decode(loaded([prompt.window_messages(video(), previous, None, prompt=loaded.window_prompt)],
+  loaded, loaded_prompt = Qwen3VLProcessor.from_pretrained(checkpoint), prompt.read_window_prompt(checkpoint)
+  assert loaded_prompt.layout == "video_last"
+  text = loaded.tokenizer.decode(loaded([prompt.window_messages(video(), previous, None, prompt=loaded_prompt)],
                                         thinking=True)["input_ids"][0])
   assert text.index(prompt.CLOSING) < text.index("<|vision_start|>")
   assert text.endswith(prompt.NEW_CLIP_REQUEST + "<|im_end|>\n<|im_start|>assistant\n<think>\n")
   own = prompt.WindowPrompt(layout="video_last", preamble="Look.\n", question="* {question}")
   prompt.write_window_prompt(checkpoint, own)
-  assert Qwen3VLProcessor.from_pretrained(checkpoint).window_prompt == own
+  assert prompt.read_window_prompt(checkpoint) == own
   prompt.write_window_prompt(checkpoint, prompt.DEFAULT)  # the default: the file goes
   assert not os.path.exists(os.path.join(checkpoint, prompt.LAYOUT_FILE))
   with open(os.path.join(checkpoint, prompt.LAYOUT_FILE), "w") as f:
     f.write('{"layout": "upside_down"}')
   with pytest.raises(ValueError, match=r"window_prompt.json: layout='upside_down'"):
-    Qwen3VLProcessor.from_pretrained(checkpoint)
+    prompt.read_window_prompt(checkpoint)
   with open(os.path.join(checkpoint, prompt.LAYOUT_FILE), "w") as f:
     f.write('{"hint": "no slot"}')
   with pytest.raises(ValueError, match=r"window_prompt.json: WindowPrompt.hint: the slot \{questions\}"):
-    Qwen3VLProcessor.from_pretrained(checkpoint)
-  with pytest.raises(ProcessorError, match="window_prompt='x'"):
-    Qwen3VLProcessor(processor.tokenizer, processor.config, window_prompt="x")
+    prompt.read_window_prompt(checkpoint)
+  with pytest.raises(TypeError, match=r"prompt: expected a WindowPrompt"):
+    prompt.window_messages(video(), previous, None, prompt="video_last")
 
 
 def processor_dir(processor, path) -> str:

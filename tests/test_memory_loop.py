@@ -8,6 +8,7 @@ from experiments import describe
 from taskmem_jax.memory import loop as loop_lib
 from taskmem_jax.memory import NO_THINK_END, schedule
 from taskmem_jax.memory.parse import parse_response
+from taskmem_jax.memory.prompt import DEFAULT
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor
 from taskmem_jax.sampling import GenerateOutput
@@ -26,7 +27,7 @@ def setup(tmp_path_factory):
 def test_real_model_runs_every_window(setup):
   model, processor, video = setup
   cfg = loop_lib.RolloutConfig(max_new_tokens=6, num_samples=2, temperature=1.0)
-  memory, records = loop_lib.memorize_stream(model, processor, video, 35.0, cfg)
+  memory, records = loop_lib.memorize_stream(model, processor, video, 35.0, cfg, prompt=DEFAULT)
   assert [r.window for r in records] == schedule(35.0)
   for record in records:
     assert len(record.tokens) == len(record.parses) == 2
@@ -55,7 +56,8 @@ def test_first_valid_sample_is_stored_and_shown_to_later_windows(setup, monkeypa
     return GenerateOutput(tokens, np.zeros(tokens.shape, np.float32), np.array([len(r) for r in rows], np.int32))
 
   monkeypatch.setattr(loop_lib, "generate", scripted_generate)
-  memory, records = loop_lib.memorize_stream(model, processor, video, 35.0, loop_lib.RolloutConfig(num_samples=2))
+  memory, records = loop_lib.memorize_stream(model, processor, video, 35.0, loop_lib.RolloutConfig(num_samples=2),
+                                             prompt=DEFAULT)
   assert [p.reason for p in records[0].parses] == [NO_THINK_END, None]
   assert [memory.get(c) for c in memory.clips()] == [f"memory {k}" for k in range(len(records))]
   assert records[2].previous == ["memory 0", "memory 1"]

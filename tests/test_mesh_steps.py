@@ -97,10 +97,11 @@ SCRIPT = textwrap.dedent("""
     # --- the rollout scan: greedy tokens -------------------------------------------------------
     tic = time.perf_counter()
     from taskmem_jax.memory import rollout as R
+    from taskmem_jax.memory.prompt import read_window_prompt
     from taskmem_jax.sampling import SamplingParams
     from test_rollout import CLIP_GRID as grid
     print({k: round(v, 1) for k, v in times.items()}, flush=True)
-    template = R.build_template(processor, grid, [2.5, 7.5], 6)
+    template = R.build_template(processor, grid, [2.5, 7.5], 6, prompt=read_window_prompt(ckpt))
     pixels = np.random.default_rng(0).standard_normal((2, 3, int(np.prod(grid)), 1536)).astype(np.float32)
     stop = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     sp = SamplingParams(8, stop_token_ids=(stop,), pad_token_id=pad)
@@ -132,10 +133,10 @@ SCRIPT = textwrap.dedent("""
         cfg = p1_config(f"{tmp}/p1_{preset}")
         cfg.num_streams, cfg.group_size, cfg.steps, cfg.max_new_tokens = 2, 4, 1, 48
         cfg.mesh = {} if preset is None else {"preset": preset}
-        model, processor = load_policy(cfg)  # sharded presets: read straight into the shards
+        model, processor, prompt = load_policy(cfg)  # sharded presets: read straight into the shards
         if preset is not None:
           assert spread(nnx.state(model, nnx.Param)) == 8, preset
-        result = p1_train(cfg, model, processor, make_source(cfg), LengthJudge(), progress=False)
+        result = p1_train(cfg, model, processor, make_source(cfg), LengthJudge(), prompt=prompt, progress=False)
         assert sum(h["updates"] for h in result["history"]) >= 1, preset
         p1[preset] = (result["history"], leaves(nnx.state(result["model"], nnx.Param)))
       init = leaves(nnx.state(qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32), nnx.Param))

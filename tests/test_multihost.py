@@ -126,12 +126,13 @@ def _phase_one_run(workdir):
   cfg.max_new_tokens, cfg.reward.memory_token_threshold, cfg.lr, cfg.temperature = 64, 60, 1e-4, 1.0
   cfg.mesh = {"preset": "fsdp", "fsdp": -1}
   cfg.num_minibatches = 2  # one stream each: a process with no group in a mini-batch still joins its update
-  model, processor = load_policy(cfg)
+  model, processor, prompt = load_policy(cfg)
   # The loaded policy spans every process's devices; its initial values, gathered, for the update.
   initial = np.concatenate([np.asarray(multihost_utils.process_allgather(x, tiled=True), np.float64).ravel()
                             for x in jax.tree.leaves(nnx.state(model, nnx.Param))])
   from test_phase_one import LengthJudge
-  out = train(cfg, model, processor, make_source(cfg), LengthJudge(), tags=SYNTHWORLD_TAGS, progress=False)
+  out = train(cfg, model, processor, make_source(cfg), LengthJudge(), prompt=prompt, tags=SYNTHWORLD_TAGS,
+              progress=False)
   params = jax.tree.leaves(nnx.state(out["model"], nnx.Param))
   # ZeRO-1 over processes: per device, the AdamW moments' share against the parameters' (1 on one process).
   from taskmem_jax.rl import population as pop
@@ -164,6 +165,7 @@ def _phase_two_run():
   from taskmem_jax.adapters import steer as steer_lib
   from taskmem_jax.envs.synthworld import policy_world_config
   from taskmem_jax.envs.synthworld.source import SynthWorldSource
+  from taskmem_jax.memory.prompt import read_window_prompt
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.phase_two.adapt import train_adapter
   from taskmem_jax.phase_two.cache import CacheConfig
@@ -187,7 +189,8 @@ def _phase_two_run():
   dpo.steps, dpo.pairs_per_step, dpo.num_minibatches = 1, 4, 2  # two updates, each over both processes' pairs
   adapter = train_adapter(model, processor, "ocr", ["What number does the sign show?"], source, LengthJudge(),
                           Shorter(), RewardConfig(memory_token_threshold=60),
-                          CacheConfig(num_samples=4, max_new_tokens=64), dpo, num_contexts=6, seed=3,
+                          CacheConfig(num_samples=4, max_new_tokens=64), dpo, prompt=read_window_prompt(policy),
+                          num_contexts=6, seed=3,
                           tags=SYNTHWORLD_TAGS, mesh=mesh, preset=preset)
   return {"p2_steer": adapter.values, "p2_pairs": adapter.stats["pairs"], "p2_compared": adapter.stats["compared"],
           "p2_losses": np.array([h["loss"] for h in adapter.stats["history"]])}

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from taskmem_jax.memory.prompt import read_window_prompt
 from taskmem_jax.rewards import Judge, Ranking, Verdict
 from taskmem_jax.rl.streams import StreamSlots
 from taskmem_jax.tensorboard import SummaryWriter, crc32c, masked_crc32c, read_scalars
@@ -164,8 +165,8 @@ def test_three_steps_equal_two_then_resume_then_one(tmp_path):
     cfg.steps = 3  # 1 off-policy, 2 on-policy; the resume comes between the on-policy ones
     model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32)
     processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
-    return train(cfg, model, processor, make_source(cfg), LengthJudge(), tags=SYNTHWORLD_TAGS, progress=False,
-                 **kwargs)
+    return train(cfg, model, processor, make_source(cfg), LengthJudge(), prompt=read_window_prompt(cfg.checkpoint),
+                 tags=SYNTHWORLD_TAGS, progress=False, **kwargs)
 
   initial = jax.tree.leaves(qwen3_vl.from_pretrained(POLICY, dtype=np.float32))
   straight = run(tmp_path / "a")
@@ -211,7 +212,8 @@ def test_population_of_two_equals_two_separate_runs(tmp_path):
     cfg.population = population
     model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32)
     processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
-    return train(cfg, model, processor, make_source(cfg), LengthJudge(), tags=SYNTHWORLD_TAGS, progress=False)
+    return train(cfg, model, processor, make_source(cfg), LengthJudge(), prompt=read_window_prompt(cfg.checkpoint),
+                 tags=SYNTHWORLD_TAGS, progress=False)
 
   both = run(tmp_path / "pop", settings)
   assert len(both["models"]) == 2 and [h["member"] for h in both["history"]] == [0, 1, 0, 1]
@@ -268,7 +270,7 @@ def test_video_files_source_trains_from_mp4_and_teacher_json(tmp_path):
   assert source.context(0, 2, ["x"]).video_path == str(tmp_path / "v.mp4")
   model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32)
   result = train(cfg, model, Qwen3VLProcessor.from_pretrained(cfg.checkpoint), source, LengthJudge(),
-                 progress=False)
+                 prompt=read_window_prompt(cfg.checkpoint), progress=False)
   assert [h["step"] for h in result["history"]] == [1, 2, 3]
   assert source.start_clip(0) == 0
   bad = tmp_path / "bad.jsonl"

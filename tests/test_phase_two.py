@@ -15,6 +15,7 @@ from taskmem_jax.envs.synthworld.reader import answer
 from taskmem_jax.envs.synthworld.source import SynthWorldSource
 from taskmem_jax.envs.synthworld.task_judge import SynthWorldTaskJudge
 from taskmem_jax.memory.loop import RolloutConfig
+from taskmem_jax.memory.prompt import read_window_prompt
 from taskmem_jax.phase_two.adapt import train_adapter, update_points
 from taskmem_jax.phase_two.cache import CacheConfig
 from taskmem_jax.rewards import Judge, RewardConfig, Verdict
@@ -80,11 +81,13 @@ def test_adapt_stream_end_to_end(tmp_path):
 
   def train(task, hint):
     adapter = train_adapter(model, processor, task, hint, source, PassAll(), SynthWorldTaskJudge(),
-                            RewardConfig(), cache, _dpo(), num_contexts=2, seed=len(stats))
+                            RewardConfig(), cache, _dpo(), prompt=read_window_prompt(POLICY), num_contexts=2,
+                            seed=len(stats))
     stats.append(adapter.stats)
     return adapter
 
-  out = adapt_stream(model, processor, stream, tasks, answer, train, RolloutConfig(max_new_tokens=72))
+  out = adapt_stream(model, processor, stream, tasks, answer, train, RolloutConfig(max_new_tokens=72),
+                     prompt=read_window_prompt(POLICY))
   assert set(out["memories"]) == {"counting", "spatial"}
   assert any(s["pairs"] > 0 for s in stats)  # pairs were mined and DPO ran on them
   trained = [a[-1] for a in out["adapters"].values() if a[-1].stats["pairs"]]

@@ -125,15 +125,15 @@ def test_missing_file(tmp_path):
 
 
 def test_phase_one_loads_the_policy_with_the_file(tmp_path):
-  """The config's prompt_template reaches the processor the trainer renders windows with."""
+  """The config's prompt_template reaches the window prompt the trainer renders windows with."""
   from experiments import phase_one
   from experiments.configs import phase_one_synthworld
 
   cfg = phase_one_synthworld.get_config()
   cfg.prompt_template = write(tmp_path, {"policy": {"question": "* {question}"}})
-  _, processor = phase_one.load_policy(cfg)
+  _, _, policy_prompt = phase_one.load_policy(cfg)
   shipped = wp.read_window_prompt(os.path.join(ROOT, "assets", "synthworld_policy"))
-  assert processor.window_prompt == wp.WindowPrompt(**{**shipped.to_dict(), "question": "* {question}"})
+  assert policy_prompt == wp.WindowPrompt(**{**shipped.to_dict(), "question": "* {question}"})
 
 
 def test_official_prompt_from_a_checkout_renders_as_the_official_code(tmp_path):

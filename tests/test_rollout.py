@@ -10,6 +10,7 @@ import pytest
 
 from experiments import describe
 from taskmem_jax.memory import rollout as R
+from taskmem_jax.memory.prompt import DEFAULT, read_window_prompt, window_messages
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor
 from taskmem_jax.sampling import SamplingParams
@@ -24,7 +25,7 @@ def setup(tmp_path_factory):
   checkpoint = describe.tiny_checkpoint(str(tmp_path_factory.mktemp("rollout")))
   model = qwen3_vl.from_pretrained(checkpoint, dtype=np.float32)
   processor = Qwen3VLProcessor.from_pretrained(checkpoint)
-  template = R.build_template(processor, CLIP_GRID, [2.5, 7.5], WIDTH)
+  template = R.build_template(processor, CLIP_GRID, [2.5, 7.5], WIDTH, prompt=DEFAULT)
   rng = np.random.default_rng(0)
   pixels = rng.standard_normal((STREAMS, N_CLIPS, int(np.prod(CLIP_GRID)), 1536)).astype(np.float32)
   features, deepstack = R.encode_clips(model, pixels, CLIP_GRID)
@@ -65,10 +66,9 @@ def test_scan_equals_python_loop(setup):
 @pytest.mark.parametrize("layout", ["official", "video_last"])
 def test_buffer_step_logits_equal_the_compact_prompt(setup, layout):
   model, processor, template, features, deepstack, params = setup
-  if layout != processor.window_layout:
-    as_layout = Qwen3VLProcessor(processor.tokenizer, processor.config,
-                                  window_prompt=dataclasses.replace(processor.window_prompt, layout=layout))
-    template = R.build_template(as_layout, CLIP_GRID, [2.5, 7.5], WIDTH)
+  if layout != DEFAULT.layout:
+    template = R.build_template(processor, CLIP_GRID, [2.5, 7.5], WIDTH,
+                                prompt=dataclasses.replace(DEFAULT, layout=layout))
   ring = np.zeros((1, 4, WIDTH), np.int32)
   ring[0, 2, :3], ring[0, 3, :5] = [11, 12, 13], [21, 22, 23, 24, 25]  # two memories, right-aligned
   lengths = np.array([[0, 0, 3, 5]], np.int32)
@@ -119,16 +119,14 @@ def test_samples_per_stream_are_independent_trajectories(setup):
 
 
 @pytest.mark.parametrize("layout", ["official", "video_last"])
-def test_compact_prompt_is_the_processors_window_prompt(layout):
+def test_compact_prompt_is_the_checkpoints_window_prompt(layout):
   """Both layouts, with the shipped SynthWorld tokenizer (word-level, so splicing memories as token ids is
   exact): the buffer template with its masked slots removed tokenizes exactly as the processor renders
   memory.window_messages with the same memories and clips."""
-  from taskmem_jax.memory.prompt import window_messages
-
   processor = Qwen3VLProcessor.from_pretrained(POLICY)
-  processor.window_prompt = dataclasses.replace(processor.window_prompt, layout=layout)
+  prompt = dataclasses.replace(read_window_prompt(POLICY), layout=layout)
   grid, stamps = (2, 6, 6), [2.5, 7.5]
-  template = R.build_template(processor, grid, stamps, 16)
+  template = R.build_template(processor, grid, stamps, 16, prompt=prompt)
   memories = ["person 2 appears in the north-west.", "the sign changes from 3 to 5."]
   encode = lambda text: processor.tokenizer(text, add_special_tokens=False)["input_ids"]
   for step in (0, 2, 6):
@@ -141,7 +139,7 @@ def test_compact_prompt_is_the_processors_window_prompt(layout):
     video = {"type": "video", "pixel_values": np.zeros((int(np.prod(grid)) * n, processor.config.vision.patch_dim),
                                                        np.float32),
              "grid_thw": [grid[0] * n, *grid[1:]], "timestamps": [10.0 * j + s for j in range(n) for s in stamps]}
-    expected = processor([window_messages(video, shown, None, prompt=processor.window_prompt)], thinking=True)["input_ids"][0]
+    expected = processor([window_messages(video, shown, None, prompt=prompt)], thinking=True)["input_ids"][0]
     assert ids.tolist() == np.asarray(expected).tolist(), f"{layout} step {step}"
   first_video, first_memory = (int(np.argmax(x)) for x in (template.clip_slot >= 0, template.memory_slot >= 0))
   assert (first_video < first_memory) == (layout == "official")

@@ -13,6 +13,7 @@ from taskmem_jax.envs import synthworld as sw
 from taskmem_jax.envs.synthworld.benchmark import load_synthworld, reader_answerer
 from taskmem_jax.eval import answerers as A
 from taskmem_jax.eval import streaming
+from taskmem_jax.memory.prompt import read_window_prompt
 from taskmem_jax.memory.store import EpisodicMemory, Window
 
 POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")
@@ -77,7 +78,8 @@ def test_run_resume_and_bad_stream(tmp_path, monkeypatch):
   missing = Stream("missing", (Segment(str(tmp_path / "nope.mp4"), 0.0),),
                    (Question("m0", "counting", "how many?", ("1", "2", "3", "4"), "A", 10.0),), duration=30.0)
   bench = Benchmark("synthworld", [bench.streams[0], missing, bench.streams[1]])
-  policy = (qwen3_vl.from_pretrained(POLICY, dtype=np.float32), Qwen3VLProcessor.from_pretrained(POLICY))
+  policy = (qwen3_vl.from_pretrained(POLICY, dtype=np.float32), Qwen3VLProcessor.from_pretrained(POLICY),
+            read_window_prompt(POLICY))
   cfg = streaming.StreamingConfig(max_new_tokens=64)
   work = str(tmp_path / "work")
   scores = streaming.StreamingEvaluation(bench, work, policy, reader_answerer, cfg=cfg).run(progress=False)
@@ -126,7 +128,7 @@ def test_free_form_questions_are_graded_and_abstentions_counted(tmp_path, monkey
   bench = Benchmark("egotempo", [Stream("c", (Segment("unused.mp4", 0.0),), qs, duration=10.0)])
   replies = {"how many cups?": "Three", "how many plates?": "four", "where is the key?": None}
   monkeypatch.setattr(streaming.StreamingEvaluation, "memory", lambda self, stream, tag: EpisodicMemory())
-  scores = streaming.StreamingEvaluation(bench, str(tmp_path), (None, None), answer_free=lambda q, m: replies[q.text],
+  scores = streaming.StreamingEvaluation(bench, str(tmp_path), (None, None, None), answer_free=lambda q, m: replies[q.text],
                                          grade=A.ExactGrader()).run(progress=False)
   assert scores["tasks"]["counting objects"]["acc"] == 0.5 and scores["tasks"]["counting objects"]["cov"] == 1.0
   assert scores["tasks"]["locating object"]["cov"] == 0.0
@@ -173,13 +175,14 @@ def test_fixture_benchmarks_end_to_end(tmp_path):
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.processing import Qwen3VLProcessor
 
-  policy = (qwen3_vl.from_pretrained(POLICY, dtype=np.float32), Qwen3VLProcessor.from_pretrained(POLICY))
+  policy = (qwen3_vl.from_pretrained(POLICY, dtype=np.float32), Qwen3VLProcessor.from_pretrained(POLICY),
+            read_window_prompt(POLICY))
   cfg = streaming.StreamingConfig(max_new_tokens=48)
   # VideoMME: a local checkpoint answers (the SynthWorld policy: the pipeline is real, the answers are not).
   v = F.write_videomme(str(tmp_path / "vmme"))
   vmme = B.load_videomme(v.annotation, v.video_dir, subtitles_dir=v.subtitles_dir)
   assert any(s.subtitles for s in vmme.streams)
-  chat = A.LocalChat(*policy, max_new_tokens=8)
+  chat = A.LocalChat(*policy[:2], max_new_tokens=8)
   scores = streaming.StreamingEvaluation(vmme, str(tmp_path / "w_vmme"), policy, A.ChatAnswerer(chat),
                                          cfg=cfg).run(progress=False)
   assert scores["overall"]["n"] == vmme.num_questions() and scores["errors"]["streams"] == 0
@@ -250,7 +253,8 @@ def test_phase_two_schedule_online(tmp_path, monkeypatch):
   bench = load_synthworld(str(tmp_path / "data"), [21], clips=3, tasks=("counting", "ocr"), questions_per_task=None,
                           world=sw.policy_world(POLICY))
   model = S.add_steer(qwen3_vl.from_pretrained(POLICY, dtype=np.float32))
-  policy = (model, Qwen3VLProcessor.from_pretrained(POLICY))
+  policy = (model, Qwen3VLProcessor.from_pretrained(POLICY),
+            read_window_prompt(POLICY))
   evaluation = streaming.StreamingEvaluation(bench, str(tmp_path / "w"), policy, reader_answerer,
                                              cfg=streaming.StreamingConfig(max_new_tokens=48), update_after=3)
   dpo = ml_collections.ConfigDict(dict(steps=1, pairs_per_step=1, num_minibatches=1, beta=0.1, kl_coef=0.0, lr=1e-2,
@@ -298,9 +302,9 @@ def test_memories_are_written_with_the_official_sampling_on_real_benchmarks(tmp_
   assert evaluate.streaming_config("synthworld", "official").temperature == 0.6
   assert evaluate.streaming_config("egolife", "greedy").temperature == 0.0
   bench = Benchmark("b", [])
-  rollout = streaming.StreamingEvaluation(bench, str(tmp_path), (None, None), cfg=real).rollout_config()
+  rollout = streaming.StreamingEvaluation(bench, str(tmp_path), (None, None, None), cfg=real).rollout_config()
   assert (rollout.temperature, rollout.top_p, rollout.top_k, rollout.seed) == (0.6, 0.95, 20, 7)
-  greedy = streaming.StreamingEvaluation(bench, str(tmp_path), (None, None)).rollout_config()
+  greedy = streaming.StreamingEvaluation(bench, str(tmp_path), (None, None, None)).rollout_config()
   assert (greedy.temperature, greedy.top_p, greedy.top_k) == (0.0, None, None)
 
 
@@ -319,7 +323,7 @@ def test_adapters_train_only_on_the_videos_of_the_questions_already_asked(tmp_pa
   bench = Benchmark("videomme", [stream("early", ["q1", "q2"]), stream("late", ["q3", "q4"]),
                                  stream("mixed", ["q5"])])
   model = S.add_steer(qwen3_vl.init_random(qwen3_vl.preset("tiny"), seed=0))
-  evaluation = streaming.StreamingEvaluation(bench, str(tmp_path), (model, None))
+  evaluation = streaming.StreamingEvaluation(bench, str(tmp_path), (model, None, None))
   seen = {}
 
   def fake_train(model, processor, task, hint, source, *args, **kwargs):
@@ -346,7 +350,7 @@ def test_the_update_schedule_trains_one_adapter_per_position_and_answers_from_th
 
   bench = Benchmark("videomme", [stream("s1", ["q0", "q1"]), stream("s2", ["q2"]), stream("s3", ["q3", "q4"])])
   model = S.add_steer(qwen3_vl.init_random(qwen3_vl.preset("tiny"), seed=0))
-  evaluation = streaming.StreamingEvaluation(bench, str(tmp_path), (model, None))
+  evaluation = streaming.StreamingEvaluation(bench, str(tmp_path), (model, None, None))
   seen = {}
 
   def fake_train(model, processor, task, hint, source, *args, **kwargs):
@@ -387,7 +391,7 @@ def test_egolife_answers_from_the_official_current_and_target_segments(tmp_path)
     contexts[q.qid] = memory.to_string()
     return "B"
 
-  streaming.StreamingEvaluation(bench, str(tmp_path / "w"), (None, None), answer).run(progress=False)
+  streaming.StreamingEvaluation(bench, str(tmp_path / "w"), (None, None, None), answer).run(progress=False)
   with open(tmp_path / "w" / "answers.jsonl") as f:
     recorded = {row["qid"]: row["context"] for row in map(json.loads, f)}
   assert recorded["4"] == ["CURRENT DAY2: from 09:00:00:000 to 09:01:00:000 (0 clips)",
@@ -399,7 +403,7 @@ def test_egolife_answers_from_the_official_current_and_target_segments(tmp_path)
   assert "day2 clip" not in four  # the current minute had no finished clip by 09:00:05
   five = contexts["5"]  # no target: the current minute alone
   assert "DAY1: from 11:10:00:000 to 11:11:00:000" in five and "TARGET" in five and five.count("DAY1:") == 1
-  day = streaming.StreamingEvaluation(bench, str(tmp_path / "day"), (None, None), answer, egolife_context="day")
+  day = streaming.StreamingEvaluation(bench, str(tmp_path / "day"), (None, None, None), answer, egolife_context="day")
   for stream in bench.streams:
     for q in stream.questions:
       assert "===" not in day._context(stream, q, "base", EpisodicMemory(10, {0: "x."}), q.ask_after).to_string()
@@ -423,7 +427,7 @@ def test_phase_two_windows_show_the_history_in_local_face_ids_and_check_the_tags
                   subtitles=str(tmp_path / "v.srt"), tracks=str(tmp_path / "t.json"))
   bench = Benchmark("videomme", [stream])
   model = S.add_steer(qwen3_vl.init_random(qwen3_vl.preset("tiny"), seed=0))
-  evaluation = streaming.StreamingEvaluation(bench, str(tmp_path / "w"), (model, None))
+  evaluation = streaming.StreamingEvaluation(bench, str(tmp_path / "w"), (model, None, None))
   monkeypatch.setattr(evaluation, "memory", lambda s, tag: EpisodicMemory(10, {0: "[face_9] sat.",
                                                                                1: "[face_7] spoke."}))
   seen = []  # per context: (prompt history, judge history, tag rule, video left unrendered)

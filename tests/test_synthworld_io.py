@@ -171,11 +171,11 @@ def test_saved_decoder_applies_the_documented_rules(tokenizer):
 
 def test_processor_builds_a_window_prompt_without_unk(tokenizer, stream):
   config = synthworld_model_config()
-  processor = Qwen3VLProcessor(tokenizer, config, window_prompt=PROMPT)
+  processor = Qwen3VLProcessor(tokenizer, config)
   clip = render_clip(stream, 10, 30)
   questions = [q.text for q in make_tasks(stream, 3)["spatial"]]
   messages = window_messages({"type": "video", "video": clip}, [stream.facts[0].text], questions,
-                              prompt=processor.window_prompt)
+                              prompt=PROMPT)
   batch = processor(messages, thinking=True)
   ids = batch["input_ids"][0]
   assert tokenizer.unk_token_id not in ids.tolist()

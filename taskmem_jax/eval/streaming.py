@@ -133,7 +133,7 @@ def describe(context) -> list[str]:
 class StreamingEvaluation:
   """Runs one benchmark into workdir; see the module docstring.
 
-  policy: (model, processor) writing memories; answer_mc(question, memory) -> letter / None and
+  policy: (model, processor, prompt) writing memories (prompt: its memory.prompt.WindowPrompt); answer_mc(question, memory) -> letter / None and
   answer_free(question, memory) -> answer text / None (question: a benchmarks.Question);
   grade(question_text, reference, prediction) -> (correct, score) for free-form questions. adapters: task -> object with .values (steer [n, H]) and .hint (list of str), used
   with adapters.steer.set_steer (the model must have the steer added). update_after: a task's first
@@ -152,7 +152,9 @@ class StreamingEvaluation:
       raise ValueError(f"egolife_context={egolife_context!r}: expected 'official' or 'day'")
     self.egolife_context = egolife_context
     self.benchmark, self.workdir = benchmark, workdir
-    self.model, self.processor = policy
+    if len(policy) != 3:
+      raise ValueError(f"policy: expected (model, processor, window prompt), got {len(policy)} items")
+    self.model, self.processor, self.prompt = policy
     self.answer_mc, self.answer_free, self.grade = answer_mc, answer_free, grade
     self.cfg = cfg or StreamingConfig()
     self.adapters = adapters or {}
@@ -226,7 +228,7 @@ class StreamingEvaluation:
     if adapter is not None:
       steer_lib.set_steer(self.model, adapter.values)
     try:
-      memorize_stream(self.model, self.processor, None, stream_duration(stream), rollout,
+      memorize_stream(self.model, self.processor, None, stream_duration(stream), rollout, prompt=self.prompt,
                       task_questions=list(adapter.hint) if adapter is not None else None, memory=memory,
                       first_clip=first, prepare=window_preparer(stream), on_step=saved)
     finally:

@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from taskmem_jax.memory.parse import ParseResult, parse_response
-from taskmem_jax.memory.prompt import window_messages, window_video_item
+from taskmem_jax.memory.prompt import WindowPrompt, window_messages, window_video_item
 from taskmem_jax.memory.store import EpisodicMemory, Window, schedule
 from taskmem_jax.processing.processor import Qwen3VLProcessor
 from taskmem_jax.sampling import generate
@@ -70,13 +70,14 @@ def parse_samples(processor: Qwen3VLProcessor, out, *, max_memory_tokens: int | 
 
 
 def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str | None, duration: float, cfg: RolloutConfig,
-                    *, task_questions: list[str] | None = None,
+                    *, prompt: WindowPrompt, task_questions: list[str] | None = None,
                     on_step: Callable[[StepRecord], None] | None = None, memory: EpisodicMemory | None = None,
                     first_clip: int = 0, stop_clip: int | None = None,
                     video_item: Callable[[Window], dict] | None = None,
                     prepare: Callable | None = None) -> tuple[EpisodicMemory, list[StepRecord]]:
   """Memorises the stream at video_path clip by clip; returns the memory and one record per window.
 
+  prompt: the window prompt the policy was trained with (memory.prompt.read_window_prompt).
   memory / first_clip / stop_clip: continue an existing memory over windows first_clip .. stop_clip - 1
   (Phase Two switches to a task's adapter mid-stream; the memory is extended in place).
   video_item(window): the processor's video item of a window, instead of reading video_path (e.g. SynthWorld clips rendered in memory).
@@ -105,7 +106,7 @@ def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str | None, 
       item, shown, to_memory = prepared
     else:
       item, shown = video_item(window), previous
-    messages = window_messages(item, shown, task_questions, prompt=processor.window_prompt)
+    messages = window_messages(item, shown, task_questions, prompt=prompt)
     batch = processor([messages], thinking=True)
     out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                    top_p=cfg.top_p, num_samples=cfg.num_samples, seed=cfg.seed + step, stop_token_ids=stops,

@@ -214,10 +214,10 @@ DEFAULT = WindowPrompt()
 
 def window_messages(video_item: dict[str, Any], previous_memories: list[str],
                     task_questions: list[str] | None = None, *, prompt: WindowPrompt) -> list[dict[str, Any]]:
-  """prompt.messages(...): pass processor.window_prompt, the prompt the checkpoint was trained with (or the
-  one a run loaded); it has no default, so that a caller cannot silently get another wording or order."""
+  """prompt.messages(...): pass the prompt the checkpoint was trained with (read_window_prompt) or the one a
+  run loaded; it has no default, so that a caller cannot silently get another wording or order."""
   if not isinstance(prompt, WindowPrompt):
-    raise TypeError(f"prompt: expected a WindowPrompt (processor.window_prompt), got {type(prompt).__name__}")
+    raise TypeError(f"prompt: expected a WindowPrompt (read_window_prompt(checkpoint)), got {type(prompt).__name__}")
   return prompt.messages(video_item, previous_memories, task_questions)
 
 

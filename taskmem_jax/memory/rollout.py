@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 
 from taskmem_jax import sharding as shd
-from taskmem_jax.memory.prompt import window_messages
+from taskmem_jax.memory.prompt import WindowPrompt, window_messages
 from taskmem_jax.memory.store import MAX_PREVIOUS
 from taskmem_jax.models.qwen3_vl.layout import BufferLayout, concat, layout_positions, text_slots, vision_group_slots
 from taskmem_jax.models.qwen3_vl.model import ModelInputs
@@ -85,8 +85,9 @@ class WindowTemplate(NamedTuple):
 
 
 def build_template(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memory_width: int,
-                   task_questions: list[str] | None = None, interval: float = 10.0) -> WindowTemplate:
-  """The window prompt as a buffer: clip slot j shows a clip of grid clip_grid (t, h, w) whose frame
+                   task_questions: list[str] | None = None, interval: float = 10.0, *,
+                   prompt: WindowPrompt) -> WindowTemplate:
+  """The window prompt (prompt: the policy's, memory.prompt.read_window_prompt) as a buffer: clip slot j shows a clip of grid clip_grid (t, h, w) whose frame
   groups sit at interval*j + clip_timestamps seconds of the window; memory slots hold memory_width
   tokens each."""
   tokenizer, config = processor.tokenizer, processor.config
@@ -99,7 +100,7 @@ def build_template(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memo
   video = {"type": "video", "pixel_values": np.zeros((t * h * w, config.vision.patch_dim), np.float32),
            "grid_thw": [t, h, w], "timestamps": list(clip_timestamps)}
   sentinels = [_MEMORY_SENTINEL.format(m) for m in range(MAX_PREVIOUS)]
-  text = processor.render(window_messages(video, sentinels, task_questions, prompt=processor.window_prompt), thinking=True)
+  text = processor.render(window_messages(video, sentinels, task_questions, prompt=prompt), thinking=True)
   if text.count(VIDEO_PAD) != 1 or any(text.count(s) != 1 for s in sentinels):
     raise ValueError("the chat template did not render the window prompt with one video and four memories")
   # Fixed text and markers in prompt order: the video and the four memories, in either layout.

@@ -18,6 +18,7 @@ import numpy as np
 
 from taskmem_jax import distributed
 from taskmem_jax.adapters import steer as steer_lib
+from taskmem_jax.memory.prompt import WindowPrompt
 from taskmem_jax.phase_two.cache import CacheConfig, context_pairs
 from taskmem_jax.phase_two.dpo import train_steer
 
@@ -38,10 +39,10 @@ def training_contexts(source, num: int, seed: int) -> list[tuple[int, int]]:
 
 
 def train_adapter(model, processor, task: str, hint: list[str], source, quality_judge, task_judge, reward,
-                  cache_cfg: CacheConfig, dpo_cfg, *, num_contexts: int, seed: int, tags=None,
+                  cache_cfg: CacheConfig, dpo_cfg, *, prompt: WindowPrompt, num_contexts: int, seed: int, tags=None,
                   progress: bool = False, mesh=None, preset="fsdp") -> Adapter:
   """Rollouts with the hint on num_contexts training windows (teacher history), pairs, DPO from a zero steer
-  (under `mesh`: dpo.train_steer's placement). Several processes (mesh: sharding.data_parallel_mesh, model:
+  (under `mesh`: dpo.train_steer's placement; prompt: the policy's window prompt). Several processes (mesh: sharding.data_parallel_mesh, model:
   this process's copy): process k takes contexts k, k+n, ... and DPO all-reduces over every process's
   pairs; the adapter is the one a single process would train."""
   tic = time.perf_counter()
@@ -61,7 +62,7 @@ def train_adapter(model, processor, task: str, hint: list[str], source, quality_
       continue
     ctx = source.context(video, clip, previous, item)
     result, pair = context_pairs(model, processor, item, previous, hint, ctx, quality_judge, task_judge, reward,
-                                 cache_cfg, seed=seed * 7919 + k, tags=tags)
+                                 cache_cfg, seed=seed * 7919 + k, tags=tags, prompt=prompt)
     compared += result.compared
     preferences += len(result.preferences)
     if pair is not None:

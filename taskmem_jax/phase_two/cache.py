@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from taskmem_jax.memory.loop import parse_samples
-from taskmem_jax.memory.prompt import window_messages
+from taskmem_jax.memory.prompt import WindowPrompt, window_messages
 from taskmem_jax.phase_two.dpo import PairExample
 from taskmem_jax.phase_two.pairs import Candidate, select_pair
 from taskmem_jax.rewards import RewardConfig, score_group
@@ -77,13 +77,14 @@ def judge_context(questions: Sequence[str], descriptions: Sequence[str], valid: 
 
 
 def context_pairs(model, processor, item: dict, previous: list[str], questions: Sequence[str], ctx, quality_judge,
-                  task_judge, reward: RewardConfig, cfg: CacheConfig, seed: int, tags=None) -> tuple[ContextResult,
+                  task_judge, reward: RewardConfig, cfg: CacheConfig, seed: int, tags=None, *,
+                  prompt: WindowPrompt) -> tuple[ContextResult,
                                                                                                      PairExample | None]:
   """Samples, checks and compares the rollouts of one context; returns its result and pair (or None)."""
   tokenizer = processor.tokenizer
   think_end = tokenizer.convert_tokens_to_ids("</think>")
   stops = processor.stop_token_ids
-  batch = processor([window_messages(item, previous, list(questions), prompt=processor.window_prompt)], thinking=True)
+  batch = processor([window_messages(item, previous, list(questions), prompt=prompt)], thinking=True)
   out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                  top_p=cfg.top_p, num_samples=cfg.num_samples, seed=seed, stop_token_ids=stops,
                  pad_token_id=processor.pad_token_id, think_end_token_id=think_end)

@@ -96,7 +96,8 @@ def adapt_benchmark(evaluation, quality_judge, task_judge, reward, cache_cfg, dp
       steer_lib.set_steer(model, np.zeros_like(adapters[key].values))
       continue
     adapter = train_adapter(model, processor, task, hint, source, quality_judge, task_judge, reward, cache_cfg,
-                            dpo_cfg, num_contexts=num_contexts, seed=seed * 1000 + k, tags=tags)
+                            dpo_cfg, prompt=evaluation.prompt, num_contexts=num_contexts, seed=seed * 1000 + k,
+                            tags=tags)
     steer_lib.set_steer(model, adapter.values)
     steer_lib.save(model, path, metadata={"task": key, "hint": " | ".join(hint), "pairs": adapter.stats["pairs"]})
     steer_lib.set_steer(model, np.zeros_like(adapter.values))

@@ -74,24 +74,12 @@ class Qwen3VLProcessor:
   """Tokenizer + model config -> batches for ``Qwen3VLForConditionalGeneration``.
 
   image_kwargs / video_kwargs: defaults for the message-item options listed in the module docstring
-  (an item's own keys win). window_prompt: the memory window prompt this checkpoint was trained with
-  (a memory.prompt.WindowPrompt: its words and layout; from_pretrained reads the checkpoint's
-  window_prompt.json), or a layout name for the default words in that layout.
+  (an item's own keys win). The memory window prompt a checkpoint was trained with is not the
+  processor's: memory.prompt.read_window_prompt reads it, and the memory functions take it as prompt=.
   """
 
   def __init__(self, tokenizer, config: Qwen3VLConfig, *, image_kwargs: dict | None = None,
-               video_kwargs: dict | None = None, window_prompt=None):
-    from taskmem_jax.memory.prompt import DEFAULT, LAYOUTS, WindowPrompt  # lazily: memory.prompt imports this module
-
-    if window_prompt is None:
-      window_prompt = DEFAULT
-    elif isinstance(window_prompt, str):
-      if window_prompt not in LAYOUTS:
-        raise ProcessorError(f"window_prompt={window_prompt!r}: expected a WindowPrompt or one of {LAYOUTS}")
-      window_prompt = WindowPrompt(layout=window_prompt)
-    elif not isinstance(window_prompt, WindowPrompt):
-      raise ProcessorError(f"window_prompt: expected a WindowPrompt or a layout name, got {type(window_prompt).__name__}")
-    self.window_prompt = window_prompt
+               video_kwargs: dict | None = None):
     check_tokenizer(tokenizer, config)
     self.tokenizer = tokenizer
     self.config = config
@@ -106,18 +94,9 @@ class Qwen3VLProcessor:
 
   @classmethod
   def from_pretrained(cls, checkpoint_dir: str | os.PathLike, **kwargs) -> "Qwen3VLProcessor":
-    """From a checkpoint directory: config.json, the tokenizer files, and window_prompt.json if any."""
-    from taskmem_jax.memory.prompt import read_window_prompt
-
+    """From a checkpoint directory: config.json and the tokenizer files."""
     config = Qwen3VLConfig.from_json_file(os.path.join(os.fspath(checkpoint_dir), "config.json"))
-    if kwargs.get("window_prompt") is None:
-      kwargs["window_prompt"] = read_window_prompt(checkpoint_dir)
     return cls(load_tokenizer(checkpoint_dir), config, **kwargs)
-
-  @property
-  def window_layout(self) -> str:
-    """The window prompt's layout ("official" or "video_last")."""
-    return self.window_prompt.layout
 
   @property
   def stop_token_ids(self) -> list[int]:

@@ -39,7 +39,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from taskmem_jax import distributed
 from taskmem_jax.eval.curves import write_curves
 from taskmem_jax.memory.loop import parse_samples
-from taskmem_jax.memory.prompt import window_messages
+from taskmem_jax.memory.prompt import WindowPrompt, window_messages
 from taskmem_jax.rewards import RewardConfig, score_group
 from taskmem_jax.rl import population as pop
 from taskmem_jax.rl.advantages import group_advantages, nsr_gate_args
@@ -73,10 +73,10 @@ class Rollout:
 
 
 def sample_group(model, processor, item, previous, ctx_fn, cfg, judge, reward: RewardConfig, seed: int,
-                 tags=None) -> Rollout:
+                 tags=None, *, prompt: WindowPrompt) -> Rollout:
   """Samples and scores G responses for one window (item: its video item; ctx_fn(previous) -> the judge's
-  WindowContext)."""
-  batch = processor([window_messages(item, previous, None, prompt=processor.window_prompt)], thinking=True)
+  WindowContext; prompt: the policy's window prompt)."""
+  batch = processor([window_messages(item, previous, None, prompt=prompt)], thinking=True)
   think_end = processor.tokenizer.convert_tokens_to_ids("</think>")
   stops = processor.stop_token_ids
   out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None,
@@ -134,12 +134,12 @@ def _member_batches(model_config, rollouts_by_member, b: int, pad_id: int, bucke
                     for r in rs])
 
 
-def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = True, stop_at: int | None = None,
+def train(cfg, model, processor, source, judge, *, prompt: WindowPrompt, tags=None, progress: bool = True, stop_at: int | None = None,
           on_step=None) -> dict:
   """Phase-One training for cfg.steps steps from cfg.workdir (resuming its latest checkpoint).
 
   source: a stream source (rl.streams.SynthWorldSource or one with the same methods). judge: a
-  rewards.Judge. stop_at: end after this step, as a preemption would. on_step(step, metrics, rollouts): a
+  rewards.Judge. prompt: the policy's window prompt (memory.prompt.read_window_prompt). stop_at: end after this step, as a preemption would. on_step(step, metrics, rollouts): a
   hook. At the last step the policy is exported in HF format to cfg.export_dir (default workdir/export;
   member k of a population to .../member_k). Returns {"model" (P = 1) or "models", "history": per-step
   metrics (with "member" when P > 1), "resumed_from"}. The model's arrays are donated: use the returned ones.
@@ -208,7 +208,7 @@ def train(cfg, model, processor, source, judge, *, tags=None, progress: bool = T
         live = nnx.merge(graphdef, pop.member(params_here, p), rest_here)
         rollouts[p].append(sample_group(live, processor, item, previous, ctx_fn, cfg, judge,
                                         rewards[p], seed=(cfg.seed * 1_000_003 + step * 1009 + int(b)) % (2**31),
-                                        tags=tags))
+                                        tags=tags, prompt=prompt))
         to_global[p].append(mapping)
     advantages = np.stack([np.asarray(group_advantages(
         np.stack([r.score.reward for r in rs]), eps=cfg.eps, **nsr_gate_args(cfg.nsr_gate),

@@ -25,19 +25,20 @@ from taskmem_jax.envs.synthworld.reader import parse_memory
 from taskmem_jax.envs.synthworld.video import render_clip
 from taskmem_jax.envs.synthworld.world import KINDS
 from taskmem_jax.memory.loop import RolloutConfig, memorize_stream
+from taskmem_jax.memory.prompt import WindowPrompt
 from taskmem_jax.memory.store import EpisodicMemory
 from taskmem_jax.phase_two.adapt import Adapter, update_points
 
 
-def memorise(model, processor, stream, rollout: RolloutConfig, *, steer=None, hint=None, memory=None,
+def memorise(model, processor, stream, rollout: RolloutConfig, *, prompt: WindowPrompt, steer=None, hint=None, memory=None,
              first_clip: int = 0, stop_clip: int | None = None) -> EpisodicMemory:
   """The stream's memory (clips rendered in memory), continuing `memory` over clips first_clip ..
-  stop_clip - 1 with `steer` values (None = zero) and the task hint; the model's steer is zero again
+  stop_clip - 1 with `steer` values (None = zero) and the task hint in the policy's window `prompt`; the model's steer is zero again
   afterwards."""
   zero = np.zeros_like(steer_lib.get_steer(model))
   steer_lib.set_steer(model, zero if steer is None else steer)
   try:
-    memory, _ = memorize_stream(model, processor, None, stream.duration, rollout, task_questions=hint or None,
+    memory, _ = memorize_stream(model, processor, None, stream.duration, rollout, prompt=prompt, task_questions=hint or None,
                                 memory=memory, first_clip=first_clip, stop_clip=stop_clip,
                                 video_item=lambda w: {"type": "video", "video": render_clip(stream, w.start, w.end)})
   finally:
@@ -46,14 +47,14 @@ def memorise(model, processor, stream, rollout: RolloutConfig, *, steer=None, hi
 
 
 def adapted_memory(model, processor, stream, base: EpisodicMemory, segments: list[tuple[int, Adapter]],
-                   rollout: RolloutConfig) -> EpisodicMemory:
+                   rollout: RolloutConfig, *, prompt: WindowPrompt) -> EpisodicMemory:
   """`base` up to the first segment's clip, then each (from_clip, adapter) segment's memory (steer + hint)
   up to the next segment's clip; the last segment runs to the end of the stream."""
   first = segments[0][0]
   memory = EpisodicMemory(base.interval, {c: d for c, d in base.items() if c < first})
   for k, (from_clip, adapter) in enumerate(segments):
     stop = segments[k + 1][0] if k + 1 < len(segments) else None
-    memory = memorise(model, processor, stream, rollout, steer=adapter.values, hint=adapter.hint, memory=memory,
+    memory = memorise(model, processor, stream, rollout, prompt=prompt, steer=adapter.values, hint=adapter.hint, memory=memory,
                       first_clip=from_clip, stop_clip=stop)
   return memory
 
@@ -69,7 +70,7 @@ def fact_mentions(memory: EpisodicMemory, clips) -> dict[str, float]:
 
 
 def adapt_stream(model, processor, stream, tasks: dict, answerer: Callable, train_adapter_fn: Callable,
-                 rollout: RolloutConfig, *, update_positions=(5,), seed: int = 0, progress=None) -> dict:
+                 rollout: RolloutConfig, *, prompt: WindowPrompt, update_positions=(5,), seed: int = 0, progress=None) -> dict:
   """The whole protocol on one stream. tasks: task -> questions in arrival order; train_adapter_fn(task,
   hint) -> Adapter; update_positions: after how many questions of a task its adapter is (re)trained
   ((5,) by default; the official schedule is (10, 30, 50)). Questions after the first update position
@@ -77,7 +78,7 @@ def adapt_stream(model, processor, stream, tasks: dict, answerer: Callable, trai
   adapters in order), "phase_two" (task -> {"before", "after"} scores), "cross_task" (i -> j -> acc),
   "fact_mentions" ({"phase_one" | task: kind -> rate} over the adapted clips), "switch" (task -> clip)}."""
   say = progress or (lambda *_: None)
-  base = memorise(model, processor, stream, rollout)
+  base = memorise(model, processor, stream, rollout, prompt=prompt)
   say("phase one memory written")
   adapters, memories, switch, late = {}, {}, {}, {}
   for task, questions in tasks.items():
@@ -90,7 +91,8 @@ def adapt_stream(model, processor, stream, tasks: dict, answerer: Callable, trai
     switch[task] = points[0][0]
     adapters[task] = [train_adapter_fn(task, hint) for _, hint in points]
     memories[task] = adapted_memory(model, processor, stream, base,
-                                    [(clip, a) for (clip, _), a in zip(points, adapters[task])], rollout)
+                                    [(clip, a) for (clip, _), a in zip(points, adapters[task])], rollout,
+                                    prompt=prompt)
     say(f"{task}: adapter(s) trained on {[a.stats['pairs'] for a in adapters[task]]} pairs")
   phase_two, cross = {}, {}
   for task in memories:
@@ -113,7 +115,8 @@ def adapt_stream(model, processor, stream, tasks: dict, answerer: Callable, trai
 
 
 def drift(model, processor, stream, old: Adapter, new_task: str, questions, answerer: Callable,
-          train_adapter_fn: Callable, rollout: RolloutConfig, base: EpisodicMemory, *, ks=(1, 3, 5)) -> dict:
+          train_adapter_fn: Callable, rollout: RolloutConfig, base: EpisodicMemory, *, prompt: WindowPrompt,
+          ks=(1, 3, 5)) -> dict:
   """The task switches to `new_task` mid-stream while `old` (another task's adapter) is deployed.
 
   For k new-task questions seen, an adapter trained on those k is compared with the stale adapter and
@@ -129,7 +132,7 @@ def drift(model, processor, stream, old: Adapter, new_task: str, questions, answ
     switch = questions[k - 1].asked_after_clip + 1
     adapter = train_adapter_fn(new_task, [q.text for q in questions[:k]][-5:])
     for target, acc in ((adapter, new_acc), (old, stale_acc)):
-      memory = adapted_memory(model, processor, stream, base, [(switch, target)], rollout)
+      memory = adapted_memory(model, processor, stream, base, [(switch, target)], rollout, prompt=prompt)
       acc.append(evaluate_memory(stream, memory, {new_task: late}, answerer)[1]["overall"]["acc"])
   best = new_acc[-1]
   recovered = next((k for k, a in zip(ks, new_acc) if a >= best), ks[-1])

@@ -21,14 +21,16 @@ from taskmem_jax.envs.synthworld.source import SynthWorldSource
 from taskmem_jax.envs.synthworld.task_judge import SynthWorldTaskJudge
 from taskmem_jax.eval.plots import pyplot, save_figure
 from taskmem_jax.memory.loop import RolloutConfig
+from taskmem_jax.memory.prompt import WindowPrompt
 from taskmem_jax.phase_two.adapt import train_adapter
 from taskmem_jax.phase_two.cache import CacheConfig
 from taskmem_jax.rewards import SYNTHWORLD_TAGS, RewardConfig
 from taskmem_jax.tensorboard import SummaryWriter
 
 
-def run(cfg, model, processor, stream, tasks: dict, *, progress=None) -> dict:
-  """cfg: experiments/configs/phase_two_synthworld.py. tasks: task -> questions (arrival order)."""
+def run(cfg, model, processor, stream, tasks: dict, *, prompt: WindowPrompt, progress=None) -> dict:
+  """cfg: experiments/configs/phase_two_synthworld.py. tasks: task -> questions (arrival order). prompt: the
+  policy's window prompt (memory.prompt.read_window_prompt)."""
   steer_lib.add_steer(model, tuple(cfg.steer_layers) or None)
   source = SynthWorldSource(dataclasses.replace(stream.config, num_clips=cfg.train_clips),
                             seed_base=cfg.train_seed_base,
@@ -45,11 +47,11 @@ def run(cfg, model, processor, stream, tasks: dict, *, progress=None) -> dict:
   def train(task, hint):
     return train_adapter(model, processor, task, hint, source, quality, task_judge, reward, cache_cfg, cfg.dpo,
                          num_contexts=cfg.num_contexts, seed=cfg.cache.seed * 1000 + next(counter),
-                         tags=SYNTHWORLD_TAGS, mesh=mesh, preset=preset)
+                         tags=SYNTHWORLD_TAGS, mesh=mesh, preset=preset, prompt=prompt)
 
   rollout = RolloutConfig(max_new_tokens=cfg.max_new_tokens)
   out = adapt_stream(model, processor, stream, tasks, answer, train, rollout,
-                     update_positions=tuple(cfg.update_positions), progress=progress)
+                     prompt=prompt, update_positions=tuple(cfg.update_positions), progress=progress)
   results = {"phase_two": out["phase_two"], "cross_task": out["cross_task"], "fact_mentions": out["fact_mentions"],
              "steer_layers": list(steer_lib.steer_layers(model))}
   if out["adapters"]:  # the teacher at the policy's budget (cfg.teacher_budget), random vs focused on the hint
@@ -59,7 +61,7 @@ def run(cfg, model, processor, stream, tasks: dict, *, progress=None) -> dict:
   a, b = cfg.drift_from, cfg.drift_to
   if a in out["adapters"] and b in tasks and len(tasks[b]) > max(cfg.drift_ks):
     results["drift"] = drift(model, processor, stream, out["adapters"][a][-1], b, tasks[b], answer, train, rollout,
-                             out["phase_one_memory"], ks=tuple(cfg.drift_ks))
+                             out["phase_one_memory"], prompt=prompt, ks=tuple(cfg.drift_ks))
   results["_memories"] = out["memories"]
   results["_adapters"] = out["adapters"]
   return results
