@@ -134,42 +134,177 @@ def _member_batches(model_config, rollouts_by_member, b: int, pad_id: int, bucke
                     for r in rs])
 
 
-def train(cfg, model, processor, source, judge, *, prompt: WindowPrompt, tags=None, progress: bool = True, stop_at: int | None = None,
-          on_step=None) -> dict:
+class _Job:
+  """What a run fixes before its first step: the members' rewards, the loss, the judge and window prompt, the
+  model's static parts, the placement (mesh, this process's view of it) and this process's streams."""
+
+  def __init__(self, cfg, model, processor, judge, prompt: WindowPrompt, tags):
+    self.cfg, self.processor, self.judge, self.prompt, self.tags = cfg, processor, judge, prompt, tags
+    self.rewards = reward_configs(cfg)
+    self.size = len(self.rewards)
+    self.loss_cfg = loss_config(cfg)
+    self.optimizer = make_optimizer(cfg)
+    self.model_config = model.config
+    self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    mesh_cfg = dict(cfg.get("mesh", None) or {})
+    self.mesh, self.preset = pop.make_mesh(self.size, mesh_cfg), pop.mesh_preset(mesh_cfg)
+    self.multi = jax.process_count() > 1
+    # This process's streams: all of them, or k, k+n, ... of n processes (strided, so that every mini-batch
+    # of consecutive streams draws on every process).
+    self.mine = distributed.process_batch(cfg.num_streams, mode="strided")
+    self.here = distributed.local_mesh(self.mesh) if self.multi else self.mesh  # where this process's groups run
+    self.rest = pop.shard(rest, None if self.mesh is None else
+                          jax.tree.map(lambda _: NamedSharding(self.mesh, PartitionSpec()), rest))
+    self.rest_here = distributed.local_view(self.rest, self.mesh) if self.multi else self.rest
+    self.params = params  # the initial values, until init_state places them
+    self.metric_keys = None  # the group-gradient metrics' names, for gathering them across processes
+
+  def init_state(self) -> TrainState:
+    """The P members' TrainStates, created in their shards. Params loaded straight into their shards
+    (experiments.phase_one.load_policy) are never gathered."""
+    def init(params):
+      one = TrainState(jnp.zeros((), jnp.int32), params, self.optimizer.init(params))
+      return pop.stack([one] * self.size)
+
+    self.sharding = pop.state_sharding(jax.eval_shape(init, self.params), self.mesh, self.preset)
+    self.apply = pop.make_apply(self.optimizer, self.sharding)
+    state = jax.jit(init, out_shardings=self.sharding)(self.params)
+    del self.params
+    return state
+
+  def local(self, tree):
+    """This process's view of a global tree (the tree itself on one process)."""
+    return distributed.local_view(tree, self.mesh) if self.multi and tree is not None else tree
+
+
+def collect(job: _Job, state: TrainState, slots: StreamSlots, source, step: int, off_policy: bool):
+  """1. Every stream of this process shows its window to every member, which samples and scores G responses.
+  Returns (rollouts [P][this process's streams], to_global [P][streams]: a window's local -> global face
+  ids, or None)."""
+  cfg = job.cfg
+  params_here = job.local(state.params)
+  rollouts = [[] for _ in range(job.size)]
+  to_global = [[] for _ in range(job.size)]
+  for b in job.mine:
+    slot = slots.slots[b]
+    for p in range(job.size):
+      memory = source.teacher(slot.video) if off_policy else slot.memories[p]
+      previous, mapping = memory.previous(slot.clip), None
+      if hasattr(source, "prepare"):  # real video: the history in this window's local face ids (map.json)
+        item, previous, mapping = source.prepare(slot.video, slot.clip, previous)
+      else:
+        item = source.video_item(slot.video, slot.clip)
+      ctx_fn = lambda previous, slot=slot, item=item: source.context(slot.video, slot.clip, previous, item)
+      live = nnx.merge(job.graphdef, pop.member(params_here, p), job.rest_here)
+      rollouts[p].append(sample_group(live, job.processor, item, previous, ctx_fn, cfg, job.judge,
+                                      job.rewards[p], seed=(cfg.seed * 1_000_003 + step * 1009 + int(b)) % (2**31),
+                                      tags=job.tags, prompt=job.prompt))
+      to_global[p].append(mapping)
+  return rollouts, to_global
+
+
+def score(job: _Job, rollouts) -> np.ndarray:
+  """2. Group-normalised advantages [P, this process's streams, G] (the NSR gate as configured)."""
+  cfg = job.cfg
+  return np.stack([np.asarray(group_advantages(
+      np.stack([r.score.reward for r in rs]), eps=cfg.eps, **nsr_gate_args(cfg.nsr_gate),
+      parsed=np.stack([r.score.status == 0 for r in rs]),
+      correctness=np.stack([r.score.correctness for r in rs]),
+      group_failed=np.array([r.score.group_failed for r in rs]))) for rs in rollouts])
+
+
+def update(job: _Job, state: TrainState, ref_params, rollouts, advantages: np.ndarray):
+  """3. Old (and reference) log-probs under the current parameters, then one AdamW update per mini-batch of
+  streams, its gradient sums all-reduced over processes. Returns (state, one metrics dict per update, each
+  value [P])."""
+  cfg, loss_cfg, graphdef, rest_here = job.cfg, job.loss_cfg, job.graphdef, job.rest_here
+  params_here = job.local(state.params)
+  batches = [_member_batches(job.model_config, rollouts, i, job.processor.pad_token_id, cfg.buckets)
+             for i in range(len(job.mine))]
+  batches = [pop.shard(gb, pop.batch_sharding(gb, job.here)) for gb in batches]
+  ref_here = job.local(ref_params)
+  old = [pop.log_probs(graphdef, params_here, rest_here, loss_cfg.temperature, gb.inputs) for gb in batches]
+  ref = [pop.log_probs(graphdef, ref_here, rest_here, loss_cfg.temperature, gb.inputs) if ref_here is not None
+         else None for gb in batches]
+  update_metrics = []
+  for group in np.array_split(np.arange(cfg.num_streams), cfg.num_minibatches):
+    grad_sum, parts = None, []
+    # The parameters as the previous mini-batch left them (an update donates the old buffers).
+    params_here = job.local(state.params)
+    for i in np.flatnonzero(np.isin(job.mine, group)):
+      if not advantages[:, i].any() and not loss_cfg.kl_coef:
+        continue  # zero advantages for every member: a zero gradient (still counted in the mean below)
+      grads, m = pop.group_grads(graphdef, params_here, rest_here, loss_cfg, batches[i], old[i],
+                                 jnp.asarray(advantages[:, i]), ref[i])
+      grad_sum = grads if grad_sum is None else add_trees(grad_sum, grads)
+      parts.append(m)
+    if not job.multi:
+      if grad_sum is None:
+        continue
+      state, grad_norm = job.apply(state, grad_sum, float(len(group)))
+      update_metrics.append({**{k: jnp.mean(jnp.stack([m[k] for m in parts]), axis=0) for k in parts[0]},
+                             "grad_norm": grad_norm})  # each [P]
+      continue
+    if not distributed.any_process(grad_sum is not None):
+      continue
+    if job.metric_keys is None:
+      job.metric_keys = sorted(pop.group_grads.eval_shape(graphdef, params_here, rest_here, loss_cfg, batches[0],
+                                                          old[0], jnp.asarray(advantages[:, 0]), ref[0])[1])
+    if grad_sum is None:
+      grad_sum = jax.tree.map(jnp.zeros_like, params_here)
+    state, grad_norm = job.apply(state, distributed.sum_over_processes(grad_sum, job.mesh, job.sharding.params),
+                                 float(len(group)))
+    # The groups' metrics, meaned over every process's trained groups: sums and counts gathered.
+    sums = np.array([np.sum([np.asarray(m[k]) for m in parts], axis=0) if parts else np.zeros(job.size)
+                     for k in job.metric_keys])  # [K, P]
+    gathered = distributed.allgather_rows(np.concatenate([sums, np.full((1, job.size), len(parts))])[None])
+    total = gathered.sum(0)
+    update_metrics.append({**{k: total[j] / total[-1] for j, k in enumerate(job.metric_keys)},
+                           "grad_norm": distributed.local_view(grad_norm, job.mesh)})
+  return state, update_metrics
+
+
+def advance(job: _Job, slots: StreamSlots, source, step: int, off_policy: bool, rollouts, to_global,
+            advantages: np.ndarray):
+  """4. Each stream's history takes the teacher's memory (off-policy) or the member's first parsed response,
+  in global face ids, and the streams move on. Every process needs every stream's history and statistics:
+  they are gathered in global stream order. Returns (score arrays per member, advantages [P, B, G])."""
+  size = job.size
+  chosen = [[next((x.description for x in rollouts[p][i].parses if x.ok), None) for i in range(len(job.mine))]
+            for p in range(size)]
+  chosen = [[c if c is None or g is None else g(c) for c, g in zip(chosen[p], to_global[p])] for p in range(size)]
+  arrays = [score_arrays(rollouts[p]) for p in range(size)]
+  if job.multi:
+    chosen = [distributed.allgather_strings(c, mode="strided") for c in chosen]
+    arrays = [{k: distributed.allgather_rows(v, mode="strided") for k, v in a.items()} for a in arrays]
+    advantages = np.stack([distributed.allgather_rows(a, mode="strided") for a in advantages])
+  for b, slot in enumerate(slots.slots):
+    for p in range(size):
+      if off_policy:
+        teacher = source.teacher(slot.video)
+        if slot.clip in teacher:
+          slot.memories[p].add(slot.clip, teacher.get(slot.clip))
+      elif chosen[p][b] is not None:
+        slot.memories[p].add(slot.clip, chosen[p][b])
+  slots.advance(step)
+  return arrays, advantages
+
+
+def train(cfg, model, processor, source, judge, *, prompt: WindowPrompt, tags=None, progress: bool = True,
+          stop_at: int | None = None, on_step=None) -> dict:
   """Phase-One training for cfg.steps steps from cfg.workdir (resuming its latest checkpoint).
 
   source: a stream source (rl.streams.SynthWorldSource or one with the same methods). judge: a
-  rewards.Judge. prompt: the policy's window prompt (memory.prompt.read_window_prompt). stop_at: end after this step, as a preemption would. on_step(step, metrics, rollouts): a
-  hook. At the last step the policy is exported in HF format to cfg.export_dir (default workdir/export;
-  member k of a population to .../member_k). Returns {"model" (P = 1) or "models", "history": per-step
-  metrics (with "member" when P > 1), "resumed_from"}. The model's arrays are donated: use the returned ones.
+  rewards.Judge. prompt: the policy's window prompt (memory.prompt.read_window_prompt). stop_at: end after
+  this step, as a preemption would. on_step(step, metrics, rollouts): a hook. At the last step the policy
+  is exported in HF format to cfg.export_dir (default workdir/export; member k of a population to
+  .../member_k). Returns {"model" (P = 1) or "models", "history": per-step metrics (with "member" when
+  P > 1), "resumed_from"}. The model's arrays are donated: use the returned ones.
   """
-  rewards = reward_configs(cfg)
-  size = len(rewards)
-  loss_cfg = loss_config(cfg)
-  optimizer = make_optimizer(cfg)
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  mesh_cfg = dict(cfg.get("mesh", None) or {})
-  mesh, preset = pop.make_mesh(size, mesh_cfg), pop.mesh_preset(mesh_cfg)
-
-  def init_state(params):
-    one = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-    return pop.stack([one] * size)
-
-  sharding = pop.state_sharding(jax.eval_shape(init_state, params), mesh, preset)
-  apply = pop.make_apply(optimizer, sharding)
-  # Built where it lives: params loaded straight into their shards (experiments.phase_one.load_policy) are
-  # never gathered, and the P copies and the optimizer moments are created in their shards.
-  state = jax.jit(init_state, out_shardings=sharding)(params)
-  del params
-  ref_params = jax.tree.map(jnp.copy, state.params) if loss_cfg.kl_coef else None
-  rest = pop.shard(rest, None if mesh is None else jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), rest))
-  multi = jax.process_count() > 1
-  # This process's streams: all of them, or k, k+n, ... of n processes (strided, so that every mini-batch
-  # of consecutive streams draws on every process).
-  mine = distributed.process_batch(cfg.num_streams, mode="strided")
-  here = distributed.local_mesh(mesh) if multi else mesh  # where this process's groups are computed
-  rest_here = distributed.local_view(rest, mesh) if multi else rest
+  job = _Job(cfg, model, processor, judge, prompt, tags)
+  size = job.size
+  state = job.init_state()
+  ref_params = jax.tree.map(jnp.copy, state.params) if job.loss_cfg.kl_coef else None
   slots = StreamSlots(cfg.num_streams, source.num_clips, n_min=cfg.n_min, n_max=cfg.n_max,
                       p_resample=cfg.p_resample, seed=cfg.seed, members=size,
                       start_clip=getattr(source, "start_clip", None))
@@ -181,104 +316,21 @@ def train(cfg, model, processor, source, judge, *, prompt: WindowPrompt, tags=No
   start = 0
   if resumed_from is not None:
     state, data = ckpt.restore(manager, state, resumed_from)
-    state = pop.shard(state, sharding)
+    state = pop.shard(state, job.sharding)
     slots.restore(data["slots"])
     start = int(data["step"])
   log = RunLog(cfg.workdir, desc="phase one", total=cfg.steps, start=start, progress=progress)
   history = log.earlier
-  metric_keys = None  # the group-gradient metrics' names, for gathering them across processes
 
   end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
   for step in range(start, end):
     tic = time.perf_counter()
     off_policy = step < cfg.off_policy_steps
-    params_here = distributed.local_view(state.params, mesh) if multi else state.params
-    rollouts = [[] for _ in range(size)]  # [P][this process's streams]
-    to_global = [[] for _ in range(size)]  # [P][this process's streams]: a window's local -> global ids, or None
-    for b in mine:
-      slot = slots.slots[b]
-      for p in range(size):
-        memory = source.teacher(slot.video) if off_policy else slot.memories[p]
-        previous, mapping = memory.previous(slot.clip), None
-        if hasattr(source, "prepare"):  # real video: the history in this window's local face ids (map.json)
-          item, previous, mapping = source.prepare(slot.video, slot.clip, previous)
-        else:
-          item = source.video_item(slot.video, slot.clip)
-        ctx_fn = lambda previous, slot=slot, item=item: source.context(slot.video, slot.clip, previous, item)
-        live = nnx.merge(graphdef, pop.member(params_here, p), rest_here)
-        rollouts[p].append(sample_group(live, processor, item, previous, ctx_fn, cfg, judge,
-                                        rewards[p], seed=(cfg.seed * 1_000_003 + step * 1009 + int(b)) % (2**31),
-                                        tags=tags, prompt=prompt))
-        to_global[p].append(mapping)
-    advantages = np.stack([np.asarray(group_advantages(
-        np.stack([r.score.reward for r in rs]), eps=cfg.eps, **nsr_gate_args(cfg.nsr_gate),
-        parsed=np.stack([r.score.status == 0 for r in rs]),
-        correctness=np.stack([r.score.correctness for r in rs]),
-        group_failed=np.array([r.score.group_failed for r in rs]))) for rs in rollouts])  # [P, B_here, G]
+    rollouts, to_global = collect(job, state, slots, source, step, off_policy)
+    advantages = score(job, rollouts)
     sample_s = time.perf_counter() - tic
-
-    batches = [_member_batches(model.config, rollouts, i, processor.pad_token_id, cfg.buckets)
-               for i in range(len(mine))]
-    batches = [pop.shard(gb, pop.batch_sharding(gb, here)) for gb in batches]
-    ref_here = distributed.local_view(ref_params, mesh) if multi and ref_params is not None else ref_params
-    old = [pop.log_probs(graphdef, params_here, rest_here, loss_cfg.temperature, gb.inputs) for gb in batches]
-    ref = [pop.log_probs(graphdef, ref_here, rest_here, loss_cfg.temperature, gb.inputs) if ref_here is not None
-           else None for gb in batches]
-    update_metrics = []
-    for group in np.array_split(np.arange(cfg.num_streams), cfg.num_minibatches):
-      grad_sum, parts = None, []
-      # The parameters as the previous mini-batch left them (an update donates the old buffers).
-      params_here = distributed.local_view(state.params, mesh) if multi else state.params
-      for i in np.flatnonzero(np.isin(mine, group)):
-        if not advantages[:, i].any() and not loss_cfg.kl_coef:
-          continue  # zero advantages for every member: a zero gradient (still counted in the mean below)
-        grads, m = pop.group_grads(graphdef, params_here, rest_here, loss_cfg, batches[i], old[i],
-                                   jnp.asarray(advantages[:, i]), ref[i])
-        grad_sum = grads if grad_sum is None else add_trees(grad_sum, grads)
-        parts.append(m)
-      if not multi:
-        if grad_sum is None:
-          continue
-        state, grad_norm = apply(state, grad_sum, float(len(group)))
-        update_metrics.append({**{k: jnp.mean(jnp.stack([m[k] for m in parts]), axis=0) for k in parts[0]},
-                               "grad_norm": grad_norm})  # each [P]
-        continue
-      if not distributed.any_process(grad_sum is not None):
-        continue
-      if metric_keys is None:
-        metric_keys = sorted(pop.group_grads.eval_shape(graphdef, params_here, rest_here, loss_cfg, batches[0],
-                                                        old[0], jnp.asarray(advantages[:, 0]), ref[0])[1])
-      if grad_sum is None:
-        grad_sum = jax.tree.map(jnp.zeros_like, params_here)
-      state, grad_norm = apply(state, distributed.sum_over_processes(grad_sum, mesh, sharding.params),
-                               float(len(group)))
-      # The groups' metrics, meaned over every process's trained groups: sums and counts gathered.
-      sums = np.array([np.sum([np.asarray(m[k]) for m in parts], axis=0) if parts else np.zeros(size)
-                       for k in metric_keys])  # [K, P]
-      gathered = distributed.allgather_rows(np.concatenate([sums, np.full((1, size), len(parts))])[None])
-      total = gathered.sum(0)
-      update_metrics.append({**{k: total[j] / total[-1] for j, k in enumerate(metric_keys)},
-                             "grad_norm": distributed.local_view(grad_norm, mesh)})
-
-    # Every process needs every stream's history and statistics: gathered in global stream order.
-    chosen = [[next((x.description for x in rollouts[p][i].parses if x.ok), None) for i in range(len(mine))]
-              for p in range(size)]
-    chosen = [[c if c is None or g is None else g(c) for c, g in zip(chosen[p], to_global[p])] for p in range(size)]
-    arrays = [score_arrays(rollouts[p]) for p in range(size)]
-    adv_all = advantages
-    if multi:
-      chosen = [distributed.allgather_strings(c, mode="strided") for c in chosen]
-      arrays = [{k: distributed.allgather_rows(v, mode="strided") for k, v in a.items()} for a in arrays]
-      adv_all = np.stack([distributed.allgather_rows(a, mode="strided") for a in advantages])
-    for b, slot in enumerate(slots.slots):
-      for p in range(size):
-        if off_policy:
-          teacher = source.teacher(slot.video)
-          if slot.clip in teacher:
-            slot.memories[p].add(slot.clip, teacher.get(slot.clip))
-        elif chosen[p][b] is not None:
-          slot.memories[p].add(slot.clip, chosen[p][b])
-    slots.advance(step)
+    state, update_metrics = update(job, state, ref_params, rollouts, advantages)
+    arrays, adv_all = advance(job, slots, source, step, off_policy, rollouts, to_global, advantages)
 
     last_update = jax.device_get(update_metrics[-1]) if update_metrics else {}
     step_s = time.perf_counter() - tic
@@ -301,8 +353,8 @@ def train(cfg, model, processor, source, judge, *, prompt: WindowPrompt, tags=No
     write_curves(os.path.join(cfg.workdir, "curves.html"), series, title=f"Phase One: {cfg.workdir}")
   manager.wait_until_finished()
   manager.close()
-  params_here = distributed.local_view(state.params, mesh) if multi else state.params
-  models = [nnx.merge(graphdef, pop.member(params_here, p), rest_here) for p in range(size)]
+  params_here = job.local(state.params)
+  models = [nnx.merge(job.graphdef, pop.member(params_here, p), job.rest_here) for p in range(size)]
   if end == cfg.steps and primary:
     export = cfg.export_dir or os.path.join(cfg.workdir, "export")
     for p, trained in enumerate(models):
