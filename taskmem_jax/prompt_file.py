@@ -18,7 +18,7 @@ brace is text (a JSON example needs no escaping). Each slot must appear exactly 
   task {questions} {memories} {reply} (rewards.judge_prompts.JudgeTexts). {reply} is our reply
   instruction, which the reply parsers read;
 - answerer: multiple_choice {memory} {question} {options}; free_form {memory} {question}
-  (eval.answerer.AnswererTexts). A free-form answer abstains by saying "Insufficient Information".
+  (eval.answer_prompt.AnswererTexts). A free-form answer abstains by saying "Insufficient Information".
 
 We ship our own words only. To run with the official wording of the memory prompt (TaskMem
 memory/memory_process.py), write the file from a checkout of the official repository; README.md,
@@ -32,7 +32,7 @@ import json
 import os
 from typing import Any
 
-from taskmem_jax.eval.answerer import AnswererTexts
+from taskmem_jax.eval.answer_prompt import AnswererTexts
 from taskmem_jax.io import atomic_write_json
 from taskmem_jax.memory.prompt import DEFAULT, WindowPrompt
 from taskmem_jax.rewards.judge_prompts import JudgeTexts

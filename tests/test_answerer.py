@@ -1,10 +1,12 @@
-"""The checkpoint-driven answerer: prompt layout, letter parsing, and a run on a tiny checkpoint."""
+"""The answerer's prompt and the checkpoint-driven answerer: prompt layout, letter parsing, and a run on a tiny checkpoint."""
 
 import numpy as np
 import pytest
 
 from experiments import describe
-from taskmem_jax.eval import answerer as A
+from taskmem_jax.eval import answer_prompt as A
+from taskmem_jax.eval import answerers
+from taskmem_jax.eval.answerers import ModelAnswerer
 from taskmem_jax.memory import EpisodicMemory
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor
@@ -31,7 +33,7 @@ def test_parse_letter(reply, expected):
 @pytest.mark.slow
 def test_model_answerer_runs_on_a_tiny_checkpoint(tmp_path):
   checkpoint = describe.tiny_checkpoint(str(tmp_path))
-  answer = A.ModelAnswerer(qwen3_vl.from_pretrained(checkpoint, dtype=np.float32),
+  answer = ModelAnswerer(qwen3_vl.from_pretrained(checkpoint, dtype=np.float32),
                            Qwen3VLProcessor.from_pretrained(checkpoint), max_new_tokens=4)
   memory = EpisodicMemory()
   memory.add(0, "person 1 picks up the red circle.")
@@ -62,8 +64,8 @@ def test_model_answerer_reads_the_models_reply(tmp_path, monkeypatch, reply, exp
     ids = processor.tokenizer(reply, add_special_tokens=False)["input_ids"] + [kwargs["stop_token_ids"][0]]
     return GenerateOutput(np.array([ids], np.int32), np.zeros((1, len(ids)), np.float32), np.array([len(ids)]))
 
-  monkeypatch.setattr(A, "generate", scripted)
-  answer = A.ModelAnswerer(None, processor)
+  monkeypatch.setattr(answerers, "generate", scripted)
+  answer = ModelAnswerer(None, processor)
   memory = EpisodicMemory()
   memory.add(0, "person 3 picks up the red circle.")
   assert answer("Who picked up the red circle?", ["person 1", "person 2", "person 3", "person 4"], memory) == expected

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from taskmem_jax.eval import answerer as ans
+from taskmem_jax.eval import answer_prompt as ans
 from taskmem_jax.eval.answerers import ChatAnswerer, ChatFreeFormAnswerer
 from taskmem_jax.memory import EpisodicMemory
 from taskmem_jax.memory import prompt as wp

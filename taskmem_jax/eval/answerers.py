@@ -1,6 +1,6 @@
 """Answerers and graders for the streaming benchmarks: memory string in, answer out (video never shown).
 
-Multiple choice (VideoMME, EgoLife, SynthWorld): the eval/answerer.py prompt (lettered options plus a
+Multiple choice (VideoMME, EgoLife, SynthWorld): the eval/answer_prompt.py prompt (lettered options plus a
 "the memory does not say" option = abstain), answered by a local Qwen3-VL checkpoint (ModelAnswerer) or
 an OpenAI-compatible endpoint (ChatAnswerer), optionally with several samples and a majority vote
 (EgoLife's protocol: 3 samples). Free form (EgoTempo): the answerer writes an answer or "Insufficient
@@ -15,9 +15,10 @@ import json
 import re
 from typing import Callable, Sequence
 
-from taskmem_jax.eval.answerer import (DEFAULT_TEXTS, INSUFFICIENT, AnswererTexts, free_form_prompt, parse_letter,
-                                       qa_prompt)
+from taskmem_jax.eval.answer_prompt import (DEFAULT_TEXTS, INSUFFICIENT, AnswererTexts, free_form_prompt,
+                                            parse_letter, qa_prompt)
 from taskmem_jax.memory.store import EpisodicMemory
+from taskmem_jax.processing.processor import Qwen3VLProcessor
 from taskmem_jax.sampling import generate
 
 GRADE_PROMPT = """You grade an answer to a question about a video against the reference answer.
@@ -35,6 +36,24 @@ def majority(letters: Sequence[str | None]) -> str | None:
   counts = collections.Counter(letters)
   best = max(counts.values())
   return min((x for x in counts if counts[x] == best), key=lambda x: (x is None, x or ""))
+
+
+class ModelAnswerer:
+  """answer(question_text, options, memory) -> letter or None, with greedy decoding."""
+
+  def __init__(self, model, processor: Qwen3VLProcessor, *, max_new_tokens: int = 64, thinking: bool | None = None,
+               texts: AnswererTexts = DEFAULT_TEXTS):
+    self.model, self.processor, self.texts = model, processor, texts
+    self.max_new_tokens, self.thinking = max_new_tokens, thinking
+    self.stop_ids = processor.stop_token_ids
+
+  def __call__(self, question: str, options: Sequence[str], memory: EpisodicMemory) -> str | None:
+    text, _ = qa_prompt(memory.to_string(), question, options, texts=self.texts)
+    batch = self.processor([{"role": "user", "content": text}], thinking=self.thinking)
+    out = generate(self.model, batch, max_new_tokens=self.max_new_tokens, stop_token_ids=self.stop_ids,
+                   pad_token_id=self.processor.pad_token_id)
+    reply = self.processor.tokenizer.decode(out.tokens[0, :out.lengths[0]].tolist(), skip_special_tokens=False)
+    return parse_letter(reply, len(options))
 
 
 class LocalChat:
