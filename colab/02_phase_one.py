@@ -47,7 +47,7 @@ import json
 from IPython.display import Image, display
 
 from experiments import demo, phase_one
-from experiments.configs import phase_one_synthworld
+from taskmem_jax.configs import phase_one_synthworld
 from taskmem_jax.eval.metrics import format_table
 
 # %% [markdown]

@@ -47,7 +47,7 @@ import numpy as np
 from IPython.display import Image, display
 
 from experiments import phase_two
-from experiments.configs import phase_two_synthworld
+from taskmem_jax.configs import phase_two_synthworld
 from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.envs.synthworld import phase_two as experiment
 

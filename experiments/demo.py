@@ -88,7 +88,7 @@ def phase_two(output_dir: str, policy_dir: str, stream: sw.Stream, questions: di
               config=None) -> tuple[dict, str, str]:
   """Phase Two from the policy in policy_dir on the demo stream (taskmem_jax/envs/synthworld/phase_two.py, the
   demo variant of its config): (JSON-able results, the tables as text, the figure's path)."""
-  from experiments.configs import phase_two_synthworld
+  from taskmem_jax.configs import phase_two_synthworld
   from taskmem_jax.envs.synthworld import phase_two as experiment
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.processing import Qwen3VLProcessor

@@ -138,14 +138,14 @@ def update_positions(benchmark: str, given=None) -> tuple[int, ...] | None:
   benchmarks; None (one update after --update_after questions) on SynthWorld."""
   if given:
     return tuple(int(n) for n in given)
-  from experiments.configs import phase_two_30b_a3b
+  from taskmem_jax.configs import phase_two_30b_a3b
   return None if benchmark == "synthworld" else tuple(phase_two_30b_a3b.get_config().update_positions)
 
 
 def dpo_config(benchmark: str):
   """The DPO settings adapters are trained with for a benchmark: the real model's official ones, or
   SynthWorld's config (its own lighter DPO; both deploy the steer x1.5)."""
-  from experiments.configs import phase_two_30b_a3b, phase_two_synthworld
+  from taskmem_jax.configs import phase_two_30b_a3b, phase_two_synthworld
   return (phase_two_synthworld if benchmark == "synthworld" else phase_two_30b_a3b).get_config().dpo
 
 

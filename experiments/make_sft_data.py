@@ -9,7 +9,7 @@ clip). Clips the teacher left out (no new fact fitted) give no example.
   PYTHONPATH=. .venv/bin/python -m experiments.make_sft_data --workdir=WORK [--seeds=0:8 --num_clips=8 ...]
 
 builds WORK/init (random tiny checkpoint + SynthWorld tokenizer), WORK/sft_synthworld.jsonl (optional,
---write_jsonl) and, with --train, trains with experiments/configs/sft_synthworld.py and exports the
+--write_jsonl) and, with --train, trains with taskmem_jax/configs/sft_synthworld.py and exports the
 policy to --export_dir.
 
 --teacher_order=time writes the earliest facts that fit instead of the teacher's random subset, so the
@@ -24,7 +24,7 @@ of the first policy, trained by this script alone, and why it could not read the
 
 The first policy (formerly assets/synthworld_policy/) was produced by (seeds 0..31, 8 clips each, teacher budget
 40, no upscaling: 256 examples, video grids [10..50, 4, 4], 12888 target tokens; config
-experiments/configs/sft_synthworld.py with --config.steps=500, batch 1, lr 2e-3, seed 0; random init seed 0):
+taskmem_jax/configs/sft_synthworld.py with --config.steps=500, batch 1, lr 2e-3, seed 0; random init seed 0):
 
   PYTHONPATH=. .venv/bin/python -m experiments.make_sft_data --workdir=/tmp/sw_sft --seeds=0:32 \
       --num_clips=8 --train --config.steps=500 --export_dir=assets/synthworld_policy --eval_seeds=100:102
@@ -71,6 +71,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from taskmem_jax import configs
 from taskmem_jax.envs.synthworld import (WorldConfig, build_synthworld_tokenizer, generate, policy_world_config,
                                          render_clip, synthworld_model_config)
 from taskmem_jax.envs.synthworld.prompt import PROMPT as SYNTHWORLD_PROMPT
@@ -285,9 +286,7 @@ def define_flags() -> None:
   flags.DEFINE_bool("train", False, "Train and export.")
   flags.DEFINE_string("eval_seeds", "", "Held-out seeds start:stop to roll the exported policy out on.")
   flags.DEFINE_string("export_dir", "", "Export dir of the trained policy; empty = WORK/export.")
-  config_flags.DEFINE_config_file(
-      "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "sft_synthworld.py"),
-      "SFT config.")
+  config_flags.DEFINE_config_file("config", configs.path("sft_synthworld"), "SFT config.")
 
 
 if __name__ == "__main__":

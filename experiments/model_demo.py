@@ -22,7 +22,7 @@ from absl import flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from taskmem_jax import cli
+from taskmem_jax import cli, configs
 from taskmem_jax.io import atomic_write_json
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import normalize, patchify
@@ -32,7 +32,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """Only when run as a script, so that importing this module (tests, other scripts) defines no flags."""
-  config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "configs/model_demo.py"))
+  config_flags.DEFINE_config_file("config", configs.path("model_demo"))
   flags.DEFINE_string("workdir", "/tmp/taskmem_demo", "Where the checkpoint and results go.")
 
 

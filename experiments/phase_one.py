@@ -1,6 +1,6 @@
 r"""Phase One: learn how to memorize with GSPO and the multi-objective reward (taskmem_jax/rl).
 
-  python -m experiments.phase_one --config=experiments/configs/phase_one_synthworld.py --workdir=DIR \
+  python -m experiments.phase_one --config=taskmem_jax/configs/phase_one_synthworld.py --workdir=DIR \
       [--config.steps=40 --config.reward.usefulness_scale=0 ...]
 
 Loads the policy (--config.checkpoint, HF format), trains on streams from --config.env with the
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from absl import flags
 from ml_collections import config_flags
 
-from taskmem_jax import cli
+from taskmem_jax import cli, configs
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor
 from taskmem_jax.memory.prompt import read_window_prompt
@@ -27,14 +27,14 @@ from taskmem_jax.prompt_file import load_prompt_template
 from taskmem_jax.rl.trainer import train
 
 FLAGS = flags.FLAGS
-_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "phase_one_synthworld.py")
+_CONFIG = configs.path("phase_one_synthworld")
 
 
 def define_flags() -> None:
   """Only when run as a script, so that importing this module defines no flags."""
   from taskmem_jax import distributed
 
-  config_flags.DEFINE_config_file("config", _CONFIG, "ml_collections config (experiments/configs/phase_one_*.py).")
+  config_flags.DEFINE_config_file("config", _CONFIG, "ml_collections config (taskmem_jax/configs/phase_one_*.py).")
   flags.DEFINE_string("workdir", None, "Overrides --config.workdir.")
   distributed.define_flags()  # --coordinator_address, --num_processes, --process_id (multi-host runs)
 

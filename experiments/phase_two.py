@@ -1,6 +1,6 @@
 r"""Phase Two: task adapters on a SynthWorld stream (taskmem_jax/phase_two).
 
-  python -m experiments.phase_two --output_dir=DIR [--config=experiments/configs/phase_two_synthworld.py \
+  python -m experiments.phase_two --output_dir=DIR [--config=taskmem_jax/configs/phase_two_synthworld.py \
       --config.checkpoint=PHASE_ONE_EXPORT --config.update_positions=10,30,50 ...]
 
 Writes DIR/phase_two.json (before/after per task, cross-task matrix, fact mentions, drift, the ceiling of
@@ -20,11 +20,11 @@ import os
 import jax.numpy as jnp
 from absl import flags
 
-from taskmem_jax import cli
+from taskmem_jax import cli, configs
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "phase_two_synthworld.py")
+_CONFIG = configs.path("phase_two_synthworld")
 
 
 def define_flags() -> None:

@@ -1,6 +1,6 @@
 r"""Supervised fine-tuning of a Qwen3-VL checkpoint on (prompt, target) pairs.
 
-  python -m experiments.sft --config=experiments/configs/sft.py \
+  python -m experiments.sft --config=taskmem_jax/configs/sft.py \
       --config.checkpoint=DIR --config.data=FILE.jsonl --config.workdir=WORK [--config.steps=N ...]
 
 FILE.jsonl holds one {"messages": [...], "target": "..."} per line (format: taskmem_jax/training/data.py).
@@ -25,21 +25,21 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments.describe import tiny_checkpoint
-from taskmem_jax import cli
+from taskmem_jax import cli, configs
 from taskmem_jax import sharding
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor
 from taskmem_jax.training import load_jsonl, train
 
 FLAGS = flags.FLAGS
-_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "sft.py")
+_CONFIG = configs.path("sft")
 
 
 def define_flags() -> None:
   """Only when run as a script, so that importing this module defines no flags."""
   from taskmem_jax import distributed
 
-  config_flags.DEFINE_config_file("config", _CONFIG, "ml_collections config file (experiments/configs/sft.py).")
+  config_flags.DEFINE_config_file("config", _CONFIG, "ml_collections config file (taskmem_jax/configs/sft.py).")
   distributed.define_flags()  # --coordinator_address, --num_processes, --process_id (multi-host runs)
 
 

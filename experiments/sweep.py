@@ -1,6 +1,6 @@
 r"""Reward-weight sweeps over Phase One (taskmem_jax/rl/sweep.py).
 
-  python -m experiments.sweep --config=experiments/configs/phase_one_synthworld.py --workdir=DIR \
+  python -m experiments.sweep --config=taskmem_jax/configs/phase_one_synthworld.py --workdir=DIR \
       --spec='reward.usefulness_scale=0,0.1;reward.memory_token_threshold=40,60' [--random=N] \
       [--mode=separate|population] [--config.steps=20 ...]
 
@@ -20,11 +20,11 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from taskmem_jax import cli
+from taskmem_jax import cli, configs
 from taskmem_jax.rl import sweep
 
 FLAGS = flags.FLAGS
-_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "phase_one_synthworld.py")
+_CONFIG = configs.path("phase_one_synthworld")
 
 
 def define_flags() -> None:

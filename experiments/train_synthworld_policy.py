@@ -3,7 +3,7 @@ r"""Trains the SynthWorld memorization policy from a random tiny Qwen3-VL in thr
   PYTHONPATH=. .venv/bin/python -m experiments.train_synthworld_policy --config.workdir=WORK \
       [--config.export_dir=assets/synthworld_policy]
 
-Stages (experiments/configs/synthworld_policy.py; each resumes from WORK/<stage>/checkpoints and is
+Stages (taskmem_jax/configs/synthworld_policy.py; each resumes from WORK/<stage>/checkpoints and is
 skipped once WORK/<stage>/export exists):
 1. vision: the tower and its mergers learn, through linear probes on the main and DeepStack features,
    the attributes of every cell of a token's region in both frames of its temporal patch and whether
@@ -90,6 +90,7 @@ import time
 import numpy as np
 
 from experiments.make_sft_data import LazyVideoExample, _seed_range, evaluate_policy, init_checkpoint, make_examples
+from taskmem_jax import configs
 from taskmem_jax.envs.synthworld import WorldConfig, generate, render_clip
 from taskmem_jax.envs.synthworld.prompt import synthworld_prompt
 from taskmem_jax.envs.synthworld.vision_labels import label_classes, token_labels
@@ -276,7 +277,7 @@ if __name__ == "__main__":
   from ml_collections import config_flags
 
   config_flags.DEFINE_config_file(
-      "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "synthworld_policy.py"),
+      "config", configs.path("synthworld_policy"),
       "Policy recipe config.")
   cli.run(main)
 

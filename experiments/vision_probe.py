@@ -78,7 +78,7 @@ def main(argv):
   del argv
   import jax.numpy as jnp
 
-  from experiments.configs import sft_synthworld
+  from taskmem_jax.configs import sft_synthworld
   from experiments.make_sft_data import init_checkpoint
   from taskmem_jax.envs.synthworld import WorldConfig, generate
   from taskmem_jax.io import atomic_write_json

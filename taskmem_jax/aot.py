@@ -15,7 +15,7 @@ Entry points (what each compiles; B rows of L tokens, all rows sharded as the ac
                     features given (vision_tokens of the L), then decode.
   phase_one_update  one GSPO micro-batch: token log-probs (chunked head), gradients through the whole
                     model (the vision tower's pixels included when vision_tokens > 0) and the AdamW update
-                    of experiments/configs' optimizer (the trainer's make_optimizer).
+                    of taskmem_jax/configs' optimizer (the trainer's make_optimizer).
   dpo_step          Phase Two: B/2 preference pairs, the DPO loss on the steer after layer 22 (scaled to
                     the depth), gradients of the steer only, and its AdamW update; the backbone frozen.
 """

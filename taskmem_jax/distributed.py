@@ -45,7 +45,7 @@ The entry points experiments/sft.py, phase_one.py and phase_two.py call ``define
 ``initialize_from_flags()`` first thing in main; every process runs the SAME command.
 TPU pod slice (e.g. v5p-32 = 4 hosts x 4 chips):
   gcloud compute tpus tpu-vm ssh NAME --worker=all --command="cd taskmem-jax && \
-      .venv/bin/python -m experiments.phase_one --config=experiments/configs/phase_one_30b_a3b.py \
+      .venv/bin/python -m experiments.phase_one --config=taskmem_jax/configs/phase_one_30b_a3b.py \
       --workdir=gs://BUCKET/run1 --config.mesh.fsdp=-1 --num_processes=0"
 --num_processes=0 lets jax.distributed.initialize() find the coordinator and process ids itself (Cloud
 TPU metadata; also SLURM and Open MPI). Several GPU hosts (e.g. 2 x 8xH100): on host k (k = 0, 1) run

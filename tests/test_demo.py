@@ -41,7 +41,7 @@ SHIPPED = all(os.path.isfile(os.path.join(d, "config.json")) for d in (demo.POLI
 @pytest.mark.slow
 @pytest.mark.skipif(not SHIPPED, reason="no shipped policies")
 def test_demo_grows_phase_two_tables(tmp_path):
-  from experiments.configs import phase_two_synthworld
+  from taskmem_jax.configs import phase_two_synthworld
 
   cfg = phase_two_synthworld.get_config("demo")
   cfg.num_contexts, cfg.cache.num_samples, cfg.cache.max_new_tokens, cfg.max_new_tokens = 1, 2, 64, 64

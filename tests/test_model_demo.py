@@ -6,7 +6,7 @@ import os
 import pytest
 
 from experiments import model_demo as demo
-from experiments.configs.model_demo import get_config
+from taskmem_jax.configs.model_demo import get_config
 
 
 @pytest.mark.parametrize("preset", ["tiny", "tiny-moe"])

@@ -127,7 +127,7 @@ def test_missing_file(tmp_path):
 def test_phase_one_loads_the_policy_with_the_file(tmp_path):
   """The config's prompt_template reaches the window prompt the trainer renders windows with."""
   from experiments import phase_one
-  from experiments.configs import phase_one_synthworld
+  from taskmem_jax.configs import phase_one_synthworld
 
   cfg = phase_one_synthworld.get_config()
   cfg.prompt_template = write(tmp_path, {"policy": {"question": "* {question}"}})

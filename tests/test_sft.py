@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs.sft import get_config
+from taskmem_jax.configs.sft import get_config
 from experiments.describe import tiny_checkpoint
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor

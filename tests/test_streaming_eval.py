@@ -282,7 +282,7 @@ def test_real_benchmarks_train_adapters_with_the_official_x1_5():
   deployment settings (the trained steer x1.5, layer 22, updates after 10 / 30 / 50 questions); SynthWorld
   keeps its own DPO config but deploys x1.5 too (results/synthworld_2026-12-07 found no reason to differ)."""
   from experiments import evaluate
-  from experiments.configs import phase_two_30b_a3b
+  from taskmem_jax.configs import phase_two_30b_a3b
   for benchmark in ("videomme", "egolife", "egotempo"):
     assert evaluate.dpo_config(benchmark).post_scale == 1.5
   assert evaluate.dpo_config("synthworld").post_scale == 1.5

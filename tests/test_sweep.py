@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from experiments.configs import phase_one_synthworld
+from taskmem_jax.configs import phase_one_synthworld
 from taskmem_jax.rl import sweep
 
 POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")

@@ -29,7 +29,7 @@ from taskmem_jax.tensorboard import SummaryWriter
 
 
 def run(cfg, model, processor, stream, tasks: dict, *, prompt: WindowPrompt, progress=None) -> dict:
-  """cfg: experiments/configs/phase_two_synthworld.py. tasks: task -> questions (arrival order). prompt: the
+  """cfg: taskmem_jax/configs/phase_two_synthworld.py. tasks: task -> questions (arrival order). prompt: the
   policy's window prompt (memory.prompt.read_window_prompt)."""
   steer_lib.add_steer(model, tuple(cfg.steer_layers) or None)
   source = SynthWorldSource(dataclasses.replace(stream.config, num_clips=cfg.train_clips),

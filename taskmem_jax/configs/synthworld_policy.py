@@ -9,7 +9,7 @@ Each stage resumes from its own orbax checkpoints in workdir/<stage>.
 
 import ml_collections
 
-from experiments.configs import sft
+from taskmem_jax.configs import sft
 
 
 def _sft(**overrides) -> ml_collections.ConfigDict:

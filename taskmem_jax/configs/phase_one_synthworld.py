@@ -1,6 +1,6 @@
 """Phase One on SynthWorld (CPU-sized): the shipped SFT policy, the ground-truth judge, GSPO.
 
-Run: python -m experiments.phase_one --config=experiments/configs/phase_one_synthworld.py --workdir=DIR
+Run: python -m experiments.phase_one --config=taskmem_jax/configs/phase_one_synthworld.py --workdir=DIR
 Override any field with --config.FIELD=VALUE (e.g. --config.reward.usefulness_scale=0).
 Official values (taskmem-spec.md §5) are kept where a CPU allows; the differences are marked.
 """
@@ -11,7 +11,7 @@ import ml_collections
 
 from taskmem_jax.rewards import RewardConfig
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout (assets/)
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -1,6 +1,6 @@
 """Phase Two on SynthWorld: task adapters (steer + DPO) for each task type of one stream.
 
-Run: python -m experiments.phase_two --config=experiments/configs/phase_two_synthworld.py --output_dir=DIR
+Run: python -m experiments.phase_two --config=taskmem_jax/configs/phase_two_synthworld.py --output_dir=DIR
 Official values (taskmem-spec.md §3, §5) where a CPU allows; the differences are marked.
 """
 
@@ -8,7 +8,7 @@ import os
 
 import ml_collections
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout (assets/)
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:

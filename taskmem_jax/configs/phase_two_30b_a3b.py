@@ -6,7 +6,7 @@ of a real-model Phase Two run. Values: taskmem-spec.md §3 and §5 (official rep
 
 import ml_collections
 
-from experiments.configs import phase_two_synthworld
+from taskmem_jax.configs import phase_two_synthworld
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:

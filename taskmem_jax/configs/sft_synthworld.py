@@ -4,7 +4,7 @@ Batch size 1: windows near the stream start show fewer frames (video grids [10..
 must share one grid. The buckets are chosen so that each grid lands in one bucket (one compile each).
 """
 
-from experiments.configs import sft
+from taskmem_jax.configs import sft
 
 
 def get_config():

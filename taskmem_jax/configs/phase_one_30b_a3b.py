@@ -1,6 +1,6 @@
 """Phase One for Qwen3-VL-30B-A3B as the official launch command runs it (taskmem-spec.md §2, §5).
 
-  python -m experiments.phase_one --config=experiments/configs/phase_one_30b_a3b.py --workdir=DIR \
+  python -m experiments.phase_one --config=taskmem_jax/configs/phase_one_30b_a3b.py --workdir=DIR \
       --config.checkpoint=/path/Qwen3-VL-30B-A3B-Thinking --config.manifest=videos.jsonl \
       --config.judge_base_url=https://... --config.judge_model=...
 
@@ -14,7 +14,7 @@ are sharded (about 62 GB in bf16 for 30B-A3B); loading straight into shards and 
 scale-out issue's.
 """
 
-from experiments.configs import phase_one_synthworld
+from taskmem_jax.configs import phase_one_synthworld
 
 
 def get_config():
