@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 from taskmem_jax.processing.video import video_duration
 
@@ -92,6 +92,26 @@ class AnnotationError(ValueError):
 
 class RowError(ValueError):
   """Raised by a loader's row parser; the loader turns it into a LoadError and goes on."""
+
+
+def parse_rows(rows: Iterable[tuple[str, Any]], parse: Callable, errors: list[LoadError], id_name: str,
+               keep: Callable | None = None) -> Iterator[tuple[str, Any, Question]]:
+  """(where, row) pairs -> (where, key, question) for each row that parse(row) -> (key, Question) reads, each
+  question id once. A row whose parse raises RowError, that repeats an id, or that keep(question) rejects
+  with a RowError becomes a LoadError in `errors`; keep(question) False leaves the row out quietly."""
+  seen: set[str] = set()
+  for where, row in rows:
+    try:
+      key, question = parse(row)
+      if question.qid in seen:
+        raise RowError(f"duplicate {id_name} {question.qid!r}")
+      if keep is not None and not keep(question):
+        continue
+    except RowError as e:
+      errors.append(LoadError(where, str(e)))
+      continue
+    seen.add(question.qid)
+    yield where, key, question
 
 
 def read_annotations(path: str | os.PathLike) -> Any:

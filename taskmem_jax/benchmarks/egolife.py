@@ -39,7 +39,7 @@ from typing import Any
 
 from taskmem_jax.benchmarks.base import (
   AnnotationError, Benchmark, LoadError, Question, RowError, Segment, Stream, answer_letter, check_video_dir,
-  need, optional_file, read_annotations)
+  need, optional_file, parse_rows, read_annotations)
 
 FRAME_RATE = 20.0  # FF in HHMMSSFF counts frames at the 20-fps recording rate
 SEGMENT_SECONDS = 30.0  # every EgoLife file covers 30 s
@@ -91,17 +91,9 @@ def load_egolife(annotation_path: str | os.PathLike, video_dir: str | os.PathLik
   person, files = _scan(video_dir, person, frame_rate, errors)
   days = {d: _day(d, entries, close_gaps) for d, entries in sorted(files.items())}
   questions: dict[int, list[Question]] = {d: [] for d in days}
-  seen: set[str] = set()
-  for i, row in enumerate(rows):
-    where = f"{name} row {i}" + (f" (ID {row.get('ID')!r})" if isinstance(row, dict) and "ID" in row else "")
-    try:
-      day, q = _question(row, days, person, frame_rate)
-      if q.qid in seen:
-        raise RowError(f"duplicate ID {q.qid!r}")
-    except RowError as e:
-      errors.append(LoadError(where, str(e)))
-      continue
-    seen.add(q.qid)
+  located = ((f"{name} row {i}" + (f" (ID {row.get('ID')!r})" if isinstance(row, dict) and "ID" in row else ""), row)
+             for i, row in enumerate(rows))
+  for _, day, q in parse_rows(located, lambda row: _question(row, days, person, frame_rate), errors, "ID"):
     questions[day].append(q)
   streams = [_stream(person, days[d], qs, subtitles_dir, tracks_dir) for d, qs in questions.items()]
   return Benchmark("egolife", streams, errors)

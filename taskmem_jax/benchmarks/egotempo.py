@@ -19,7 +19,7 @@ from typing import Any
 
 from taskmem_jax.benchmarks.base import (
   AnnotationError, Benchmark, LoadError, Question, RowError, check_video_dir, need, optional_file,
-  read_annotations, single_file_stream)
+  parse_rows, read_annotations, single_file_stream)
 
 _CLIP = re.compile(r"^(?P<uid>.+)_(?P<start>\d+(?:\.\d+)?)_(?P<end>\d+(?:\.\d+)?)$")
 
@@ -39,18 +39,10 @@ def load_egotempo(annotation_path: str | os.PathLike, video_dir: str | os.PathLi
   rows = _annotations(read_annotations(annotation_path), name)
   errors: list[LoadError] = []
   clips: dict[str, list[tuple[str, Question]]] = {}
-  seen: set[str] = set()
-  for i, row in enumerate(rows):
-    where = f"{name} annotations[{i}]" + (f" (question_id {row['question_id']!r})"
-                                          if isinstance(row, dict) and "question_id" in row else "")
-    try:
-      clip, q = _question(row)
-      if q.qid in seen:
-        raise RowError(f"duplicate question_id {q.qid!r}")
-    except RowError as e:
-      errors.append(LoadError(where, str(e)))
-      continue
-    seen.add(q.qid)
+  located = ((f"{name} annotations[{i}]" + (f" (question_id {row['question_id']!r})"
+                                             if isinstance(row, dict) and "question_id" in row else ""), row)
+             for i, row in enumerate(rows))
+  for where, clip, q in parse_rows(located, _question, errors, "question_id"):
     clips.setdefault(clip, []).append((where, q))
   streams = []
   for clip, items in clips.items():

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator
 
 from taskmem_jax.benchmarks.base import (
   LETTERS, AnnotationError, Benchmark, LoadError, Question, RowError, answer_letter, check_video_dir, need, optional_file,
-  read_annotations, single_file_stream)
+  parse_rows, read_annotations, single_file_stream)
 
 DURATIONS = ("short", "medium", "long")
 _ALIASES = {  # our name -> the spellings of the three layouts, first match wins
@@ -51,22 +51,22 @@ def load_videomme(annotation_path: str | os.PathLike, video_dir: str | os.PathLi
   keep = _duration_filter(durations)
   errors: list[LoadError] = []
   videos: dict[str, list[tuple[str, Question]]] = {}  # insertion order = first appearance
-  seen: set[str] = set()
-  for where, row in _rows(read_annotations(annotation_path), name, errors):
-    try:
-      video, question = _question(row)
-      if not question.qid:  # TaskMem's layout has no ids: number the video's questions from 1
-        question = dataclasses.replace(question, qid=f"{video}-{len(videos.get(video, ())) + 1}")
-      if question.qid in seen:
-        raise RowError(f"duplicate question_id {question.qid!r}")
-      if keep is not None and question.meta["duration"] not in keep:
-        if question.meta["duration"] is None:
-          raise RowError(f"no duration category to filter on (keeping {sorted(keep)})")
-        continue
-    except RowError as e:
-      errors.append(LoadError(where, str(e)))
-      continue
-    seen.add(question.qid)
+
+  def numbered(row):
+    video, question = _question(row)
+    if not question.qid:  # TaskMem's layout has no ids: number the video's questions from 1
+      question = dataclasses.replace(question, qid=f"{video}-{len(videos.get(video, ())) + 1}")
+    return video, question
+
+  def kept(question):
+    if keep is None or question.meta["duration"] in keep:
+      return True
+    if question.meta["duration"] is None:
+      raise RowError(f"no duration category to filter on (keeping {sorted(keep)})")
+    return False
+
+  for where, video, question in parse_rows(_rows(read_annotations(annotation_path), name, errors), numbered, errors,
+                                           "question_id", kept):
     videos.setdefault(video, []).append((where, question))
   streams = []
   for video, rows in videos.items():

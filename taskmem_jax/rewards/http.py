@@ -36,7 +36,7 @@ import PIL.Image
 
 from taskmem_jax.processing.video import read_video
 from taskmem_jax.rewards import judge_prompts as P
-from taskmem_jax.rewards.judge import Judge, Ranking, Verdict, WindowContext
+from taskmem_jax.rewards.judge import Judge, Ranking, Verdict, WindowContext, read_window
 from taskmem_jax.rewards.task_judge import Preference, TaskJudge, check_questions
 
 class CallError(Exception):
@@ -107,10 +107,9 @@ class HTTPJudge(Judge, TaskJudge):
   def faithfulness(self, ctx: WindowContext, descriptions: Sequence[str]) -> list[Verdict]:
     if not descriptions:
       return []
-    try:
-      frames = self.frame_parts(ctx)
-    except Exception as e:  # an unreadable window fails every verdict of the group, never the caller
-      return [Verdict(None, f"video: {type(e).__name__}: {e}")] * len(descriptions)
+    frames, failed = read_window(lambda: self.frame_parts(ctx), descriptions)
+    if failed is not None:
+      return failed
 
     def messages(description):
       before, after = P.faithfulness_prompt(ctx.previous, description, self.texts)

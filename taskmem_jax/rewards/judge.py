@@ -75,6 +75,15 @@ class Judge:
     raise NotImplementedError
 
 
+def read_window(read, descriptions: Sequence[str]):
+  """(read(), None), or (None, one failed Verdict per description) when read() raises: an unreadable window
+  fails every verdict of the group, never the caller."""
+  try:
+    return read(), None
+  except Exception as e:
+    return None, [Verdict(None, f"video: {type(e).__name__}: {e}")] * len(descriptions)
+
+
 def check_ranking(order, n: int) -> tuple[int, ...] | None:
   """order as a tuple if it is a permutation of range(n), else None."""
   try:

@@ -30,7 +30,7 @@ from taskmem_jax import sharding as shd
 from taskmem_jax.memory.prompt import window_video_item
 from taskmem_jax.models.qwen3_vl.model import ModelInputs, prepare_inputs
 from taskmem_jax.rewards import judge_prompts as P
-from taskmem_jax.rewards.judge import Judge, Ranking, Verdict, WindowContext
+from taskmem_jax.rewards.judge import Judge, Ranking, Verdict, WindowContext, read_window
 from taskmem_jax.rewards.task_judge import Preference, TaskJudge, check_questions
 from taskmem_jax.sampling.sampler import geometric_bucket, prefill
 
@@ -86,10 +86,9 @@ class LocalLLMJudge(Judge, TaskJudge):
   def faithfulness(self, ctx: WindowContext, descriptions: Sequence[str]) -> list[Verdict]:
     if not descriptions:
       return []
-    try:
-      video = self.video_item(ctx)
-    except Exception as e:  # an unreadable window fails every verdict of the group, never the caller
-      return [Verdict(None, f"video: {_describe(e)}")] * len(descriptions)
+    video, failed = read_window(lambda: self.video_item(ctx), descriptions)
+    if failed is not None:
+      return failed
     return self._verdicts(lambda d: self.faithfulness_messages(ctx, d, video), descriptions, video)
 
   def non_redundancy(self, ctx: WindowContext, descriptions: Sequence[str]) -> list[Verdict]:

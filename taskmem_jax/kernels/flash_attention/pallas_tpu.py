@@ -54,16 +54,26 @@ def _params(interpret: bool, semantics):
   return None if interpret else pltpu.CompilerParams(dimension_semantics=semantics)
 
 
-# --- forward ------------------------------------------------------------------------------------
-
-def _fwd_kernel(off_ref, q_ref, k_ref, v_ref, qseg_ref, kvseg_ref, o_ref, lse_ref, acc_ref, m_ref, l_ref, *,
-                scale: float, causal: bool, bq: int, bk: int, nk: int):
+def _query_block_start(off_ref, acc_ref):
+  """In a kernel over (batch, head, query block i, key block j): (i, j, the row's cache offset), with the
+  fp32 accumulator zeroed at the first key block."""
   b, i, j = pl.program_id(0), pl.program_id(2), pl.program_id(3)
-  offset = off_ref[b]
 
   @pl.when(j == 0)
   def _():
     acc_ref[...] = jnp.zeros(acc_ref.shape, jnp.float32)
+
+  return i, j, off_ref[b]
+
+
+# --- forward ------------------------------------------------------------------------------------
+
+def _fwd_kernel(off_ref, q_ref, k_ref, v_ref, qseg_ref, kvseg_ref, o_ref, lse_ref, acc_ref, m_ref, l_ref, *,
+                scale: float, causal: bool, bq: int, bk: int, nk: int):
+  i, j, offset = _query_block_start(off_ref, acc_ref)
+
+  @pl.when(j == 0)
+  def _():
     m_ref[...] = jnp.full(m_ref.shape, MASK, jnp.float32)
     l_ref[...] = jnp.zeros(l_ref.shape, jnp.float32)
 
@@ -135,12 +145,7 @@ def _probs_and_ds(q, k, v, do, lse, delta, mask, scale):
 
 def _dq_kernel(off_ref, q_ref, k_ref, v_ref, qseg_ref, kvseg_ref, do_ref, lse_ref, delta_ref, dq_ref, acc_ref, *,
                scale: float, causal: bool, bq: int, bk: int, nk: int):
-  b, i, j = pl.program_id(0), pl.program_id(2), pl.program_id(3)
-  offset = off_ref[b]
-
-  @pl.when(j == 0)
-  def _():
-    acc_ref[...] = jnp.zeros(acc_ref.shape, jnp.float32)
+  i, j, offset = _query_block_start(off_ref, acc_ref)
 
   @pl.when(j < _kv_hi(offset, i, bq, bk, nk) if causal else True)
   def _():
