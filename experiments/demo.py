@@ -63,7 +63,7 @@ def define_flags() -> None:
   flags.DEFINE_string("phase_two_policy_dir", PHASE_ONE_DIR, "The Phase-One policy that Phase Two adapts.")
 
 
-def memorise(stream: sw.Stream, video_path: str, policy: str, *, policy_dir: str = POLICY_DIR, budget: int = 40,
+def memorise(stream: sw.World, video_path: str, policy: str, *, policy_dir: str = POLICY_DIR, budget: int = 40,
              max_new_tokens: int = 96, seed: int = 0, progress: bool = True) -> EpisodicMemory:
   """The stream's episodic memory, written by the shipped policy or by the teacher."""
   if policy == "teacher":
@@ -84,7 +84,7 @@ def memorise(stream: sw.Stream, video_path: str, policy: str, *, policy_dir: str
   return memory
 
 
-def phase_two(output_dir: str, policy_dir: str, stream: sw.Stream, questions: dict, progress: bool = True,
+def phase_two(output_dir: str, policy_dir: str, stream: sw.World, questions: dict, progress: bool = True,
               config=None) -> tuple[dict, str, str]:
   """Phase Two from the policy in policy_dir on the demo stream (taskmem_jax/envs/synthworld/phase_two.py, the
   demo variant of its config): (JSON-able results, the tables as text, the figure's path)."""

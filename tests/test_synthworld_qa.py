@@ -4,6 +4,8 @@ The key check: a memory holding every fact of every clip lets the reader answer 
 task correctly, so whatever a memory loses shows up as lost coverage or precision, not as reader error.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -119,15 +121,26 @@ def test_a_wrong_fact_misleads_and_a_conflict_abstains():
   assert answer(q, both) is None
 
 
+def test_world_questions_are_the_benchmarks_questions(world):
+  # One Question type: SynthWorld's carry their ground truth on top of what every benchmark question has.
+  from taskmem_jax.benchmarks.base import Question
+  stream, tasks = world
+  qids = [q.qid for qs in tasks.values() for q in qs]
+  assert len(set(qids)) == len(qids)
+  for task, qs in tasks.items():
+    assert [q.qid for q in qs] == [f"sw{stream.seed}-{task}-{k}" for k in range(len(qs))]  # arrival order
+    for q in qs:
+      assert isinstance(q, Question) and q.multiple_choice and q.task == task
+      assert q.ask_after == (q.asked_after_clip + 1) * 10.0 and max(q.about_clips) <= q.asked_after_clip
+
+
 def test_reader_rejects_unknown_questions(world):
   stream, tasks = world
   q = tasks["ocr"][0]
   with pytest.raises(ValueError, match="not a SynthWorld question"):
-    answer(type(q)("ocr", "what is the meaning of life?", q.options, q.answer, q.about_clips, q.asked_after_clip,
-                   q.needed_facts), oracle_memory(stream))
+    answer(dataclasses.replace(q, text="what is the meaning of life?"), oracle_memory(stream))
   with pytest.raises(ValueError, match="filed under task 'spatial'"):
-    answer(type(q)("spatial", q.text, q.options, q.answer, q.about_clips, q.asked_after_clip, q.needed_facts),
-           oracle_memory(stream))
+    answer(dataclasses.replace(q, task="spatial"), oracle_memory(stream))
 
 
 # --- evaluation -------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""SynthWorld as a streaming benchmark: the same Stream / Question types as the real benchmarks, so
+"""SynthWorld as a streaming benchmark: the same Stream / Question types as the real benchmarks (its
+questions are WorldQuestions, Questions with their ground truth), so
 experiments/evaluate.py runs the whole streaming protocol (mp4 files, decord, memorise, answer from
 memory, score) on a world with ground truth, and the tests can exercise it on a CPU.
 
 Each stream is generate(seed) written to <data_dir>/synthworld_<seed>.mp4; its questions (every task
-family) are asked when the clip they wait for has ended: ask_after = (asked_after_clip + 1) * 10 s.
+family) are asked when the clip they wait for has ended: ask_after = (asked_after_clip + 1) * 10 s
+(make_questions sets it).
 `reader_answerer` answers them with the deterministic SynthWorld reader (no model needed).
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from taskmem_jax.benchmarks.base import Benchmark, Question, Segment, Stream
+from taskmem_jax.benchmarks.base import Benchmark, Segment, Stream
 from taskmem_jax.envs import synthworld as sw
 from taskmem_jax.envs.synthworld.reader import answer as reader_answer
 
@@ -33,16 +35,12 @@ def load_synthworld(data_dir: str, seeds, *, clips: int = 8, tasks=sw.TASKS, que
     path = os.path.join(data_dir, f"synthworld_{seed}_{variant}.mp4")
     if not os.path.exists(path):
       sw.write_stream(world, path)
-    questions = []
-    for task, qs in sw.make_tasks(world, questions_per_task, tasks=tasks, seed=seed).items():
-      for k, q in enumerate(qs):
-        questions.append(Question(f"sw{seed}-{task}-{k}", task, q.text, tuple(q.options), q.answer,
-                                  (q.asked_after_clip + 1) * sw.CLIP_SECONDS, {"synthworld": q}))
-    questions.sort(key=lambda q: q.ask_after)
+    questions = sorted((q for qs in sw.make_tasks(world, questions_per_task, tasks=tasks, seed=seed).values()
+                        for q in qs), key=lambda q: q.ask_after)
     streams.append(Stream(f"synthworld_{seed}", (Segment(path, 0.0),), tuple(questions), duration=world.duration))
   return Benchmark("synthworld", streams)
 
 
-def reader_answerer(question: Question, memory) -> str | None:
-  """answer_mc for SynthWorld questions: the deterministic reader on the world's own question."""
-  return reader_answer(question.meta["synthworld"], memory)
+def reader_answerer(question: sw.WorldQuestion, memory) -> str | None:
+  """answer_mc for SynthWorld questions: the deterministic reader (their ground truth tells it the family)."""
+  return reader_answer(question, memory)

@@ -17,11 +17,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from taskmem_jax.envs.synthworld.qa import evaluate_memory
-from taskmem_jax.envs.synthworld.questions import Question
+from taskmem_jax.envs.synthworld.questions import WorldQuestion
 from taskmem_jax.envs.synthworld.reader import ParsedFact, answer
 from taskmem_jax.envs.synthworld.task_judge import needed_by
 from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory
-from taskmem_jax.envs.synthworld.world import Stream
+from taskmem_jax.envs.synthworld.world import World
 
 
 def focus(hint: Sequence[str]) -> Callable[[ParsedFact], bool]:
@@ -32,7 +32,7 @@ def focus(hint: Sequence[str]) -> Callable[[ParsedFact], bool]:
   return needed_by(hint)
 
 
-def focus_ceiling(stream: Stream, late: dict[str, Sequence[Question]], hints: dict[str, Sequence[str]], *,
+def focus_ceiling(stream: World, late: dict[str, Sequence[WorldQuestion]], hints: dict[str, Sequence[str]], *,
                   budget_tokens: int, seeds: int = 8, answerer: Callable = answer) -> dict[str, dict]:
   """late: task -> the questions scored (those after the adapter took over); hints: task -> the hint
   questions. Returns task -> {"random", "focused" (mean Acc over `seeds` teacher seeds), "gain"

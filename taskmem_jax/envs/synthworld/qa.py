@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from taskmem_jax.envs.synthworld.questions import LETTERS, Question
+from taskmem_jax.envs.synthworld.questions import LETTERS, WorldQuestion
 from taskmem_jax.envs.synthworld.reader import ParsedFact, parse_memory
-from taskmem_jax.envs.synthworld.world import Stream
+from taskmem_jax.envs.synthworld.world import World
 from taskmem_jax.eval.metrics import score
 from taskmem_jax.memory.store import MAX_PREVIOUS, EpisodicMemory
 
-Answerer = Callable[[Question, EpisodicMemory], "str | None"]
+Answerer = Callable[[WorldQuestion, EpisodicMemory], "str | None"]
 
 
 def memory_until(memory: EpisodicMemory, clip: int) -> EpisodicMemory:
@@ -26,7 +26,7 @@ def memory_until(memory: EpisodicMemory, clip: int) -> EpisodicMemory:
   return EpisodicMemory(memory.interval, {c: d for c, d in memory.items() if c <= clip})
 
 
-def evaluate_memory(stream: Stream, memory: EpisodicMemory, questions_by_task: dict[str, list[Question]],
+def evaluate_memory(stream: World, memory: EpisodicMemory, questions_by_task: dict[str, list[WorldQuestion]],
                     answerer: Answerer) -> tuple[list[tuple[str, str | None, str]], dict]:
   """Answers every question from the memory alone; returns (records, scores).
 
@@ -58,7 +58,7 @@ def evaluate_memory(stream: Stream, memory: EpisodicMemory, questions_by_task: d
   return records, score(records)
 
 
-def memory_quality(stream: Stream, memory: EpisodicMemory, num_previous: int = MAX_PREVIOUS) -> dict:
+def memory_quality(stream: World, memory: EpisodicMemory, num_previous: int = MAX_PREVIOUS) -> dict:
   """Ground-truth quality of SynthWorld memories (facts parsed by the reader, matched on their fields).
 
   faithfulness: share of memories every parsed fact of which is a true fact of the memory's own clip; a
@@ -89,7 +89,7 @@ def memory_quality(stream: Stream, memory: EpisodicMemory, num_previous: int = M
           "memories": n}
 
 
-def _check_clips(stream: Stream, memory: EpisodicMemory) -> None:
+def _check_clips(stream: World, memory: EpisodicMemory) -> None:
   outside = [c for c in memory.clips() if c >= stream.num_clips]
   if outside:
     raise ValueError(f"memory holds clips {outside}, but the stream has clips 0..{stream.num_clips - 1}")

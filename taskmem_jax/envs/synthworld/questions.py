@@ -29,7 +29,8 @@ import numbers
 import numpy as np
 
 from taskmem_jax.envs.synthworld.render import COLOURS, REGIONS, SHAPES
-from taskmem_jax.envs.synthworld.world import KINDS, Fact, Stream
+from taskmem_jax.benchmarks.base import Question
+from taskmem_jax.envs.synthworld.world import CLIP_SECONDS, KINDS, Fact, World
 
 TASKS = ("attribute", "counting", "spatial", "ocr", "action", "temporal")
 LETTERS = ("A", "B", "C", "D")
@@ -98,17 +99,15 @@ TASK_KINDS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Question:
-  """task: one of TASKS; options: four distinct strings; answer: the letter of the true option;
-  about_clips: the clips the question is about (its own clip span plus the clips of its needed
-  facts); asked_after_clip >= max(about_clips): the question arrives once that clip has been seen."""
-  task: str
-  text: str
-  options: tuple[str, ...]
-  answer: str
-  about_clips: tuple[int, ...]
-  asked_after_clip: int
-  needed_facts: tuple[Fact, ...]
+class WorldQuestion(Question):
+  """A benchmark Question (qid "sw<seed>-<task>-<k>", k in arrival order; ask_after = the end of
+  asked_after_clip) with its ground truth. task: one of TASKS; options: four distinct strings; answer: the
+  letter of the true option; about_clips: the clips the question is about (its own clip span plus the clips
+  of its needed facts); asked_after_clip >= max(about_clips): the question arrives once that clip has been
+  seen; needed_facts: the facts that answer it."""
+  about_clips: tuple[int, ...] = ()
+  asked_after_clip: int = 0
+  needed_facts: tuple[Fact, ...] = ()
 
   @property
   def answer_text(self) -> str:
@@ -131,8 +130,8 @@ class _Draft:
   options: tuple[str, ...] = ()
 
 
-def make_questions(stream: Stream, task: str, num: int | None = None, *, seed: int = 0,
-                   max_delay: int = 2) -> list[Question]:
+def make_questions(stream: World, task: str, num: int | None = None, *, seed: int = 0,
+                   max_delay: int = 2) -> list[WorldQuestion]:
   """`num` questions of `task` (None: every question the stream supports), in arrival order.
 
   Each question arrives after the last clip it is about plus a random delay of 0..max_delay clips
@@ -152,21 +151,22 @@ def make_questions(stream: Stream, task: str, num: int | None = None, *, seed: i
     raise ValueError(f"the stream of seed {stream.seed} supports {len(drafts)} {task} questions; num={num} asked")
   chosen = sorted(rng.choice(len(drafts), len(drafts) if num is None else num, replace=False).tolist())
   questions = [_finish(task, drafts[i], stream, rng, max_delay) for i in chosen]
-  return sorted(questions, key=lambda q: (q.asked_after_clip, q.about_clips[-1], q.needed_facts[-1].time))
+  questions.sort(key=lambda q: (q.asked_after_clip, q.about_clips[-1], q.needed_facts[-1].time))
+  return [dataclasses.replace(q, qid=f"sw{stream.seed}-{task}-{k}") for k, q in enumerate(questions)]
 
 
-def make_tasks(stream: Stream, num_per_task: int | None = None, *, tasks=TASKS, seed: int = 0,
-               max_delay: int = 2) -> dict[str, list[Question]]:
+def make_tasks(stream: World, num_per_task: int | None = None, *, tasks=TASKS, seed: int = 0,
+               max_delay: int = 2) -> dict[str, list[WorldQuestion]]:
   """task -> its questions in arrival order (see make_questions)."""
   return {task: make_questions(stream, task, num_per_task, seed=seed, max_delay=max_delay) for task in tasks}
 
 
-def facts_needed_by(questions: list[Question]) -> list[Fact]:
+def facts_needed_by(questions: list[WorldQuestion]) -> list[Fact]:
   """The facts that answer any of `questions`, once each, in time order."""
   return sorted({f.frame: f for q in questions for f in q.needed_facts}.values(), key=lambda f: f.time)
 
 
-def _finish(task: str, draft: _Draft, stream: Stream, rng: np.random.Generator, max_delay: int) -> Question:
+def _finish(task: str, draft: _Draft, stream: World, rng: np.random.Generator, max_delay: int) -> WorldQuestion:
   options = list(draft.options)
   if not options:
     options = [draft.answer]
@@ -179,13 +179,14 @@ def _finish(task: str, draft: _Draft, stream: Stream, rng: np.random.Generator, 
   options = [options[i] for i in rng.permutation(len(options))]
   about = tuple(sorted(set(draft.about) | {f.clip for f in draft.needed}))
   asked = min(stream.num_clips - 1, about[-1] + int(rng.integers(max_delay + 1)))
-  return Question(task, draft.text, tuple(options), LETTERS[options.index(draft.answer)], about, asked,
-                  tuple(sorted(draft.needed, key=lambda f: f.time)))
+  return WorldQuestion("", task, draft.text, tuple(options), LETTERS[options.index(draft.answer)],
+                       (asked + 1) * CLIP_SECONDS, about_clips=about, asked_after_clip=asked,
+                       needed_facts=tuple(sorted(draft.needed, key=lambda f: f.time)))
 
 
 # --- shared helpers -------------------------------------------------------------------------------
 
-def _by_clip(stream: Stream) -> list[list[Fact]]:
+def _by_clip(stream: World) -> list[list[Fact]]:
   clips = [[] for _ in range(stream.num_clips)]
   for f in stream.facts:
     clips[f.clip].append(f)
@@ -220,7 +221,7 @@ def _clause(f: Fact) -> str | None:
 
 # --- families -------------------------------------------------------------------------------------
 
-def _attribute(stream: Stream, rng) -> list[_Draft]:
+def _attribute(stream: World, rng) -> list[_Draft]:
   drafts = []
   for facts in _by_clip(stream):
     seen_colours = tuple(f.colour for f in facts if f.colour)
@@ -238,7 +239,7 @@ def _attribute(stream: Stream, rng) -> list[_Draft]:
   return drafts
 
 
-def _counting(stream: Stream, rng) -> list[_Draft]:
+def _counting(stream: World, rng) -> list[_Draft]:
   drafts = []
   people = range(1, stream.config.num_people + 1)
   for width in COUNT_SPANS:
@@ -258,7 +259,7 @@ def _counting(stream: Stream, rng) -> list[_Draft]:
   return drafts
 
 
-def _spatial(stream: Stream, rng) -> list[_Draft]:
+def _spatial(stream: World, rng) -> list[_Draft]:
   drafts = []
   placed = {}  # ("object", (colour, shape)) or ("person", id) -> the fact that put it where it stands
   by_clip = _by_clip(stream)
@@ -287,7 +288,7 @@ def _spatial(stream: Stream, rng) -> list[_Draft]:
   return drafts
 
 
-def _ocr(stream: Stream, rng) -> list[_Draft]:
+def _ocr(stream: World, rng) -> list[_Draft]:
   drafts = []
   last = None
   digits = tuple(str(d) for d in range(10))
@@ -308,7 +309,7 @@ def _ocr(stream: Stream, rng) -> list[_Draft]:
   return drafts
 
 
-def _action(stream: Stream, rng) -> list[_Draft]:
+def _action(stream: World, rng) -> list[_Draft]:
   drafts = []
   everyone = tuple(_person_name(k) for k in range(1, stream.config.num_people + 1))
   every_object = tuple(_object_name((c, s)) for c in COLOURS for s in SHAPES)
@@ -327,7 +328,7 @@ def _action(stream: Stream, rng) -> list[_Draft]:
   return drafts
 
 
-def _temporal(stream: Stream, rng) -> list[_Draft]:
+def _temporal(stream: World, rng) -> list[_Draft]:
   drafts = []
   for width in (1, 2):
     for first in range(stream.num_clips - width + 1):

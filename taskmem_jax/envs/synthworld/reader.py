@@ -20,7 +20,7 @@ import dataclasses
 import functools
 import re
 
-from taskmem_jax.envs.synthworld.questions import LETTERS, Question
+from taskmem_jax.envs.synthworld.questions import LETTERS, WorldQuestion
 from taskmem_jax.envs.synthworld.render import COLOURS, REGIONS, SHAPES
 from taskmem_jax.envs.synthworld.world import Fact
 from taskmem_jax.memory.store import EpisodicMemory
@@ -137,7 +137,7 @@ def _span(groups) -> range:
   return range(int(one), int(one) + 1) if one is not None else range(int(first), int(last) + 1)
 
 
-def _pick(question: Question, values) -> str | None:
+def _pick(question: WorldQuestion, values) -> str | None:
   """The letter of the one value the facts support; None when there is none, several, or it is not an option."""
   values = set(values)
   if len(values) != 1:
@@ -154,7 +154,7 @@ def _object(obj) -> str:
   return f"the {obj[0]} {obj[1]}"
 
 
-def _attribute(q: Question, facts: list[MemoryFact], m) -> str | None:
+def _attribute(q: WorldQuestion, facts: list[MemoryFact], m) -> str | None:
   attribute, known, clause, clip = m[1], m[2], m[3], int(m[4])
   found = [(kind, fields, c) for pattern, (kind, fields) in _CLAUSES.items() if (c := re.fullmatch(pattern, clause))]
   if not found:
@@ -167,7 +167,7 @@ def _attribute(q: Question, facts: list[MemoryFact], m) -> str | None:
   return _pick(q, (getattr(f, attribute) for f in hits))
 
 
-def _counting(q: Question, facts: list[MemoryFact], m) -> str | None:
+def _counting(q: WorldQuestion, facts: list[MemoryFact], m) -> str | None:
   who, verb, clips = m[1], _COUNT_VERBS[m[3]], _span(m.groups()[3:6])
 
   def counts(f: ParsedFact) -> bool:
@@ -200,7 +200,7 @@ def _location(entity, facts: list[MemoryFact], clip: int) -> str | None:
   return where
 
 
-def _spatial(q: Question, facts: list[MemoryFact], m) -> str | None:
+def _spatial(q: WorldQuestion, facts: list[MemoryFact], m) -> str | None:
   if m.re is _WHERE_AT_END_OBJECT:
     where = _location(("object", (m[1], m[2])), facts, int(m[3]))
   elif m.re is _WHERE_AT_END_PERSON:
@@ -212,7 +212,7 @@ def _spatial(q: Question, facts: list[MemoryFact], m) -> str | None:
   return None if where is None else _pick(q, [where])
 
 
-def _ocr(q: Question, facts: list[MemoryFact], m) -> str | None:
+def _ocr(q: WorldQuestion, facts: list[MemoryFact], m) -> str | None:
   changes = [x for x in facts if x.fact.kind == "sign_change"]
   if m.re is _SIGN_AT_END:
     before = [x for x in changes if x.clip <= int(m[1])]
@@ -221,7 +221,7 @@ def _ocr(q: Question, facts: list[MemoryFact], m) -> str | None:
   return _pick(q, [str(x.fact.prev_digit) for x in changes if x.clip == clip and x.fact.digit == digit])
 
 
-def _action(q: Question, facts: list[MemoryFact], m) -> str | None:
+def _action(q: WorldQuestion, facts: list[MemoryFact], m) -> str | None:
   if m.re is _WHO_DID:
     kind, clip = "pick_up" if m[1] == "picked up" else "put_down", int(m[4])
     return _pick(q, [_person(x.fact.person) for x in facts if x.clip == clip and x.fact.kind == kind
@@ -231,7 +231,7 @@ def _action(q: Question, facts: list[MemoryFact], m) -> str | None:
                    and x.fact.person == person])
 
 
-def _temporal(q: Question, facts: list[MemoryFact], m) -> str | None:
+def _temporal(q: WorldQuestion, facts: list[MemoryFact], m) -> str | None:
   which, clips = m[1], _span(m.groups()[1:4])
   when = {}
   for letter, option in zip(LETTERS, q.options):
@@ -267,14 +267,14 @@ _QUESTIONS = (
 )
 
 
-def answer(question: Question, memory: EpisodicMemory) -> str | None:
+def answer(question: WorldQuestion, memory: EpisodicMemory) -> str | None:
   """The option letter the memory's facts support, or None to abstain (see the module docstring).
 
   Raises ValueError for a question that is not one of SynthWorld's families: that is a bug in the
   caller, not a gap in the memory.
   """
-  if not isinstance(question, Question):
-    raise TypeError(f"question: expected a Question, got {type(question).__name__}")
+  if not isinstance(question, WorldQuestion):
+    raise TypeError(f"question: expected a WorldQuestion, got {type(question).__name__}")
   facts = memory_facts(memory)
   for task, pattern, read in _QUESTIONS:
     match = pattern.fullmatch(question.text)

@@ -21,7 +21,7 @@ import numpy as np
 
 from taskmem_jax.envs.synthworld.reader import ParsedFact, parse_memory
 from taskmem_jax.envs.synthworld.tokenizer import pre_tokenize
-from taskmem_jax.envs.synthworld.world import Stream
+from taskmem_jax.envs.synthworld.world import World
 from taskmem_jax.memory.parse import KEY, THINK_END
 from taskmem_jax.memory.store import MAX_PREVIOUS, EpisodicMemory
 
@@ -34,7 +34,7 @@ def count_tokens(text: str) -> int:
 ORDERS = ("random", "time")
 
 
-def teacher_memory(stream: Stream, clip: int, *, budget_tokens: int, rng: np.random.Generator,
+def teacher_memory(stream: World, clip: int, *, budget_tokens: int, rng: np.random.Generator,
                    previous: list[str] | None = None, order: str = "random",
                    prefer: Callable[[ParsedFact], bool] | None = None) -> str:
   """A description of `clip`: facts drawn in random order, each kept if it still fits `budget_tokens`
@@ -70,7 +70,7 @@ def teacher_memory(stream: Stream, clip: int, *, budget_tokens: int, rng: np.ran
   return " ".join(facts[i].text for i in sorted(kept))
 
 
-def teacher_episodic_memory(stream: Stream, *, budget_tokens: int, rng: np.random.Generator,
+def teacher_episodic_memory(stream: World, *, budget_tokens: int, rng: np.random.Generator,
                             num_previous: int = MAX_PREVIOUS, order: str = "random",
                             prefer: Callable[[ParsedFact], bool] | None = None) -> EpisodicMemory:
   """Teacher memories of every clip of the stream in turn, each told the `num_previous` memories before

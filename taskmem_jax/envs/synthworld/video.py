@@ -18,20 +18,20 @@ import os
 
 import numpy as np
 
-from taskmem_jax.envs.synthworld.world import Stream
+from taskmem_jax.envs.synthworld.world import World
 from taskmem_jax.processing.image import MediaError
 from taskmem_jax.processing.video import FPS, MAX_FRAMES, MIN_FRAMES, VideoClip, sample_frame_indices
 from taskmem_jax.processing.video_io import write_video
 
 
-def write_stream(stream: Stream, path: str | os.PathLike, *, crf: int = 0) -> str:
+def write_stream(stream: World, path: str | os.PathLike, *, crf: int = 0) -> str:
   """Writes every frame of `stream` to an mp4 at the stream's fps; returns the path."""
   path = os.fspath(path)
   write_video(path, stream.render_frames(np.arange(stream.num_frames)), stream.fps, crf=crf)
   return path
 
 
-def render_clip(stream: Stream, start: float | None = None, end: float | None = None, *, fps: float = FPS,
+def render_clip(stream: World, start: float | None = None, end: float | None = None, *, fps: float = FPS,
                 min_frames: int = MIN_FRAMES, max_frames: int = MAX_FRAMES) -> VideoClip:
   """What read_video returns for the [start, end) window (seconds; None = the whole stream) of the
   stream's mp4, rendered directly: frames uint8 [T, 64, 64, 3] at the indices read_video samples.

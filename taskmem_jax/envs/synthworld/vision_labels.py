@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from taskmem_jax.envs.synthworld.render import CELLS_PER_REGION, COLOURS, NUM_CELLS, REGIONS, SHAPES, Codebook
-from taskmem_jax.envs.synthworld.world import Stream
+from taskmem_jax.envs.synthworld.world import World
 
 NUM_REGIONS = len(REGIONS)
 KIND_IDS = {"empty": 0, "object": 1, "person": 2, "sign": 3}
@@ -50,14 +50,14 @@ def code_attributes(codebook: Codebook) -> np.ndarray:
   return table
 
 
-def label_classes(stream: Stream | None = None) -> tuple[int, ...]:
+def label_classes(stream: World | None = None) -> tuple[int, ...]:
   """Number of classes of each label column (token_labels' column order)."""
   del stream  # the attributes are the same for every world
   per_frame = tuple(ATTRIBUTES.values()) * CELLS_PER_REGION
   return per_frame * 2 + (2,) * CELLS_PER_REGION
 
 
-def token_labels(stream: Stream, frames) -> np.ndarray:
+def token_labels(stream: World, frames) -> np.ndarray:
   """Frame indices [T] (T even, in the order the processor stacks them) -> int32 [T/2 * NUM_REGIONS,
   LABELS_PER_TOKEN]: rows in the vision tower's merged-token order (temporal patch, then regions
   north-west, north-east, south-west, south-east, which is row-major over the 2x2 token grid); columns:

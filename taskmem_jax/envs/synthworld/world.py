@@ -149,7 +149,7 @@ class Scene:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Stream:
+class World:
   """A generated stream. cells: int16 [num_frames, NUM_CELLS], the sprite code of every cell in every
   frame (codebook.entity reads a code); facts: in time order."""
   seed: int
@@ -271,7 +271,7 @@ def policy_render(checkpoint_dir: str | None) -> str:
   return policy_world(checkpoint_dir).get("render", "sprites")
 
 
-def generate(seed: int, config: WorldConfig = WorldConfig()) -> Stream:
+def generate(seed: int, config: WorldConfig = WorldConfig()) -> World:
   """The stream of `seed` (an integer >= 0) under `config`."""
   if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
     raise ValueError(f"seed={seed!r}: must be an integer >= 0")
@@ -293,7 +293,7 @@ def generate(seed: int, config: WorldConfig = WorldConfig()) -> Stream:
         facts.append(_fact(frame, config, room.step(rng)))
       cells[frame] = room.codes
   cells.setflags(write=False)  # streams are shared by rollouts, questions and readers
-  return Stream(int(seed), config, tuple(facts), cells, codebook)
+  return World(int(seed), config, tuple(facts), cells, codebook)
 
 
 def _fact(frame: int, config: WorldConfig, fields: dict) -> Fact:
