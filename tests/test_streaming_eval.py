@@ -368,6 +368,27 @@ def test_the_update_schedule_trains_one_adapter_per_position_and_answers_from_th
   assert evaluate.update_positions("synthworld", ["4", "8"]) == (4, 8)
 
 
+def test_benchmark_adapters_take_hints_sampled_as_the_official_schedule(tmp_path, monkeypatch):
+  """Past 5 questions, an update's hint is 5 questions sampled from the task's first N (taskmem-spec §3.5), the
+  same draw as SynthWorld's protocol (phase_two.adapt.update_hints), not the last 5."""
+  from taskmem_jax.adapters import steer as S
+  from taskmem_jax.models import qwen3_vl
+  from taskmem_jax.phase_two import online
+  from taskmem_jax.phase_two.adapt import Adapter, update_hints
+
+  questions = tuple(Question(f"q{i}", "t", f"which {i}?", ("a", "b"), "A", 30.0) for i in range(12))
+  bench = Benchmark("videomme", [Stream("s", (Segment("/videos/s.mp4", 0.0),), questions, duration=60.0)])
+  model = S.add_steer(qwen3_vl.init_random(qwen3_vl.preset("tiny"), seed=0))
+  evaluation = streaming.StreamingEvaluation(bench, str(tmp_path), (model, None, None))
+  hints = []
+  monkeypatch.setattr(online, "train_adapter", lambda model, processor, task, hint, *a, **k: hints.append(hint) or
+                      Adapter(task, np.zeros_like(S.get_steer(model)), hint, {"pairs": 0}))
+  online.adapt_benchmark(evaluation, None, None, None, None, None, update_positions=(3, 10), seed=4, progress=None)
+  assert hints == [h for _, h in update_hints(questions, (3, 10), seed=4)]
+  assert hints[0] == ["which 0?", "which 1?", "which 2?"] and len(hints[1]) == 5
+  assert set(hints[1]) <= {q.text for q in questions[:10]} and hints[1] != [q.text for q in questions[5:10]]
+
+
 def test_egolife_answers_from_the_official_current_and_target_segments(tmp_path):
   """EgoLife's official answer context: the question's CURRENT minute and its TARGET minutes, which may be on
   an earlier day, each headed DAYx: from HH:MM:SS:mmm to ...; --egolife_context=day keeps that day's memory."""

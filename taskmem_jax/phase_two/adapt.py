@@ -3,8 +3,8 @@
 `train_adapter` runs the official recipe for one task (taskmem-spec.md §3): rollouts with the task hint on
 training windows of a source (the interface of rl/streams.py), task-judge pairs (phase_two.cache), and DPO
 on the steer from zero (phase_two.dpo); the result is an `Adapter` (steer values, hint, stats).
-`update_points` turns a task's questions in arrival order into the update schedule (the official
-10 / 30 / 50): where each adapter takes over and its hint. The stream protocols that deploy adapters are
+`update_hints` turns a task's questions in arrival order into the update schedule (the official
+10 / 30 / 50) and each update's hint; `update_points` adds where, on one stream, each adapter takes over. The stream protocols that deploy adapters are
 phase_two/online.py (benchmarks) and envs/synthworld/adapt.py (SynthWorld).
 """
 
@@ -83,16 +83,22 @@ def train_adapter(model, processor, task: str, hint: list[str], source, quality_
                                       "steer_norm": float(np.linalg.norm(values))})
 
 
-def update_points(questions, positions=(5,), *, seed: int = 0, max_hint: int = 5):
-  """Per update position u < len(questions): (the clip after which the adapter takes over, the hint: up
-  to max_hint questions sampled from the first u, as the official schedule 10/30/50 samples them; the
-  first u themselves when u <= max_hint)."""
+def update_hints(questions, positions=(5,), *, seed: int = 0, max_hint: int = 5) -> list[tuple[int, list[str]]]:
+  """The update schedule of one task's questions (arrival order; the official positions 10 / 30 / 50): per
+  position u < len(questions), (u, the hint: up to max_hint question texts sampled from the first u, as the
+  official schedule samples them; the first u themselves when u <= max_hint)."""
   rng = np.random.default_rng(seed)
-  points = []
+  hints = []
   for u in sorted(positions):
     if u < 1 or u >= len(questions):
       continue
-    seen = questions[:u]
     picks = range(u) if u <= max_hint else sorted(rng.choice(u, max_hint, replace=False).tolist())
-    points.append((seen[-1].asked_after_clip + 1, [seen[i].text for i in picks]))
-  return points
+    hints.append((u, [questions[i].text for i in picks]))
+  return hints
+
+
+def update_points(questions, positions=(5,), *, seed: int = 0, max_hint: int = 5):
+  """update_hints on one stream: per update, (the clip after which its adapter takes over: the one after the
+  clip the u-th question waited for, the hint)."""
+  return [(questions[u - 1].asked_after_clip + 1, hint)
+          for u, hint in update_hints(questions, positions, seed=seed, max_hint=max_hint)]

@@ -19,7 +19,7 @@ from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.eval.streaming import stream_duration, window_preparer
 from taskmem_jax.io import safe_filename
 from taskmem_jax.memory.store import schedule
-from taskmem_jax.phase_two.adapt import Adapter, train_adapter
+from taskmem_jax.phase_two.adapt import Adapter, train_adapter, update_hints
 from taskmem_jax.rewards import FACE_TAGS, SYNTHWORLD_TAGS
 from taskmem_jax.rewards.judge import WindowContext
 
@@ -78,17 +78,16 @@ def adapt_benchmark(evaluation, quality_judge, task_judge, reward, cache_cfg, dp
     for q in stream.questions:
       by_task.setdefault(q.task, []).append((stream, q))
   adapters = {}
-  jobs = [(task, asked, bound, f"{task}@{bound}" if update_positions else task)
+  # The schedule and its hints (up to 5 questions sampled from the first `bound`) as phase_two.adapt plans them.
+  jobs = [(task, asked, bound, hint, f"{task}@{bound}" if update_positions else task)
           for task, asked in sorted(by_task.items())
-          for bound in (update_positions or (update_after,)) if len(asked) > bound]
-  for k, (task, asked, bound, key) in enumerate(jobs):
-    questions = [q for _, q in asked]
+          for bound, hint in update_hints([q for _, q in asked], update_positions or (update_after,), seed=seed)]
+  for k, (task, asked, bound, hint, key) in enumerate(jobs):
     # The training windows come only from the videos of the questions already asked (the official cache:
     # the task's first `bound` questions), so no video of a later, evaluated question is trained on.
     seen = list({id(stream): stream for stream, _ in asked[:bound]}.values())
     source = BenchmarkSource(evaluation, seen)
     path = os.path.join(evaluation.workdir, "adapters", f"{safe_filename(key, keep='-_.@')}.safetensors")
-    hint = [q.text for q in questions[:bound]][-5:]
     if os.path.exists(path):
       meta = steer_lib.load(model, path)
       adapters[key] = Adapter(task, steer_lib.get_steer(model), [h for h in meta.get("hint", "").split(" | ") if h],
