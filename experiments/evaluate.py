@@ -104,7 +104,7 @@ def train_adapters(evaluation, model, processor) -> dict:
   """Phase Two online (taskmem_jax/phase_two/online.py). Real benchmarks: the official DPO and deployment
   settings (configs/phase_two_30b_a3b.py: the steer x1.5). SynthWorld: its own config's (x1.0)."""
   from taskmem_jax.adapters import steer as steer_lib
-  from taskmem_jax.phase_two.cache import CacheConfig
+  from taskmem_jax.phase_two.mining import CacheConfig
   from taskmem_jax.phase_two.online import adapt_benchmark
   from taskmem_jax.rewards import RewardConfig
 

@@ -17,7 +17,7 @@ from taskmem_jax.envs.synthworld.task_judge import SynthWorldTaskJudge
 from taskmem_jax.memory.loop import RolloutConfig
 from taskmem_jax.memory.prompt import read_window_prompt
 from taskmem_jax.phase_two.adapt import train_adapter, update_points
-from taskmem_jax.phase_two.cache import CacheConfig
+from taskmem_jax.phase_two.mining import CacheConfig
 from taskmem_jax.rewards import Judge, RewardConfig, Verdict
 
 POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")

@@ -240,7 +240,7 @@ def test_phase_two_schedule_online(tmp_path, monkeypatch):
   from taskmem_jax.envs.synthworld.task_judge import SynthWorldTaskJudge
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.phase_two import online
-  from taskmem_jax.phase_two.cache import CacheConfig
+  from taskmem_jax.phase_two.mining import CacheConfig
   from taskmem_jax.processing import Qwen3VLProcessor
   from taskmem_jax.rewards import Judge, RewardConfig, Verdict
 

@@ -1,7 +1,7 @@
 """Phase Two's adapters: one task's steer trained from preference pairs, and when it is (re)trained.
 
 `train_adapter` runs the official recipe for one task (taskmem-spec.md §3): rollouts with the task hint on
-training windows of a source (the interface of rl/streams.py), task-judge pairs (phase_two.cache), and DPO
+training windows of a source (the interface of rl/streams.py), task-judge pairs (phase_two.mining), and DPO
 on the steer from zero (phase_two.dpo); the result is an `Adapter` (steer values, hint, stats).
 `update_hints` turns a task's questions in arrival order into the update schedule (the official
 10 / 30 / 50) and each update's hint; `update_points` adds where, on one stream, each adapter takes over. The stream protocols that deploy adapters are
@@ -19,7 +19,7 @@ import numpy as np
 from taskmem_jax import distributed
 from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.memory.prompt import WindowPrompt
-from taskmem_jax.phase_two.cache import CacheConfig, context_pairs
+from taskmem_jax.phase_two.mining import CacheConfig, context_pairs
 from taskmem_jax.phase_two.dpo import train_steer
 
 

@@ -4,7 +4,7 @@ Per task type, on one stream:
 1. the Phase-One memory (zero steer, no hint) is written for the whole stream, and the task's first
    questions (5 by default; the official schedule retrains after 10, 30 and 50) are answered from it;
 2. then the task's adapter is trained once: contexts from training streams, the task hint = those
-   questions, rollouts, task-judge pairs, DPO on the steer (phase_two.cache, phase_two.dpo);
+   questions, rollouts, task-judge pairs, DPO on the steer (phase_two.mining, phase_two.dpo);
 3. memory for the rest of the stream (clips after the update question arrived) is written with that
    task's steer and hint; the task's later questions are answered from it.
 Evaluation compares, on the same later questions, Phase One vs Phase One + Two per task, and the

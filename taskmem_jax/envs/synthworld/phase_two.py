@@ -23,7 +23,7 @@ from taskmem_jax.eval.plots import pyplot, save_figure
 from taskmem_jax.memory.loop import RolloutConfig
 from taskmem_jax.memory.prompt import WindowPrompt
 from taskmem_jax.phase_two.adapt import train_adapter
-from taskmem_jax.phase_two.cache import CacheConfig
+from taskmem_jax.phase_two.mining import CacheConfig
 from taskmem_jax.rewards import SYNTHWORLD_TAGS, RewardConfig
 from taskmem_jax.tensorboard import SummaryWriter
 

@@ -1,4 +1,5 @@
-"""The rollout cache and preference pairs of one task (taskmem-spec.md §3.3).
+"""Pair mining: the rollouts of one task's contexts and the preference pairs among them (taskmem-spec.md §3.3;
+the official pipeline calls the stored rollouts its "cache", hence CacheConfig and the configs' `cache`).
 
 For every context (a window, its previous memories, and the task hint: up to 5 recent questions of the
 task type) the Phase-One policy, steer at zero, samples N memories with the task-hint prompt. Each is
