@@ -3,7 +3,11 @@
 gives the one-device XLA path's logits and gradients, and greedy tokens through the sampler's prefill and
 decode. The kernels run inside jax.shard_map (layers.kernel_attention reads the context mesh); the test
 checks that the traced program holds the shard_map, so a silently unsharded call cannot pass.
-One subprocess (the device count is fixed when JAX starts)."""
+One subprocess (the device count is fixed when JAX starts).
+
+Compiling is nearly all of the time: the subprocesses compile with XLA's CPU backend at LLVM -O0 (FAST_FLAGS;
+2-3x faster, the same programs with less optimised machine code), and the models have one decoder layer
+(tiny-moe: a MoE and a dense one) and one vision block."""
 
 import os
 import subprocess
@@ -15,6 +19,7 @@ import pytest
 pytestmark = pytest.mark.multiprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST_FLAGS = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
 
 SCRIPT = textwrap.dedent("""
     import dataclasses
@@ -25,9 +30,14 @@ SCRIPT = textwrap.dedent("""
     from taskmem_jax.sampling.sampler import generate
     assert jax.device_count() == 8, jax.devices()
 
-    def with_impl(cfg, impl):
-      return cfg.replace(text=dataclasses.replace(cfg.text, attention_impl=impl),
-                         vision=dataclasses.replace(cfg.vision, attention_impl=impl))
+    def config(name, impl):
+      # One decoder layer (tiny-moe: two, a MoE one and a dense one as its last is) and one vision block with its
+      # DeepStack tap: every kind of layer and attention call, at a fraction of the presets' compile time.
+      cfg = preset(name)
+      text = dict(num_hidden_layers=2, mlp_only_layers=(1,)) if cfg.text.is_moe else dict(num_hidden_layers=1)
+      return cfg.replace(text=dataclasses.replace(cfg.text, attention_impl=impl, **text),
+                         vision=dataclasses.replace(cfg.vision, attention_impl=impl, depth=1,
+                                                    deepstack_visual_indexes=(0,)))
 
     def batch(cfg):
       # 8 rows (so every preset splits them), each an image of 2 x 4 patches (8 frames for the tower) and text.
@@ -58,12 +68,15 @@ SCRIPT = textwrap.dedent("""
 
     prompt = {"input_ids": np.array([[11 + r, 12, 13, 14, 15, 16] for r in range(8)]),
               "attention_mask": np.ones((8, 6), np.int64)}
+    refs = {}  # per model: the one-device XLA model, its logits and grads, and its greedy tokens (computed once)
     for name, mesh_preset, impl in [("tiny", "fsdp", "pallas"), ("tiny", "fsdp_tensor", "pallas"),
                                     ("tiny-moe", "expert", "pallas"), ("tiny", "fsdp_tensor", "chunked")]:
-      ref = init_random(with_impl(preset(name), "xla"), seed=0)
-      logits_ref, grads_ref, _ = logits_and_grads(ref, None)
+      if name not in refs:
+        ref = init_random(config(name, "xla"), seed=0)
+        refs[name] = [ref, logits_and_grads(ref, None)[:2], None]
+      ref, (logits_ref, grads_ref), want = refs[name]
       mesh = shd.make_mesh(mesh_preset)
-      model = init_random(with_impl(preset(name), impl), seed=0)
+      model = init_random(config(name, impl), seed=0)
       state = nnx.state(model)
       nnx.update(model, jax.device_put(state, shd.param_shardings(state, mesh, mesh_preset)))
       logits, grads, jaxpr = logits_and_grads(model, mesh)
@@ -75,7 +88,8 @@ SCRIPT = textwrap.dedent("""
       for g, g_ref in zip(flat, flat_ref):
         close(g, g_ref, 1e-4, what + " grads")
       if impl == "pallas" and mesh_preset != "expert":  # prefill (flash at a slot offset) and decode (split-K)
-        want = generate(ref, prompt, max_new_tokens=3, min_bucket=16)
+        if want is None:
+          want = refs[name][2] = generate(ref, prompt, max_new_tokens=3, min_bucket=16)
         got = generate(model, prompt, max_new_tokens=3, min_bucket=16)
         np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(want.tokens), err_msg=what)
         close(got.logprobs, want.logprobs, 1e-4, what + " logprobs")
@@ -84,7 +98,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_kernels_under_each_preset_equal_one_device_xla():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=FAST_FLAGS, JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=900)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
@@ -140,7 +154,7 @@ def test_moe_block_under_each_preset_equals_one_device():
   """The MoE block under a mesh equals the unsharded block in values and gradients: under fsdp (each device
   its own rows, the whole experts gathered in the layer), fsdp_tensor (experts parallel over "tensor") and
   expert (8, and 4 x fsdp 2, expert-parallel devices), for a batch the mesh splits and one it cannot."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=FAST_FLAGS, JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", MOE_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
