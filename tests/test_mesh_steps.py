@@ -150,7 +150,7 @@ SCRIPT = textwrap.dedent("""
     tic = time.perf_counter()
     if os.path.isfile(os.path.join("assets", "synthworld_policy", "config.json")):
       from experiments import phase_two as p2
-      from experiments.configs import phase_two_synthworld
+      from taskmem_jax.configs import phase_two_synthworld
       from taskmem_jax.envs.synthworld import phase_two as experiment
       p2_results = {}
       for preset in ("", "fsdp"):

@@ -114,7 +114,7 @@ def _phase_one_run(workdir):
   from flax import nnx
   from jax.experimental import multihost_utils
 
-  from experiments.configs import phase_one_synthworld
+  from taskmem_jax.configs import phase_one_synthworld
   from experiments.phase_one import load_policy, make_source
   from taskmem_jax.rewards import SYNTHWORLD_TAGS
   from taskmem_jax.rl.trainer import train
@@ -160,7 +160,7 @@ def _phase_two_run():
   import ml_collections
   from test_phase_one import LengthJudge
 
-  from experiments.configs import phase_two_synthworld
+  from taskmem_jax.configs import phase_two_synthworld
   from taskmem_jax import distributed, sharding
   from taskmem_jax.adapters import steer as steer_lib
   from taskmem_jax.envs.synthworld import policy_world_config
@@ -168,7 +168,7 @@ def _phase_two_run():
   from taskmem_jax.memory.prompt import read_window_prompt
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.phase_two.adapt import train_adapter
-  from taskmem_jax.phase_two.cache import CacheConfig
+  from taskmem_jax.phase_two.mining import CacheConfig
   from taskmem_jax.processing import Qwen3VLProcessor
   from taskmem_jax.rewards import SYNTHWORLD_TAGS, RewardConfig
   from taskmem_jax.rewards.task_judge import Preference, TaskJudge

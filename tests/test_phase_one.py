@@ -137,7 +137,7 @@ class LengthJudge(Judge):
 
 
 def _config(workdir):
-  from experiments.configs import phase_one_synthworld
+  from taskmem_jax.configs import phase_one_synthworld
 
   cfg = phase_one_synthworld.get_config()
   cfg.workdir = str(workdir)
@@ -233,7 +233,7 @@ def test_population_of_two_equals_two_separate_runs(tmp_path):
 
 
 def test_official_30b_config_values():
-  from experiments.configs import phase_one_30b_a3b
+  from taskmem_jax.configs import phase_one_30b_a3b
 
   c = phase_one_30b_a3b.get_config()
   assert (c.num_streams, c.group_size, c.num_minibatches, c.lr, c.loss, c.clip_low, c.clip_high) == (
