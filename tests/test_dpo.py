@@ -1,14 +1,15 @@
 """DPO on the steer tree: the loss by hand, the backbone untouched, learning, exact resume."""
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
 from taskmem_jax.adapters import steer as S
 from taskmem_jax.models import qwen3_vl
-from taskmem_jax.phase_two.dpo import PairExample, dpo_loss, train_steer
+from taskmem_jax.phase_two.dpo import dpo_loss, train_steer
+
+from helpers import dpo_config as _config, dpo_pairs as _pairs
 
 
 def test_dpo_loss_by_hand():
@@ -19,21 +20,6 @@ def test_dpo_loss_by_hand():
   loss, metrics = dpo_loss(pc, pr, rc, rr, 0.1)
   np.testing.assert_allclose(loss, by_hand, rtol=1e-6)
   np.testing.assert_allclose(metrics["accuracy"], 0.5)
-
-
-def _config(steps=6):
-  c = ml_collections.ConfigDict()
-  c.steps, c.pairs_per_step, c.num_minibatches = steps, 2, 1
-  c.beta, c.kl_coef, c.lr, c.b1, c.b2, c.weight_decay, c.grad_clip = 0.1, 0.0, 1e-2, 0.9, 0.999, 0.01, 1.0
-  c.temperature, c.buckets, c.seed = 1.0, (32, 64), 0
-  return c
-
-
-def _pairs(cfg):
-  rng = np.random.default_rng(0)
-  v = cfg.text.vocab_size - 10
-  return [PairExample(rng.integers(0, v, 12), None, None, rng.integers(0, v, 6), rng.integers(0, v, 7))
-          for _ in range(3)]
 
 
 @pytest.mark.slow

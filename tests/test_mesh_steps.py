@@ -1,6 +1,8 @@
 """The SFT step, the Phase-One step, the DPO step and the rollout scan under a mesh: on 8 forced host
 devices, each preset (fsdp, fsdp_tensor, expert on tiny-moe) gives the losses, the parameter updates and
-the greedy rollout tokens of one device. A few subprocesses, each running several cases, so JAX starts rarely.
+the greedy rollout tokens of one device. A few subprocesses, each running one or two cases, so that JAX
+starts rarely and pytest-xdist can spread them. On CPU compiling is most of their time, so Phase Two keeps
+to few window shapes.
 
 Sharded reductions sum in another order, and Adam turns a near-zero gradient's rounding into a full step
 for a few elements, so parameters are compared as updates (params - init): equal to 1e-3 of its norm.
@@ -20,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POLICY = os.path.join(ROOT, "assets", "synthworld_policy")
 
 SCRIPT = textwrap.dedent("""
-    import os, sys, time
+    import functools, os, sys, time
     import jax, numpy as np
     from flax import nnx
     sys.path.insert(0, "tests")
@@ -31,6 +33,7 @@ SCRIPT = textwrap.dedent("""
     assert jax.device_count() == 8, jax.devices()
     tmp = sys.argv[1]
     MOE = {"fsdp": "tiny", "fsdp_tensor": "tiny", "expert": "tiny-moe"}
+    MODELS = sys.argv[2].split(",")  # the SFT section's models: its runs are split over two tests
     times = {}
 
     def leaves(tree):
@@ -45,29 +48,33 @@ SCRIPT = textwrap.dedent("""
     def spread(tree):
       return max(len(x.sharding.device_set) for x in jax.tree.leaves(tree))
 
-    ckpt = tiny_checkpoint(tmp)
-    processor = Qwen3VLProcessor.from_pretrained(ckpt)
-    pad = processor.pad_token_id
+    @functools.cache
+    def tiny():
+      # The tiny checkpoint and its processor, made when a section first needs them (Phase One and Two don't).
+      ckpt = tiny_checkpoint(tmp)
+      return ckpt, Qwen3VLProcessor.from_pretrained(ckpt)
 
     # --- SFT: 2 steps -------------------------------------------------------------------------
     tic = time.perf_counter()
-    from test_sft import _config as sft_config, _text
+    from helpers import sft_config, text_messages
     from taskmem_jax.training import example_from_messages, train
+    ckpt, processor = tiny()
     words = ["red box left", "green cat sat", "blue ball rolls", "the sign shows four", "a person picks up",
              "the cup moves right", "yellow star top", "nothing changed here"]
-    examples = [example_from_messages(processor, _text(w), "</think>\\n\\n" + w[::-1]) for w in words]
+    examples = [example_from_messages(processor, text_messages(w), "</think>\\n\\n" + w[::-1]) for w in words]
     sft = {}
-    for name, preset in [("tiny", None), ("tiny-moe", None), ("tiny", "fsdp"), ("tiny", "fsdp_tensor"),
-                         ("tiny-moe", "expert")]:
+    for name, preset in [(name, preset) for name, preset in [("tiny", None), ("tiny-moe", None), ("tiny", "fsdp"),
+                                                             ("tiny", "fsdp_tensor"), ("tiny-moe", "expert")]
+                         if name in MODELS]:
       cfg = sft_config(f"{tmp}/sft_{name}_{preset}", steps=2, batch_size=8, warmup_steps=1, log_every=1)
       model = qwen3_vl.init_random(qwen3_vl.preset(name), seed=0)
       mesh = None if preset is None else shd.make_mesh(preset)
-      out = train(cfg, model, examples, pad, progress=False, mesh=mesh, preset=preset or "fsdp")
+      out = train(cfg, model, examples, processor.pad_token_id, progress=False, mesh=mesh, preset=preset or "fsdp")
       params = nnx.state(out["model"], nnx.Param)
       if preset is not None:
         assert spread(params) == 8, preset
       sft[(name, preset)] = ([h["loss"] for h in out["history"]], leaves(params))
-    for name in ("tiny", "tiny-moe"):
+    for name in MODELS:
       init = leaves(nnx.state(qwen3_vl.init_random(qwen3_vl.preset(name), seed=0), nnx.Param))
       for preset in [p for p, m in MOE.items() if m == name]:
         np.testing.assert_allclose(sft[(name, preset)][0], sft[(name, None)][0], rtol=1e-5, err_msg=preset)
@@ -76,7 +83,7 @@ SCRIPT = textwrap.dedent("""
 
     # --- DPO: 2 steps -------------------------------------------------------------------------
     tic = time.perf_counter()
-    from test_dpo import _config as dpo_config, _pairs
+    from helpers import dpo_config, dpo_pairs
     from taskmem_jax.adapters import steer as S
     from taskmem_jax.phase_two.dpo import train_steer
     dpo = {}
@@ -84,7 +91,7 @@ SCRIPT = textwrap.dedent("""
                          ("tiny-moe", "expert")]:
       model = S.add_steer(qwen3_vl.init_random(qwen3_vl.preset(name), seed=0), [2])
       mesh = None if preset is None else shd.make_mesh(preset)
-      out = train_steer(dpo_config(2), model, _pairs(model.config), pad_id=0, progress=False, mesh=mesh,
+      out = train_steer(dpo_config(2), model, dpo_pairs(model.config), pad_id=0, progress=False, mesh=mesh,
                         preset=preset or "fsdp")
       dpo[(name, preset)] = ([h["loss"] for h in out["history"]], S.get_steer(model))
     for name in ("tiny", "tiny-moe"):
@@ -99,12 +106,13 @@ SCRIPT = textwrap.dedent("""
     from taskmem_jax.memory import rollout as R
     from taskmem_jax.memory.prompt import read_window_prompt
     from taskmem_jax.sampling import SamplingParams
-    from test_rollout import CLIP_GRID as grid
+    from helpers import CLIP_GRID as grid
     print({k: round(v, 1) for k, v in times.items()}, flush=True)
+    ckpt, processor = tiny()
     template = R.build_template(processor, grid, [2.5, 7.5], 6, prompt=read_window_prompt(ckpt))
     pixels = np.random.default_rng(0).standard_normal((2, 3, int(np.prod(grid)), 1536)).astype(np.float32)
     stop = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    sp = SamplingParams(8, stop_token_ids=(stop,), pad_token_id=pad)
+    sp = SamplingParams(8, stop_token_ids=(stop,), pad_token_id=processor.pad_token_id)
     fmt = R.TokenFormat(-1, (), -1)
     tokens = {}
     for preset in (None, "fsdp", "fsdp_tensor"):
@@ -125,13 +133,14 @@ SCRIPT = textwrap.dedent("""
     # --- Phase One: one step of the shipped (dense) policy -------------------------------------
     tic = time.perf_counter()
     if os.path.isfile(os.path.join("assets", "synthworld_policy", "config.json")):
-      from test_phase_one import LengthJudge, _config as p1_config
+      from helpers import LengthJudge, phase_one_config as p1_config
       from experiments.phase_one import load_policy, make_source
       from taskmem_jax.rl.trainer import train as p1_train
       p1 = {}
       for preset in (None, "fsdp", "fsdp_tensor"):
         cfg = p1_config(f"{tmp}/p1_{preset}")
-        cfg.num_streams, cfg.group_size, cfg.steps, cfg.max_new_tokens = 2, 4, 1, 48
+        # One stream: a whole step (sampling, scoring, the update) at half the sampling of two.
+        cfg.num_streams, cfg.group_size, cfg.steps, cfg.max_new_tokens = 1, 4, 1, 48
         cfg.mesh = {} if preset is None else {"preset": preset}
         model, processor, prompt = load_policy(cfg)  # sharded presets: read straight into the shards
         if preset is not None:
@@ -155,7 +164,9 @@ SCRIPT = textwrap.dedent("""
       p2_results = {}
       for preset in ("", "fsdp"):
         cfg = phase_two_synthworld.get_config("demo")
-        cfg.clips, cfg.tasks, cfg.drift_ks = 4, "counting", (1,)
+        # A 2-clip stream whose counting adapter takes over after the first question (at clip 1), trained on
+        # contexts of 2-clip training streams (all of them clip 1): few window shapes, so few compilations.
+        cfg.clips, cfg.tasks, cfg.drift_ks, cfg.update_positions, cfg.train_clips = 2, "counting", (1,), (1,), 2
         cfg.num_contexts, cfg.cache.num_samples, cfg.cache.max_new_tokens, cfg.max_new_tokens = 1, 2, 64, 64
         cfg.dpo.steps, cfg.dpo.pairs_per_step, cfg.dpo.num_minibatches = 1, 1, 1
         cfg.mesh.preset = preset
@@ -169,30 +180,40 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(tmp_path, *sections):
+def _run(tmp_path, *sections, models=("tiny", "tiny-moe")):
   """The script's shared head and the named sections (by the start of their "# --- " title), in a subprocess
-  with 8 forced host devices."""
+  with 8 forced host devices; models: the SFT section's."""
   head, *parts = re.split(r"\n(?=# --- )", SCRIPT)
   chosen = [part for part in parts if any(part.startswith("# --- " + name) for name in sections)]
   assert len(chosen) == len(sections), sections
   script = "\n".join([head, *chosen, 'print({k: round(v, 1) for k, v in times.items()})', 'print("ok")'])
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
          "PYTHONPATH": ROOT + os.pathsep + os.path.join(ROOT, "tests")}
-  out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True,
-                       timeout=900, cwd=ROOT)
+  out = subprocess.run([sys.executable, "-c", script, str(tmp_path), ",".join(models)], env=env, capture_output=True,
+                       text=True, timeout=900, cwd=ROOT)
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
   assert out.stdout.strip().endswith("ok"), out.stdout[-2000:]
 
 
-# Three subprocesses rather than one, so that pytest-xdist can run them side by side.
+# Five subprocesses rather than one, so that pytest-xdist can run them side by side.
 @pytest.mark.skipif(sys.platform == "win32", reason="forced host devices")
-def test_sft_and_dpo_steps_under_a_mesh_equal_one_device(tmp_path):
-  _run(tmp_path, "SFT", "DPO")
+def test_sft_step_under_fsdp_and_fsdp_tensor_equals_one_device(tmp_path):
+  _run(tmp_path, "SFT", models=("tiny",))
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="forced host devices")
-def test_rollout_and_phase_one_under_a_mesh_equal_one_device(tmp_path):
-  _run(tmp_path, "the rollout scan", "Phase One")
+def test_sft_step_of_tiny_moe_under_expert_equals_one_device(tmp_path):
+  _run(tmp_path, "SFT", models=("tiny-moe",))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="forced host devices")
+def test_dpo_step_and_rollout_under_a_mesh_equal_one_device(tmp_path):
+  _run(tmp_path, "DPO", "the rollout scan")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="forced host devices")
+def test_phase_one_under_a_mesh_equals_one_device(tmp_path):
+  _run(tmp_path, "Phase One")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="forced host devices")

@@ -8,7 +8,12 @@ equal those of one process with 2 devices training both streams. Last, a Phase-T
 (phase_two.adapt.train_adapter): each process samples and judges its half of the contexts, DPO
 all-reduces over both processes' pairs, and the steer must equal one process's.
 
-This file is also the worker: ``python tests/test_multihost.py PROCESS_ID NUM_PROCESSES PORT OUT.npz``.
+Three tests (the step and SFT, Phase One, Phase Two), each starting the two processes and then the single
+one, so that pytest-xdist can spread them. Their sizes are kept to what each claim needs, and their windows to
+one shape each: on CPU compiling is most of the cost.
+
+This file is also the worker: ``python tests/test_multihost.py PROCESS_ID NUM_PROCESSES PORT OUT.npz STAGES``
+(STAGES: comma-separated, of step, sft, phase_one, phase_two).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import pytest
 pytestmark = pytest.mark.multiprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POLICY = os.path.join(ROOT, "assets", "synthworld_policy")
 BATCH, LENGTH = 4, 16
 
 
@@ -38,7 +44,27 @@ def _batch():
   return ids, mask, loss_mask
 
 
-def worker(process_id: int, num_processes: int, port: int, out: str) -> None:
+def worker(process_id: int, num_processes: int, port: int, out: str, stages: list[str]) -> None:
+  import jax
+
+  from taskmem_jax import distributed
+
+  distributed.initialize(f"127.0.0.1:{port}", num_processes, process_id)
+  results = {"devices": jax.device_count(), "processes": jax.process_count()}
+  workdir = lambda name: os.path.join(os.path.dirname(out), f"{name}_{num_processes}")  # noqa: E731
+  if "step" in stages:
+    results.update(_step_run(num_processes))
+  if "sft" in stages:
+    results.update(_sft_run(num_processes, workdir("sft")))
+  if "phase_one" in stages:
+    results.update(_phase_one_run(workdir("phase_one")))
+  if "phase_two" in stages:
+    results.update(_phase_two_run())
+  np.savez(out, **results)
+
+
+def _step_run(num_processes):
+  """training/sft.py's step, on global arrays: the loss and the update (flat, gathered)."""
   import jax
   import optax
   from flax import nnx
@@ -48,7 +74,6 @@ def worker(process_id: int, num_processes: int, port: int, out: str) -> None:
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.training import TrainState, make_train_step
 
-  distributed.initialize(f"127.0.0.1:{port}", num_processes, process_id)
   preset = "fsdp" if num_processes > 1 else "single"
   mesh = sharding.make_mesh(preset)
   model = qwen3_vl.init_random(qwen3_vl.preset("tiny"), seed=0)
@@ -73,21 +98,20 @@ def worker(process_id: int, num_processes: int, port: int, out: str) -> None:
                                         host))
   update = np.concatenate([x.reshape(-1) for x in leaves])
   sharded = sum(1 for s in jax.tree.leaves(shardings) if not s.is_fully_replicated)
-  sft_losses = _sft_run(model.config, mesh, preset, os.path.join(os.path.dirname(out), f"sft_{num_processes}"))
-  phase_one = _phase_one_run(os.path.join(os.path.dirname(out), f"phase_one_{num_processes}"))
-  phase_two = _phase_two_run()
-  np.savez(out, loss=float(loss), update=update, checksum=float(np.sum(update)), devices=jax.device_count(),
-           processes=jax.process_count(), sharded=sharded, sft_losses=sft_losses, **phase_one, **phase_two)
+  return {"loss": float(loss), "update": update, "checksum": float(np.sum(update)), "sharded": sharded}
 
 
-def _sft_run(config, mesh, preset, workdir):
+def _sft_run(num_processes, workdir):
   """training/sft.train itself, 3 steps of 4 text rows (its own data pipeline, orbax checkpoints written
   by every process into one directory): the loss history."""
   import types
 
+  from taskmem_jax import sharding
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.training import train
 
+  preset = "fsdp" if num_processes > 1 else "single"
+  mesh = sharding.make_mesh(preset)
   rng = np.random.default_rng(3)
   examples = []
   for n in (9, 12, 14, 11, 10, 13, 8, 12):
@@ -96,9 +120,9 @@ def _sft_run(config, mesh, preset, workdir):
   cfg = types.SimpleNamespace(workdir=workdir, export_dir="", batch_size=4, buckets=(16,), steps=3, seed=0, lr=1e-3,
                               warmup_steps=1, end_lr_ratio=0.1, weight_decay=0.01, b1=0.9, b2=0.95, grad_clip=1.0,
                               log_every=1, save_every=2, keep_checkpoints=1)
-  model = qwen3_vl.init_random(config, seed=0)
+  model = qwen3_vl.init_random(qwen3_vl.preset("tiny"), seed=0)
   out = train(cfg, model, examples, 0, progress=False, mesh=mesh, preset=preset)
-  return np.array([h["loss"] for h in out["history"]])
+  return {"sft_losses": np.array([h["loss"] for h in out["history"]])}
 
 
 PHASE_ONE_KEYS = ("reward", "pass_rate", "memory_tokens", "response_tokens", "advantage_abs", "pg_loss",
@@ -107,8 +131,8 @@ PHASE_ONE_KEYS = ("reward", "pass_rate", "memory_tokens", "response_tokens", "ad
 
 def _phase_one_run(workdir):
   """rl/trainer.train for 2 steps (1 off-policy, 1 on-policy) of 2 streams x 4 samples in 2 mini-batches,
-  from the shipped policy with test_phase_one's LengthJudge (rewards that vary within a group, so every
-  step updates), each member's params over this process's devices: the history's statistics, the trained
+  from the shipped policy with helpers.LengthJudge (rewards that vary within a group, so every step
+  updates), each member's params over this process's devices: the history's statistics, the trained
   policy's parameters (flat) and what was written."""
   import jax
   from flax import nnx
@@ -119,10 +143,14 @@ def _phase_one_run(workdir):
   from taskmem_jax.rewards import SYNTHWORLD_TAGS
   from taskmem_jax.rl.trainer import train
 
+  from helpers import LengthJudge
+
   cfg = phase_one_synthworld.get_config()
   cfg.workdir = workdir
   cfg.num_streams, cfg.group_size, cfg.steps, cfg.off_policy_steps = 2, 4, 2, 1
-  cfg.n_min, cfg.n_max, cfg.world_clips = 1, 2, 3
+  # One-clip videos: each step shows new streams' first windows, so the second step (sampling from the
+  # updated policy) reuses the first one's compilations.
+  cfg.n_min, cfg.n_max, cfg.world_clips = 1, 2, 1
   cfg.max_new_tokens, cfg.reward.memory_token_threshold, cfg.lr, cfg.temperature = 64, 60, 1e-4, 1.0
   cfg.mesh = {"preset": "fsdp", "fsdp": -1}
   cfg.num_minibatches = 2  # one stream each: a process with no group in a mini-batch still joins its update
@@ -130,7 +158,6 @@ def _phase_one_run(workdir):
   # The loaded policy spans every process's devices; its initial values, gathered, for the update.
   initial = np.concatenate([np.asarray(multihost_utils.process_allgather(x, tiled=True), np.float64).ravel()
                             for x in jax.tree.leaves(nnx.state(model, nnx.Param))])
-  from test_phase_one import LengthJudge
   out = train(cfg, model, processor, make_source(cfg), LengthJudge(), prompt=prompt, tags=SYNTHWORLD_TAGS,
               progress=False)
   params = jax.tree.leaves(nnx.state(out["model"], nnx.Param))
@@ -158,7 +185,6 @@ def _phase_two_run():
   sharding.mesh_from_config(per_process=True) with the fsdp preset: the steer, the DPO losses and the
   pair counts."""
   import ml_collections
-  from test_phase_one import LengthJudge
 
   from taskmem_jax.configs import phase_two_synthworld
   from taskmem_jax import distributed, sharding
@@ -173,18 +199,22 @@ def _phase_two_run():
   from taskmem_jax.rewards import SYNTHWORLD_TAGS, RewardConfig
   from taskmem_jax.rewards.task_judge import Preference, TaskJudge
 
+  from helpers import LengthJudge
+
   class Shorter(TaskJudge):
     def prefer(self, questions, first, second):
       a, b = len(first.split()), len(second.split())
       return Preference(0 if a < b else 1 if b < a else -1)
 
-  policy = os.path.join(ROOT, "assets", "synthworld_policy")
+  policy = POLICY
   mesh, preset = sharding.mesh_from_config(ml_collections.ConfigDict(dict(preset="fsdp", tensor=0, expert=0)),
                                            per_process=True)
   model = steer_lib.add_steer(qwen3_vl.from_pretrained(policy, dtype=np.float32, mesh=mesh, preset=preset), [1])
   model = distributed.local_model(model, mesh)
   processor = Qwen3VLProcessor.from_pretrained(policy)
-  source = SynthWorldSource(policy_world_config(policy, num_clips=4), seed_base=20_000, teacher_budget=40)
+  # Two-clip videos: every training context is a second window (clip 1, the teacher's first memory shown),
+  # so all contexts share one sampling compilation.
+  source = SynthWorldSource(policy_world_config(policy, num_clips=2), seed_base=20_000, teacher_budget=40)
   dpo = phase_two_synthworld.get_config().dpo
   dpo.steps, dpo.pairs_per_step, dpo.num_minibatches = 1, 4, 2  # two updates, each over both processes' pairs
   adapter = train_adapter(model, processor, "ocr", ["What number does the sign show?"], source, LengthJudge(),
@@ -202,18 +232,15 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(process_id, num_processes, port, out, devices):
+def _launch(process_id, num_processes, port, out, devices, stages):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   return subprocess.Popen([sys.executable, os.path.abspath(__file__), str(process_id), str(num_processes),
-                           str(port), out], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                           str(port), out, ",".join(stages)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
 
 
-def test_two_processes_match_one(tmp_path):
-  port = _free_port()
-  outs = [str(tmp_path / f"p{k}.npz") for k in range(2)] + [str(tmp_path / "single.npz")]
-  start = time.time()
-  procs = [_launch(k, 2, port, outs[k], 2) for k in range(2)] + [_launch(0, 1, 0, outs[2], 2)]
+def _wait(procs):
   logs = []
   for p in procs:
     try:
@@ -224,11 +251,30 @@ def test_two_processes_match_one(tmp_path):
       raise
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-4000:]
+
+
+def _run(tmp_path, *stages):
+  """The stages in the two processes, then in the single one: their results, as (process 0's, process
+  1's, the single process's). One after the other, because process 0's local programs (sampling, the
+  vision tower, the model's init) are the single process's on the same device ids: from the persistent
+  compilation cache, the single process compiles little."""
+  port = _free_port()
+  outs = [str(tmp_path / f"p{k}.npz") for k in range(2)] + [str(tmp_path / "single.npz")]
+  start = time.time()
+  _wait([_launch(k, 2, port, outs[k], 2, stages) for k in range(2)])
+  _wait([_launch(0, 1, 0, outs[2], 2, stages)])
   p0, p1, single = (np.load(o) for o in outs)
-  print(f"3 processes in {time.time() - start:.1f} s; losses {float(p0['loss']):.7f} {float(p1['loss']):.7f} "
-        f"single {float(single['loss']):.7f}")
-  assert int(p0["devices"]) == 4 and int(p0["processes"]) == 2 and int(p0["sharded"]) > 0
-  assert int(single["devices"]) == 2
+  print(f"{', '.join(stages)}: 3 processes in {time.time() - start:.1f} s")
+  assert int(p0["devices"]) == 4 and int(p0["processes"]) == 2
+  assert int(p1["devices"]) == 4 and int(p1["processes"]) == 2
+  assert int(single["devices"]) == 2 and int(single["processes"]) == 1
+  return p0, p1, single
+
+
+def test_two_processes_match_one_on_a_step_and_in_sft(tmp_path):
+  p0, p1, single = _run(tmp_path, "step", "sft")
+  print(f"losses {float(p0['loss']):.7f} {float(p1['loss']):.7f} single {float(single['loss']):.7f}")
+  assert int(p0["sharded"]) > 0
   assert float(p0["loss"]) == float(p1["loss"])
   np.testing.assert_array_equal(p0["update"], p1["update"])
   assert float(p0["checksum"]) == float(p1["checksum"])
@@ -239,6 +285,10 @@ def test_two_processes_match_one(tmp_path):
   assert len(p0["sft_losses"]) == 3
   np.testing.assert_array_equal(p0["sft_losses"], p1["sft_losses"])
   np.testing.assert_allclose(p0["sft_losses"], single["sft_losses"], rtol=1e-5)
+
+
+def test_two_processes_match_one_in_phase_one(tmp_path):
+  p0, p1, single = _run(tmp_path, "phase_one")
   # Phase One, data parallel: both processes hold the same policy and history, equal to one process's.
   assert p0["p1_updates"].sum() >= 1, p0["p1_updates"]  # it really trained
   assert int(p0["p1_local_devices"]) == 2 and int(single["p1_local_devices"]) == 2
@@ -257,6 +307,10 @@ def test_two_processes_match_one(tmp_path):
   assert float(single["p1_zero_ratio"]) > 0.999 and 0.5 <= float(p0["p1_zero_ratio"]) < 0.6  # moments halved
   # One writer: each step's row is in metrics.jsonl once (not once per process); the export is there.
   assert int(p0["p1_lines"]) == 2 and bool(p0["p1_export"])
+
+
+def test_two_processes_match_one_on_a_phase_two_adapter(tmp_path):
+  p0, p1, single = _run(tmp_path, "phase_two")
   # Phase Two: the contexts split over the processes, one DPO over all their pairs.
   assert int(p0["p2_pairs"]) >= 2, int(p0["p2_pairs"])  # pairs to train on (from both processes' contexts)
   for key in ("p2_pairs", "p2_compared"):
@@ -268,5 +322,5 @@ def test_two_processes_match_one(tmp_path):
 
 
 if __name__ == "__main__":
-  sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # the package, and test_phase_one's LengthJudge
-  worker(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+  sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # the package, and helpers.LengthJudge
+  worker(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5].split(","))

@@ -9,11 +9,25 @@ import numpy as np
 import pytest
 
 from taskmem_jax.memory.prompt import read_window_prompt
-from taskmem_jax.rewards import Judge, Ranking, Verdict
 from taskmem_jax.rl.streams import StreamSlots
 from taskmem_jax.tensorboard import SummaryWriter, crc32c, masked_crc32c, read_scalars
 
+from helpers import LengthJudge, phase_one_config
+
 POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")
+
+
+def _policy(checkpoint):
+  """The policy with its arrays committed to the first device, as a restored checkpoint's are: fresh and
+  resumed runs then run the same compiled programs (uncommitted arguments lower to others), so the tests
+  below compile each window shape once."""
+  from flax import nnx
+
+  from taskmem_jax.models import qwen3_vl
+
+  model = qwen3_vl.from_pretrained(checkpoint, dtype=np.float32)
+  nnx.update(model, jax.device_put(nnx.state(model), jax.devices()[0]))
+  return model
 
 
 def test_stream_slots_force_after_n_max_plus_one_and_start_at_the_start_clip():
@@ -120,40 +134,9 @@ def test_crc32c_and_events_decode_with_protobuf(tmp_path):
   assert read_scalars(str(tmp_path)) == {"reward": [(7, 0.25), (8, 0.5)], "faithfulness": [(7, 1.0)]}
 
 
-class LengthJudge(Judge):
-  """Passes memories of an even number of words and ranks longer ones first: a judge whose rewards vary
-  with the policy's output whatever the policy writes, so that updates happen even when its memories
-  are not faithful."""
-  name = "length"
-
-  def faithfulness(self, ctx, descriptions):
-    return [Verdict(len(d.split()) % 2 == 0) for d in descriptions]
-
-  def non_redundancy(self, ctx, descriptions):
-    return [Verdict(True)] * len(descriptions)
-
-  def rank(self, ctx, descriptions):
-    return Ranking(tuple(sorted(range(len(descriptions)), key=lambda i: -len(descriptions[i]))))
-
-
-def _config(workdir):
-  from taskmem_jax.configs import phase_one_synthworld
-
-  cfg = phase_one_synthworld.get_config()
-  cfg.workdir = str(workdir)
-  cfg.num_streams, cfg.group_size, cfg.steps, cfg.off_policy_steps = 2, 4, 4, 1
-  cfg.n_min, cfg.n_max, cfg.world_clips = 1, 2, 3
-  cfg.max_new_tokens = 64  # the shipped policy writes ~50-token responses; a cut one fails the format check
-  cfg.reward.memory_token_threshold = 60  # all within budget: LengthJudge makes the rewards vary
-  cfg.lr = 1e-4  # larger steps break the shipped policy's response format within one update
-  cfg.save_every = 1
-  cfg.temperature = 1.0
-  return cfg
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
-def test_three_steps_equal_two_then_resume_then_one(tmp_path):
+def test_two_steps_equal_one_then_resume_then_one(tmp_path):
   from experiments.phase_one import make_source
   from taskmem_jax.models import qwen3_vl
   from taskmem_jax.processing import Qwen3VLProcessor
@@ -161,27 +144,30 @@ def test_three_steps_equal_two_then_resume_then_one(tmp_path):
   from taskmem_jax.rl.trainer import train
 
   def run(workdir, **kwargs):
-    cfg = _config(workdir)
-    cfg.steps = 3  # 1 off-policy, 2 on-policy; the resume comes between the on-policy ones
-    model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32)
+    cfg = phase_one_config(workdir)
+    # 1 off-policy step, then 1 on-policy step whose windows show the history the first one left: the resume
+    # comes between them, so the checkpoint must carry the streams (their memories), the parameters and the
+    # Adam moments. Two steps, not more: every deeper window is another set of compilations.
+    cfg.steps = 2
+    model = _policy(cfg.checkpoint)
     processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
     return train(cfg, model, processor, make_source(cfg), LengthJudge(), prompt=read_window_prompt(cfg.checkpoint),
                  tags=SYNTHWORLD_TAGS, progress=False, **kwargs)
 
   initial = jax.tree.leaves(qwen3_vl.from_pretrained(POLICY, dtype=np.float32))
   straight = run(tmp_path / "a")
-  part = run(tmp_path / "b", stop_at=2)
-  assert [h["step"] for h in part["history"]] == [1, 2]
+  part = run(tmp_path / "b", stop_at=1)
+  assert [h["step"] for h in part["history"]] == [1]
   resumed = run(tmp_path / "b")
-  assert resumed["resumed_from"] == 2
-  assert sum(h["updates"] for h in straight["history"]) >= 2  # the run really trained
+  assert resumed["resumed_from"] == 1
+  assert [h["updates"] for h in straight["history"]] == [1, 1]  # the run really trained, at both steps
   for x, y in zip(jax.tree.leaves(straight["model"]), jax.tree.leaves(resumed["model"])):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   assert any(not np.array_equal(np.asarray(x), np.asarray(y))
              for x, y in zip(initial, jax.tree.leaves(straight["model"])))
   lines = lambda d: [json.loads(line) for line in open(d / "metrics.jsonl")]
   a, b = lines(tmp_path / "a"), lines(tmp_path / "b")
-  assert [h["step"] for h in b] == [1, 2, 3]
+  assert [h["step"] for h in b] == [1, 2]
   for x, y in zip(a, b):
     assert x["reward"] == y["reward"] and x["stage"] == y["stage"]
   assert a[0]["stage"] == "off_policy" and a[1]["stage"] == "on_policy"
@@ -190,7 +176,7 @@ def test_three_steps_equal_two_then_resume_then_one(tmp_path):
   # The event files hold every step's metrics, the resumed run's included; curves.png sits by curves.html.
   for d, rows in ((tmp_path / "a", a), (tmp_path / "b", b)):
     rewards = read_scalars(str(d / "tb"))["reward"]
-    assert [s for s, _ in rewards] == [1, 2, 3]
+    assert [s for s, _ in rewards] == [1, 2]
     np.testing.assert_allclose([v for _, v in rewards], [h["reward"] for h in rows], rtol=1e-6)
     assert (d / "curves.png").stat().st_size > 1000 and '<img src="curves.png"' in (d / "curves.html").read_text()
 
@@ -199,7 +185,6 @@ def test_three_steps_equal_two_then_resume_then_one(tmp_path):
 @pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
 def test_population_of_two_equals_two_separate_runs(tmp_path):
   from experiments.phase_one import make_source
-  from taskmem_jax.models import qwen3_vl
   from taskmem_jax.processing import Qwen3VLProcessor
   from taskmem_jax.rewards import SYNTHWORLD_TAGS
   from taskmem_jax.rl.trainer import train
@@ -207,10 +192,13 @@ def test_population_of_two_equals_two_separate_runs(tmp_path):
   settings = [{"memory_token_threshold": 40}, {"memory_token_threshold": 46, "usefulness_scale": 0.5}]
 
   def run(workdir, population):
-    cfg = _config(workdir)
-    cfg.steps = 2
+    cfg = phase_one_config(workdir)
+    cfg.steps = 2  # the second samples with each member's own updated parameters
+    # One-clip videos: every window is a first clip, so both steps share one compilation (the single runs
+    # share it with the test above, when they run in one process).
+    cfg.world_clips = 1
     cfg.population = population
-    model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32)
+    model = _policy(cfg.checkpoint)
     processor = Qwen3VLProcessor.from_pretrained(cfg.checkpoint)
     return train(cfg, model, processor, make_source(cfg), LengthJudge(), prompt=read_window_prompt(cfg.checkpoint),
                  tags=SYNTHWORLD_TAGS, progress=False)
@@ -250,7 +238,6 @@ def test_video_files_source_trains_from_mp4_and_teacher_json(tmp_path):
   from experiments.phase_one import make_source
   from taskmem_jax.envs.synthworld import generate, policy_world_config, write_stream
   from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory
-  from taskmem_jax.models import qwen3_vl
   from taskmem_jax.processing import Qwen3VLProcessor
   from taskmem_jax.rl.trainer import train
 
@@ -259,19 +246,20 @@ def test_video_files_source_trains_from_mp4_and_teacher_json(tmp_path):
   teacher = teacher_episodic_memory(stream, budget_tokens=40, rng=np.random.default_rng(0))
   teacher.save(tmp_path / "v.json")
   (tmp_path / "m.jsonl").write_text(json.dumps({"video": "v.mp4", "memory": "v.json"}) + "\n")
-  cfg = _config(tmp_path / "run")
+  cfg = phase_one_config(tmp_path / "run")
   cfg.env, cfg.manifest = "videos", str(tmp_path / "m.jsonl")
-  cfg.num_streams, cfg.steps, cfg.off_policy_steps = 1, 3, 3
+  # Two steps (windows of 1 and 2 clips, the shapes test_two_steps_equal_one_then_resume_then_one compiles).
+  cfg.num_streams, cfg.steps, cfg.off_policy_steps = 1, 2, 2
   source = make_source(cfg)
   assert source.num_clips(0) == 3 and source.num_clips(5) == 3
   assert source.teacher(0) == teacher
   item = source.video_item(0, 2)
   assert item["video"] == str(tmp_path / "v.mp4") and (item["video_start"], item["video_end"]) == (0.0, 30.0)
   assert source.context(0, 2, ["x"]).video_path == str(tmp_path / "v.mp4")
-  model = qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32)
+  model = _policy(cfg.checkpoint)
   result = train(cfg, model, Qwen3VLProcessor.from_pretrained(cfg.checkpoint), source, LengthJudge(),
                  prompt=read_window_prompt(cfg.checkpoint), progress=False)
-  assert [h["step"] for h in result["history"]] == [1, 2, 3]
+  assert [h["step"] for h in result["history"]] == [1, 2]
   assert source.start_clip(0) == 0
   bad = tmp_path / "bad.jsonl"
   bad.write_text('{"video": 3}\n')

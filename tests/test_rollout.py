@@ -15,8 +15,9 @@ from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor
 from taskmem_jax.sampling import SamplingParams
 
+from helpers import CLIP_GRID
+
 POLICY = os.path.join(os.path.dirname(__file__), "..", "assets", "synthworld_policy")
-CLIP_GRID = (2, 4, 4)  # two frame groups of 4 tokens per clip
 N_CLIPS, STREAMS, WIDTH, STEPS = 7, 2, 6, 12
 
 

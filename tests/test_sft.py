@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from taskmem_jax.configs.sft import get_config
 from experiments.describe import tiny_checkpoint
 from taskmem_jax.models import qwen3_vl
 from taskmem_jax.processing import Qwen3VLProcessor
+from helpers import sft_config as _config, text_messages as _text
 from taskmem_jax.training import (
   DataError,
   collate,
@@ -36,22 +36,10 @@ def processor(ckpt_dir):
   return Qwen3VLProcessor.from_pretrained(ckpt_dir)
 
 
-def _text(text):
-  return [{"role": "user", "content": [{"type": "text", "text": text}]}]
-
-
 @pytest.fixture(scope="module")
 def examples(processor):
   return [example_from_messages(processor, _text("the red box is left"), "</think>\n\nred then blue"),
           example_from_messages(processor, _text("a green cat sat"), "</think>\n\ncat green sat down")]
-
-
-def _config(workdir, **overrides):
-  cfg = get_config()
-  cfg.update({"workdir": str(workdir), "export_dir": "", "buckets": (48, 96), "batch_size": 2, "steps": 30,
-              "lr": 3e-3, "warmup_steps": 3, "log_every": 10, "save_every": 100, "keep_checkpoints": 2})
-  cfg.update(overrides)
-  return cfg
 
 
 def test_loss_matches_numpy():
