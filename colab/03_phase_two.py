@@ -83,11 +83,13 @@ print(f"cross-task Acc: diagonal mean {100 * np.mean(diagonal):.1f}, off-diagona
 
 # %% [markdown]
 # ## Adapters are small files, swapped per task
-# Each task's steer is saved alone (`OUT/adapters/<task>.safetensors`); loading one into the model
-# changes the memory it writes without recompiling. The paper deploys it scaled by 1.5.
+# Each task's steer is saved alone (`OUT/adapters/<task>@<N>.safetensors`, made after the task's first N
+# questions; its stats beside it as .json); loading one into the model changes the memory it writes without
+# recompiling. The paper deploys it scaled by 1.5.
 
 # %%
-paths = sorted(os.path.join(OUT, "adapters", name) for name in os.listdir(os.path.join(OUT, "adapters")))
+paths = sorted(os.path.join(OUT, "adapters", name) for name in os.listdir(os.path.join(OUT, "adapters"))
+               if name.endswith(".safetensors"))
 for path in paths:
   print(f"{os.path.basename(path)}: {os.path.getsize(path)} bytes")
 first = paths[0]

@@ -4,9 +4,11 @@ r"""Phase Two: task adapters on a SynthWorld stream (taskmem_jax/phase_two).
       --config.checkpoint=PHASE_ONE_EXPORT --config.update_positions=10,30,50 ...]
 
 Writes DIR/phase_two.json (before/after per task, cross-task matrix, fact mentions, drift, the ceiling of
-task focus), DIR/phase_two.png, DIR/adapters/<task>.safetensors (each task's last steer, loadable with
-taskmem_jax.adapters.steer.load), DIR/memories/<task>.json, and TensorBoard events of each adapter's
-DPO run in DIR/tb (tags dpo/<task>/loss, .../delta, .../accuracy, .../grad_norm, .../steer_norm).
+task focus), DIR/phase_two.png, DIR/adapters/<task>@<N>.safetensors (the steer made after N questions of the
+task, loadable with taskmem_jax.adapters.steer.load; its stats beside it as .json), DIR/memories/<tag>/ (the
+plain memory under "base", each adapter's under its key), and TensorBoard events of each adapter's DPO run
+in DIR/tb (tags dpo/<task>/loss, .../delta, .../accuracy, .../grad_norm, .../steer_norm). Adapters and
+memories are saved as they are made: a rerun into the same DIR continues from them.
 
 Several processes (--coordinator_address/--num_processes/--process_id, taskmem_jax/distributed.py): every
 process runs the same command; the adapters' rollouts and DPO are split over them, the rest is repeated
@@ -40,7 +42,6 @@ def run(cfg, output_dir: str, progress=print) -> dict:
   import jax
 
   from taskmem_jax import sharding
-  from taskmem_jax.adapters import steer as steer_lib
   from taskmem_jax.envs import synthworld as sw
   from taskmem_jax.envs.synthworld import phase_two as experiment
   from taskmem_jax.io import atomic_write_json
@@ -59,15 +60,10 @@ def run(cfg, output_dir: str, progress=print) -> dict:
     cfg.render = cfg.render or sw.policy_render(cfg.checkpoint)
   stream = sw.generate(cfg.seed, sw.policy_world_config(cfg.checkpoint, num_clips=cfg.clips, render=cfg.render))
   tasks = sw.make_tasks(stream, seed=cfg.seed, tasks=tuple(t for t in cfg.tasks.split(",") if t) or sw.TASKS)
-  results = experiment.run(cfg, model, processor, stream, tasks, prompt=prompt, progress=progress)
+  results = experiment.run(cfg, model, processor, stream, tasks, prompt=prompt, workdir=output_dir,
+                           progress=progress)
   if jax.process_index() != 0:  # every process holds the same results; one writes them
     return results
-  for task, adapters in results["_adapters"].items():
-    steer_lib.set_steer(model, adapters[-1].values)
-    steer_lib.save(model, os.path.join(output_dir, "adapters", f"{task}.safetensors"),
-                   metadata={"task": task, "hint": " | ".join(adapters[-1].hint)})
-  for task, memory in results["_memories"].items():
-    memory.save(os.path.join(output_dir, "memories", f"{task}.json"))
   atomic_write_json(os.path.join(output_dir, "phase_two.json"), experiment.public(results))
   experiment.plot(results, os.path.join(output_dir, "phase_two.png"))
   experiment.write_dpo_events(results, os.path.join(output_dir, "tb"))

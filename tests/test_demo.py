@@ -55,8 +55,16 @@ def test_demo_grows_phase_two_tables(tmp_path):
   assert set(on_disk["ceiling"]) == set(on_disk["phase_two"])  # the ceiling of task focus, per adapted task
   for row in on_disk["ceiling"].values():
     assert row["gain"] == pytest.approx(row["focused"] - row["random"]) and row["budget"] == cfg.teacher_budget
+  from taskmem_jax.memory.store import EpisodicMemory
+
+  work = tmp_path / "phase_two"  # the evaluation's memories and adapters, deployed causally
+  base = EpisodicMemory.load(str(work / "memories" / "base" / "synthworld_1000.json"))
   for task, row in on_disk["phase_two"].items():
     assert row["before"]["n"] == row["after"]["n"] > 0
+    adapted = EpisodicMemory.load(str(work / "memories" / f"{task}@5" / "synthworld_1000.json"))
+    switch = row["switch_clip"]
+    assert {c: d for c, d in adapted.items() if c < switch} == {c: d for c, d in base.items() if c < switch}
+    assert json.loads((work / "adapters" / f"{task}@5.json").read_text())["pairs"] == row["adapters"][0]["pairs"]
   assert (tmp_path / "phase_two.png").stat().st_size > 1000
   report = (tmp_path / "report.html").read_text()
   assert "Phase Two: task adapters" in report and "Cross-task Acc" in report and "Ceiling of task focus" in report

@@ -1,52 +1,85 @@
-"""Phase Two in the stream: the adapter takes over after the update question, pairs are mined and DPO
-runs, the Phase-One prefix of the memory is kept, and results and files come out."""
+"""Phase Two deployed on a stream: the adapter takes over after its update question (causally, as a deployed
+agent, or regenerating the whole stream, as the official pipeline), each later adapter continues the memory
+of the one before, and the DPO histories become event files. The end-to-end run is test_demo's."""
 
-import json
-import os
-
-import ml_collections
 import numpy as np
 import pytest
 
-from taskmem_jax.adapters import steer as S
 from taskmem_jax.envs import synthworld as sw
-from taskmem_jax.envs.synthworld.adapt import adapt_stream
-from taskmem_jax.envs.synthworld.reader import answer
-from taskmem_jax.envs.synthworld.source import SynthWorldSource
-from taskmem_jax.envs.synthworld.task_judge import SynthWorldTaskJudge
-from taskmem_jax.memory.loop import RolloutConfig
-from taskmem_jax.memory.prompt import read_window_prompt
-from taskmem_jax.phase_two.adapt import train_adapter, update_points
-from taskmem_jax.phase_two.mining import CacheConfig
-from taskmem_jax.rewards import Judge, RewardConfig, Verdict
-
-POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "synthworld_policy")
+from taskmem_jax.envs.synthworld.adapt import task_keys, world_benchmark, world_preparer
+from taskmem_jax.envs.synthworld.video import render_clip
+from taskmem_jax.eval import streaming
+from taskmem_jax.memory.store import schedule
+from taskmem_jax.phase_two.adapt import Adapter
 
 
-class PassAll(Judge):
-  """Every memory passes the quality check, so pairs form whatever the policy writes."""
+def _fake_writer(calls):
+  """memorize_stream's stand-in: memory "<who> <clip>." for every clip from first_clip on (who: the hint's
+  first question, or "base"), with the video item each window's prepare hook gives."""
+  def write(model, processor, video_path, duration, cfg, *, prompt, task_questions=None, memory=None, first_clip=0,
+            prepare=None, on_step=None, **kwargs):
+    who = task_questions[0] if task_questions else "base"
+    for window in schedule(duration, cfg.interval, cfg.context):
+      if window.clip >= first_clip:
+        item, _, _ = prepare(window, memory.previous(window.clip))
+        calls.append((who, window.clip, item))
+        memory.add(window.clip, f"{who} {window.clip}.")
+    return memory, []
 
-  def faithfulness(self, ctx, descriptions):
-    return [Verdict(True)] * len(descriptions)
-
-  non_redundancy = faithfulness
-
-
-def test_update_points_follow_the_schedule():
-  stream = sw.generate(1000, sw.WorldConfig(num_clips=8))
-  questions = sw.make_tasks(stream, seed=1000)["attribute"]
-  points = update_points(questions, (10, 30, 50), seed=0)
-  assert [clip for clip, _ in points] == [questions[u - 1].asked_after_clip + 1 for u in (10, 30, 50)]
-  assert all(len(hint) == 5 for _, hint in points)
-  assert set(points[1][1]) <= {q.text for q in questions[:30]}
-  assert update_points(questions[:3], (5,)) == []
+  return write
 
 
-def _dpo():
-  c = ml_collections.ConfigDict(dict(steps=2, pairs_per_step=2, num_minibatches=1, beta=0.1, kl_coef=0.1, lr=1e-2,
-                                     b1=0.9, b2=0.999, weight_decay=0.01, grad_clip=1.0, temperature=1.0,
-                                     buckets=(512, 768, 1024, 1280), seed=0, post_scale=1.5))
-  return c
+def _world_evaluation(tmp_path, monkeypatch, deploy):
+  world = sw.generate(1000, sw.WorldConfig(num_clips=8))
+  tasks = sw.make_tasks(world, seed=1000, tasks=("attribute", "counting"))
+  evaluation = streaming.StreamingEvaluation(world_benchmark(world, tasks), str(tmp_path / deploy), (None, None, None),
+                                             deploy=deploy, preparer=world_preparer(world))
+  evaluation.adapters = {key: Adapter(key, np.zeros((1, 2)), [key], {}) for key in ("attribute@10", "attribute@3",
+                                                                                     "counting@2")}
+  calls = []
+  monkeypatch.setattr(streaming, "memorize_stream", _fake_writer(calls))
+  monkeypatch.setattr(streaming.steer_lib, "set_steer", lambda model, values: None)
+  return world, tasks, evaluation, calls
+
+
+def test_causal_adapters_take_over_after_their_update_question_and_continue_the_one_before(tmp_path, monkeypatch):
+  world, tasks, evaluation, calls = _world_evaluation(tmp_path, monkeypatch, "causal")
+  stream = evaluation.benchmark.streams[0]
+  attribute = tasks["attribute"]
+  assert len(attribute) > 10 and [q.qid for q in stream.questions] == sorted(
+      (q.qid for q in stream.questions), key=lambda qid: next(q.ask_after for q in stream.questions if q.qid == qid))
+  assert task_keys(evaluation, "attribute") == ["attribute@3", "attribute@10"]
+  start = {u: attribute[u - 1].asked_after_clip + 1 for u in (3, 10)}  # the clip after the update question's
+  assert [evaluation.adapter_start(stream, f"attribute@{u}") for u in (3, 10)] == [start[3], start[10]]
+  assert evaluation.previous_tag("attribute@10") == "attribute@3" and evaluation.previous_tag("attribute@3") == "base"
+  memory = evaluation.memory(stream, "attribute@10")
+  expected = {c: ("base" if c < start[3] else "attribute@3" if c < start[10] else "attribute@10") + f" {c}."
+              for c in range(world.num_clips)}
+  assert dict(memory.items()) == expected
+  # Each clip was written once per memory it belongs to (base, then @3, then @10), each from its own start.
+  assert [(who, clip) for who, clip, _ in calls] == (
+      [("base", c) for c in range(8)] + [("attribute@3", c) for c in range(start[3], 8)] +
+      [("attribute@10", c) for c in range(start[10], 8)])
+  item = calls[0][2]
+  np.testing.assert_array_equal(item["video"].frames, render_clip(world, 0.0, 10.0).frames)  # rendered in memory
+  # Questions read the adapter of the largest N <= their index; a rerun reads the memories from disk.
+  assert [evaluation.memory_tag(q) for q in attribute[:11]] == ["base"] * 3 + ["attribute@3"] * 7 + ["attribute@10"]
+  calls.clear()
+  assert dict(evaluation.memory(stream, "attribute@10").items()) == expected and not calls
+  # An adapter whose update question comes after every other question of its task reads nothing: not served.
+  last = len(tasks["counting"])
+  assert evaluation.serves("counting@2") and not evaluation.serves(f"counting@{last}")
+
+
+def test_regenerated_adapters_write_the_whole_stream(tmp_path, monkeypatch):
+  world, _, evaluation, calls = _world_evaluation(tmp_path, monkeypatch, "regenerate")
+  stream = evaluation.benchmark.streams[0]
+  memory = evaluation.memory(stream, "attribute@10")
+  assert dict(memory.items()) == {c: f"attribute@10 {c}." for c in range(world.num_clips)}
+  assert {who for who, _, _ in calls} == {"attribute@10"}  # no base memory needed
+  assert evaluation.serves("counting@2")
+  with pytest.raises(ValueError, match="deploy='later'"):
+    streaming.StreamingEvaluation(evaluation.benchmark, str(tmp_path), (None, None, None), deploy="later")
 
 
 def test_dpo_histories_become_event_files(tmp_path):
@@ -65,46 +98,3 @@ def test_dpo_histories_become_event_files(tmp_path):
   assert not any(tag.startswith("dpo/spatial") for tag in scalars)  # no pairs, no DPO run
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.path.isfile(os.path.join(POLICY, "config.json")), reason="no shipped policy")
-def test_adapt_stream_end_to_end(tmp_path):
-  from taskmem_jax.models import qwen3_vl
-  from taskmem_jax.processing import Qwen3VLProcessor
-
-  model = S.add_steer(qwen3_vl.from_pretrained(POLICY, dtype=np.float32))
-  processor = Qwen3VLProcessor.from_pretrained(POLICY)
-  stream = sw.generate(1000, sw.policy_world_config(POLICY, num_clips=5))
-  tasks = {t: q for t, q in sw.make_tasks(stream, seed=1000, tasks=("counting", "spatial")).items()}
-  source = SynthWorldSource(sw.policy_world_config(POLICY, num_clips=4), seed_base=20_000)
-  cache = CacheConfig(num_samples=4, max_new_tokens=72)  # room for 4 facts
-  stats = []
-
-  def train(task, hint):
-    adapter = train_adapter(model, processor, task, hint, source, PassAll(), SynthWorldTaskJudge(),
-                            RewardConfig(), cache, _dpo(), prompt=read_window_prompt(POLICY), num_contexts=2,
-                            seed=len(stats))
-    stats.append(adapter.stats)
-    return adapter
-
-  out = adapt_stream(model, processor, stream, tasks, answer, train, RolloutConfig(max_new_tokens=72),
-                     prompt=read_window_prompt(POLICY))
-  assert set(out["memories"]) == {"counting", "spatial"}
-  assert any(s["pairs"] > 0 for s in stats)  # pairs were mined and DPO ran on them
-  trained = [a[-1] for a in out["adapters"].values() if a[-1].stats["pairs"]]
-  assert trained and all(np.abs(a.values).max() > 0 for a in trained)
-  from taskmem_jax.envs.synthworld.phase_two import write_dpo_events
-  from taskmem_jax.tensorboard import read_scalars
-
-  scalars = read_scalars(write_dpo_events({"_adapters": out["adapters"]}, str(tmp_path / "tb")))
-  for a in trained:
-    assert [s for s, _ in scalars[f"dpo/{a.task}/loss"]] == [h["step"] for h in a.stats["history"]]
-  assert np.all(S.get_steer(model) == 0)  # the model is left with a zero steer
-  base = out["phase_one_memory"]
-  for task, memory in out["memories"].items():
-    switch = out["switch"][task]
-    assert switch == tasks[task][4].asked_after_clip + 1
-    assert {c: d for c, d in memory.items() if c < switch} == {c: d for c, d in base.items() if c < switch}
-    assert out["phase_two"][task]["before"]["n"] == len(tasks[task]) - 5
-  assert set(out["cross_task"]) == {"counting", "spatial"}
-  assert set(out["fact_mentions"]) == {"phase_one", "counting", "spatial"}
-  json.dumps({k: out[k] for k in ("phase_two", "cross_task", "fact_mentions")})

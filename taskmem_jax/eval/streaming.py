@@ -6,8 +6,15 @@ workdir/memories/<tag>/<stream>.json, and a rerun continues from the next clip; 
 to workdir/answers.jsonl as soon as it is made, and a rerun skips the questions already there. A stream
 that fails (a missing or unreadable video) is recorded in workdir/errors.jsonl and counted; the run goes
 on. With Phase-Two adapters (a task -> Adapter-like dict of steer values + hint), a task's questions are
-answered from the memory written with that task's steer and hint (memory tag = the task), as the paper
-regenerates memory per task type; other tasks use the plain memory (tag "base").
+answered from the memory written with that task's steer and hint (memory tag = the task); other tasks use
+the plain memory (tag "base"). How an adapter's memory is written (`deploy`):
+- "regenerate", the official pipeline (taskmem-spec.md §3.5): the memory is regenerated per task type, the
+  whole stream written with the adapter;
+- "causal", as a deployed agent could: the adapter writes from the clip after the question whose arrival
+  triggered its update (in the stream of that question; from clip 0 in later streams); the clips before keep
+  the memory in use until then (the task's previous adapter, or the plain memory). SynthWorld's Phase-Two
+  experiment (envs/synthworld/phase_two.py), a long stream with an update mid-stream, runs this way.
+Both go through `write_memory`, the one place an adapter's memory is written.
 """
 
 from __future__ import annotations
@@ -142,14 +149,20 @@ class StreamingEvaluation:
   official 10 / 30 / 50) keys its adapters "task@N": question i of the task (from 0) is answered from the memory
   of the adapter with the largest N <= i (memory_tag). egolife_context: what an EgoLife question is answered
   from: "official" (eval/answer_context.py: its CURRENT minute and its TARGET minutes, on any earlier day) or
-  "day" (that day's memory up to the question).
+  "day" (that day's memory up to the question). deploy: "regenerate" (official) or "causal" (module docstring).
+  preparer(stream) -> the memory writer's prepare hook (window -> video item, ...): window_preparer (the
+  stream's files) unless the streams are rendered another way (SynthWorld worlds, in memory).
   """
 
   def __init__(self, benchmark: Benchmark, workdir: str, policy, answer_mc: Callable | None = None,
                answer_free: Callable | None = None, grade: Callable | None = None, cfg: StreamingConfig | None = None,
-               adapters: dict | None = None, update_after: int = 0, egolife_context: str = "official"):
+               adapters: dict | None = None, update_after: int = 0, egolife_context: str = "official",
+               deploy: str = "regenerate", preparer: Callable = window_preparer):
     if egolife_context not in ("official", "day"):
       raise ValueError(f"egolife_context={egolife_context!r}: expected 'official' or 'day'")
+    if deploy not in ("regenerate", "causal"):
+      raise ValueError(f"deploy={deploy!r}: expected 'regenerate' (official) or 'causal'")
+    self.deploy, self.preparer = deploy, preparer
     self.egolife_context = egolife_context
     self.benchmark, self.workdir = benchmark, workdir
     if len(policy) != 3:
@@ -159,12 +172,13 @@ class StreamingEvaluation:
     self.cfg = cfg or StreamingConfig()
     self.adapters = adapters or {}
     self.update_after = update_after
-    counts: dict[str, int] = {}
     self.task_index = {}  # qid -> its index among its task's questions, in benchmark order
-    for stream in benchmark.streams:
+    self.task_questions: dict[str, list[tuple[int, Question]]] = {}  # task -> (stream index, question), in order
+    for k, stream in enumerate(benchmark.streams):
       for q in stream.questions:
-        self.task_index[q.qid] = counts.get(q.task, 0)
-        counts[q.task] = counts.get(q.task, 0) + 1
+        asked = self.task_questions.setdefault(q.task, [])
+        self.task_index[q.qid] = len(asked)
+        asked.append((k, q))
     os.makedirs(workdir, exist_ok=True)
     self.answers_path = os.path.join(workdir, "answers.jsonl")
     self.errors_path = os.path.join(workdir, "errors.jsonl")
@@ -190,11 +204,54 @@ class StreamingEvaluation:
     task's questions; else the task's single adapter once update_after of its questions were asked; else the
     plain memory, "base"."""
     index = self.task_index[q.qid]
-    bounds = [int(key.rsplit("@", 1)[1]) for key in self.adapters
-              if key.rsplit("@", 1)[0] == q.task and "@" in key and int(key.rsplit("@", 1)[1]) <= index]
-    if bounds:
-      return f"{q.task}@{max(bounds)}"
-    return q.task if q.task in self.adapters and index >= self.update_after else "base"
+    ready = [key for key in self.adapters if self.task_of(key) == q.task and self.update_bound(key) <= index]
+    return max(ready, key=self.update_bound) if ready else "base"
+
+  @staticmethod
+  def _split(tag: str) -> tuple[str, int | None]:
+    """"task@N" -> (task, N); "task" -> (task, None)."""
+    task, at, bound = tag.rpartition("@")
+    return (task, int(bound)) if at and bound.isdigit() else (tag, None)
+
+  def update_bound(self, tag: str) -> int:
+    """How many of its task's questions an adapter was made from: N for "task@N", update_after for "task"."""
+    return self._split(tag)[1] if self._split(tag)[1] is not None else self.update_after
+
+  def previous_tag(self, tag: str) -> str:
+    """The memory in use before the adapter `tag` took over: the same task's adapter of the largest smaller
+    bound, else the plain memory."""
+    task, bound = self.task_of(tag), self.update_bound(tag)
+    earlier = [key for key in self.adapters if self.task_of(key) == task and self.update_bound(key) < bound]
+    return max(earlier, key=self.update_bound) if earlier else "base"
+
+  def task_of(self, tag: str) -> str:
+    return self._split(tag)[0]
+
+  def adapter_start(self, stream: Stream, tag: str) -> int:
+    """The first clip of `stream` the adapter `tag` writes when deployed causally: the clip after the one its
+    update question (the task's bound-th) waited for, in that question's stream; 0 in later streams; past the
+    end (none) in earlier ones. 0 when no question triggered it (bound 0)."""
+    bound = self.update_bound(tag)
+    if bound < 1:
+      return 0
+    k, q = self.task_questions[self.task_of(tag)][bound - 1]
+    here = next(i for i, s in enumerate(self.benchmark.streams) if s.sid == stream.sid)
+    if here != k:
+      return 0 if here > k else math.inf
+    return int(math.floor(q.ask_after / self.cfg.interval + 1e-9))
+
+  def serves(self, tag: str) -> bool:
+    """Whether, deployed causally, the adapter `tag` writes a clip that one of its task's later questions reads
+    (one asked after the adapter took over and a clip ended); regenerated, it always does."""
+    if self.deploy == "regenerate":
+      return True
+    for k, q in self.task_questions.get(self.task_of(tag), [])[self.update_bound(tag):]:
+      stream = self.benchmark.streams[k]
+      ends = q.ask_after >= stream_duration(stream) - 1e-6  # asked at the end: the whole memory
+      read = math.inf if ends else math.floor(q.ask_after / self.cfg.interval + 1e-9)  # clips before it
+      if self.adapter_start(stream, tag) < read:
+        return True
+    return False
 
   def rollout_config(self) -> RolloutConfig:
     """The memory writer's settings (greedy unless the config samples)."""
@@ -205,15 +262,33 @@ class StreamingEvaluation:
                          interval=c.interval, context=c.context)
 
   def memory(self, stream: Stream, tag: str) -> EpisodicMemory:
-    """The stream's memory under `tag`, continued from disk: after every window the memory and the next
-    window to write are saved (a window whose response did not parse leaves no memory, and is not redone)."""
+    """The stream's memory under `tag` ("base" or an adapter's key), as `deploy` says it is written."""
+    if tag == "base":
+      return self.write_memory(stream, tag, None)
+    adapter = self.adapters[tag]
+    if self.deploy == "regenerate":
+      return self.write_memory(stream, tag, adapter)
+    start = self.adapter_start(stream, tag)
+    return self.write_memory(stream, tag, adapter, start=start, under=self.previous_tag(tag) if start else None)
+
+  def write_memory(self, stream: Stream, tag: str, adapter, *, start: float = 0, under: str | None = None
+                   ) -> EpisodicMemory:
+    """The stream's memory saved under `tag`: the memory under `under` for the clips before `start` (none when
+    under is None), then the clips from `start` on written with `adapter` (its steer values and hint; None: the
+    plain policy). Continued from disk: after every window the memory and the next window to write are saved
+    (a window whose response did not parse leaves no memory, and is not redone)."""
     path = os.path.join(self.workdir, "memories", tag, f"{safe_filename(stream.sid)}.json")
-    memory = EpisodicMemory.load(path) if os.path.exists(path) else EpisodicMemory(self.cfg.interval)
     done_path, next_path = path + ".done", path + ".next"
+    if os.path.exists(path):
+      memory = EpisodicMemory.load(path)
+    elif under is not None:
+      memory = EpisodicMemory(self.cfg.interval, {c: d for c, d in self.memory(stream, under).items() if c < start})
+    else:
+      memory = EpisodicMemory(self.cfg.interval)
     if os.path.exists(done_path):
       return memory
-    first = int(open(next_path).read()) if os.path.exists(next_path) else max(memory.clips(), default=-1) + 1
-    adapter = self.adapters.get(tag)
+    first = int(open(next_path).read()) if os.path.exists(next_path) else (
+        max(max(memory.clips(), default=-1) + 1, start) if math.isfinite(start) else None)
     rollout = self.rollout_config()
     sampling_path = os.path.join(self.workdir, "memories", f"{tag}.sampling.json")
     if not os.path.exists(sampling_path):
@@ -225,15 +300,16 @@ class StreamingEvaluation:
       memory.save(path)
       atomic_write_text(next_path, str(record.window.clip + 1))
 
-    if adapter is not None:
-      steer_lib.set_steer(self.model, adapter.values)
-    try:
-      memorize_stream(self.model, self.processor, None, stream_duration(stream), rollout, prompt=self.prompt,
-                      task_questions=list(adapter.hint) if adapter is not None else None, memory=memory,
-                      first_clip=first, prepare=window_preparer(stream), on_step=saved)
-    finally:
+    if first is not None:  # None: the adapter starts after the stream's end, nothing to write
       if adapter is not None:
-        steer_lib.set_steer(self.model, np.zeros_like(adapter.values))
+        steer_lib.set_steer(self.model, adapter.values)
+      try:
+        memorize_stream(self.model, self.processor, None, stream_duration(stream), rollout, prompt=self.prompt,
+                        task_questions=list(adapter.hint) if adapter is not None else None, memory=memory,
+                        first_clip=first, prepare=self.preparer(stream), on_step=saved)
+      finally:
+        if adapter is not None:
+          steer_lib.set_steer(self.model, np.zeros_like(adapter.values))
     memory.save(path)
     atomic_write_text(done_path, "")
     return memory

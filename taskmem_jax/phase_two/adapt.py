@@ -4,8 +4,8 @@
 training windows of a source (the interface of rl/streams.py), task-judge pairs (phase_two.mining), and DPO
 on the steer from zero (phase_two.dpo); the result is an `Adapter` (steer values, hint, stats).
 `update_hints` turns a task's questions in arrival order into the update schedule (the official
-10 / 30 / 50) and each update's hint; `update_points` adds where, on one stream, each adapter takes over. The stream protocols that deploy adapters are
-phase_two/online.py (benchmarks) and envs/synthworld/adapt.py (SynthWorld).
+10 / 30 / 50) and each update's hint. phase_two/online.py plans and trains a benchmark's adapters with them,
+and eval/streaming.py deploys them (SynthWorld's experiment included: envs/synthworld/adapt.py).
 """
 
 from __future__ import annotations
@@ -96,9 +96,3 @@ def update_hints(questions, positions=(5,), *, seed: int = 0, max_hint: int = 5)
     hints.append((u, [questions[i].text for i in picks]))
   return hints
 
-
-def update_points(questions, positions=(5,), *, seed: int = 0, max_hint: int = 5):
-  """update_hints on one stream: per update, (the clip after which its adapter takes over: the one after the
-  clip the u-th question waited for, the hint)."""
-  return [(questions[u - 1].asked_after_clip + 1, hint)
-          for u, hint in update_hints(questions, positions, seed=seed, max_hint=max_hint)]

@@ -11,13 +11,14 @@ made, and a rerun loads them.
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 
 from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.eval.streaming import stream_duration, window_preparer
-from taskmem_jax.io import safe_filename
+from taskmem_jax.io import atomic_write_json, safe_filename
 from taskmem_jax.memory.store import schedule
 from taskmem_jax.phase_two.adapt import Adapter, train_adapter, update_hints
 from taskmem_jax.rewards import FACE_TAGS, SYNTHWORLD_TAGS
@@ -64,12 +65,17 @@ class BenchmarkSource:
 
 def adapt_benchmark(evaluation, quality_judge, task_judge, reward, cache_cfg, dpo_cfg, *, update_after: int = 5,
                     update_positions: tuple[int, ...] | None = None, num_contexts: int = 16, seed: int = 0,
+                    tasks: list[str] | None = None, source=None, mesh=None, preset: str = "fsdp",
                     progress=print) -> dict[str, Adapter]:
   """Trains (or loads) one adapter per task that has more than update_after questions; returns task -> Adapter.
   update_positions (the official schedule 10, 30, 50): one adapter per task and position N the task has more
   than N questions of, made from its first N questions, keyed (and saved as) "task@N"; the evaluation answers
   question i from the largest N <= i (StreamingEvaluation.memory_tag). The evaluation's model must have a
-  steer (adapters.steer.add_steer)."""
+  steer (adapters.steer.add_steer). tasks: which to adapt, in this order (default: every task, sorted).
+  source: the training windows of every adapter (a world with training streams, as SynthWorld's) instead of
+  the windows of the streams already asked (BenchmarkSource). mesh, preset: DPO's placement (train_adapter).
+  Adapter k of the plan (over tasks, then positions) trains with seed * 1000 + k; its steer and stats are
+  saved as it is made (adapters/<key>.safetensors and .json)."""
   model, processor = evaluation.model, evaluation.processor
   # The quality check's identity-tag rule, as evaluation renders the windows.
   tags = SYNTHWORLD_TAGS if evaluation.benchmark.name == "synthworld" else FACE_TAGS
@@ -80,24 +86,28 @@ def adapt_benchmark(evaluation, quality_judge, task_judge, reward, cache_cfg, dp
   adapters = {}
   # The schedule and its hints (up to 5 questions sampled from the first `bound`) as phase_two.adapt plans them.
   jobs = [(task, asked, bound, hint, f"{task}@{bound}" if update_positions else task)
-          for task, asked in sorted(by_task.items())
+          for task, asked in ((t, by_task[t]) for t in (sorted(by_task) if tasks is None else tasks) if t in by_task)
           for bound, hint in update_hints([q for _, q in asked], update_positions or (update_after,), seed=seed)]
+  # Deployed causally, an adapter that would take over after its task's last question reads memory is not made.
+  jobs = [job for job in jobs if evaluation.serves(job[4])]
   for k, (task, asked, bound, hint, key) in enumerate(jobs):
     # The training windows come only from the videos of the questions already asked (the official cache:
     # the task's first `bound` questions), so no video of a later, evaluated question is trained on.
     seen = list({id(stream): stream for stream, _ in asked[:bound]}.values())
-    source = BenchmarkSource(evaluation, seen)
     path = os.path.join(evaluation.workdir, "adapters", f"{safe_filename(key, keep='-_.@')}.safetensors")
+    stats_path = path[:-len(".safetensors")] + ".json"
     if os.path.exists(path):
       meta = steer_lib.load(model, path)
+      stats = json.load(open(stats_path)) if os.path.exists(stats_path) else {}
       adapters[key] = Adapter(task, steer_lib.get_steer(model), [h for h in meta.get("hint", "").split(" | ") if h],
-                              {})
+                              stats)
       steer_lib.set_steer(model, np.zeros_like(adapters[key].values))
       continue
-    adapter = train_adapter(model, processor, task, hint, source, quality_judge, task_judge, reward, cache_cfg,
-                            dpo_cfg, prompt=evaluation.prompt, num_contexts=num_contexts, seed=seed * 1000 + k,
-                            tags=tags)
+    adapter = train_adapter(model, processor, task, hint, source or BenchmarkSource(evaluation, seen), quality_judge,
+                            task_judge, reward, cache_cfg, dpo_cfg, prompt=evaluation.prompt,
+                            num_contexts=num_contexts, seed=seed * 1000 + k, tags=tags, mesh=mesh, preset=preset)
     steer_lib.set_steer(model, adapter.values)
+    atomic_write_json(stats_path, adapter.stats, default=float)
     steer_lib.save(model, path, metadata={"task": key, "hint": " | ".join(hint), "pairs": adapter.stats["pairs"]})
     steer_lib.set_steer(model, np.zeros_like(adapter.values))
     adapters[key] = adapter

@@ -7,63 +7,77 @@ demo both call `run`.
 from __future__ import annotations
 
 import dataclasses
+import os
 
+import jax
 import numpy as np
 
 from taskmem_jax import distributed
 from taskmem_jax import sharding as shd
 from taskmem_jax.adapters import steer as steer_lib
-from taskmem_jax.envs.synthworld.adapt import adapt_stream, drift
+from taskmem_jax.envs.synthworld.adapt import compare, drift, task_keys, world_benchmark, world_preparer
 from taskmem_jax.envs.synthworld.ceiling import focus_ceiling
 from taskmem_jax.envs.synthworld.judge import GroundTruthJudge
 from taskmem_jax.envs.synthworld.reader import answer
 from taskmem_jax.envs.synthworld.source import SynthWorldSource
 from taskmem_jax.envs.synthworld.task_judge import SynthWorldTaskJudge
 from taskmem_jax.eval.plots import pyplot, save_figure
-from taskmem_jax.memory.loop import RolloutConfig
+from taskmem_jax.eval.streaming import StreamingConfig, StreamingEvaluation
 from taskmem_jax.memory.prompt import WindowPrompt
 from taskmem_jax.phase_two.adapt import train_adapter
 from taskmem_jax.phase_two.mining import CacheConfig
+from taskmem_jax.phase_two.online import adapt_benchmark
 from taskmem_jax.rewards import SYNTHWORLD_TAGS, RewardConfig
 from taskmem_jax.tensorboard import SummaryWriter
 
 
-def run(cfg, model, processor, stream, tasks: dict, *, prompt: WindowPrompt, progress=None) -> dict:
-  """cfg: taskmem_jax/configs/phase_two_synthworld.py. tasks: task -> questions (arrival order). prompt: the
-  policy's window prompt (memory.prompt.read_window_prompt)."""
+def run(cfg, model, processor, world, tasks: dict, *, prompt: WindowPrompt, workdir: str, progress=None) -> dict:
+  """cfg: taskmem_jax/configs/phase_two_synthworld.py. world: the evaluation stream (sw.World); tasks: task ->
+  its questions (arrival order). prompt: the policy's window prompt (memory.prompt.read_window_prompt).
+  workdir: the evaluation's memories (memories/<tag>/) and adapters (adapters/<task>@<N>.safetensors, .json),
+  saved as they are made; a rerun in the same workdir continues from them."""
   steer_lib.add_steer(model, tuple(cfg.steer_layers) or None)
-  source = SynthWorldSource(dataclasses.replace(stream.config, num_clips=cfg.train_clips),
+  source = SynthWorldSource(dataclasses.replace(world.config, num_clips=cfg.train_clips),
                             seed_base=cfg.train_seed_base,
                             teacher_budget=cfg.teacher_budget)
   reward = RewardConfig(memory_token_threshold=cfg.reward_memory_threshold)
   cache_cfg = CacheConfig(**dict(cfg.cache))
   quality, task_judge = GroundTruthJudge(cfg.get("judge_scope", "window")), SynthWorldTaskJudge()
-  counter = iter(range(1 << 30))
 
   # Several processes: each works on its own copy (local_model); only the adapters' training is split.
   mesh, preset = shd.mesh_from_config(cfg.get("mesh", None), per_process=True)
   model = distributed.local_model(model, mesh)
-
-  def train(task, hint):
-    return train_adapter(model, processor, task, hint, source, quality, task_judge, reward, cache_cfg, cfg.dpo,
-                         num_contexts=cfg.num_contexts, seed=cfg.cache.seed * 1000 + next(counter),
-                         tags=SYNTHWORLD_TAGS, mesh=mesh, preset=preset, prompt=prompt)
-
-  rollout = RolloutConfig(max_new_tokens=cfg.max_new_tokens)
-  out = adapt_stream(model, processor, stream, tasks, answer, train, rollout,
-                     prompt=prompt, update_positions=tuple(cfg.update_positions), progress=progress)
+  if jax.process_index():  # every process writes the same memories; each into its own folder, never racing
+    workdir = os.path.join(workdir, f"process_{jax.process_index()}")
+  # Memory writing is greedy (the demo's), as the Phase-One table's.
+  evaluation = StreamingEvaluation(world_benchmark(world, tasks), workdir, (model, processor, prompt), answer,
+                                   cfg=StreamingConfig(max_new_tokens=cfg.max_new_tokens), deploy="causal",
+                                   preparer=world_preparer(world))
+  positions = tuple(cfg.update_positions)
+  evaluation.adapters = adapt_benchmark(evaluation, quality, task_judge, reward, cache_cfg, cfg.dpo,
+                                        update_positions=positions, num_contexts=cfg.num_contexts,
+                                        seed=cfg.cache.seed, tasks=list(tasks), source=source, mesh=mesh,
+                                        preset=preset, progress=progress)
+  out = compare(evaluation, world, tasks, answer, positions)
+  adapters = {t: [evaluation.adapters[k] for k in task_keys(evaluation, t)] for t in out["memories"]}
   results = {"phase_two": out["phase_two"], "cross_task": out["cross_task"], "fact_mentions": out["fact_mentions"],
              "steer_layers": list(steer_lib.steer_layers(model))}
-  if out["adapters"]:  # the teacher at the policy's budget (cfg.teacher_budget), random vs focused on the hint
-    results["ceiling"] = focus_ceiling(stream, {t: out["late_questions"][t] for t in out["adapters"]},
-                                       {t: a[0].hint for t, a in out["adapters"].items()},
+  if adapters:  # the teacher at the policy's budget (cfg.teacher_budget), random vs focused on the hint
+    results["ceiling"] = focus_ceiling(world, {t: out["late_questions"][t] for t in adapters},
+                                       {t: a[0].hint for t, a in adapters.items()},
                                        budget_tokens=cfg.teacher_budget, seeds=cfg.get("ceiling_seeds", 8))
   a, b = cfg.drift_from, cfg.drift_to
-  if a in out["adapters"] and b in tasks and len(tasks[b]) > max(cfg.drift_ks):
-    results["drift"] = drift(model, processor, stream, out["adapters"][a][-1], b, tasks[b], answer, train, rollout,
-                             out["phase_one_memory"], prompt=prompt, ks=tuple(cfg.drift_ks))
+  if a in adapters and b in tasks and len(tasks[b]) > max(cfg.drift_ks):
+    seeds = iter(range(cfg.cache.seed * 1000 + len(evaluation.adapters), 1 << 30))  # after adapt_benchmark's
+
+    def train(task, hint):
+      return train_adapter(model, processor, task, hint, source, quality, task_judge, reward, cache_cfg, cfg.dpo,
+                           num_contexts=cfg.num_contexts, seed=next(seeds), tags=SYNTHWORLD_TAGS, mesh=mesh,
+                           preset=preset, prompt=prompt)
+
+    results["drift"] = drift(evaluation, world, adapters[a][-1], b, tasks[b], answer, train, ks=tuple(cfg.drift_ks))
   results["_memories"] = out["memories"]
-  results["_adapters"] = out["adapters"]
+  results["_adapters"] = adapters
   return results
 
 
