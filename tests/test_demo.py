@@ -46,7 +46,8 @@ def test_demo_grows_phase_two_tables(tmp_path):
   cfg = phase_two_synthworld.get_config("demo")
   cfg.num_contexts, cfg.cache.num_samples, cfg.cache.max_new_tokens, cfg.max_new_tokens = 1, 2, 64, 64
   cfg.dpo.steps, cfg.dpo.pairs_per_step, cfg.dpo.num_minibatches = 1, 1, 1
-  cfg.drift_ks = (1, 2)
+  # Two tasks whose fifth question comes before the 4-clip stream ends, so both adapters take over on it.
+  cfg.tasks, cfg.drift_from, cfg.drift_to, cfg.drift_ks = "counting,spatial", "counting", "spatial", (1, 2)
   results = demo.run(str(tmp_path), policy="shipped", seed=1000, clips=4, progress=False,
                      with_phase_two=True, phase_two_config=cfg)
   on_disk = json.loads((tmp_path / "results.json").read_text())

@@ -1,6 +1,7 @@
 """The SFT step, the Phase-One step, the DPO step and the rollout scan under a mesh: on 8 forced host
-devices, each preset (fsdp, fsdp_tensor, expert on tiny-moe) gives the losses, the parameter updates and
-the greedy rollout tokens of one device. A few subprocesses, each running one or two cases, so that JAX
+devices, each preset that splits a model's weights two ways (fsdp_tensor: the fsdp and tensor axes at once;
+expert on tiny-moe) gives the losses, the parameter updates and the greedy rollout tokens of one device. The
+fsdp preset alone runs in Phase Two here and in test_multihost (SFT, Phase One, over two processes). A few subprocesses, each running one or two cases, so that JAX
 starts rarely and pytest-xdist can spread them. On CPU compiling is most of their time, so Phase Two keeps
 to few window shapes.
 
@@ -32,7 +33,7 @@ SCRIPT = textwrap.dedent("""
     from experiments.describe import tiny_checkpoint
     assert jax.device_count() == 8, jax.devices()
     tmp = sys.argv[1]
-    MOE = {"fsdp": "tiny", "fsdp_tensor": "tiny", "expert": "tiny-moe"}
+    MOE = {"fsdp_tensor": "tiny", "expert": "tiny-moe"}
     MODELS = sys.argv[2].split(",")  # the SFT section's models: its runs are split over two tests
     times = {}
 
@@ -63,8 +64,8 @@ SCRIPT = textwrap.dedent("""
              "the cup moves right", "yellow star top", "nothing changed here"]
     examples = [example_from_messages(processor, text_messages(w), "</think>\\n\\n" + w[::-1]) for w in words]
     sft = {}
-    for name, preset in [(name, preset) for name, preset in [("tiny", None), ("tiny-moe", None), ("tiny", "fsdp"),
-                                                             ("tiny", "fsdp_tensor"), ("tiny-moe", "expert")]
+    for name, preset in [(name, preset) for name, preset in [("tiny", None), ("tiny-moe", None), ("tiny", "fsdp_tensor"),
+                                                             ("tiny-moe", "expert")]
                          if name in MODELS]:
       cfg = sft_config(f"{tmp}/sft_{name}_{preset}", steps=2, batch_size=8, warmup_steps=1, log_every=1)
       model = qwen3_vl.init_random(qwen3_vl.preset(name), seed=0)
@@ -87,7 +88,7 @@ SCRIPT = textwrap.dedent("""
     from taskmem_jax.adapters import steer as S
     from taskmem_jax.phase_two.dpo import train_steer
     dpo = {}
-    for name, preset in [("tiny", None), ("tiny-moe", None), ("tiny", "fsdp"), ("tiny", "fsdp_tensor"),
+    for name, preset in [("tiny", None), ("tiny-moe", None), ("tiny", "fsdp_tensor"),
                          ("tiny-moe", "expert")]:
       model = S.add_steer(qwen3_vl.init_random(qwen3_vl.preset(name), seed=0), [2])
       mesh = None if preset is None else shd.make_mesh(preset)
@@ -115,7 +116,7 @@ SCRIPT = textwrap.dedent("""
     sp = SamplingParams(8, stop_token_ids=(stop,), pad_token_id=processor.pad_token_id)
     fmt = R.TokenFormat(-1, (), -1)
     tokens = {}
-    for preset in (None, "fsdp", "fsdp_tensor"):
+    for preset in (None, "fsdp_tensor"):
       mesh = None if preset is None else shd.make_mesh(preset)
       model = qwen3_vl.from_pretrained(ckpt, dtype=np.float32, mesh=mesh, preset=preset or "fsdp")
       if preset is not None:
@@ -125,7 +126,7 @@ SCRIPT = textwrap.dedent("""
       if preset is not None:
         assert spread(nnx.state(model, nnx.Param)) == 8, preset  # still sharded: nothing gathered them
       tokens[preset] = (out.tokens, out.logprobs)
-    for preset in ("fsdp", "fsdp_tensor"):
+    for preset in ("fsdp_tensor",):
       np.testing.assert_array_equal(tokens[preset][0], tokens[None][0], err_msg=preset)
       np.testing.assert_allclose(tokens[preset][1], tokens[None][1], atol=1e-4, err_msg=preset)
     times["rollout"] = time.perf_counter() - tic
@@ -137,7 +138,7 @@ SCRIPT = textwrap.dedent("""
       from experiments.phase_one import load_policy, make_source
       from taskmem_jax.rl.trainer import train as p1_train
       p1 = {}
-      for preset in (None, "fsdp", "fsdp_tensor"):
+      for preset in (None, "fsdp_tensor"):
         cfg = p1_config(f"{tmp}/p1_{preset}")
         # One stream: a whole step (sampling, scoring, the update) at half the sampling of two.
         cfg.num_streams, cfg.group_size, cfg.steps, cfg.max_new_tokens = 1, 4, 1, 48
@@ -149,7 +150,7 @@ SCRIPT = textwrap.dedent("""
         assert sum(h["updates"] for h in result["history"]) >= 1, preset
         p1[preset] = (result["history"], leaves(nnx.state(result["model"], nnx.Param)))
       init = leaves(nnx.state(qwen3_vl.from_pretrained(cfg.checkpoint, dtype=np.float32), nnx.Param))
-      for preset in ("fsdp", "fsdp_tensor"):
+      for preset in ("fsdp_tensor",):
         for key in ("reward", "loss"):
           a, b = ([h.get(key, np.nan) for h in p1[x][0]] for x in (preset, None))
           np.testing.assert_allclose(a, b, rtol=1e-5, err_msg=f"{preset} {key}")
