@@ -1,19 +1,18 @@
 """Two JAX processes on 127.0.0.1 (CPU, gloo collectives, 2 forced host devices each = a 4-device global
-fsdp mesh) run one AdamW step of the tiny model on their halves of a fixed batch; they must agree with
-each other and with one process running the same step on the whole batch on one device. Then
-training/sft.train runs 3 steps the same way (each process feeding its rows of the same batches), and
+fsdp mesh) run training/sft.train for 3 steps, each process feeding its rows of the same batches; the losses
+and the update must agree with each other and with one process running the same on 2 devices. Then
 Phase One (rl/trainer.train) runs 2 steps data parallel: each process samples, scores and differentiates
 its stream on its own 2 devices, and the all-reduced updates, the metrics and the exported policy must
 equal those of one process with 2 devices training both streams. Last, a Phase-Two adapter
 (phase_two.adapt.train_adapter): each process samples and judges its half of the contexts, DPO
 all-reduces over both processes' pairs, and the steer must equal one process's.
 
-Three tests (the step and SFT, Phase One, Phase Two), each starting the two processes and then the single
+Three tests (SFT, Phase One, Phase Two), each starting the two processes and then the single
 one, so that pytest-xdist can spread them. Their sizes are kept to what each claim needs, and their windows to
 one shape each: on CPU compiling is most of the cost.
 
 This file is also the worker: ``python tests/test_multihost.py PROCESS_ID NUM_PROCESSES PORT OUT.npz STAGES``
-(STAGES: comma-separated, of step, sft, phase_one, phase_two).
+(STAGES: comma-separated, of sft, phase_one, phase_two).
 """
 
 from __future__ import annotations
@@ -31,17 +30,6 @@ pytestmark = pytest.mark.multiprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POLICY = os.path.join(ROOT, "assets", "synthworld_policy")
-BATCH, LENGTH = 4, 16
-
-
-def _batch():
-  rng = np.random.default_rng(7)
-  ids = rng.integers(0, 240, size=(BATCH, LENGTH)).astype(np.int32)
-  mask = np.ones_like(ids)
-  loss_mask = np.ones_like(ids)
-  loss_mask[:, : LENGTH // 2] = 0
-  loss_mask[1, -3:] = 0  # rows differ in their target counts: the loss is a global token mean
-  return ids, mask, loss_mask
 
 
 def worker(process_id: int, num_processes: int, port: int, out: str, stages: list[str]) -> None:
@@ -52,8 +40,6 @@ def worker(process_id: int, num_processes: int, port: int, out: str, stages: lis
   distributed.initialize(f"127.0.0.1:{port}", num_processes, process_id)
   results = {"devices": jax.device_count(), "processes": jax.process_count()}
   workdir = lambda name: os.path.join(os.path.dirname(out), f"{name}_{num_processes}")  # noqa: E731
-  if "step" in stages:
-    results.update(_step_run(num_processes))
   if "sft" in stages:
     results.update(_sft_run(num_processes, workdir("sft")))
   if "phase_one" in stages:
@@ -63,48 +49,15 @@ def worker(process_id: int, num_processes: int, port: int, out: str, stages: lis
   np.savez(out, **results)
 
 
-def _step_run(num_processes):
-  """training/sft.py's step, on global arrays: the loss and the update (flat, gathered)."""
-  import jax
-  import optax
-  from flax import nnx
-  from jax.experimental import multihost_utils
-
-  from taskmem_jax import distributed, sharding
-  from taskmem_jax.models import qwen3_vl
-  from taskmem_jax.training import TrainState, make_train_step
-
-  preset = "fsdp" if num_processes > 1 else "single"
-  mesh = sharding.make_mesh(preset)
-  model = qwen3_vl.init_random(qwen3_vl.preset("tiny"), seed=0)
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  host = jax.tree.map(np.asarray, params)
-  shardings = sharding.param_shardings(params, mesh, preset)
-  params = jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda idx: x[idx]), host, shardings)
-  optimizer = optax.adamw(1e-3, weight_decay=0.1)
-  opt_state = jax.jit(optimizer.init)(params)
-
-  ids, mask, loss_mask = _batch()
-  rows = distributed.process_batch(BATCH)
-  local = qwen3_vl.prepare_inputs(model.config, ids[rows], mask[rows])
-  inputs = distributed.global_inputs(local, mesh, preset)
-  loss_mask = distributed.global_array(loss_mask[rows], mesh, preset)
-
-  step = make_train_step(graphdef, optimizer)  # training/sft.py's step, on global arrays
-  state, metrics = step(TrainState(0, params, opt_state), rest, inputs, loss_mask)
-  new_params, loss = state.params, metrics["loss"]
-  full = multihost_utils.process_allgather(new_params, tiled=True)
-  leaves = jax.tree.leaves(jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64), full,
-                                        host))
-  update = np.concatenate([x.reshape(-1) for x in leaves])
-  sharded = sum(1 for s in jax.tree.leaves(shardings) if not s.is_fully_replicated)
-  return {"loss": float(loss), "update": update, "checksum": float(np.sum(update)), "sharded": sharded}
-
-
 def _sft_run(num_processes, workdir):
   """training/sft.train itself, 3 steps of 4 text rows (its own data pipeline, orbax checkpoints written
-  by every process into one directory): the loss history."""
+  by every process into one directory): the loss history, the update (trained - initial parameters, gathered
+  and flat) and how many parameters the mesh shards."""
   import types
+
+  import jax
+  from flax import nnx
+  from jax.experimental import multihost_utils
 
   from taskmem_jax import sharding
   from taskmem_jax.models import qwen3_vl
@@ -121,8 +74,14 @@ def _sft_run(num_processes, workdir):
                               warmup_steps=1, end_lr_ratio=0.1, weight_decay=0.01, b1=0.9, b2=0.95, grad_clip=1.0,
                               log_every=1, save_every=2, keep_checkpoints=1)
   model = qwen3_vl.init_random(qwen3_vl.preset("tiny"), seed=0)
+  initial = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
   out = train(cfg, model, examples, 0, progress=False, mesh=mesh, preset=preset)
-  return {"sft_losses": np.array([h["loss"] for h in out["history"]])}
+  trained = nnx.state(out["model"], nnx.Param)
+  sharded = sum(1 for x in jax.tree.leaves(trained) if not x.sharding.is_fully_replicated)
+  full = multihost_utils.process_allgather(trained, tiled=True)
+  update = np.concatenate([(np.asarray(a, np.float64) - np.asarray(b, np.float64)).ravel()
+                           for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(initial))])
+  return {"sft_losses": np.array([h["loss"] for h in out["history"]]), "update": update, "sharded": sharded}
 
 
 PHASE_ONE_KEYS = ("reward", "pass_rate", "memory_tokens", "response_tokens", "advantage_abs", "pg_loss",
@@ -271,20 +230,17 @@ def _run(tmp_path, *stages):
   return p0, p1, single
 
 
-def test_two_processes_match_one_on_a_step_and_in_sft(tmp_path):
-  p0, p1, single = _run(tmp_path, "step", "sft")
-  print(f"losses {float(p0['loss']):.7f} {float(p1['loss']):.7f} single {float(single['loss']):.7f}")
-  assert int(p0["sharded"]) > 0
-  assert float(p0["loss"]) == float(p1["loss"])
-  np.testing.assert_array_equal(p0["update"], p1["update"])
-  assert float(p0["checksum"]) == float(p1["checksum"])
-  np.testing.assert_allclose(float(p0["loss"]), float(single["loss"]), rtol=1e-5)
-  diff = np.linalg.norm(p0["update"] - single["update"])
-  assert diff <= 1e-3 * np.linalg.norm(single["update"]), (diff, np.linalg.norm(single["update"]))
-  # The SFT trainer: both processes feed their rows of the same batches; the losses are one process's.
+def test_two_processes_match_one_in_sft(tmp_path):
+  p0, p1, single = _run(tmp_path, "sft")
+  # The SFT trainer over one fsdp mesh of both processes' devices (its parameters sharded across them): both
+  # feed their rows of the same batches; the losses and the update are one process's.
+  assert int(p0["sharded"]) > 0 and int(single["sharded"]) == 0
   assert len(p0["sft_losses"]) == 3
   np.testing.assert_array_equal(p0["sft_losses"], p1["sft_losses"])
+  np.testing.assert_array_equal(p0["update"], p1["update"])
   np.testing.assert_allclose(p0["sft_losses"], single["sft_losses"], rtol=1e-5)
+  diff = np.linalg.norm(p0["update"] - single["update"])
+  assert diff <= 1e-3 * np.linalg.norm(single["update"]), (diff, np.linalg.norm(single["update"]))
 
 
 def test_two_processes_match_one_in_phase_one(tmp_path):
