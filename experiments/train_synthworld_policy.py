@@ -259,8 +259,11 @@ def run(cfg, progress: bool = True) -> dict:
       print("  ", text)
   reading = reading_accuracy(final, _seed_range(cfg.eval_seeds), num_clips=cfg.num_clips)
   print("reading held-out clips:", json.dumps(reading))
-  atomic_write_json(os.path.join(cfg.workdir, "summary.json"),
-                    {"export": final, "stages": summary, "reading": reading,
+  # A rerun trains no stage that is exported already: the record keeps the summaries of the runs that did.
+  summary_path = os.path.join(cfg.workdir, "summary.json")
+  recorded = json.load(open(summary_path)).get("stages", {}) if os.path.isfile(summary_path) else {}
+  atomic_write_json(summary_path,
+                    {"export": final, "stages": {**recorded, **summary}, "reading": reading,
                      "eval": [{k: v for k, v in r.items() if k != "texts"} for r in evaluations]})
   return {"export": final, "stages": summary, "eval": evaluations, "reading": reading}
 

@@ -84,3 +84,4 @@ def test_tiny_recipe_runs_resumes_and_exports(tmp_path):
   # A rerun finds every stage exported and trains nothing.
   again = run(cfg, progress=False)
   assert again["stages"] == {}
+  assert json.load(open(os.path.join(cfg.workdir, "summary.json")))["stages"] == result["stages"]  # still recorded

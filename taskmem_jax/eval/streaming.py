@@ -215,7 +215,8 @@ class StreamingEvaluation:
 
   def update_bound(self, tag: str) -> int:
     """How many of its task's questions an adapter was made from: N for "task@N", update_after for "task"."""
-    return self._split(tag)[1] if self._split(tag)[1] is not None else self.update_after
+    bound = self._split(tag)[1]
+    return self.update_after if bound is None else bound
 
   def previous_tag(self, tag: str) -> str:
     """The memory in use before the adapter `tag` took over: the same task's adapter of the largest smaller
