@@ -94,8 +94,7 @@ def phase_two(output_dir: str, policy_dir: str, stream: sw.World, questions: dic
   from taskmem_jax.processing import Qwen3VLProcessor
 
   cfg = config or phase_two_synthworld.get_config("demo")
-  chosen = [t for t in cfg.tasks.split(",") if t]  # "" = every task type
-  questions = {t: q for t, q in questions.items() if not chosen or t in chosen}
+  questions = {t: q for t, q in questions.items() if t in experiment.task_names(cfg)}
   model = qwen3_vl.from_pretrained(policy_dir, dtype=np.float32)
   processor = Qwen3VLProcessor.from_pretrained(policy_dir)
   say = (lambda text: tqdm.write(f"phase two: {text}")) if progress else None

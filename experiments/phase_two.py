@@ -59,7 +59,7 @@ def run(cfg, output_dir: str, progress=print) -> dict:
   with cfg.unlocked():
     cfg.render = cfg.render or sw.policy_render(cfg.checkpoint)
   stream = sw.generate(cfg.seed, sw.policy_world_config(cfg.checkpoint, num_clips=cfg.clips, render=cfg.render))
-  tasks = sw.make_tasks(stream, seed=cfg.seed, tasks=tuple(t for t in cfg.tasks.split(",") if t) or sw.TASKS)
+  tasks = sw.make_tasks(stream, seed=cfg.seed, tasks=experiment.task_names(cfg))
   results = experiment.run(cfg, model, processor, stream, tasks, prompt=prompt, workdir=output_dir,
                            progress=progress)
   if jax.process_index() != 0:  # every process holds the same results; one writes them

@@ -174,6 +174,7 @@ class StreamingEvaluation:
     self.update_after = update_after
     self.task_index = {}  # qid -> its index among its task's questions, in benchmark order
     self.task_questions: dict[str, list[tuple[int, Question]]] = {}  # task -> (stream index, question), in order
+    self.stream_index = {stream.sid: k for k, stream in enumerate(benchmark.streams)}
     for k, stream in enumerate(benchmark.streams):
       for q in stream.questions:
         asked = self.task_questions.setdefault(q.task, [])
@@ -236,10 +237,14 @@ class StreamingEvaluation:
     if bound < 1:
       return 0
     k, q = self.task_questions[self.task_of(tag)][bound - 1]
-    here = next(i for i, s in enumerate(self.benchmark.streams) if s.sid == stream.sid)
+    here = self.stream_index[stream.sid]
     if here != k:
       return 0 if here > k else math.inf
-    return int(math.floor(q.ask_after / self.cfg.interval + 1e-9))
+    return self._clips_ended_by(q.ask_after)
+
+  def _clips_ended_by(self, seconds: float) -> int:
+    """How many clips had ended `seconds` into a stream."""
+    return int(math.floor(seconds / self.cfg.interval + 1e-9))
 
   def serves(self, tag: str) -> bool:
     """Whether, deployed causally, the adapter `tag` writes a clip that one of its task's later questions reads
@@ -249,7 +254,7 @@ class StreamingEvaluation:
     for k, q in self.task_questions.get(self.task_of(tag), [])[self.update_bound(tag):]:
       stream = self.benchmark.streams[k]
       ends = q.ask_after >= stream_duration(stream) - 1e-6  # asked at the end: the whole memory
-      read = math.inf if ends else math.floor(q.ask_after / self.cfg.interval + 1e-9)  # clips before it
+      read = math.inf if ends else self._clips_ended_by(q.ask_after)  # the clips before it
       if self.adapter_start(stream, tag) < read:
         return True
     return False

@@ -79,10 +79,8 @@ def adapt_benchmark(evaluation, quality_judge, task_judge, reward, cache_cfg, dp
   model, processor = evaluation.model, evaluation.processor
   # The quality check's identity-tag rule, as evaluation renders the windows.
   tags = SYNTHWORLD_TAGS if evaluation.benchmark.name == "synthworld" else FACE_TAGS
-  by_task: dict[str, list] = {}
-  for stream in evaluation.benchmark.streams:
-    for q in stream.questions:
-      by_task.setdefault(q.task, []).append((stream, q))
+  streams = evaluation.benchmark.streams
+  by_task = {task: [(streams[k], q) for k, q in asked] for task, asked in evaluation.task_questions.items()}
   adapters = {}
   # The schedule and its hints (up to 5 questions sampled from the first `bound`) as phase_two.adapt plans them.
   jobs = [(task, asked, bound, hint, f"{task}@{bound}" if update_positions else task)

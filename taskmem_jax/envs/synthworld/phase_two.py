@@ -18,6 +18,7 @@ from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.envs.synthworld.adapt import compare, drift, task_keys, world_benchmark, world_preparer
 from taskmem_jax.envs.synthworld.ceiling import focus_ceiling
 from taskmem_jax.envs.synthworld.judge import GroundTruthJudge
+from taskmem_jax.envs.synthworld.questions import TASKS
 from taskmem_jax.envs.synthworld.reader import answer
 from taskmem_jax.envs.synthworld.source import SynthWorldSource
 from taskmem_jax.envs.synthworld.task_judge import SynthWorldTaskJudge
@@ -29,6 +30,11 @@ from taskmem_jax.phase_two.mining import CacheConfig
 from taskmem_jax.phase_two.online import adapt_benchmark
 from taskmem_jax.rewards import SYNTHWORLD_TAGS, RewardConfig
 from taskmem_jax.tensorboard import SummaryWriter
+
+
+def task_names(cfg) -> tuple[str, ...]:
+  """The task types cfg.tasks names (comma-separated; "" = every task type)."""
+  return tuple(t for t in cfg.tasks.split(",") if t) or TASKS
 
 
 def run(cfg, model, processor, world, tasks: dict, *, prompt: WindowPrompt, workdir: str, progress=None) -> dict:
