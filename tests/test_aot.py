@@ -24,15 +24,15 @@ ENTRIES = "forward,phase_one_update,dpo_step"
 LAYERS = {"tiny": 3, "tiny-moe": 4}
 
 
-def _run(tmp_path, model, *flags, devices=1):
+def _run(tmp_path, model, *flags, devices=1, entries=ENTRIES):
   out = tmp_path / "aot.jsonl"
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-m", "experiments.aot", "--seq_len=256", "--batch=4", f"--model={model}",
-                         f"--num_layers={LAYERS[model]}", f"--entries={ENTRIES}", f"--json={out}", *flags], cwd=ROOT,
+                         f"--num_layers={LAYERS[model]}", f"--entries={entries}", f"--json={out}", *flags], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
   rows = {r["entry"]: r for r in map(json.loads, out.read_text().splitlines())}
-  assert sorted(rows) == sorted(ENTRIES.split(",")), rows
+  assert sorted(rows) == sorted(entries.split(",")), rows
   return rows, proc.stdout
 
 
@@ -56,8 +56,9 @@ def test_tpu_compile_with_kernels_under_a_mesh(tmp_path, model, preset):
 
 @pytest.mark.slow
 def test_tpu_compile_chunked_attention_has_no_kernels(tmp_path):
-  rows, _ = _run(tmp_path, "tiny", "--topology=v5e:2x2", "--preset=fsdp", "--attention=chunked")
-  assert all(r["compiled"] and r["kernel_calls"] == 0 for r in rows.values()), rows
+  # The forward alone: the attention implementation is chosen there, and the backward differentiates it.
+  rows, _ = _run(tmp_path, "tiny", "--topology=v5e:2x2", "--preset=fsdp", "--attention=chunked", entries="forward")
+  assert rows["forward"]["compiled"] and rows["forward"]["kernel_calls"] == 0, rows
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import pytest
 
 from experiments import describe
 from taskmem_jax.memory import loop as loop_lib
+from taskmem_jax.memory import sample as sample_lib
 from taskmem_jax.memory import NO_THINK_END, schedule
 from taskmem_jax.memory.parse import parse_response
 from taskmem_jax.memory.prompt import DEFAULT
@@ -55,7 +56,7 @@ def test_first_valid_sample_is_stored_and_shown_to_later_windows(setup, monkeypa
     tokens = np.array([r + [0] * (width - len(r)) for r in rows], np.int32)
     return GenerateOutput(tokens, np.zeros(tokens.shape, np.float32), np.array([len(r) for r in rows], np.int32))
 
-  monkeypatch.setattr(loop_lib, "generate", scripted_generate)
+  monkeypatch.setattr(sample_lib, "generate", scripted_generate)  # the window sampler's model call
   memory, records = loop_lib.memorize_stream(model, processor, video, 35.0, loop_lib.RolloutConfig(num_samples=2),
                                              prompt=DEFAULT)
   assert [p.reason for p in records[0].parses] == [NO_THINK_END, None]

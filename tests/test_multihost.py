@@ -7,9 +7,9 @@ equal those of one process with 2 devices training both streams. Last, a Phase-T
 (phase_two.adapt.train_adapter): each process samples and judges its half of the contexts, DPO
 all-reduces over both processes' pairs, and the steer must equal one process's.
 
-Three tests (SFT, Phase One, Phase Two), each starting the two processes and then the single
-one, so that pytest-xdist can spread them. Their sizes are kept to what each claim needs, and their windows to
-one shape each: on CPU compiling is most of the cost.
+One test: the two processes run the three stages (SFT, Phase One, Phase Two) one after the other, then the
+single one does; each process starts JAX, joins the collectives and loads the policy once. Sizes are kept to
+what each claim needs, and windows to one shape each: on CPU compiling is most of the cost.
 
 This file is also the worker: ``python tests/test_multihost.py PROCESS_ID NUM_PROCESSES PORT OUT.npz STAGES``
 (STAGES: comma-separated, of sft, phase_one, phase_two).
@@ -230,8 +230,14 @@ def _run(tmp_path, *stages):
   return p0, p1, single
 
 
-def test_two_processes_match_one_in_sft(tmp_path):
-  p0, p1, single = _run(tmp_path, "sft")
+def test_two_processes_match_one(tmp_path):
+  p0, p1, single = _run(tmp_path, "sft", "phase_one", "phase_two")
+  _check_sft(p0, p1, single)
+  _check_phase_one(p0, p1, single)
+  _check_phase_two(p0, p1, single)
+
+
+def _check_sft(p0, p1, single):
   # The SFT trainer over one fsdp mesh of both processes' devices (its parameters sharded across them): both
   # feed their rows of the same batches; the losses and the update are one process's.
   assert int(p0["sharded"]) > 0 and int(single["sharded"]) == 0
@@ -243,8 +249,7 @@ def test_two_processes_match_one_in_sft(tmp_path):
   assert diff <= 1e-3 * np.linalg.norm(single["update"]), (diff, np.linalg.norm(single["update"]))
 
 
-def test_two_processes_match_one_in_phase_one(tmp_path):
-  p0, p1, single = _run(tmp_path, "phase_one")
+def _check_phase_one(p0, p1, single):
   # Phase One, data parallel: both processes hold the same policy and history, equal to one process's.
   assert p0["p1_updates"].sum() >= 1, p0["p1_updates"]  # it really trained
   assert int(p0["p1_local_devices"]) == 2 and int(single["p1_local_devices"]) == 2
@@ -265,8 +270,7 @@ def test_two_processes_match_one_in_phase_one(tmp_path):
   assert int(p0["p1_lines"]) == 2 and bool(p0["p1_export"])
 
 
-def test_two_processes_match_one_on_a_phase_two_adapter(tmp_path):
-  p0, p1, single = _run(tmp_path, "phase_two")
+def _check_phase_two(p0, p1, single):
   # Phase Two: the contexts split over the processes, one DPO over all their pairs.
   assert int(p0["p2_pairs"]) >= 2, int(p0["p2_pairs"])  # pairs to train on (from both processes' contexts)
   for key in ("p2_pairs", "p2_compared"):

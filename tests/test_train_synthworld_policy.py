@@ -45,6 +45,27 @@ def test_reading_examples_target_every_fact(processor):
   assert READING_REQUEST in prompt
 
 
+def test_vision_stage_loss_is_each_columns_cross_entropy_by_hand():
+  """The vision stage's probe loss (one masked softmax over all label columns) against NumPy, column by column."""
+  from taskmem_jax.training.vision_stage import _column_losses
+
+  classes = (3, 5, 2, 7)
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(6, sum(classes))).astype(np.float32) * 3
+  labels = np.stack([rng.integers(0, c, 6) for c in classes], 1).astype(np.int32)
+  losses, correct, start = [], [], 0
+  for k, c in enumerate(classes):
+    column = logits[:, start:start + c].astype(np.float64)
+    log_softmax = column - column.max(1, keepdims=True)
+    log_softmax -= np.log(np.exp(log_softmax).sum(1, keepdims=True))
+    losses.append(-log_softmax[np.arange(6), labels[:, k]])
+    correct.append(column.argmax(1) == labels[:, k])
+    start += c
+  loss, got = _column_losses(logits, labels, classes)
+  np.testing.assert_allclose(float(loss), np.mean(losses), rtol=1e-6)
+  np.testing.assert_array_equal(np.asarray(got), np.stack(correct, 1))
+
+
 @pytest.mark.slow
 def test_tiny_recipe_runs_resumes_and_exports(tmp_path):
   cfg = synthworld_policy.get_config()

@@ -2,7 +2,8 @@
 
 store (clip id -> description, the sliding-window schedule, the QA serialisation) <- prompt (the
 policy's window prompt) and parse (the strict format check of the RL reward, the lenient inference
-parser).
+parser). The modules that run the model, imported by name: sample (one window, G samples: sample_window),
+loop (the Python rollout over windows) and rollout (the same as one jitted scan).
 """
 
 from taskmem_jax.memory.parse import (EMPTY_DESCRIPTION, FORMAT_FAILURES, MULTIPLE_THINK_END, NO_THINK_END,

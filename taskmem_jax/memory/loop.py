@@ -9,15 +9,15 @@ Every response and its parse are kept, so RL can score them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 
-from taskmem_jax.memory.parse import ParseResult, parse_response
-from taskmem_jax.memory.prompt import WindowPrompt, window_messages, window_video_item
+from taskmem_jax.memory.parse import ParseResult
+from taskmem_jax.memory.prompt import WindowPrompt, window_video_item
+from taskmem_jax.memory.sample import WindowSampling, sample_window
 from taskmem_jax.memory.store import EpisodicMemory, Window, schedule
 from taskmem_jax.processing.processor import Qwen3VLProcessor
-from taskmem_jax.sampling import generate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +33,11 @@ class RolloutConfig:
   interval: int = 10
   context: int = 50
 
+  def sampling(self) -> WindowSampling:
+    """The window sampler's settings; the memory budget also bounds the strict parse."""
+    return WindowSampling(self.num_samples, self.max_new_tokens, self.temperature, self.top_k, self.top_p,
+                          self.thinking_budget, self.memory_budget, parse_budget=self.memory_budget)
+
 
 @dataclasses.dataclass
 class StepRecord:
@@ -42,31 +47,6 @@ class StepRecord:
   tokens: list[np.ndarray]
   texts: list[str]
   parses: list[ParseResult]
-
-
-class Sample(NamedTuple):
-  """One sampled response: ids with the stop token (what training scores), ids without it (the memory
-  span the format check measures), the decoded text, and its strict parse."""
-  response: np.ndarray
-  body: np.ndarray
-  text: str
-  parse: ParseResult
-
-
-def parse_samples(processor: Qwen3VLProcessor, out, *, max_memory_tokens: int | None = None) -> list[Sample]:
-  """generate()'s rows -> one Sample each: cut at the row's length, the stop token dropped from the body,
-  decoded without skipping special tokens, and parsed strictly (parse_response with the token ids)."""
-  tokenizer = processor.tokenizer
-  think_end = tokenizer.convert_tokens_to_ids("</think>")
-  stops = processor.stop_token_ids
-  samples = []
-  for row, length in zip(out.tokens, out.lengths):
-    response = np.asarray(row[:length], np.int32)
-    body = response[:-1] if len(response) and response[-1] in stops else response
-    text = tokenizer.decode(body.tolist(), skip_special_tokens=False)
-    samples.append(Sample(response, body, text, parse_response(text, tokens=body.tolist(), think_end_id=think_end,
-                                                               max_memory_tokens=max_memory_tokens)))
-  return samples
 
 
 def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str | None, duration: float, cfg: RolloutConfig,
@@ -85,9 +65,7 @@ def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str | None, 
   what is stored), or None to skip the window: the full hook, for windows whose identities are renumbered (eval/streaming.py burns
   face boxes and subtitles in with local <face_k> ids and maps the memory back to global ids).
   """
-  tokenizer = processor.tokenizer
-  think_end = tokenizer.convert_tokens_to_ids("</think>")
-  stops = processor.stop_token_ids
+  sampling = cfg.sampling()
   memory = EpisodicMemory(interval=cfg.interval) if memory is None else memory
   if video_item is None and prepare is None:
     if video_path is None:
@@ -106,17 +84,10 @@ def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str | None, 
       item, shown, to_memory = prepared
     else:
       item, shown = video_item(window), previous
-    messages = window_messages(item, shown, task_questions, prompt=prompt)
-    batch = processor([messages], thinking=True)
-    out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                   top_p=cfg.top_p, num_samples=cfg.num_samples, seed=cfg.seed + step, stop_token_ids=stops,
-                   pad_token_id=processor.pad_token_id, thinking_budget=cfg.thinking_budget,
-                   think_end_token_id=think_end, memory_budget=cfg.memory_budget)
-    record = StepRecord(window, previous, [], [], [])
-    for sample in parse_samples(processor, out, max_memory_tokens=cfg.memory_budget):
-      record.tokens.append(sample.body)
-      record.texts.append(sample.text)
-      record.parses.append(sample.parse)
+    drawn = sample_window(model, processor, item, shown, sampling, cfg.seed + step, prompt=prompt,
+                          questions=task_questions)
+    record = StepRecord(window, previous, [x.body for x in drawn.samples], [x.text for x in drawn.samples],
+                        [x.parse for x in drawn.samples])
     chosen = next((p for p in record.parses if p.ok), None)
     if chosen is not None:
       memory.add(window.clip, to_memory(chosen.description) if to_memory else chosen.description)

@@ -18,13 +18,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from taskmem_jax.memory.loop import parse_samples
-from taskmem_jax.memory.prompt import WindowPrompt, window_messages
+from taskmem_jax.memory.prompt import WindowPrompt
+from taskmem_jax.memory.sample import WindowSampling, sample_window
 from taskmem_jax.phase_two.dpo import PairExample
 from taskmem_jax.phase_two.pairs import Candidate, select_pair
 from taskmem_jax.rewards import RewardConfig, score_group
 from taskmem_jax.rewards.task_judge import both_orders
-from taskmem_jax.sampling import generate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,15 +81,11 @@ def context_pairs(model, processor, item: dict, previous: list[str], questions: 
                   prompt: WindowPrompt) -> tuple[ContextResult,
                                                                                                      PairExample | None]:
   """Samples, checks and compares the rollouts of one context; returns its result and pair (or None)."""
+  sampling = WindowSampling(cfg.num_samples, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
+  drawn = sample_window(model, processor, item, previous, sampling, seed, prompt=prompt, questions=questions)
   tokenizer = processor.tokenizer
-  think_end = tokenizer.convert_tokens_to_ids("</think>")
-  stops = processor.stop_token_ids
-  batch = processor([window_messages(item, previous, list(questions), prompt=prompt)], thinking=True)
-  out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                 top_p=cfg.top_p, num_samples=cfg.num_samples, seed=seed, stop_token_ids=stops,
-                 pad_token_id=processor.pad_token_id, think_end_token_id=think_end)
-  samples = parse_samples(processor, out)
-  responses, texts, parses = [x.response for x in samples], [x.text for x in samples], [x.parse for x in samples]
+  responses, texts, parses = ([x.response for x in drawn.samples], [x.text for x in drawn.samples],
+                              [x.parse for x in drawn.samples])
   valid = [i for i, p in enumerate(parses) if p.ok and p.think_tokens <= cfg.think_cap]
   desc_tokens = [len(tokenizer.encode(p.description, add_special_tokens=False)) if p.ok else 0 for p in parses]
   quality = score_group(parses, ctx, quality_judge, dataclasses.replace(reward, memory_token_threshold=1 << 30),
@@ -103,7 +98,5 @@ def context_pairs(model, processor, item: dict, previous: list[str], questions: 
   result = ContextResult(texts, correct, desc_tokens, preferences, pair, compared)
   if pair is None:
     return result, None
-  prompt = batch["input_ids"][0][batch["attention_mask"][0] > 0]
-  example = PairExample(prompt, batch.get("pixel_values_videos"), batch.get("video_grid_thw"),
-                        responses[pair.chosen], responses[pair.rejected])
+  example = PairExample(drawn.prompt_ids, drawn.pixels, drawn.grid, responses[pair.chosen], responses[pair.rejected])
   return result, example

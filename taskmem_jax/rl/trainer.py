@@ -38,14 +38,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from taskmem_jax import distributed
 from taskmem_jax.eval.curves import write_curves
-from taskmem_jax.memory.loop import parse_samples
-from taskmem_jax.memory.prompt import WindowPrompt, window_messages
+from taskmem_jax.memory.prompt import WindowPrompt
+from taskmem_jax.memory.sample import WindowSampling, sample_window
 from taskmem_jax.rewards import RewardConfig, score_group
 from taskmem_jax.rl import population as pop
 from taskmem_jax.rl.advantages import group_advantages, nsr_gate_args
 from taskmem_jax.rl.step import LossConfig, group_batch
 from taskmem_jax.rl.streams import StreamSlots
-from taskmem_jax.sampling import generate
 from taskmem_jax.training import checkpoint as ckpt
 from taskmem_jax.training.data import bucket_length
 from taskmem_jax.training.optim import TrainState, add_trees, make_optimizer
@@ -76,18 +75,12 @@ def sample_group(model, processor, item, previous, ctx_fn, cfg, judge, reward: R
                  tags=None, *, prompt: WindowPrompt) -> Rollout:
   """Samples and scores G responses for one window (item: its video item; ctx_fn(previous) -> the judge's
   WindowContext; prompt: the policy's window prompt)."""
-  batch = processor([window_messages(item, previous, None, prompt=prompt)], thinking=True)
-  think_end = processor.tokenizer.convert_tokens_to_ids("</think>")
-  stops = processor.stop_token_ids
-  out = generate(model, batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None,
-                 top_p=cfg.top_p or None, num_samples=cfg.group_size, seed=seed, stop_token_ids=stops,
-                 pad_token_id=processor.pad_token_id, thinking_budget=cfg.thinking_budget or None,
-                 think_end_token_id=think_end, memory_budget=cfg.memory_budget or None)
-  samples = parse_samples(processor, out)
-  responses, parses = [x.response for x in samples], [x.parse for x in samples]
+  sampling = WindowSampling(cfg.group_size, cfg.max_new_tokens, cfg.temperature, cfg.top_k or None, cfg.top_p or None,
+                            cfg.thinking_budget or None, cfg.memory_budget or None)
+  drawn = sample_window(model, processor, item, previous, sampling, seed, prompt=prompt)
+  responses, parses = [x.response for x in drawn.samples], [x.parse for x in drawn.samples]
   score = score_group(parses, ctx_fn(previous), judge, reward, tags, rng=np.random.default_rng(seed))
-  prompt = batch["input_ids"][0][batch["attention_mask"][0] > 0]
-  return Rollout(prompt, batch["pixel_values_videos"], batch["video_grid_thw"], responses, parses, score)
+  return Rollout(drawn.prompt_ids, drawn.pixels, drawn.grid, responses, parses, score)
 
 
 _SCORE_FIELDS = ("reward", "format", "quality", "richness", "thinking", "passed", "status", "faithful",
