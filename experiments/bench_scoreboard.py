@@ -15,7 +15,8 @@ Three figures, each a ratio of two timings taken in this run on the same checkpo
      Both sides see the same prompts (memory.rollout.compact_prompt), so greedy tokens should agree; the
      share that does is printed.
 Ours is timed after one compiling call. The table (markdown, with date, machine and versions) is
-printed and, with --append_to=BENCHMARKS.md, appended to that file.
+printed and, with --append_to=BENCHMARKS.md, appended to that file; --json=FILE appends its rows as JSON lines
+(figure, setting, ours, theirs, ratio, tokens_agree), for scripts that read the ratios.
 
   PYTHONPATH=. python -m experiments.bench_scoreboard [--append_to=BENCHMARKS.md]
   PYTHONPATH=. python -m experiments.bench_scoreboard --dtype=bfloat16 --batch=8      # on a GPU
@@ -27,6 +28,7 @@ The model is bench_forward's "bench-100m" (94M parameters, random weights) with 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -58,6 +60,8 @@ _FRAME_SIZE = flags.DEFINE_integer("frame_size", 224, "Frame height and width in
 _ROLLOUT_TOKENS = flags.DEFINE_integer("rollout_tokens", 32, "Tokens generated per window in the rollout.")
 _MEMORY_WIDTH = flags.DEFINE_integer("memory_width", 32, "Tokens kept of each memory (the ring buffer's width).")
 _APPEND_TO = flags.DEFINE_string("append_to", "", "Markdown file the table is appended to (e.g. BENCHMARKS.md).")
+_JSON = flags.DEFINE_string("json", "", "File the rows are appended to as JSON lines (figure, setting, ours, theirs, "
+                            "ratio, tokens_agree).")
 
 
 def machine() -> str:
@@ -154,8 +158,23 @@ def rollout_peer(path: str, config: Qwen3VLConfig, template, pixels, grid, param
   return dict(first_s=first, s=statistics.median(times), tokens=tokens, foreign=foreign)
 
 
-def table(result: dict) -> str:
+def rows(result: dict) -> list[dict]:
+  """The scoreboard's rows: figure (prefill, decode or rollout), setting, ours, theirs (transformers), ratio
+  and tokens_agree (the share of greedy tokens that agree; None for prefill, which generates one)."""
   p, d, r = result["prefill"], result["decode"], result["rollout"]
+  return [
+      {"figure": "prefill", "setting": f"{p['rows']} x {p['prompt_tokens']}-token image+video prompt, tokens/s",
+       "ours": p["ours"], "theirs": p["peer"], "ratio": p["ratio"], "tokens_agree": None},
+      {"figure": "decode", "setting": f"batch {d['rows']}, {d['new_tokens']} new tokens, greedy, tokens/s",
+       "ours": d["ours"], "theirs": d["peer"], "ratio": d["ratio"], "tokens_agree": d["agreement"]},
+      {"figure": "rollout", "setting": f"{r['streams']} stream x {r['clips']} clips, {r['window_tokens']}-token "
+       f"window buffer, {r['new_tokens']} tokens/window, memories/s",
+       "ours": r["ours"], "theirs": r["peer"], "ratio": r["ratio"], "tokens_agree": r["agreement"]},
+  ]
+
+
+def table(result: dict) -> str:
+  r = result["rollout"]
   lines = [
       f"### {result['date']}: {result['machine']}",
       "",
@@ -165,13 +184,13 @@ def table(result: dict) -> str:
       "",
       "| figure | setting | ours | transformers | ours / transformers | tokens agree |",
       "|---|---|---|---|---|---|",
-      f"| prefill tokens/s | {p['rows']} x {p['prompt_tokens']}-token image+video prompt | {p['ours']:.0f} | "
-      f"{p['peer']:.0f} | {p['ratio']:.2f}x | |",
-      f"| decode tokens/s | batch {d['rows']}, {d['new_tokens']} new tokens, greedy | {d['ours']:.1f} | "
-      f"{d['peer']:.1f} | {d['ratio']:.2f}x | {d['agreement']:.3f} |",
-      f"| memory rollout, memories/s | {r['streams']} stream x {r['clips']} clips, {r['window_tokens']}-token "
-      f"window buffer, {r['new_tokens']} tokens/window | {r['ours']:.2f} | {r['peer']:.2f} | {r['ratio']:.2f}x | "
-      f"{r['agreement']:.3f} |",
+  ]
+  for row in rows(result):
+    digits = 0 if row["figure"] == "prefill" else 1 if row["figure"] == "decode" else 2
+    agree = "" if row["tokens_agree"] is None else f"{row['tokens_agree']:.3f}"
+    lines.append(f"| {row['figure']} | {row['setting']} | {row['ours']:.{digits}f} | {row['theirs']:.{digits}f} | "
+                 f"{row['ratio']:.2f}x | {agree} |")
+  lines += [
       "",
       f"Ours' first calls (compile included): generate {result['ours_compile_s']:.1f} s, rollout "
       f"{r['ours_first_s']:.1f} s. Other processes' CPU share while timing: {result['foreign_cpu']:.0%}.",
@@ -179,9 +198,15 @@ def table(result: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
+def json_lines(result: dict) -> str:
+  """rows() as JSON lines, each with the run's date, machine, model and dtype, for scripts that read ratios."""
+  run = {k: result[k] for k in ("date", "machine", "model", "dtype")}
+  return "".join(json.dumps({**row, **run}) + "\n" for row in rows(result))
+
+
 def main(argv):
   del argv
-  flags_used = " ".join(a for a in sys.argv[1:] if not a.startswith("--append_to"))
+  flags_used = " ".join(a for a in sys.argv[1:] if not a.startswith(("--append_to", "--json")))
   with tempfile.TemporaryDirectory(prefix="bench_scoreboard_") as tmp:
     path = make_checkpoint(tmp)
     config = Qwen3VLConfig.from_json_file(os.path.join(path, "config.json"))
@@ -235,6 +260,10 @@ def main(argv):
     old = open(_APPEND_TO.value).read() if os.path.isfile(_APPEND_TO.value) else ""
     atomic_write_text(_APPEND_TO.value, old.rstrip("\n") + "\n\n" + text)
     print(f"appended to {_APPEND_TO.value}")
+  if _JSON.value:
+    old = open(_JSON.value).read() if os.path.isfile(_JSON.value) else ""
+    atomic_write_text(_JSON.value, old + json_lines(result))
+    print(f"rows appended to {_JSON.value}")
 
 
 if __name__ == "__main__":

@@ -51,3 +51,25 @@ def test_scan_rollout_equals_transformers_window_by_window():
   np.testing.assert_array_equal(ours["tokens"], peer["tokens"])
   _, lengths = R.cut_memory(ours["tokens"].reshape(12, 64), fmt, 48)
   assert int((np.asarray(lengths) > 0).sum()) >= 6  # most windows wrote a memory the next windows show
+
+
+def test_json_rows_carry_the_tables_figures():
+  """--json: one line per figure with the keys a script reads, the same numbers as the markdown table."""
+  import json
+
+  result = {"date": "2026-12-07", "machine": "2 cores", "flags": "", "model": "bench-100m", "params": 94e6,
+            "dtype": "float32", "ours_compile_s": 3.0, "foreign_cpu": 0.0,
+            "versions": {"jax": "0.10.2", "torch": "2.13.0", "transformers": "5.23.0"},
+            "prefill": {"rows": 2, "prompt_tokens": 600, "ours": 900.0, "peer": 600.0, "ratio": 1.5},
+            "decode": {"rows": 2, "new_tokens": 16, "ours": 50.0, "peer": 20.0, "ratio": 2.5, "agreement": 1.0},
+            "rollout": {"streams": 4, "clips": 10, "window_tokens": 2239, "new_tokens": 32, "ours": 1.2, "peer": 0.4,
+                        "ratio": 3.0, "agreement": 0.998, "ours_first_s": 9.0}}
+  lines = [json.loads(line) for line in S.json_lines(result).splitlines()]
+  assert [line["figure"] for line in lines] == ["prefill", "decode", "rollout"]
+  assert all({"figure", "setting", "ours", "theirs", "ratio", "tokens_agree"} <= set(line) for line in lines)
+  assert [line["ratio"] for line in lines] == [1.5, 2.5, 3.0] and lines[2]["theirs"] == 0.4
+  assert lines[0]["tokens_agree"] is None and lines[2]["tokens_agree"] == 0.998
+  assert "4 stream x 10 clips" in lines[2]["setting"]
+  table = S.table(result)
+  for line in lines:
+    assert f"| {line['figure']} | {line['setting']} |" in table and f"{line['ratio']:.2f}x" in table
