@@ -261,7 +261,10 @@ def run(cfg, progress: bool = True) -> dict:
   print("reading held-out clips:", json.dumps(reading))
   # A rerun trains no stage that is exported already: the record keeps the summaries of the runs that did.
   summary_path = os.path.join(cfg.workdir, "summary.json")
-  recorded = json.load(open(summary_path)).get("stages", {}) if os.path.isfile(summary_path) else {}
+  recorded = {}
+  if os.path.isfile(summary_path):
+    with open(summary_path) as f:
+      recorded = json.load(f).get("stages", {})
   atomic_write_json(summary_path,
                     {"export": final, "stages": {**recorded, **summary}, "reading": reading,
                      "eval": [{k: v for k, v in r.items() if k != "texts"} for r in evaluations]})

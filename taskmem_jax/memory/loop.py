@@ -86,8 +86,7 @@ def memorize_stream(model, processor: Qwen3VLProcessor, video_path: str | None, 
       item, shown = video_item(window), previous
     drawn = sample_window(model, processor, item, shown, sampling, cfg.seed + step, prompt=prompt,
                           questions=task_questions)
-    record = StepRecord(window, previous, [x.body for x in drawn.samples], [x.text for x in drawn.samples],
-                        [x.parse for x in drawn.samples])
+    record = StepRecord(window, previous, drawn.bodies, drawn.texts, drawn.parses)
     chosen = next((p for p in record.parses if p.ok), None)
     if chosen is not None:
       memory.add(window.clip, to_memory(chosen.description) if to_memory else chosen.description)

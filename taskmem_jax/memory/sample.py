@@ -51,6 +51,22 @@ class WindowSamples(NamedTuple):
   grid: np.ndarray | None
   samples: list[Sample]
 
+  @property
+  def responses(self) -> list[np.ndarray]:
+    return [x.response for x in self.samples]
+
+  @property
+  def bodies(self) -> list[np.ndarray]:
+    return [x.body for x in self.samples]
+
+  @property
+  def texts(self) -> list[str]:
+    return [x.text for x in self.samples]
+
+  @property
+  def parses(self) -> list[ParseResult]:
+    return [x.parse for x in self.samples]
+
 
 def parse_samples(processor: Qwen3VLProcessor, out, *, max_memory_tokens: int | None = None) -> list[Sample]:
   """generate()'s rows -> one Sample each: cut at the row's length, the stop token dropped from the body,

@@ -84,8 +84,7 @@ def context_pairs(model, processor, item: dict, previous: list[str], questions: 
   sampling = WindowSampling(cfg.num_samples, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
   drawn = sample_window(model, processor, item, previous, sampling, seed, prompt=prompt, questions=questions)
   tokenizer = processor.tokenizer
-  responses, texts, parses = ([x.response for x in drawn.samples], [x.text for x in drawn.samples],
-                              [x.parse for x in drawn.samples])
+  responses, texts, parses = drawn.responses, drawn.texts, drawn.parses
   valid = [i for i, p in enumerate(parses) if p.ok and p.think_tokens <= cfg.think_cap]
   desc_tokens = [len(tokenizer.encode(p.description, add_special_tokens=False)) if p.ok else 0 for p in parses]
   quality = score_group(parses, ctx, quality_judge, dataclasses.replace(reward, memory_token_threshold=1 << 30),

@@ -78,9 +78,8 @@ def sample_group(model, processor, item, previous, ctx_fn, cfg, judge, reward: R
   sampling = WindowSampling(cfg.group_size, cfg.max_new_tokens, cfg.temperature, cfg.top_k or None, cfg.top_p or None,
                             cfg.thinking_budget or None, cfg.memory_budget or None)
   drawn = sample_window(model, processor, item, previous, sampling, seed, prompt=prompt)
-  responses, parses = [x.response for x in drawn.samples], [x.parse for x in drawn.samples]
-  score = score_group(parses, ctx_fn(previous), judge, reward, tags, rng=np.random.default_rng(seed))
-  return Rollout(drawn.prompt_ids, drawn.pixels, drawn.grid, responses, parses, score)
+  score = score_group(drawn.parses, ctx_fn(previous), judge, reward, tags, rng=np.random.default_rng(seed))
+  return Rollout(drawn.prompt_ids, drawn.pixels, drawn.grid, drawn.responses, drawn.parses, score)
 
 
 _SCORE_FIELDS = ("reward", "format", "quality", "richness", "thinking", "passed", "status", "faithful",
