@@ -5,13 +5,14 @@ Three figures, each a ratio of two timings taken in this run on the same checkpo
      (ours: sampling.generate(1); peer: transformers generate(max_new_tokens=1));
   2. decode: generated tokens/s after the prefill, B*(T-1) / (t(T) - t(1)) on both sides
      (bench_generate's method; greedy, T = --max_new_tokens);
-  3. the full memory rollout of --streams streams of --clips clips (10 s each, --groups frame groups of
-     --frame_size pixels), greedy, --rollout_tokens tokens per window:
-       ours: memory.rollout: each clip's vision features computed once (encode_clips), then one jitted
-             lax.scan over the clips that assembles every window on device (timed together);
+  3. the full memory rollout of B streams of --clips clips (10 s each, --groups frame groups of
+     --frame_size pixels), greedy, --rollout_tokens tokens per window, one row per B in --streams (1,4):
+       ours: memory.rollout: each clip's vision features computed once (encode_clips), then the jitted
+             window scans that assemble every window on device, the B streams side by side: the first 4
+             windows in buffers of their own size, then chunks of full windows (timed together);
        peer: the official pipeline's way: window by window, the window's whole video (up to 5 clips)
              re-encoded and a transformers generate call on the window prompt with the previous
-             memories, one stream at a time.
+             memories, one stream after the other.
      Both sides see the same prompts (memory.rollout.compact_prompt), so greedy tokens should agree; the
      share that does is printed.
 Ours is timed after one compiling call. The table (markdown, with date, machine and versions) is
@@ -54,7 +55,7 @@ from taskmem_jax.processing.tokenizer import build_tiny_tokenizer
 from taskmem_jax.sampling import SamplingParams
 
 _CLIPS = flags.DEFINE_integer("clips", 10, "Clips per stream in the rollout.")
-_STREAMS = flags.DEFINE_integer("streams", 1, "Streams memorised side by side in the rollout.")
+_STREAMS = flags.DEFINE_list("streams", ["1", "4"], "Rollout rows: streams memorised side by side in each.")
 _GROUPS = flags.DEFINE_integer("groups", 5, "Frame groups per 10-s clip (5 = 1 fps with temporal patch 2).")
 _FRAME_SIZE = flags.DEFINE_integer("frame_size", 224, "Frame height and width in pixels (multiple of 32).")
 _ROLLOUT_TOKENS = flags.DEFINE_integer("rollout_tokens", 32, "Tokens generated per window in the rollout.")
@@ -88,7 +89,8 @@ def make_checkpoint(tmp: str) -> str:
 
 def rollout_inputs(processor: Qwen3VLProcessor, prompt: WindowPrompt, *, streams: int, clips: int, groups: int,
                    frame_size: int, memory_width: int, seed: int = 0):
-  """(window template, clip pixels [streams, clips, t*h*w, patch_dim], clip grid): random pixels per clip."""
+  """(window templates by clip count, clip pixels [streams, clips, t*h*w, patch_dim], clip grid): random pixels
+  per clip."""
   vision = processor.config.vision
   side = frame_size // vision.patch_size
   grid = (groups, side, side)
@@ -98,10 +100,10 @@ def rollout_inputs(processor: Qwen3VLProcessor, prompt: WindowPrompt, *, streams
 
 
 def window_template(processor: Qwen3VLProcessor, prompt: WindowPrompt, grid, memory_width: int):
-  """The rollout's window template (window prompt `prompt`) for 10-s clips of grid (t, h, w), frame groups
-  evenly spaced in time."""
+  """The rollout's window templates by clip count (R.build_templates; window prompt `prompt`) for 10-s clips of
+  grid (t, h, w), frame groups evenly spaced in time."""
   stamps = [10.0 * (g + 0.5) / grid[0] for g in range(grid[0])]
-  return R.build_template(processor, tuple(grid), stamps, memory_width, prompt=prompt)
+  return R.build_templates(processor, tuple(grid), stamps, memory_width, prompt=prompt)
 
 
 def rollout_ours(model, template, pixels, grid, params, fmt, repeats: int) -> dict:
@@ -116,7 +118,9 @@ def rollout_ours(model, template, pixels, grid, params, fmt, repeats: int) -> di
 
 def rollout_peer(path: str, config: Qwen3VLConfig, template, pixels, grid, params, fmt, repeats: int,
                  dtype: str = "float32") -> dict:
-  """Window by window with transformers generate, re-encoding the window's video each time."""
+  """Window by window with transformers generate, re-encoding the window's video each time (template: the
+  full window's, or build_templates' tuple, whose last it reads)."""
+  template = template[-1] if isinstance(template, tuple) else template
   import transformers  # imported late: only the peer needs it
 
   torch.set_num_threads(os.cpu_count())
@@ -161,20 +165,21 @@ def rollout_peer(path: str, config: Qwen3VLConfig, template, pixels, grid, param
 def rows(result: dict) -> list[dict]:
   """The scoreboard's rows: figure (prefill, decode or rollout), setting, ours, theirs (transformers), ratio
   and tokens_agree (the share of greedy tokens that agree; None for prefill, which generates one)."""
-  p, d, r = result["prefill"], result["decode"], result["rollout"]
+  p, d = result["prefill"], result["decode"]
   return [
       {"figure": "prefill", "setting": f"{p['rows']} x {p['prompt_tokens']}-token image+video prompt, tokens/s",
        "ours": p["ours"], "theirs": p["peer"], "ratio": p["ratio"], "tokens_agree": None},
       {"figure": "decode", "setting": f"batch {d['rows']}, {d['new_tokens']} new tokens, greedy, tokens/s",
        "ours": d["ours"], "theirs": d["peer"], "ratio": d["ratio"], "tokens_agree": d["agreement"]},
+  ] + [
       {"figure": "rollout", "setting": f"{r['streams']} stream x {r['clips']} clips, {r['window_tokens']}-token "
-       f"window buffer, {r['new_tokens']} tokens/window, memories/s",
-       "ours": r["ours"], "theirs": r["peer"], "ratio": r["ratio"], "tokens_agree": r["agreement"]},
+       f"full window buffer, {r['new_tokens']} tokens/window, memories/s",
+       "ours": r["ours"], "theirs": r["peer"], "ratio": r["ratio"], "tokens_agree": r["agreement"]}
+      for r in result["rollouts"]
   ]
 
 
 def table(result: dict) -> str:
-  r = result["rollout"]
   lines = [
       f"### {result['date']}: {result['machine']}",
       "",
@@ -193,7 +198,8 @@ def table(result: dict) -> str:
   lines += [
       "",
       f"Ours' first calls (compile included): generate {result['ours_compile_s']:.1f} s, rollout "
-      f"{r['ours_first_s']:.1f} s. Other processes' CPU share while timing: {result['foreign_cpu']:.0%}.",
+      + ", ".join(f"{r['ours_first_s']:.1f} s ({r['streams']} x {r['clips']})" for r in result["rollouts"])
+      + f". Other processes' CPU share while timing: {result['foreign_cpu']:.0%}.",
   ]
   return "\n".join(lines) + "\n"
 
@@ -225,36 +231,39 @@ def main(argv):
     decode = {"rows": rows, "new_tokens": bg._MAX_NEW.value, "ours": o["decode_tok_s"], "peer": p["decode_tok_s"],
               "agreement": float((ours_gen["tokens"] == peer_gen["tokens"]).mean()) if same_shape else 0.0}
 
-    # 3. the memory rollout.
-    template, pixels, grid = rollout_inputs(processor, read_window_prompt(path), streams=_STREAMS.value, clips=_CLIPS.value,
-                                            groups=_GROUPS.value, frame_size=_FRAME_SIZE.value,
-                                            memory_width=_MEMORY_WIDTH.value, seed=bf._SEED.value)
+    # 3. the memory rollout, one row per number of streams.
     params = SamplingParams(_ROLLOUT_TOKENS.value, stop_token_ids=tuple(processor.stop_token_ids),
                             pad_token_id=processor.pad_token_id)
-    fmt = R.TokenFormat.from_tokenizer(processor.tokenizer)
-    ours_roll = rollout_ours(model, template, pixels, grid, params, fmt, bf._REPEATS.value)
-    peer_roll = rollout_peer(path, config, template, pixels, grid, params, fmt, bf._REPEATS.value, bf._DTYPE.value)
-  memories = _STREAMS.value * _CLIPS.value
-  ours_tokens = ours_roll["tokens"]  # [clips, streams, T], as the peer's
-  rollout = {"streams": _STREAMS.value, "clips": _CLIPS.value, "window_tokens": template.length,
-             "new_tokens": _ROLLOUT_TOKENS.value, "ours": memories / ours_roll["s"], "peer": memories / peer_roll["s"],
-             "ours_first_s": ours_roll["first_s"],
-             "agreement": float((ours_tokens == peer_roll["tokens"]).mean())
-             if ours_tokens.shape == peer_roll["tokens"].shape else 0.0}
-  for figure in (prefill, decode, rollout):
+    fmt = R.TokenFormat.from_tokenizer(processor.tokenizer, processor.stop_token_ids)
+    rollouts, foreign = [], [ours_gen["foreign"], peer_gen["foreign"]]
+    for streams in (int(x) for x in _STREAMS.value):
+      templates, pixels, grid = rollout_inputs(processor, read_window_prompt(path), streams=streams,
+                                               clips=_CLIPS.value, groups=_GROUPS.value, frame_size=_FRAME_SIZE.value,
+                                               memory_width=_MEMORY_WIDTH.value, seed=bf._SEED.value)
+      ours_roll = rollout_ours(model, templates, pixels, grid, params, fmt, bf._REPEATS.value)
+      peer_roll = rollout_peer(path, config, templates, pixels, grid, params, fmt, bf._REPEATS.value, bf._DTYPE.value)
+      foreign += [ours_roll["foreign"], peer_roll["foreign"]]
+      ours_tokens = ours_roll["tokens"]  # [clips, streams, T], as the peer's
+      memories = streams * _CLIPS.value
+      rollouts.append({"streams": streams, "clips": _CLIPS.value, "window_tokens": templates[-1].length,
+                       "new_tokens": _ROLLOUT_TOKENS.value, "ours": memories / ours_roll["s"],
+                       "peer": memories / peer_roll["s"], "ours_first_s": ours_roll["first_s"],
+                       "agreement": float((ours_tokens == peer_roll["tokens"]).mean())
+                       if ours_tokens.shape == peer_roll["tokens"].shape else 0.0})
+  for figure in (prefill, decode, *rollouts):
     figure["ratio"] = figure["ours"] / figure["peer"]
   result = {"date": datetime.date.today().isoformat(), "machine": machine(), "flags": f" {flags_used}" if flags_used else "",
             "model": os.path.abspath(bf._CHECKPOINT.value) if bf._CHECKPOINT.value else bf._PRESET.value,
             "params": qwen3_vl.count_params(config)["total"], "dtype": bf._DTYPE.value,
-            "ours_compile_s": ours_gen["compile_s"], "prefill": prefill, "decode": decode, "rollout": rollout,
-            "foreign_cpu": max(ours_gen["foreign"], peer_gen["foreign"], ours_roll["foreign"], peer_roll["foreign"]),
+            "ours_compile_s": ours_gen["compile_s"], "prefill": prefill, "decode": decode, "rollouts": rollouts,
+            "foreign_cpu": max(foreign),
             "versions": {"jax": jax.__version__, "torch": torch.__version__,
                          "transformers": __import__("transformers").__version__}}
   text = table(result)
   print(text)
   if result["foreign_cpu"] > 0.1:
     print("WARNING: other processes used the CPU while timing; the rates above are not trustworthy")
-  if bf._DTYPE.value == "float32" and min(decode["agreement"], rollout["agreement"]) < 1.0:
+  if bf._DTYPE.value == "float32" and min(decode["agreement"], *(r["agreement"] for r in rollouts)) < 1.0:
     print("WARNING: in float32 the greedy tokens should agree with transformers everywhere")
   if _APPEND_TO.value:
     old = open(_APPEND_TO.value).read() if os.path.isfile(_APPEND_TO.value) else ""

@@ -6,8 +6,8 @@ memory only, and report Acc / Cov / Prec per task.
 Steps:
 1. Generate a seeded SynthWorld stream and write it as an mp4.
 2. Memorise it with the policy. The default is the SFT policy shipped in assets/synthworld_policy.
-   It reads each 50-s window back from the mp4 through the same decord / processor / generate path
-   that real videos use. --policy=teacher writes the programmatic teacher's memories instead, for
+   It reads each 10-s clip back from the mp4 through the same decord / processor path that real videos
+   use, encodes it once, and writes every window's memory in the jitted window scans (memory.memorise). --policy=teacher writes the programmatic teacher's memories instead, for
    comparison.
 3. Answer each task's questions with the deterministic memory-only reader.
 4. Phase Two (after the shipped policy's table; --nophase_two skips it), from the Phase-One policy shipped
@@ -25,6 +25,7 @@ Steps:
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 from absl import flags
@@ -38,8 +39,10 @@ from taskmem_jax.envs.synthworld.teacher import teacher_episodic_memory
 from taskmem_jax.eval.metrics import format_table, save_json, write_score_events
 from taskmem_jax.eval.plots import plot_tasks
 from taskmem_jax.eval.report import write_report
-from taskmem_jax.memory.loop import RolloutConfig, memorize_stream
-from taskmem_jax.memory.prompt import read_window_prompt
+from taskmem_jax.memory.memorise import ClipStream
+from taskmem_jax.memory.memorise import memorise as memorise_streams
+from taskmem_jax.memory.prompt import read_window_prompt, window_video_item
+from taskmem_jax.memory.sample import WindowSampling
 from taskmem_jax.memory.store import EpisodicMemory, format_seconds, schedule
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
@@ -76,12 +79,14 @@ def memorise(stream: sw.World, video_path: str, policy: str, *, policy_dir: str 
   processor = Qwen3VLProcessor.from_pretrained(policy_dir)
   # L_mem covers the response from </think> on: the JSON wrapper's tokens plus the teacher's budget.
   wrapper = len(processor.tokenizer('</think>{"description": ""}', add_special_tokens=False)["input_ids"])
-  cfg = RolloutConfig(max_new_tokens=max_new_tokens, memory_budget=budget + wrapper, seed=seed)
-  bar = tqdm(total=len(schedule(stream.duration)), desc="memorising", unit="clip", disable=not progress)
-  memory, _ = memorize_stream(model, processor, video_path, stream.duration, cfg, prompt=read_window_prompt(policy_dir),
-                              on_step=lambda _: bar.update())
+  sampling = WindowSampling(max_new_tokens=max_new_tokens, memory_budget=budget + wrapper,
+                            parse_budget=budget + wrapper)
+  clips = ClipStream(len(schedule(stream.duration)), lambda k: window_video_item(video_path, 10.0 * k, 10.0 * k + 10))
+  bar = tqdm(total=clips.num_clips, desc="memorising", unit="clip", disable=not progress)
+  (written,) = memorise_streams(model, processor, [clips], sampling, prompt=read_window_prompt(policy_dir), seed=seed,
+                                on_clip=lambda *_: bar.update())
   bar.close()
-  return memory
+  return written.memory
 
 
 def phase_two(output_dir: str, policy_dir: str, stream: sw.World, questions: dict, progress: bool = True,
@@ -112,8 +117,10 @@ def run(output_dir: str, *, policy: str = "shipped", policy_dir: str = POLICY_DI
   # The shipped policy was trained on one of SynthWorld's renders (its synthworld.json says which).
   stream = sw.generate(seed, sw.policy_world_config(policy_dir, num_clips=clips))
   video_path = sw.write_stream(stream, os.path.join(output_dir, "stream.mp4"))
+  tic = time.perf_counter()
   memory = memorise(stream, video_path, policy, policy_dir=policy_dir, budget=budget, max_new_tokens=max_new_tokens,
                     seed=seed, progress=progress)
+  seconds = {"memorising": time.perf_counter() - tic}
   memory.save(os.path.join(output_dir, "memory.json"))
   questions = sw.make_tasks(stream, questions_per_task or None, seed=seed)
   records, scores = evaluate_memory(stream, memory, questions, answer)
@@ -121,11 +128,16 @@ def run(output_dir: str, *, policy: str = "shipped", policy_dir: str = POLICY_DI
   quality = memory_quality(stream, memory) if len(memory) else {
       "faithfulness": float("nan"), "redundancy": float("nan"), "facts_per_memory": 0.0, "fact_precision": float("nan"), "unparsed": float("nan"),
       "memories": 0}
-  results = {"policy": policy, "seed": seed, "clips": clips, **scores, "memory_quality": quality}
+  results = {"policy": policy, "seed": seed, "clips": clips, **scores, "memory_quality": quality, "seconds": seconds}
   sections = []
   if with_phase_two and policy == "shipped":
+    tic = time.perf_counter()
     adapted, tables, figure = phase_two(output_dir, phase_two_policy_dir, stream, questions, progress,
                                         phase_two_config)
+    seconds["phase_two"] = time.perf_counter() - tic
+    adapters = [a for t in adapted["phase_two"].values() for a in t["adapters"]]
+    seconds["phase_two_rollouts"] = sum(a["rollout_s"] for a in adapters)
+    seconds["phase_two_dpo"] = sum(a["dpo_s"] for a in adapters)
     results.update(adapted)
     sections.append(("Phase Two: task adapters", tables, figure))
   save_json(results, os.path.join(output_dir, "results.json"))
@@ -166,6 +178,10 @@ def main(argv):
   if "phase_two" in results:
     from taskmem_jax.envs.synthworld.phase_two import format_tables
     print("\n" + format_tables(results))
+  took = results["seconds"]
+  print(f"\ntime: memorising {took['memorising']:.1f} s" + (
+      f"; Phase Two {took['phase_two']:.1f} s (adapters' rollouts {took['phase_two_rollouts']:.1f} s, DPO "
+      f"{took['phase_two_dpo']:.1f} s; the rest: memories, evaluation, drift, ceiling)" if "phase_two" in took else ""))
   print(f"results: {os.path.join(FLAGS.output_dir, 'results.json')}; report: "
         f"{os.path.join(FLAGS.output_dir, 'report.html')}; chart: {os.path.join(FLAGS.output_dir, 'scores.png')}")
 

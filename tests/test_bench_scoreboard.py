@@ -43,7 +43,7 @@ def test_scan_rollout_equals_transformers_window_by_window():
   # windows 4 and 5 drop the oldest.
   template, pixels, grid = synthworld_inputs(processor, seeds=(1000, 1001), clips=6, memory_width=48)
   params = SamplingParams(64, stop_token_ids=tuple(processor.stop_token_ids), pad_token_id=processor.pad_token_id)
-  fmt = R.TokenFormat.from_tokenizer(processor.tokenizer)
+  fmt = R.TokenFormat.from_tokenizer(processor.tokenizer, processor.stop_token_ids)
   ours = S.rollout_ours(model, template, pixels, grid, params, fmt, repeats=1)
   peer = S.rollout_peer(POLICY, Qwen3VLConfig.from_json_file(os.path.join(POLICY, "config.json")),
                         template, pixels, grid, params, fmt, repeats=1)
@@ -62,14 +62,14 @@ def test_json_rows_carry_the_tables_figures():
             "versions": {"jax": "0.10.2", "torch": "2.13.0", "transformers": "5.23.0"},
             "prefill": {"rows": 2, "prompt_tokens": 600, "ours": 900.0, "peer": 600.0, "ratio": 1.5},
             "decode": {"rows": 2, "new_tokens": 16, "ours": 50.0, "peer": 20.0, "ratio": 2.5, "agreement": 1.0},
-            "rollout": {"streams": 4, "clips": 10, "window_tokens": 2239, "new_tokens": 32, "ours": 1.2, "peer": 0.4,
-                        "ratio": 3.0, "agreement": 0.998, "ours_first_s": 9.0}}
+            "rollouts": [{"streams": s, "clips": 10, "window_tokens": 2239, "new_tokens": 32, "ours": 0.3 * s,
+                          "peer": 0.4, "ratio": 0.75 * s, "agreement": 0.998, "ours_first_s": 9.0} for s in (1, 4)]}
   lines = [json.loads(line) for line in S.json_lines(result).splitlines()]
-  assert [line["figure"] for line in lines] == ["prefill", "decode", "rollout"]
+  assert [line["figure"] for line in lines] == ["prefill", "decode", "rollout", "rollout"]
   assert all({"figure", "setting", "ours", "theirs", "ratio", "tokens_agree"} <= set(line) for line in lines)
-  assert [line["ratio"] for line in lines] == [1.5, 2.5, 3.0] and lines[2]["theirs"] == 0.4
-  assert lines[0]["tokens_agree"] is None and lines[2]["tokens_agree"] == 0.998
-  assert "4 stream x 10 clips" in lines[2]["setting"]
+  assert [line["ratio"] for line in lines] == [1.5, 2.5, 0.75, 3.0] and lines[3]["theirs"] == 0.4
+  assert lines[0]["tokens_agree"] is None and lines[3]["tokens_agree"] == 0.998
+  assert "1 stream x 10 clips" in lines[2]["setting"] and "4 stream x 10 clips" in lines[3]["setting"]
   table = S.table(result)
   for line in lines:
     assert f"| {line['figure']} | {line['setting']} |" in table and f"{line['ratio']:.2f}x" in table

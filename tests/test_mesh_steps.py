@@ -114,7 +114,7 @@ SCRIPT = textwrap.dedent("""
     pixels = np.random.default_rng(0).standard_normal((2, 3, int(np.prod(grid)), 1536)).astype(np.float32)
     stop = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     sp = SamplingParams(8, stop_token_ids=(stop,), pad_token_id=processor.pad_token_id)
-    fmt = R.TokenFormat(-1, (), -1)
+    fmt = R.TokenFormat(-1, (), (-1,))
     tokens = {}
     for preset in (None, "fsdp_tensor"):
       mesh = None if preset is None else shd.make_mesh(preset)

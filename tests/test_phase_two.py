@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from taskmem_jax.envs import synthworld as sw
-from taskmem_jax.envs.synthworld.adapt import task_keys, world_benchmark, world_preparer
+from taskmem_jax.envs.synthworld.adapt import task_keys, world_benchmark, world_clips, world_preparer
 from taskmem_jax.envs.synthworld.video import render_clip
 from taskmem_jax.eval import streaming
 from taskmem_jax.memory.store import schedule
@@ -14,17 +14,17 @@ from taskmem_jax.phase_two.adapt import Adapter
 
 
 def _fake_writer(calls):
-  """memorize_stream's stand-in: memory "<who> <clip>." for every clip from first_clip on (who: the hint's
-  first question, or "base"), with the video item each window's prepare hook gives."""
-  def write(model, processor, video_path, duration, cfg, *, prompt, task_questions=None, memory=None, first_clip=0,
-            prepare=None, on_step=None, **kwargs):
-    who = task_questions[0] if task_questions else "base"
-    for window in schedule(duration, cfg.interval, cfg.context):
-      if window.clip >= first_clip:
-        item, _, _ = prepare(window, memory.previous(window.clip))
-        calls.append((who, window.clip, item))
-        memory.add(window.clip, f"{who} {window.clip}.")
-    return memory, []
+  """memory.memorise's stand-in: memory "<who> <clip>." for every clip from first_clip on (who: the hint's
+  first question, or "base"), with the video item the stream's clips give."""
+  def write(model, processor, streams, sampling, *, prompt, hint=None, memories=None, first_clip=0, on_clip=None,
+            **kwargs):
+    who = hint[0] if hint else "base"
+    (stream,), (memory,) = streams, memories
+    for clip in range(first_clip, stream.num_clips):
+      calls.append((who, clip, stream.clip_item(clip)))
+      memory.add(clip, f"{who} {clip}.")
+      on_clip(0, clip, None)
+    return []
 
   return write
 
@@ -33,11 +33,11 @@ def _world_evaluation(tmp_path, monkeypatch, deploy):
   world = sw.generate(1000, sw.WorldConfig(num_clips=8))
   tasks = sw.make_tasks(world, seed=1000, tasks=("attribute", "counting"))
   evaluation = streaming.StreamingEvaluation(world_benchmark(world, tasks), str(tmp_path / deploy), (None, None, None),
-                                             deploy=deploy, preparer=world_preparer(world))
+                                             deploy=deploy, preparer=world_preparer(world), clips=world_clips(world))
   evaluation.adapters = {key: Adapter(key, np.zeros((1, 2)), [key], {}) for key in ("attribute@10", "attribute@3",
                                                                                      "counting@2")}
   calls = []
-  monkeypatch.setattr(streaming, "memorize_stream", _fake_writer(calls))
+  monkeypatch.setattr(streaming, "memorise", _fake_writer(calls))
   monkeypatch.setattr(streaming.steer_lib, "set_steer", lambda model, values: None)
   return world, tasks, evaluation, calls
 

@@ -26,47 +26,64 @@ def setup(tmp_path_factory):
   checkpoint = describe.tiny_checkpoint(str(tmp_path_factory.mktemp("rollout")))
   model = qwen3_vl.from_pretrained(checkpoint, dtype=np.float32)
   processor = Qwen3VLProcessor.from_pretrained(checkpoint)
-  template = R.build_template(processor, CLIP_GRID, [2.5, 7.5], WIDTH, prompt=DEFAULT)
+  templates = R.build_templates(processor, CLIP_GRID, [2.5, 7.5], WIDTH, prompt=DEFAULT)
   rng = np.random.default_rng(0)
   pixels = rng.standard_normal((STREAMS, N_CLIPS, int(np.prod(CLIP_GRID)), 1536)).astype(np.float32)
   features, deepstack = R.encode_clips(model, pixels, CLIP_GRID)
   stop = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
   params = SamplingParams(STEPS, stop_token_ids=(stop,), pad_token_id=processor.pad_token_id)
-  return model, processor, template, features, deepstack, params
+  return model, processor, templates, features, deepstack, params
 
 
 def format_from_first_window(setup):
   """A token format that the random model's greedy first response satisfies (row 0): its once-only
   token plays </think>, and a later token plays the closing quote, so memories flow into the ring."""
-  model, _, template, features, deepstack, params = setup
-  probe = R.rollout_reference(model, template, features[:1, :1], [d[:1, :1] for d in deepstack], params,
-                              R.TokenFormat(-1, (), -1))
+  model, _, templates, features, deepstack, params = setup
+  probe = R.rollout_reference(model, templates[-1], features[:1, :1], [d[:1, :1] for d in deepstack], params,
+                              R.TokenFormat(-1, (), (-1,)))
   row = probe.tokens[0, 0]
   values, counts = np.unique(row[:4], return_counts=True)
   once = [v for v in row[:4] if counts[values == v][0] == 1 and (row == v).sum() == 1]
   end = int(np.argmax(row == once[0]))
   close = next(int(v) for v in row[end + 3:] if v != once[0])
-  return R.TokenFormat(int(once[0]), (), close)
+  return R.TokenFormat(int(once[0]), (), (close,))
 
 
 @pytest.mark.slow
 def test_scan_equals_python_loop(setup):
-  model, _, template, features, deepstack, params = setup
+  """Bucketed windows (the first 4 in buffers of their own size), chunks of 3 windows, streams of 7 and 5
+  clips: the same tokens as the loop over compact prompts, stream by stream; resuming at clip 5 from the ring
+  gives the same windows again."""
+  model, _, templates, features, deepstack, params = setup
   fmt = format_from_first_window(setup)
-  scan = R.rollout(model, template, features, deepstack, params, fmt)
-  loop = R.rollout_reference(model, template, features, deepstack, params, fmt)
+  chunks = []
+  scan = R.rollout(model, templates, features, deepstack, params, fmt, num_clips=[N_CLIPS, 5], chunk=3,
+                   on_chunk=lambda clips, out: chunks.append(clips))
+  loop = R.rollout_reference(model, templates[-1], features, deepstack, params, fmt)
+  short = R.rollout_reference(model, templates[-1], features[1:, :5], [d[1:, :5] for d in deepstack], params, fmt)
   assert (scan.memory_lengths > 0).any(), "no memory was ever written: the test would not exercise the ring"
-  np.testing.assert_array_equal(scan.tokens, loop.tokens)
-  np.testing.assert_array_equal(scan.lengths, loop.lengths)
-  np.testing.assert_array_equal(scan.memories, loop.memories)
-  np.testing.assert_array_equal(scan.memory_lengths, loop.memory_lengths)
-  np.testing.assert_allclose(scan.logprobs, loop.logprobs, atol=1e-4)
+  assert chunks == [[0], [1], [2], [3], [4, 5, 6]]
+  np.testing.assert_array_equal(scan.tokens[:, 0], loop.tokens[:, 0])
+  np.testing.assert_array_equal(scan.tokens[:5, 1], short.tokens[:, 0])
+  assert not scan.tokens[5:, 1].any() and not scan.lengths[5:, 1].any()  # the short stream has ended
+  np.testing.assert_array_equal(scan.lengths[:, 0], loop.lengths[:, 0])
+  np.testing.assert_array_equal(scan.memories[:, 0], loop.memories[:, 0])
+  np.testing.assert_array_equal(scan.memory_lengths[:, 0], loop.memory_lengths[:, 0])
+  np.testing.assert_allclose(scan.logprobs[:, 0], loop.logprobs[:, 0], atol=1e-4)
+  # Resumed at clip 5 from the ring the first 5 windows left (row 0 only: the short stream is done).
+  ring = np.zeros((1, 4, WIDTH), np.int32), np.zeros((1, 4), np.int32)
+  for k in range(5):
+    ring = tuple(np.asarray(x) for x in R.push(*ring, scan.memories[k, :1], scan.memory_lengths[k, :1]))
+  resumed = R.rollout(model, templates, features[:1], [d[:1] for d in deepstack], params, fmt, first_clip=5,
+                      ring=ring, chunk=3)
+  np.testing.assert_array_equal(resumed.tokens, scan.tokens[5:, :1])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["official", "video_last"])
 def test_buffer_step_logits_equal_the_compact_prompt(setup, layout):
-  model, processor, template, features, deepstack, params = setup
+  model, processor, templates, features, deepstack, params = setup
+  template = templates[-1]
   if layout != DEFAULT.layout:
     template = R.build_template(processor, CLIP_GRID, [2.5, 7.5], WIDTH,
                                 prompt=dataclasses.replace(DEFAULT, layout=layout))
@@ -91,31 +108,37 @@ def test_buffer_step_logits_equal_the_compact_prompt(setup, layout):
 
 
 def test_cut_memory():
-  fmt = R.TokenFormat(think_end=9, prefix=(7, 8), close=5)
+  fmt = R.TokenFormat(think_end=9, prefix=(7, 8), close=(5, 6), stops=(2,))
   tokens = jnp.asarray([
-      [1, 9, 7, 8, 3, 4, 5, 0],   # ok: memory [3, 4]
-      [1, 9, 7, 8, 5, 0, 0, 0],   # empty memory
-      [9, 9, 7, 8, 3, 5, 0, 0],   # two think ends
-      [1, 9, 7, 2, 3, 5, 0, 0],   # prefix broken
-      [1, 9, 7, 8, 3, 4, 4, 4],   # never closed
-      [9, 7, 8, 1, 2, 3, 4, 5],   # too long for width 3
+      [1, 9, 7, 8, 3, 4, 5, 6, 2],   # ok: memory [3, 4]
+      [1, 9, 7, 8, 5, 6, 2, 0, 0],   # empty memory
+      [9, 9, 7, 8, 3, 5, 6, 2, 0],   # two think ends
+      [1, 9, 7, 2, 3, 5, 6, 2, 0],   # prefix broken
+      [1, 9, 7, 8, 3, 4, 4, 4, 4],   # never closed
+      [9, 7, 8, 1, 2, 3, 4, 5, 6],   # too long for width 3
+      [1, 9, 7, 8, 3, 5, 2, 0, 0],   # half a close (cut by the budget): not JSON
+      [1, 9, 7, 8, 3, 5, 6, 3, 2],   # text after the close
+      [0, 1, 9, 7, 8, 3, 3, 5, 6],   # closed at the very end: ok
   ])
   memory, length = R.cut_memory(tokens, fmt, 3)
-  assert np.asarray(length).tolist() == [2, 0, 0, 0, 0, 0]
-  assert np.asarray(memory)[0].tolist() == [3, 4, 0]
+  assert np.asarray(length).tolist() == [2, 0, 0, 0, 0, 0, 0, 0, 2]
+  assert np.asarray(memory)[0].tolist() == [3, 4, 0] and np.asarray(memory)[8].tolist() == [3, 3, 0]
 
 
 @pytest.mark.slow
 def test_samples_per_stream_are_independent_trajectories(setup):
-  model, _, template, features, deepstack, params = setup
+  model, _, templates, features, deepstack, params = setup
   fmt = format_from_first_window(setup)
   sampled = SamplingParams(STEPS, temperature=1.0, stop_token_ids=params.stop_token_ids,
                            pad_token_id=params.pad_token_id)
-  out = R.rollout(model, template, features[:, :3], [d[:, :3] for d in deepstack], sampled, fmt, seed=4,
+  out = R.rollout(model, templates, features[:, :3], [d[:, :3] for d in deepstack], sampled, fmt, seed=4,
                   num_samples=3)
   assert out.tokens.shape == (3, STREAMS * 3, STEPS)
   assert len({out.tokens[0, r].tobytes() for r in range(3)}) > 1  # one stream's samples differ
-  greedy = R.rollout(model, template, features[:, :3], [d[:, :3] for d in deepstack], params, fmt, num_samples=2)
+  again = R.rollout(model, templates, features[:, :3], [d[:, :3] for d in deepstack], sampled, fmt, seed=4,
+                    num_samples=3, chunk=1)
+  np.testing.assert_array_equal(again.tokens, out.tokens)  # reproducible, however it is chunked
+  greedy = R.rollout(model, templates, features[:, :3], [d[:, :3] for d in deepstack], params, fmt, num_samples=2)
   np.testing.assert_array_equal(greedy.tokens[:, 0::2], greedy.tokens[:, 1::2])  # and agree when greedy
 
 

@@ -96,29 +96,32 @@ def test_run_resume_and_bad_stream(tmp_path, monkeypatch):
   def no_memorising(*args, **kwargs):
     raise AssertionError("memory recomputed")
 
+  real_memorise = streaming.memorise
+
   monkeypatch.setattr(streaming, "memorize_stream", no_memorising)
+  monkeypatch.setattr(streaming, "memorise", no_memorising)
   again = streaming.StreamingEvaluation(Benchmark("synthworld", bench.streams[::2]), work, policy, reader_answerer,
                                         cfg=cfg).run(progress=False)
   rows = [json.loads(line) for line in open(os.path.join(work, "answers.jsonl"))]
   assert len(rows) == len(answered) and [r["qid"] for r in rows[-2:]] == [r["qid"] for r in answered[-2:]]
   assert again["overall"]["acc"] == scores["overall"]["acc"]
-  # A memory cut mid-stream continues from the next clip.
+  # A memory cut mid-stream (a run killed after its first window) continues from the next clip, through the
+  # scan, from the ring of the memory saved, and ends with the memory of the uninterrupted run.
   stream = bench.streams[0]
   path = os.path.join(work, "memories", "base", f"{stream.sid}.json")
   os.remove(path + ".done")
   memory = EpisodicMemory.load(path)
-  kept = EpisodicMemory(10, {c: d for c, d in memory.items() if c < 1})
-  kept.save(path)
-  open(path + ".next", "w").write("1")  # as a run killed after its first window leaves it
+  EpisodicMemory(10, {c: d for c, d in memory.items() if c < 1}).save(path)
+  open(path + ".next", "w").write("1")
   seen = {}
 
   def record(*args, **kwargs):
     seen["first_clip"] = kwargs["first_clip"]
-    return kwargs["memory"], []
+    return real_memorise(*args, **kwargs)
 
-  monkeypatch.setattr(streaming, "memorize_stream", record)
-  streaming.StreamingEvaluation(bench, work, policy, reader_answerer, cfg=cfg).memory(stream, "base")
-  assert seen["first_clip"] == 1
+  monkeypatch.setattr(streaming, "memorise", record)
+  resumed = streaming.StreamingEvaluation(bench, work, policy, reader_answerer, cfg=cfg).memory(stream, "base")
+  assert seen["first_clip"] == 1 and resumed.items() == memory.items() and len(memory) == 3
 
 
 def test_free_form_questions_are_graded_and_abstentions_counted(tmp_path, monkeypatch):

@@ -37,8 +37,9 @@ from taskmem_jax.eval.metrics import score
 from taskmem_jax.io import atomic_write_text, safe_filename
 from taskmem_jax.memory.identities import to_global, to_local, window_ids
 from taskmem_jax.memory.loop import RolloutConfig, memorize_stream
+from taskmem_jax.memory.memorise import ClipStream, memorise
 from taskmem_jax.memory.prompt import window_video_item
-from taskmem_jax.memory.store import EpisodicMemory
+from taskmem_jax.memory.store import EpisodicMemory, schedule
 from taskmem_jax.processing.video import VideoClip, read_video, video_duration
 
 
@@ -114,6 +115,17 @@ def window_preparer(stream: Stream) -> Callable:
   return prepare
 
 
+def plain_clips(stream: Stream, interval: int = 10) -> ClipStream | None:
+  """The scan's source for a stream of one file and no overlays: its whole clips, read from the file. None for
+  other streams (overlays renumber identities per window; several files may leave gaps): the window loop
+  writes those. A final partial clip is left to the loop too (its grid differs)."""
+  if stream.subtitles or stream.tracks or len(stream.segments) != 1 or stream.segments[0].start != 0:
+    return None
+  path = stream.segments[0].path
+  whole = int(math.floor(stream_duration(stream) / interval + 1e-9))
+  return ClipStream(whole, lambda k: window_video_item(path, k * interval, (k + 1) * interval))
+
+
 def stream_duration(stream: Stream) -> float:
   if stream.duration is not None:
     return float(stream.duration)
@@ -150,19 +162,21 @@ class StreamingEvaluation:
   of the adapter with the largest N <= i (memory_tag). egolife_context: what an EgoLife question is answered
   from: "official" (eval/answer_context.py: its CURRENT minute and its TARGET minutes, on any earlier day) or
   "day" (that day's memory up to the question). deploy: "regenerate" (official) or "causal" (module docstring).
-  preparer(stream) -> the memory writer's prepare hook (window -> video item, ...): window_preparer (the
-  stream's files) unless the streams are rendered another way (SynthWorld worlds, in memory).
+  clips(stream, interval) -> memory.memorise.ClipStream or None: the stream's whole clips for the jitted window
+  scan (memory.memorise), plain_clips by default; the windows it does not cover (None: all of them; a final
+  partial clip) go through the window loop with preparer(stream) -> its prepare hook (window -> video item,
+  ...), window_preparer (the stream's files, overlays rendered) by default.
   """
 
   def __init__(self, benchmark: Benchmark, workdir: str, policy, answer_mc: Callable | None = None,
                answer_free: Callable | None = None, grade: Callable | None = None, cfg: StreamingConfig | None = None,
                adapters: dict | None = None, update_after: int = 0, egolife_context: str = "official",
-               deploy: str = "regenerate", preparer: Callable = window_preparer):
+               deploy: str = "regenerate", preparer: Callable = window_preparer, clips: Callable = plain_clips):
     if egolife_context not in ("official", "day"):
       raise ValueError(f"egolife_context={egolife_context!r}: expected 'official' or 'day'")
     if deploy not in ("regenerate", "causal"):
       raise ValueError(f"deploy={deploy!r}: expected 'regenerate' (official) or 'causal'")
-    self.deploy, self.preparer = deploy, preparer
+    self.deploy, self.preparer, self.clips = deploy, preparer, clips
     self.egolife_context = egolife_context
     self.benchmark, self.workdir = benchmark, workdir
     if len(policy) != 3:
@@ -302,20 +316,28 @@ class StreamingEvaluation:
       atomic_write_text(sampling_path, json.dumps({k: getattr(rollout, k) for k in
                                                    ("temperature", "top_p", "top_k", "seed")}))
 
-    def saved(record):
+    def saved(clip):
       memory.save(path)
-      atomic_write_text(next_path, str(record.window.clip + 1))
+      atomic_write_text(next_path, str(clip + 1))
 
     if first is not None:  # None: the adapter starts after the stream's end, nothing to write
-      if adapter is not None:
-        steer_lib.set_steer(self.model, adapter.values)
-      try:
-        memorize_stream(self.model, self.processor, None, stream_duration(stream), rollout, prompt=self.prompt,
-                        task_questions=list(adapter.hint) if adapter is not None else None, memory=memory,
-                        first_clip=first, prepare=self.preparer(stream), on_step=saved)
-      finally:
+      hint = list(adapter.hint) if adapter is not None else None
+      source = self.clips(stream, self.cfg.interval)
+      if source is not None and first < source.num_clips:
+        memorise(self.model, self.processor, [source], rollout.sampling(), prompt=self.prompt, hint=hint,
+                 steer=None if adapter is None else adapter.values, seed=rollout.seed, memories=[memory],
+                 first_clip=first, interval=self.cfg.interval, on_clip=lambda row, clip, _: saved(clip))
+        first = source.num_clips
+      if first < len(schedule(stream_duration(stream), self.cfg.interval, self.cfg.context)):  # the loop's windows
         if adapter is not None:
-          steer_lib.set_steer(self.model, np.zeros_like(adapter.values))
+          steer_lib.set_steer(self.model, adapter.values)
+        try:
+          memorize_stream(self.model, self.processor, None, stream_duration(stream), rollout, prompt=self.prompt,
+                          task_questions=hint, memory=memory, first_clip=first, prepare=self.preparer(stream),
+                          on_step=lambda record: saved(record.window.clip))
+        finally:
+          if adapter is not None:
+            steer_lib.set_steer(self.model, np.zeros_like(adapter.values))
     memory.save(path)
     atomic_write_text(done_path, "")
     return memory

@@ -21,6 +21,7 @@ in as token ids.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import re
@@ -47,16 +48,18 @@ _MEMORY_SENTINEL = "MEMORYSLOT{}"
 @dataclasses.dataclass(frozen=True)
 class TokenFormat:
   """Where the memory sits in a response, at the token level: after the one think_end token comes
-  `prefix` (the tokens of '{"description": "'), then the memory, then a token equal to close (the
-  first token of '"}')."""
+  `prefix` (the tokens of '{"description": "'), then the memory, then `close` (the tokens of '"}'), then one of
+  `stops` or the end of the tokens (stops empty: anything may follow)."""
   think_end: int
   prefix: tuple[int, ...]
-  close: int
+  close: tuple[int, ...]
+  stops: tuple[int, ...] = ()
 
   @classmethod
-  def from_tokenizer(cls, tokenizer) -> "TokenFormat":
-    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
-    return cls(tokenizer.convert_tokens_to_ids("</think>"), tuple(encode('{"description": "')), encode('"}')[0])
+  def from_tokenizer(cls, tokenizer, stops=()) -> "TokenFormat":
+    encode = lambda text: tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return cls(tokenizer.convert_tokens_to_ids("</think>"), encode('{"description": "'), encode('"}'),
+               tuple(int(x) for x in stops))
 
 
 class WindowTemplate(NamedTuple):
@@ -78,6 +81,7 @@ class WindowTemplate(NamedTuple):
   memory_width: int
   clip_tokens: int
   clip_grid: tuple[int, int, int]
+  clip_slots: int = CLIP_SLOTS
 
   @property
   def length(self) -> int:
@@ -86,10 +90,12 @@ class WindowTemplate(NamedTuple):
 
 def build_template(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memory_width: int,
                    task_questions: list[str] | None = None, interval: float = 10.0, *,
-                   prompt: WindowPrompt) -> WindowTemplate:
+                   prompt: WindowPrompt, clip_slots: int = CLIP_SLOTS) -> WindowTemplate:
   """The window prompt (prompt: the policy's, memory.prompt.read_window_prompt) as a buffer: clip slot j shows a clip of grid clip_grid (t, h, w) whose frame
   groups sit at interval*j + clip_timestamps seconds of the window; memory slots hold memory_width
-  tokens each."""
+  tokens each. clip_slots < 5: the buffer of a stream's first windows, which show fewer clips."""
+  if not 1 <= clip_slots <= CLIP_SLOTS:
+    raise ValueError(f"clip_slots={clip_slots}: a window shows 1 to {CLIP_SLOTS} clips")
   tokenizer, config = processor.tokenizer, processor.config
   encode = lambda text: list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
   t, h, w = (int(x) for x in clip_grid)
@@ -140,7 +146,7 @@ def build_template(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memo
       else:
         add_text(piece)
     elif piece == VIDEO_PAD:
-      for j in range(CLIP_SLOTS):
+      for j in range(clip_slots):
         for g, seconds in enumerate(clip_timestamps):
           stamp = encode(f"<{interval * j + seconds:.1f} seconds>") + [config.vision_start_token_id]
           add(stamp, text_slots(len(stamp)), clip=j)
@@ -153,17 +159,18 @@ def build_template(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memo
   as_int = lambda x: np.asarray(x, np.int32)
   return WindowTemplate(as_int(ids), np.asarray(fixed, bool), as_int(clip_slot), as_int(memory_slot),
                         as_int(memory_offset), as_int(separator_of), as_int(vision_offset), concat(parts),
-                        memory_width, t * per_group, (t, h, w))
+                        memory_width, t * per_group, (t, h, w), clip_slots)
 
 
 def window_mask(template: WindowTemplate, step, ring_lengths):
   """Which slots hold real tokens at scan step `step` (clip `step` is new). ring_lengths: [B, 4].
 
   Clip slots fill left to right until the window is full; memories are right-aligned in the ring.
-  Returns (mask [B, L] int32, clip of each slot [5] int32).
+  Returns (mask [B, L] int32, clip of each slot [S] int32, S = template.clip_slots).
   """
-  slots = jnp.arange(CLIP_SLOTS)
-  clip_of_slot = jnp.where(step < CLIP_SLOTS - 1, slots, step - (CLIP_SLOTS - 1) + slots)
+  last = template.clip_slots - 1
+  slots = jnp.arange(template.clip_slots)
+  clip_of_slot = jnp.where(step < last, slots, step - last + slots)
   clip_real = (clip_of_slot <= step)[jnp.maximum(template.clip_slot, 0)] & (template.clip_slot >= 0)
   has = ring_lengths > 0  # [B, 4]
   memory_real = (template.memory_slot >= 0)[None] & (
@@ -178,9 +185,9 @@ def window_mask(template: WindowTemplate, step, ring_lengths):
 
 def window_inputs(template: WindowTemplate, step, ring_tokens, ring_lengths) -> tuple[ModelInputs, Array]:
   """The buffer prompt of one step for a batch (ring_tokens [B, 4, M], ring_lengths [B, 4]), and the
-  clip each clip slot shows [5] (window_mask).
+  clip each clip slot shows [S] (window_mask; S = template.clip_slots).
 
-  vision_index points into features laid out [B, 5 slots, clip_tokens] (flattened), see gather_features.
+  vision_index points into features laid out [B, S slots, clip_tokens] (flattened), see gather_features.
   """
   b = ring_tokens.shape[0]
   mask, clip_of_slot = window_mask(template, step, ring_lengths)
@@ -188,22 +195,22 @@ def window_inputs(template: WindowTemplate, step, ring_tokens, ring_lengths) -> 
   spliced = ring_tokens[:, jnp.maximum(template.memory_slot, 0), jnp.maximum(template.memory_offset, 0)]
   ids = jnp.where(memory[None], spliced, jnp.asarray(template.ids)[None])
   positions, deltas = layout_positions(template.layout, mask)
-  per_row = CLIP_SLOTS * template.clip_tokens
+  per_row = template.clip_slots * template.clip_tokens
   vision = jnp.asarray(template.vision_offset)[None]
   vision_index = jnp.where(vision >= 0, vision + per_row * jnp.arange(b)[:, None], -1)
   return ModelInputs(ids.astype(jnp.int32), mask, positions, deltas, vision_index.astype(jnp.int32)), clip_of_slot
 
 
 def gather_features(features, deepstack, clip_of_slot):
-  """features: [B, n_clips, clip_tokens, H] -> the window's [B * 5 * clip_tokens, H] (and DeepStack)."""
+  """features: [B, n_clips, clip_tokens, H] -> the window's [B * S * clip_tokens, H] (and DeepStack)."""
   take = lambda f: f[:, clip_of_slot].reshape(-1, f.shape[-1])
   return take(features), [take(d) for d in deepstack]
 
 
 def cut_memory(tokens: Array, fmt: TokenFormat, width: int) -> tuple[Array, Array]:
   """tokens: [B, T] responses -> (memory tokens [B, width], 0-padded; lengths [B], 0 when the
-  response breaks the format: not exactly one think_end, no prefix after it, no close, empty, or
-  longer than width)."""
+  response breaks the format: not exactly one think_end, no prefix after it, no close after the memory (or
+  the close not followed by a stop or the end), empty, or longer than width)."""
   t = tokens.shape[1]
   is_end = tokens == fmt.think_end
   end = jnp.argmax(is_end, axis=1)
@@ -211,9 +218,17 @@ def cut_memory(tokens: Array, fmt: TokenFormat, width: int) -> tuple[Array, Arra
   prefix = jnp.asarray(fmt.prefix or (0,), jnp.int32)
   at = jnp.minimum(end[:, None] + 1 + jnp.arange(len(prefix)), t - 1)
   prefix_ok = jnp.all(jnp.take_along_axis(tokens, at, axis=1) == prefix[None], axis=1) if fmt.prefix else True
-  closes = (tokens == fmt.close) & (jnp.arange(t)[None] >= start[:, None])
-  length = jnp.argmax(closes, axis=1) - start
+  n = len(fmt.close)
+  index = jnp.minimum(jnp.arange(t)[:, None] + jnp.arange(n)[None], t - 1)  # [T, n]
+  closes = jnp.all(tokens[:, index] == jnp.asarray(fmt.close, jnp.int32)[None, None], axis=2)
+  closes &= (jnp.arange(t)[None] >= start[:, None]) & (jnp.arange(t) + n <= t)[None]
+  close_at = jnp.argmax(closes, axis=1)
+  length = close_at - start
   ok = (jnp.sum(is_end, axis=1) == 1) & prefix_ok & jnp.any(closes, axis=1) & (length > 0) & (length <= width)
+  if fmt.stops:  # what follows the close: a stop token, or nothing
+    after = close_at + n
+    follower = jnp.take_along_axis(tokens, jnp.minimum(after, t - 1)[:, None], axis=1)[:, 0]
+    ok &= (after >= t) | jnp.isin(follower, jnp.asarray(fmt.stops, jnp.int32))
   length = jnp.where(ok, length, 0)
   picked = jnp.take_along_axis(tokens, jnp.minimum(start[:, None] + jnp.arange(width), t - 1), axis=1)
   return jnp.where(jnp.arange(width)[None] < length[:, None], picked, 0), length
@@ -235,39 +250,88 @@ class RolloutOutput(NamedTuple):
   memory_lengths: np.ndarray
 
 
+def build_templates(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memory_width: int,
+                    task_questions: list[str] | None = None, interval: float = 10.0, *,
+                    prompt: WindowPrompt) -> tuple[WindowTemplate, ...]:
+  """build_template for 1 .. 5 clip slots, each left-padded to its geometric bucket (pad_template):
+  templates[c - 1] is the buffer of a window showing c clips. A stream's first 4 windows use the small ones, so
+  they do not pay for the full window's empty slots; and prompts whose lengths share a bucket (with and
+  without a hint, another policy's prompt) share the compiled programs, since the buffer's contents are
+  inputs of the program, not constants."""
+  return tuple(pad_template(build_template(processor, clip_grid, clip_timestamps, memory_width, task_questions,
+                                           interval, prompt=prompt, clip_slots=c))
+               for c in range(1, CLIP_SLOTS + 1))
+
+
+def pad_template(template: WindowTemplate, length: int | None = None) -> WindowTemplate:
+  """The template left-padded with masked slots to `length` (default: sampler.geometric_bucket of its length).
+  Masked slots hold no token and move no position, and the last slot stays the prompt's last."""
+  length = sampler.geometric_bucket(template.length) if length is None else length
+  extra = length - template.length
+  if extra < 0:
+    raise ValueError(f"pad_template: length {length} is shorter than the template's {template.length}")
+  pad = lambda x, value: np.concatenate([np.full(extra, value, x.dtype), x])
+  layout = BufferLayout(pad(template.layout.advance, 0), pad(template.layout.row, 0), pad(template.layout.col, 0),
+                        pad(template.layout.vision, False))
+  return template._replace(ids=pad(template.ids, 0), fixed=pad(template.fixed, False),
+                           clip_slot=pad(template.clip_slot, -1), memory_slot=pad(template.memory_slot, -1),
+                           memory_offset=pad(template.memory_offset, -1), separator_of=pad(template.separator_of, -1),
+                           vision_offset=pad(template.vision_offset, -1), layout=layout)
+
+
+_ARRAYS = ("ids", "fixed", "clip_slot", "memory_slot", "memory_offset", "separator_of", "vision_offset", "layout")
+_SHAPE = ("memory_width", "clip_tokens", "clip_grid", "clip_slots")
+
+
+# How often each program was traced (a compile-count test reads it).
+TRACE_COUNTS: collections.Counter = collections.Counter()
+
+
 @shd.in_mesh_of_args
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _scan(graphdef, template: "_Static", params: sampler.SamplingParams, fmt: TokenFormat, state, features, deepstack,
-          rng):
-  model = nnx.merge(graphdef, state)
-  template = template.value
-  b, n_clips = features.shape[:2]
-  m = template.memory_width
-  cache_len = template.length + params.max_new_tokens
+def _windows(graphdef, shape: tuple, params: sampler.SamplingParams, fmt: TokenFormat, state, arrays, features,
+             deepstack, first_clip, steps, keys, valid, ring_tokens, ring_lengths):
+  """A jitted scan over consecutive windows of B rows, each window prefilled and decoded in full.
 
-  def step(carry, k):
-    ring_tokens, ring_lengths, rng = carry
-    rng, key = jax.random.split(rng)
-    inputs, clip_of_slot = window_inputs(template, k, ring_tokens, ring_lengths)
-    feats, ds = gather_features(features, deepstack, clip_of_slot)
+  The template is its arrays (traced: `arrays`, the _ARRAYS fields) and its static shape (`shape`, the _SHAPE
+  fields), so the program depends on the buffer's length, not on its text.
+
+  features: [B, F, clip_tokens, H] (and DeepStack) for clips first_clip .. first_clip + F - 1 (zeros where a
+  stream has no clip); steps: [n] the window's new clip; keys: [n] its RNG key; valid: [n, B] whether row b
+  has that window (else its ring is kept and its outputs are zeros; a window no row has is skipped).
+  Returns (ring_tokens [B, 4, M], ring_lengths [B, 4], per window: tokens, logprobs [n, B, T], lengths,
+  memory_lengths [n, B], memories [n, B, M]).
+  """
+  TRACE_COUNTS["windows"] += 1
+  model = nnx.merge(graphdef, state)
+  template = WindowTemplate(**dict(zip(_ARRAYS, arrays)), **dict(zip(_SHAPE, shape)))
+  b, m, t = features.shape[0], template.memory_width, params.max_new_tokens
+  cache_len = template.length + t
+
+  def window(ring_tokens, ring_lengths, step, key):
+    inputs, clip_of_slot = window_inputs(template, step, ring_tokens, ring_lengths)
+    feats, ds = gather_features(features, deepstack, jnp.clip(clip_of_slot - first_clip, 0, features.shape[1] - 1))
     logits, cache, kv_mask, next_position = sampler.prefill(model, inputs, cache_len, 1, feats, ds)
     out = sampler.decode(model, sampler.init_decode_state(logits, cache, params, key), kv_mask, next_position,
-                         template.length, params, params.max_new_tokens)
+                         template.length, params, t)
     memory, length = cut_memory(out.tokens, fmt, m)
-    lengths = sampler.response_lengths(out.tokens, out.step, params.stop_token_ids)
-    ring_tokens, ring_lengths = push(ring_tokens, ring_lengths, memory, length)
-    return (ring_tokens, ring_lengths, rng), (out.tokens, out.logprobs, lengths, memory, length)
+    return out.tokens, out.logprobs, sampler.response_lengths(out.tokens, out.step, params.stop_token_ids), memory, length
 
-  carry = (jnp.zeros((b, MAX_PREVIOUS, m), jnp.int32), jnp.zeros((b, MAX_PREVIOUS), jnp.int32), rng)
-  _, ys = jax.lax.scan(step, carry, jnp.arange(n_clips))
-  return ys
+  def skipped(*_):
+    return (jnp.zeros((b, t), jnp.int32), jnp.zeros((b, t), jnp.float32), jnp.zeros((b,), jnp.int32),
+            jnp.zeros((b, m), jnp.int32), jnp.zeros((b,), jnp.int32))
 
+  def step(carry, xs):
+    ring_tokens, ring_lengths = carry
+    k, key, ok = xs
+    ys = jax.lax.cond(jnp.any(ok), window, skipped, ring_tokens, ring_lengths, k, key)
+    ys = tuple(jnp.where(ok.reshape(-1, *[1] * (y.ndim - 1)), y, 0) for y in ys)
+    pushed_tokens, pushed_lengths = push(ring_tokens, ring_lengths, ys[3], ys[4])
+    ring_tokens = jnp.where(ok[:, None, None], pushed_tokens, ring_tokens)
+    ring_lengths = jnp.where(ok[:, None], pushed_lengths, ring_lengths)
+    return (ring_tokens, ring_lengths), ys
 
-class _Static:
-  """Hashable-by-identity wrapper, so a template of NumPy arrays can be a static jit argument."""
-
-  def __init__(self, value):
-    self.value = value
+  return jax.lax.scan(step, (ring_tokens, ring_lengths), (steps, keys, valid))
 
 
 def encode_clips(model, clips_pixels, clip_grid) -> tuple[Array, list[Array]]:
@@ -281,30 +345,103 @@ def encode_clips(model, clips_pixels, clip_grid) -> tuple[Array, list[Array]]:
   return shape(features), [shape(d) for d in deepstack]
 
 
-def rollout(model, template: WindowTemplate, features, deepstack, params: sampler.SamplingParams, fmt: TokenFormat,
-            seed: int = 0, num_samples: int = 1, mesh=None, preset="fsdp") -> RolloutOutput:
-  """Memorises B streams of n clips each (features from encode_clips) in one jitted scan.
+def window_calls(templates, first_clip: int, end_clip: int, chunk: int) -> list[tuple[WindowTemplate, list[int]]]:
+  """How the windows first_clip .. end_clip - 1 are grouped into program calls: (template, its windows' new
+  clips). With one template per clip count (build_templates), each of a stream's first 4 windows is a call of
+  its own size; then chunks of `chunk` windows of the full template. With a single template, every call is a
+  chunk of that template. The last chunk is padded up to `chunk` (valid=False), so one program serves every
+  stream length."""
+  templates = (templates,) if isinstance(templates, WindowTemplate) else tuple(templates)
+  if len(templates) not in (1, CLIP_SLOTS) or templates[-1].clip_slots != CLIP_SLOTS:
+    raise ValueError(f"templates: give one full window template or build_templates' {CLIP_SLOTS}, got "
+                     f"{[t.clip_slots for t in templates]} clip slots")
+  calls, k = [], first_clip
+  while k < end_clip:
+    if len(templates) > 1 and k < CLIP_SLOTS - 1:
+      calls.append((templates[k], [k]))
+      k += 1
+    else:
+      calls.append((templates[-1], list(range(k, k + chunk))))
+      k += chunk
+  return calls
 
-  num_samples > 1 runs that many independent trajectories per stream (each with its own memories);
-  rows come out grouped by stream: row b * num_samples + s is sample s of stream b.
+
+def rollout(model, templates, features, deepstack, params: sampler.SamplingParams, fmt: TokenFormat,
+            seed: int = 0, num_samples: int = 1, mesh=None, preset="fsdp", *, num_clips=None, first_clip: int = 0,
+            ring=None, chunk: int = 8, on_chunk=None, clip_offset: int = 0) -> RolloutOutput:
+  """Memorises B streams (features [B, n, clip_tokens, H] from encode_clips: clips 0 .. n-1) in jitted scans.
+
+  templates: build_templates' buffers by clip count, or one full template (every window then fills the full
+  buffer). num_clips: [B] each stream's length (default n; a shorter stream stops early). first_clip, ring:
+  start at window first_clip with ring = (tokens [B, 4, M], lengths [B, 4]), the memories of the 4 clips
+  before it (default: none). num_samples > 1 runs that many independent trajectories per stream; row
+  b * num_samples + s is sample s of stream b. Window k draws with the key fold_in(key(seed), clip_offset + k)
+  (clip_offset: the stream clip that features[:, 0] is), so a sampled rollout does not depend on how it is
+  chunked or where it was resumed. on_chunk(clips, RolloutOutput of those clips): called
+  as each call's outputs reach the host (the next call is already running), e.g. to save progress.
+
+  Returns the outputs of windows first_clip .. max(num_clips) - 1 (leading axis), rows as above.
 
   Sharded params: a model whose params are already placed (from_pretrained(..., mesh=)) runs as it is,
   its arrays passed to the jitted scan with their shardings (nothing gathers them to one device); with
   `mesh`, the params are first placed with sharding.param_shardings under `preset`.
   """
+  features = np.asarray(features)
+  deepstack = [np.asarray(d) for d in deepstack]
+  b, n = features.shape[:2]
+  lengths = np.full(b, n) if num_clips is None else np.asarray(num_clips)
+  if lengths.shape != (b,) or (lengths > n).any():
+    raise ValueError(f"num_clips: {lengths.tolist()} for features of {b} streams of {n} clips")
   if num_samples > 1:
-    features = jnp.repeat(features, num_samples, axis=0)
-    deepstack = [jnp.repeat(d, num_samples, axis=0) for d in deepstack]
+    features, lengths = np.repeat(features, num_samples, axis=0), np.repeat(lengths, num_samples)
+    deepstack = [np.repeat(d, num_samples, axis=0) for d in deepstack]
+    ring = None if ring is None else tuple(np.repeat(np.asarray(r), num_samples, axis=0) for r in ring)
+  rows = len(lengths)
+  calls = window_calls(templates, first_clip, int(lengths.max()), chunk)
+  width = calls[0][0].memory_width
+  if ring is None:
+    ring = (np.zeros((rows, MAX_PREVIOUS, width), np.int32), np.zeros((rows, MAX_PREVIOUS), np.int32))
+  ring_tokens, ring_lengths = (jnp.asarray(r, jnp.int32) for r in ring)
   graphdef, state = nnx.split(model)
   if mesh is not None:
     state = jax.device_put(state, shd.param_shardings(state, mesh, preset))
-  static = _TEMPLATES.setdefault(id(template), (_Static(template), template))[0]
-  ys = _scan(graphdef, static, params, fmt, state, features, deepstack, jax.random.key(seed))
-  return RolloutOutput(*(np.asarray(y) for y in ys))
+  base_key = jax.random.key(seed)
+  end = int(lengths.max())
+  pending, outputs = None, []
+
+  def collect(call):
+    steps, ys = call
+    keep = [i for i, k in enumerate(steps) if k < end]
+    out = RolloutOutput(*(np.asarray(y)[keep] for y in ys))
+    outputs.append(out)
+    if on_chunk is not None:
+      on_chunk([steps[i] for i in keep], out)
+
+  for template, steps in calls:
+    slots = template.clip_slots
+    lo = max(steps[0] - (slots - 1), 0)
+    span = len(steps) + slots - 1  # the clips these windows show, from lo
+    window_features = _clip_span(features, lo, span)
+    window_deepstack = [_clip_span(d, lo, span) for d in deepstack]
+    valid = np.asarray(steps)[:, None] < lengths[None, :]
+    keys = jax.vmap(lambda k: jax.random.fold_in(base_key, k))(jnp.asarray(steps) + clip_offset)
+    (ring_tokens, ring_lengths), ys = _windows(
+        graphdef, tuple(getattr(template, f) for f in _SHAPE), params, fmt, state,
+        tuple(getattr(template, f) for f in _ARRAYS), window_features, window_deepstack, lo, jnp.asarray(steps),
+        keys, valid, ring_tokens, ring_lengths)
+    if pending is not None:
+      collect(pending)
+    pending = (steps, ys)
+  collect(pending)
+  return RolloutOutput(*(np.concatenate(x) for x in zip(*outputs)))
 
 
-# Keeps one static wrapper per template object, so repeated rollouts reuse the compiled scan.
-_TEMPLATES: dict[int, tuple[_Static, WindowTemplate]] = {}
+def _clip_span(features: np.ndarray, start: int, count: int) -> np.ndarray:
+  """features[:, start:start + count], zero-padded to count clips."""
+  part = features[:, start:start + count]
+  if part.shape[1] < count:
+    part = np.concatenate([part, np.zeros((part.shape[0], count - part.shape[1], *part.shape[2:]), part.dtype)], 1)
+  return part
 
 
 def compact_prompt(template: WindowTemplate, step: int, ring_tokens: np.ndarray, ring_lengths: np.ndarray):

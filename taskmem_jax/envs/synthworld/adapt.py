@@ -1,5 +1,6 @@
 """Phase Two on a SynthWorld stream, through the benchmarks' path: the world is a one-stream benchmark
-(`world_benchmark`, its clips rendered in memory by `world_preparer`), its adapters are
+(`world_benchmark`, its clips rendered in memory: `world_clips` for the jitted window scan, `world_preparer` for
+the window loop), its adapters are
 phase_two.online.adapt_benchmark's and its memories eval.streaming.StreamingEvaluation's, deployed causally
 (taskmem-spec.md §3.5 as an agent on one long stream runs it):
 1. the Phase-One memory (zero steer, no hint) is written for the whole stream, and a task's first questions
@@ -22,12 +23,13 @@ from taskmem_jax.envs.synthworld.qa import evaluate_memory
 from taskmem_jax.envs.synthworld.reader import parse_memory
 from taskmem_jax.envs.synthworld.video import render_clip
 from taskmem_jax.envs.synthworld.world import KINDS, World
+from taskmem_jax.memory.memorise import ClipStream
 from taskmem_jax.memory.store import EpisodicMemory
 
 
 def world_benchmark(world: World, tasks: dict) -> Benchmark:
   """The world as a one-stream benchmark ("synthworld_<seed>") asking the questions of `tasks` (task ->
-  WorldQuestions in arrival order); render it with world_preparer."""
+  WorldQuestions in arrival order); render it with world_clips (and world_preparer)."""
   questions = sorted((q for qs in tasks.values() for q in qs), key=lambda q: q.ask_after)  # stable: task order kept
   return Benchmark("synthworld", [Stream(f"synthworld_{world.seed}", (), tuple(questions), duration=world.duration)])
 
@@ -38,6 +40,12 @@ def world_preparer(world: World) -> Callable:
     return {"type": "video", "video": render_clip(world, window.start, window.end)}, previous, None
 
   return lambda stream: prepare
+
+
+def world_clips(world: World) -> Callable:
+  """StreamingEvaluation's clips for world_benchmark(world): the jitted scan's clips, rendered in memory."""
+  source = ClipStream(world.num_clips, lambda k: {"type": "video", "video": render_clip(world, 10.0 * k, 10.0 * k + 10)})
+  return lambda stream, interval: source
 
 
 def task_keys(evaluation, task: str) -> list[str]:

@@ -15,7 +15,7 @@ import numpy as np
 from taskmem_jax import distributed
 from taskmem_jax import sharding as shd
 from taskmem_jax.adapters import steer as steer_lib
-from taskmem_jax.envs.synthworld.adapt import compare, drift, task_keys, world_benchmark, world_preparer
+from taskmem_jax.envs.synthworld.adapt import compare, drift, task_keys, world_benchmark, world_clips, world_preparer
 from taskmem_jax.envs.synthworld.ceiling import focus_ceiling
 from taskmem_jax.envs.synthworld.judge import GroundTruthJudge
 from taskmem_jax.envs.synthworld.questions import TASKS
@@ -58,7 +58,7 @@ def run(cfg, model, processor, world, tasks: dict, *, prompt: WindowPrompt, work
   # Memory writing is greedy (the demo's), as the Phase-One table's.
   evaluation = StreamingEvaluation(world_benchmark(world, tasks), workdir, (model, processor, prompt), answer,
                                    cfg=StreamingConfig(max_new_tokens=cfg.max_new_tokens), deploy="causal",
-                                   preparer=world_preparer(world))
+                                   preparer=world_preparer(world), clips=world_clips(world))
   positions = tuple(cfg.update_positions)
   evaluation.adapters = adapt_benchmark(evaluation, quality, task_judge, reward, cache_cfg, cfg.dpo,
                                         update_positions=positions, num_contexts=cfg.num_contexts,

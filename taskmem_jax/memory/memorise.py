@@ -1,0 +1,170 @@
+"""memorise: the rollout API over streams. Whole streams, side by side, through the jitted window scans of
+memory/rollout.py.
+
+Each stream is a ClipStream: its clips as processor video items, all of one grid. Every clip is preprocessed
+and encoded once (rollout.encode_clips); the windows then run as rollout.rollout's programs:
+- one per clip count for a stream's first 4 windows (build_templates), so small windows fill small buffers;
+- then scans over chunks of `chunk` full windows.
+A stream can be continued from an EpisodicMemory at any clip: the ring starts with the tokens of the memories
+of the 4 clips before it. The hint (task questions) is part of the template; the steer is part of the model
+(adapters.steer.set_steer). Each response is parsed strictly on the host, as memory/loop.py parses, and the
+first valid sample... of each row is stored: row b * num_samples + s is trajectory s of stream b, with its own
+memory.
+
+The window the scan shows is the window memory/loop.memorize_stream shows, token for token, when the
+tokenizer splices memories exactly (tests/test_memorise.py checks the memories are the loop's). The ring holds
+the memory as cut at the token level (rollout.cut_memory); `mismatches` counts windows where that cut and the
+strict parse disagree, so a policy whose memories would not re-tokenize as written is seen, not hidden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+
+from taskmem_jax.adapters import steer as steer_lib
+from taskmem_jax.memory import rollout as R
+from taskmem_jax.memory.loop import StepRecord
+from taskmem_jax.memory.prompt import WindowPrompt
+from taskmem_jax.memory.sample import WindowSampling, parse_samples
+from taskmem_jax.memory.store import MAX_PREVIOUS, EpisodicMemory, schedule
+from taskmem_jax.processing.processor import Qwen3VLProcessor
+from taskmem_jax.sampling import SamplingParams
+
+
+class ClipStream(NamedTuple):
+  """A stream as the scan reads it: num_clips clips of `interval` seconds; clip_item(k) -> the processor's video
+  item of clip k ([k * interval, (k + 1) * interval) seconds), every clip of one grid."""
+  num_clips: int
+  clip_item: Callable[[int], dict]
+
+
+@dataclasses.dataclass
+class Memorised:
+  """One trajectory: its memory (continued in place when one was given), a StepRecord per window written by
+  this call, and how many windows' token-level cut disagreed with the strict parse."""
+  memory: EpisodicMemory
+  records: list[StepRecord]
+  mismatches: int = 0
+
+
+def clip_pixels(processor: Qwen3VLProcessor, stream: ClipStream, first: int, stream_id: str = "stream"):
+  """Clips first .. num_clips - 1 preprocessed: (pixels [n, t*h*w, C*T*P*P], grid (t, h, w), timestamps of a
+  clip's groups). Raises ValueError naming the clip whose grid or timestamps differ from the first's."""
+  pixels, grid, stamps = [], None, None
+  for k in range(first, stream.num_clips):
+    clip = processor.prepare(stream.clip_item(k))
+    if grid is None:
+      grid, stamps = tuple(int(x) for x in clip.grid_thw), clip.timestamps
+    elif tuple(int(x) for x in clip.grid_thw) != grid or clip.timestamps != stamps:
+      raise ValueError(f"{stream_id} clip {k}: grid {clip.grid_thw.tolist()} timestamps {clip.timestamps} differ "
+                       f"from clip {first}'s {list(grid)} {stamps}; the scan needs clips of one shape (a partial "
+                       "last clip is one: memorise it with memory.loop.memorize_stream)")
+    pixels.append(clip.pixel_values)
+  return np.stack(pixels), grid, stamps
+
+
+def _templates(processor, grid, stamps, width, hint, prompt, interval):
+  key = (id(processor), grid, stamps, width, tuple(hint or ()), prompt, interval)
+  if key not in _TEMPLATE_SETS:
+    _TEMPLATE_SETS[key] = R.build_templates(processor, grid, list(stamps), width, list(hint) if hint else None,
+                                            interval, prompt=prompt)
+  return _TEMPLATE_SETS[key]
+
+
+# Templates by (processor, clip shape, width, hint, prompt): the same objects, so the compiled programs are reused.
+_TEMPLATE_SETS: dict = {}
+
+
+def memorise(model, processor: Qwen3VLProcessor, streams: Sequence[ClipStream], sampling: WindowSampling, *,
+             prompt: WindowPrompt, hint: Sequence[str] | None = None, steer: np.ndarray | None = None, seed: int = 0,
+             memories: Sequence[EpisodicMemory] | None = None, first_clip: int = 0, interval: int = 10,
+             chunk: int = 8, on_clip: Callable[[int, int, Memorised], None] | None = None, mesh=None,
+             preset: str = "fsdp") -> list[Memorised]:
+  """Memorises streams clip by clip, from first_clip to each one's end, in one batch of jitted window scans.
+
+  sampling: as memory.sample.WindowSampling (greedy by default; the memory budget is enforced while decoding
+  and bounds the parse). prompt: the policy's window prompt; hint: task questions shown in every window
+  (Phase Two); steer: steer values [n_layers, H] applied while memorising (the model must have the steer added;
+  its values are restored after). memories: one per stream to continue (the clips before first_clip are read
+  from it and it is extended in place; default: empty). on_clip(row, clip, Memorised): called once a clip's
+  memory is stored, e.g. to save progress; windows arrive a chunk at a time.
+
+  Returns a Memorised per row: row b * sampling.num_samples + s is trajectory s of stream b.
+  """
+  if not streams:
+    return []
+  g = sampling.num_samples
+  memories = [EpisodicMemory(interval) for _ in streams] if memories is None else list(memories)
+  if len(memories) != len(streams):
+    raise ValueError(f"memories: {len(memories)} given for {len(streams)} streams")
+  if g > 1 and any(len(m) for m in memories):
+    raise ValueError("memories: continuing a stream is for one trajectory per stream (num_samples=1)")
+  rows = [memories[b] if g == 1 else EpisodicMemory(interval) for b in range(len(streams)) for _ in range(g)]
+  lengths = np.array([s.num_clips for s in streams])
+  if (lengths <= first_clip).all():
+    return [Memorised(m, []) for m in rows]
+  start = max(first_clip - MAX_PREVIOUS, 0)  # the earliest clip a window shows
+  clips = [clip_pixels(processor, s, start, f"stream {b}") if s.num_clips > first_clip else None
+           for b, s in enumerate(streams)]
+  shaped = next(c for c in clips if c is not None)
+  for b, c in enumerate(clips):
+    if c is not None and c[1:] != shaped[1:]:
+      raise ValueError(f"stream {b}: clips of grid {c[1]} at {c[2]} s, stream 0's are {shaped[1]} at {shaped[2]} s")
+  n = int(lengths.max()) - start
+  pixels = np.zeros((len(streams), n, *shaped[0].shape[1:]), np.float32)
+  for b, c in enumerate(clips):
+    if c is not None:
+      pixels[b, :len(c[0])] = c[0]
+  tokenizer = processor.tokenizer
+  encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+  # The ring's memory width: the memory budget (tokens from </think> on) bounds what a window writes.
+  shown = [[encode(m.get(c)) if c in m else [] for c in range(first_clip - MAX_PREVIOUS, first_clip)]
+           for m in memories]
+  width = max([sampling.memory_budget or sampling.max_new_tokens] + [len(t) for s in shown for t in s])
+  ring = (np.zeros((len(streams), MAX_PREVIOUS, width), np.int32), np.zeros((len(streams), MAX_PREVIOUS), np.int32))
+  for b, slots in enumerate(shown):
+    for j, tokens in enumerate(slots):
+      ring[0][b, j, :len(tokens)], ring[1][b, j] = tokens, len(tokens)
+  templates = _templates(processor, shaped[1], shaped[2], width, hint, prompt, float(interval))
+  think_end = tokenizer.convert_tokens_to_ids("</think>")
+  params = SamplingParams(sampling.max_new_tokens, sampling.temperature, sampling.top_k, sampling.top_p,
+                          tuple(processor.stop_token_ids), processor.pad_token_id, sampling.thinking_budget,
+                          think_end, sampling.memory_budget)
+  fmt = R.TokenFormat.from_tokenizer(tokenizer, processor.stop_token_ids)
+  features, deepstack = R.encode_clips(model, pixels, shaped[1])
+  windows = {w.clip: w for w in schedule(float(lengths.max()) * interval, interval)}
+  results = [Memorised(m, []) for m in rows]
+
+  def store(clip_ids, out: R.RolloutOutput):
+    for i, clip in enumerate(clip_ids):
+      for row, result in enumerate(results):
+        if clip >= lengths[row // g]:
+          continue
+        step = R.sampler.GenerateOutput(out.tokens[i, row:row + 1], out.logprobs[i, row:row + 1],
+                                        out.lengths[i, row:row + 1])
+        sample = parse_samples(processor, step, max_memory_tokens=sampling.parse_budget)[0]
+        cut = out.memories[i, row, :out.memory_lengths[i, row]].tolist()
+        if (sample.parse.ok and encode(sample.parse.description) != cut) or (not sample.parse.ok and cut):
+          result.mismatches += 1
+        previous = result.memory.previous(clip)
+        if sample.parse.ok:
+          result.memory.add(clip, sample.parse.description)
+        result.records.append(StepRecord(windows[clip], previous, [sample.body], [sample.text], [sample.parse]))
+        if on_clip is not None:
+          on_clip(row, clip, result)
+
+  previous_steer = None
+  if steer is not None:
+    previous_steer = steer_lib.get_steer(model)
+    steer_lib.set_steer(model, steer)
+  try:
+    R.rollout(model, templates, features, deepstack, params, fmt, seed, g, mesh, preset,
+              num_clips=lengths - start, first_clip=first_clip - start, ring=ring, chunk=chunk,
+              on_chunk=lambda ids, out: store([k + start for k in ids], out), clip_offset=start)
+  finally:
+    if previous_steer is not None:
+      steer_lib.set_steer(model, previous_steer)
+  return results
