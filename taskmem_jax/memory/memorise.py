@@ -28,7 +28,7 @@ from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.memory import rollout as R
 from taskmem_jax.memory.loop import StepRecord
 from taskmem_jax.memory.prompt import WindowPrompt
-from taskmem_jax.memory.sample import WindowSampling, parse_samples
+from taskmem_jax.memory.sample import WindowSamples, WindowSampling, parse_samples
 from taskmem_jax.memory.store import MAX_PREVIOUS, EpisodicMemory, schedule
 from taskmem_jax.processing.processor import Qwen3VLProcessor
 from taskmem_jax.sampling import SamplingParams
@@ -129,10 +129,7 @@ def memorise(model, processor: Qwen3VLProcessor, streams: Sequence[ClipStream], 
     for j, tokens in enumerate(slots):
       ring[0][b, j, :len(tokens)], ring[1][b, j] = tokens, len(tokens)
   templates = _templates(processor, shaped[1], shaped[2], width, hint, prompt, float(interval))
-  think_end = tokenizer.convert_tokens_to_ids("</think>")
-  params = SamplingParams(sampling.max_new_tokens, sampling.temperature, sampling.top_k, sampling.top_p,
-                          tuple(processor.stop_token_ids), processor.pad_token_id, sampling.thinking_budget,
-                          think_end, sampling.memory_budget)
+  params = _params(processor, sampling)
   fmt = R.TokenFormat.from_tokenizer(tokenizer, processor.stop_token_ids)
   features, deepstack = R.encode_clips(model, pixels, shaped[1])
   windows = {w.clip: w for w in schedule(float(lengths.max()) * interval, interval)}
@@ -168,3 +165,71 @@ def memorise(model, processor: Qwen3VLProcessor, streams: Sequence[ClipStream], 
     if previous_steer is not None:
       steer_lib.set_steer(model, previous_steer)
   return results
+
+
+def split_window(processor: Qwen3VLProcessor, item: dict, interval: float = 10.0):
+  """A window's video item -> (its clips' pixels [n, t*h*w, C*T*P*P], clip grid (t, h, w), a clip's timestamps,
+  the window's pixels and grid [1, 3]): the window preprocessed once and cut into its n clips of `interval`
+  seconds. Raises ValueError when the window is not n whole clips of one shape."""
+  window = processor.prepare(item)
+  stamps, (groups, h, w) = np.asarray(window.timestamps), (int(x) for x in window.grid_thw)
+  per_clip = int(np.sum(stamps < interval))
+  n = groups // max(per_clip, 1)
+  expected = (np.arange(n)[:, None] * interval + stamps[None, :per_clip]).reshape(-1) if per_clip else None
+  if not per_clip or n * per_clip != groups or not np.allclose(stamps, expected, atol=1e-6):
+    raise ValueError(f"window {item.get('video_start', '')}-{item.get('video_end', '')}: {groups} frame groups at "
+                     f"{stamps.tolist()} s are not whole {interval:g}-s clips of one shape")
+  pixels = window.pixel_values.reshape(n, per_clip * h * w, -1)
+  return pixels, (per_clip, h, w), tuple(float(s) for s in stamps[:per_clip]), window.pixel_values, \
+      np.asarray([[groups, h, w]])
+
+
+def sample_windows(model, processor: Qwen3VLProcessor, items: Sequence[dict], previous: Sequence[Sequence[str]],
+                   sampling: WindowSampling, seed: int, *, prompt: WindowPrompt, questions: Sequence[str] | None = None,
+                   interval: int = 10) -> list[WindowSamples]:
+  """memory.sample.sample_window for many windows at once: each window's G samples, parsed, as WindowSamples
+  (the compact prompt's ids, the window's pixels and grid). All windows run as one batch of one program
+  (rollout.sample_window_batch, the full window buffer with the slots of missing clips masked; each window
+  prefilled once for its G samples); previous[i]: the memories window i shows, oldest first. Sampled with keys from `seed` per batch (not sample_window's draws:
+  the same distribution, other numbers)."""
+  g = sampling.num_samples
+  split = [split_window(processor, item, interval) for item in items]
+  shapes = {s[1:3] for s in split}
+  if len(shapes) > 1:
+    raise ValueError(f"sample_windows: windows of clips of different shapes {sorted(shapes)}")
+  if not split:
+    return []
+  grid, stamps = next(iter(shapes))
+  encode = lambda text: processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+  shown = [[encode(p) for p in prev] for prev in previous]
+  if any(len(s) > MAX_PREVIOUS for s in shown):
+    raise ValueError(f"sample_windows: a window shows at most {MAX_PREVIOUS} previous memories")
+  width = max([1] + [len(t) for s in shown for t in s])  # the ring only shows memories here: nothing is pushed
+  templates = _templates(processor, grid, stamps, width, questions, prompt, float(interval))
+  params = _params(processor, sampling)
+  fmt = R.TokenFormat.from_tokenizer(processor.tokenizer, processor.stop_token_ids)
+  # One batch: every window in the full buffer, its clips from slot 0, the slots after its last clip masked.
+  ring = (np.zeros((len(items), MAX_PREVIOUS, width), np.int32), np.zeros((len(items), MAX_PREVIOUS), np.int32))
+  pixels = np.zeros((len(items), R.CLIP_SLOTS, *split[0][0].shape[1:]), np.float32)
+  for i, s in enumerate(split):
+    pixels[i, :len(s[0])] = s[0]
+    for j, tokens in enumerate(shown[i], start=MAX_PREVIOUS - len(shown[i])):  # right-aligned
+      ring[0][i, j, :len(tokens)], ring[1][i, j] = tokens, len(tokens)
+  steps = np.array([len(s[0]) - 1 for s in split])
+  features, deepstack = R.encode_clips(model, pixels, grid)
+  out = R.sample_window_batch(model, templates[-1], features, deepstack, ring, steps, params, fmt, seed, g)
+  results = []
+  for i, s in enumerate(split):
+    prompt_ids, _ = R.compact_prompt(templates[-1], int(steps[i]), ring[0][i], ring[1][i])
+    block = slice(i * g, (i + 1) * g)
+    drawn = R.sampler.GenerateOutput(out.tokens[0, block], out.logprobs[0, block], out.lengths[0, block])
+    results.append(WindowSamples(prompt_ids, s[3], s[4],
+                                 parse_samples(processor, drawn, max_memory_tokens=sampling.parse_budget)))
+  return results
+
+
+def _params(processor: Qwen3VLProcessor, sampling: WindowSampling) -> SamplingParams:
+  think_end = processor.tokenizer.convert_tokens_to_ids("</think>")
+  return SamplingParams(sampling.max_new_tokens, sampling.temperature, sampling.top_k, sampling.top_p,
+                        tuple(processor.stop_token_ids), processor.pad_token_id, sampling.thinking_budget,
+                        think_end, sampling.memory_budget)

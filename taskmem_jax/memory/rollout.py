@@ -163,15 +163,19 @@ def build_template(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memo
 
 
 def window_mask(template: WindowTemplate, step, ring_lengths):
-  """Which slots hold real tokens at scan step `step` (clip `step` is new). ring_lengths: [B, 4].
+  """Which slots hold real tokens at scan step `step` (clip `step` is new; a scalar, or [B] per row).
+  ring_lengths: [B, 4].
 
   Clip slots fill left to right until the window is full; memories are right-aligned in the ring.
-  Returns (mask [B, L] int32, clip of each slot [S] int32, S = template.clip_slots).
+  Returns (mask [B, L] int32, clip of each slot [B, S] int32, S = template.clip_slots).
   """
+  b = ring_lengths.shape[0]
   last = template.clip_slots - 1
-  slots = jnp.arange(template.clip_slots)
-  clip_of_slot = jnp.where(step < last, slots, step - last + slots)
-  clip_real = (clip_of_slot <= step)[jnp.maximum(template.clip_slot, 0)] & (template.clip_slot >= 0)
+  step = jnp.broadcast_to(jnp.asarray(step, jnp.int32), (b,))[:, None]  # [B, 1]
+  slots = jnp.arange(template.clip_slots)[None]
+  clip_of_slot = jnp.where(step < last, slots, step - last + slots)  # [B, S]
+  clip_slot = jnp.broadcast_to(jnp.maximum(jnp.asarray(template.clip_slot), 0)[None], (b, template.length))
+  clip_real = jnp.take_along_axis(clip_of_slot <= step, clip_slot, axis=1) & (jnp.asarray(template.clip_slot) >= 0)[None]
   has = ring_lengths > 0  # [B, 4]
   memory_real = (template.memory_slot >= 0)[None] & (
       jnp.asarray(template.memory_offset)[None] < jnp.take(ring_lengths, jnp.maximum(template.memory_slot, 0), axis=1))
@@ -179,13 +183,13 @@ def window_mask(template: WindowTemplate, step, ring_lengths):
   earlier = jnp.cumsum(has, axis=1) - has
   sep_slot = jnp.maximum(template.separator_of, 0)
   separator_real = (template.separator_of >= 0)[None] & jnp.take(has & (earlier > 0), sep_slot, axis=1)
-  mask = jnp.asarray(template.fixed)[None] | clip_real[None] | memory_real | separator_real
-  return mask.astype(jnp.int32), clip_of_slot
+  mask = jnp.asarray(template.fixed)[None] | clip_real | memory_real | separator_real
+  return mask.astype(jnp.int32), clip_of_slot.astype(jnp.int32)
 
 
 def window_inputs(template: WindowTemplate, step, ring_tokens, ring_lengths) -> tuple[ModelInputs, Array]:
-  """The buffer prompt of one step for a batch (ring_tokens [B, 4, M], ring_lengths [B, 4]), and the
-  clip each clip slot shows [S] (window_mask; S = template.clip_slots).
+  """The buffer prompt of one step for a batch (ring_tokens [B, 4, M], ring_lengths [B, 4]; step a scalar or
+  [B]), and the clip each clip slot shows [B, S] (window_mask; S = template.clip_slots).
 
   vision_index points into features laid out [B, S slots, clip_tokens] (flattened), see gather_features.
   """
@@ -202,8 +206,9 @@ def window_inputs(template: WindowTemplate, step, ring_tokens, ring_lengths) -> 
 
 
 def gather_features(features, deepstack, clip_of_slot):
-  """features: [B, n_clips, clip_tokens, H] -> the window's [B * S * clip_tokens, H] (and DeepStack)."""
-  take = lambda f: f[:, clip_of_slot].reshape(-1, f.shape[-1])
+  """features: [B, n_clips, clip_tokens, H], clip_of_slot [B, S] -> the window's [B * S * clip_tokens, H] (and
+  DeepStack)."""
+  take = lambda f: jnp.take_along_axis(f, clip_of_slot[:, :, None, None], axis=1).reshape(-1, f.shape[-1])
   return take(features), [take(d) for d in deepstack]
 
 
@@ -250,10 +255,51 @@ class RolloutOutput(NamedTuple):
   memory_lengths: np.ndarray
 
 
+def window_step(model, template: WindowTemplate, params: sampler.SamplingParams, fmt: TokenFormat, features,
+                deepstack, first_clip, ring_tokens, ring_lengths, step, key, num_samples: int = 1):
+  """One window of B rows, prefilled once and decoded num_samples times per row (traceable): features [B, F,
+  clip_tokens, H] for clips first_clip ..; the ring [B, 4, M] / [B, 4]; step: the window's new clip. Returns
+  (tokens, logprobs [B*num_samples, T], response lengths, memories [B*num_samples, M], memory lengths)."""
+  inputs, clip_of_slot = window_inputs(template, step, ring_tokens, ring_lengths)
+  feats, ds = gather_features(features, deepstack, jnp.clip(clip_of_slot - first_clip, 0, features.shape[1] - 1))
+  logits, cache, kv_mask, next_position = sampler.prefill(model, inputs, template.length + params.max_new_tokens,
+                                                          num_samples, feats, ds)
+  out = sampler.decode(model, sampler.init_decode_state(logits, cache, params, key), kv_mask, next_position,
+                       template.length, params, params.max_new_tokens)
+  memory, length = cut_memory(out.tokens, fmt, template.memory_width)
+  return out.tokens, out.logprobs, sampler.response_lengths(out.tokens, out.step, params.stop_token_ids), memory, length
+
+
+@shd.in_mesh_of_args
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _one_window(graphdef, shape: tuple, params: sampler.SamplingParams, fmt: TokenFormat, num_samples: int, state,
+                arrays, features, deepstack, ring_tokens, ring_lengths, step, key):
+  """window_step jitted: B single windows (a batch of one clip count), num_samples each."""
+  TRACE_COUNTS["one_window"] += 1
+  template = WindowTemplate(**dict(zip(_ARRAYS, arrays)), **dict(zip(_SHAPE, shape)))
+  return window_step(nnx.merge(graphdef, state), template, params, fmt, features, deepstack, 0, ring_tokens,
+                     ring_lengths, step, key, num_samples)
+
+
+def sample_window_batch(model, template: WindowTemplate, features, deepstack, ring, steps,
+                        params: sampler.SamplingParams, fmt: TokenFormat, seed: int = 0,
+                        num_samples: int = 1) -> RolloutOutput:
+  """B windows, window b showing clips 0 .. steps[b] of features [B, S, clip_tokens, H] (S = the template's clip
+  slots; steps[b] < S) and the memories in ring (tokens [B, 4, M], lengths [B, 4]), num_samples samples each
+  from one prefill; rows b * num_samples + s. One program for windows of every size. Outputs have a leading
+  axis of 1 (one window), as rollout's."""
+  graphdef, state = nnx.split(model)
+  ys = _one_window(graphdef, tuple(getattr(template, f) for f in _SHAPE), params, fmt, num_samples, state,
+                   tuple(getattr(template, f) for f in _ARRAYS), features, deepstack,
+                   jnp.asarray(ring[0], jnp.int32), jnp.asarray(ring[1], jnp.int32), jnp.asarray(steps, jnp.int32),
+                   jax.random.key(seed))
+  return RolloutOutput(*(np.asarray(y)[None] for y in ys))
+
+
 def build_templates(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memory_width: int,
                     task_questions: list[str] | None = None, interval: float = 10.0, *,
                     prompt: WindowPrompt) -> tuple[WindowTemplate, ...]:
-  """build_template for 1 .. 5 clip slots, each left-padded to its geometric bucket (pad_template):
+  """build_template for 1 .. 5 clip slots, each left-padded to a bucket (pad_template):
   templates[c - 1] is the buffer of a window showing c clips. A stream's first 4 windows use the small ones, so
   they do not pay for the full window's empty slots; and prompts whose lengths share a bucket (with and
   without a hint, another policy's prompt) share the compiled programs, since the buffer's contents are
@@ -264,9 +310,10 @@ def build_templates(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, mem
 
 
 def pad_template(template: WindowTemplate, length: int | None = None) -> WindowTemplate:
-  """The template left-padded with masked slots to `length` (default: sampler.geometric_bucket of its length).
-  Masked slots hold no token and move no position, and the last slot stays the prompt's last."""
-  length = sampler.geometric_bucket(template.length) if length is None else length
+  """The template left-padded with masked slots to `length` (default: its length rounded up to a multiple of
+  256, so that prompts a hint apart mostly share it and at most 255 slots are padding). Masked slots hold no
+  token and move no position, and the last slot stays the prompt's last."""
+  length = -(-template.length // 256) * 256 if length is None else length
   extra = length - template.length
   if extra < 0:
     raise ValueError(f"pad_template: length {length} is shorter than the template's {template.length}")
@@ -306,16 +353,7 @@ def _windows(graphdef, shape: tuple, params: sampler.SamplingParams, fmt: TokenF
   model = nnx.merge(graphdef, state)
   template = WindowTemplate(**dict(zip(_ARRAYS, arrays)), **dict(zip(_SHAPE, shape)))
   b, m, t = features.shape[0], template.memory_width, params.max_new_tokens
-  cache_len = template.length + t
-
-  def window(ring_tokens, ring_lengths, step, key):
-    inputs, clip_of_slot = window_inputs(template, step, ring_tokens, ring_lengths)
-    feats, ds = gather_features(features, deepstack, jnp.clip(clip_of_slot - first_clip, 0, features.shape[1] - 1))
-    logits, cache, kv_mask, next_position = sampler.prefill(model, inputs, cache_len, 1, feats, ds)
-    out = sampler.decode(model, sampler.init_decode_state(logits, cache, params, key), kv_mask, next_position,
-                         template.length, params, t)
-    memory, length = cut_memory(out.tokens, fmt, m)
-    return out.tokens, out.logprobs, sampler.response_lengths(out.tokens, out.step, params.stop_token_ids), memory, length
+  window = functools.partial(window_step, model, template, params, fmt, features, deepstack, first_clip)
 
   def skipped(*_):
     return (jnp.zeros((b, t), jnp.int32), jnp.zeros((b, t), jnp.float32), jnp.zeros((b,), jnp.int32),
@@ -449,7 +487,7 @@ def compact_prompt(template: WindowTemplate, step: int, ring_tokens: np.ndarray,
   clip slot in use). ring_tokens: [4, M]; ring_lengths: [4]."""
   inputs, clip_of_slot = window_inputs(template, step, jnp.asarray(ring_tokens)[None], jnp.asarray(ring_lengths)[None])
   keep = np.asarray(inputs.attention_mask[0]) > 0
-  clips = [int(c) for c in np.asarray(clip_of_slot) if c <= step]
+  clips = [int(c) for c in np.asarray(clip_of_slot[0]) if c <= step]
   return np.asarray(inputs.input_ids[0])[keep], clips
 
 
