@@ -455,9 +455,12 @@ def test_phase_two_windows_show_the_history_in_local_face_ids_and_check_the_tags
   monkeypatch.setattr(evaluation, "memory", lambda s, tag: EpisodicMemory(10, {0: "[face_9] sat.",
                                                                                1: "[face_7] spoke."}))
   seen = []  # per context: (prompt history, judge history, tag rule, video left unrendered)
-  monkeypatch.setattr(adapt, "context_pairs", lambda *a, **k: (types.SimpleNamespace(compared=0, preferences=[]),
-                                                              seen.append((a[3], a[5].previous, k.get("tags"),
-                                                                           isinstance(a[2]["video"], str))) or None))
+  drawn = {}
+  monkeypatch.setattr(adapt, "draw_contexts", lambda model, processor, items, previous, *a, **k: [
+      drawn.setdefault(len(drawn), (item, shown)) and len(drawn) - 1 for item, shown in zip(items, previous)])
+  monkeypatch.setattr(adapt, "judge_samples", lambda processor, i, hint, ctx, *a, **k: (
+      types.SimpleNamespace(compared=0, preferences=[]),
+      seen.append((drawn[i][1], ctx.previous, k.get("tags"), isinstance(drawn[i][0]["video"], str))) or None))
   online.adapt_benchmark(evaluation, None, None, None, None, None, update_after=2, num_contexts=3, progress=None)
   assert seen and all(tags is FACE_TAGS and not plain for _, _, tags, plain in seen)
   for previous, ctx_previous, _, _ in seen:

@@ -3,7 +3,8 @@
 store (clip id -> description, the sliding-window schedule, the QA serialisation) <- prompt (the
 policy's window prompt) and parse (the strict format check of the RL reward, the lenient inference
 parser). The modules that run the model, imported by name: sample (one window, G samples: sample_window),
-loop (the Python rollout over windows) and rollout (the same as one jitted scan).
+loop (the Python rollout over windows, the reference), rollout (the jitted window scans) and memorise (the
+rollout API over streams, memorise, and many windows' samples at once, sample_windows).
 """
 
 from taskmem_jax.memory.parse import (EMPTY_DESCRIPTION, FORMAT_FAILURES, MULTIPLE_THINK_END, NO_THINK_END,

@@ -28,7 +28,7 @@ from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.memory import rollout as R
 from taskmem_jax.memory.loop import StepRecord
 from taskmem_jax.memory.prompt import WindowPrompt
-from taskmem_jax.memory.sample import WindowSamples, WindowSampling, parse_samples
+from taskmem_jax.memory.sample import WindowSamples, WindowSampling, parse_samples, sample_window
 from taskmem_jax.memory.store import MAX_PREVIOUS, EpisodicMemory, schedule
 from taskmem_jax.processing.processor import Qwen3VLProcessor
 from taskmem_jax.sampling import SamplingParams
@@ -186,19 +186,40 @@ def split_window(processor: Qwen3VLProcessor, item: dict, interval: float = 10.0
 
 def sample_windows(model, processor: Qwen3VLProcessor, items: Sequence[dict], previous: Sequence[Sequence[str]],
                    sampling: WindowSampling, seed: int, *, prompt: WindowPrompt, questions: Sequence[str] | None = None,
-                   interval: int = 10) -> list[WindowSamples]:
+                   interval: int = 10, window_ids: Sequence[int] | None = None,
+                   split: Sequence | None = None) -> list[WindowSamples]:
   """memory.sample.sample_window for many windows at once: each window's G samples, parsed, as WindowSamples
   (the compact prompt's ids, the window's pixels and grid). All windows run as one batch of one program
   (rollout.sample_window_batch, the full window buffer with the slots of missing clips masked; each window
-  prefilled once for its G samples); previous[i]: the memories window i shows, oldest first. Sampled with keys from `seed` per batch (not sample_window's draws:
-  the same distribution, other numbers)."""
-  g = sampling.num_samples
-  split = [split_window(processor, item, interval) for item in items]
-  shapes = {s[1:3] for s in split}
-  if len(shapes) > 1:
-    raise ValueError(f"sample_windows: windows of clips of different shapes {sorted(shapes)}")
+  prefilled once for its G samples); previous[i]: the memories window i shows, oldest first. Window i's
+  samples draw from keys of (seed, window_ids[i]) (default i; rollout.row_keys), so they do not depend on the
+  other windows of the batch (not sample_window's draws: the same distribution, other numbers). Windows of
+  clips of different shapes run as one batch per shape; a window that is not whole clips of one shape (a
+  stream's partial end) is drawn alone, with sample_window. split: the
+  windows' split_window results (None: drawn alone), when the caller has them."""
+  ids = list(range(len(items))) if window_ids is None else [int(i) for i in window_ids]
+  if split is None:
+    split = []
+    for item in items:
+      try:
+        split.append(split_window(processor, item, interval))
+      except ValueError:  # not whole clips of one shape (a stream's partial end): drawn alone below
+        split.append(None)
+  shapes = {s[1:3] for s in split if s is not None}
+  if None in split or len(shapes) > 1:  # one batch per clip shape; the rest alone
+    drawn = {}
+    for shape in shapes:
+      batch = [i for i, s in enumerate(split) if s is not None and s[1:3] == shape]
+      drawn.update(zip(batch, sample_windows(
+          model, processor, [items[i] for i in batch], [previous[i] for i in batch], sampling, seed, prompt=prompt,
+          questions=questions, interval=interval, window_ids=[ids[i] for i in batch], split=[split[i] for i in batch])))
+    for i in (i for i, s in enumerate(split) if s is None):
+      drawn[i] = sample_window(model, processor, items[i], previous[i], sampling, seed * 7919 + ids[i], prompt=prompt,
+                               questions=questions)
+    return [drawn[i] for i in range(len(items))]
   if not split:
     return []
+  g = sampling.num_samples
   grid, stamps = next(iter(shapes))
   encode = lambda text: processor.tokenizer(text, add_special_tokens=False)["input_ids"]
   shown = [[encode(p) for p in prev] for prev in previous]
@@ -217,7 +238,7 @@ def sample_windows(model, processor: Qwen3VLProcessor, items: Sequence[dict], pr
       ring[0][i, j, :len(tokens)], ring[1][i, j] = tokens, len(tokens)
   steps = np.array([len(s[0]) - 1 for s in split])
   features, deepstack = R.encode_clips(model, pixels, grid)
-  out = R.sample_window_batch(model, templates[-1], features, deepstack, ring, steps, params, fmt, seed, g)
+  out = R.sample_window_batch(model, templates[-1], features, deepstack, ring, steps, params, fmt, seed, g, ids)
   results = []
   for i, s in enumerate(split):
     prompt_ids, _ = R.compact_prompt(templates[-1], int(steps[i]), ring[0][i], ring[1][i])

@@ -283,17 +283,26 @@ def _one_window(graphdef, shape: tuple, params: sampler.SamplingParams, fmt: Tok
 
 def sample_window_batch(model, template: WindowTemplate, features, deepstack, ring, steps,
                         params: sampler.SamplingParams, fmt: TokenFormat, seed: int = 0,
-                        num_samples: int = 1) -> RolloutOutput:
+                        num_samples: int = 1, window_ids=None) -> RolloutOutput:
   """B windows, window b showing clips 0 .. steps[b] of features [B, S, clip_tokens, H] (S = the template's clip
   slots; steps[b] < S) and the memories in ring (tokens [B, 4, M], lengths [B, 4]), num_samples samples each
   from one prefill; rows b * num_samples + s. One program for windows of every size. Outputs have a leading
-  axis of 1 (one window), as rollout's."""
+  axis of 1 (one window), as rollout's. Row b * num_samples + s draws with the key fold_in(fold_in(key(seed),
+  window_ids[b]), s) (window_ids default 0 .. B-1), so a window's samples do not depend on its batch."""
   graphdef, state = nnx.split(model)
   ys = _one_window(graphdef, tuple(getattr(template, f) for f in _SHAPE), params, fmt, num_samples, state,
                    tuple(getattr(template, f) for f in _ARRAYS), features, deepstack,
                    jnp.asarray(ring[0], jnp.int32), jnp.asarray(ring[1], jnp.int32), jnp.asarray(steps, jnp.int32),
-                   jax.random.key(seed))
+                   row_keys(seed, np.arange(len(steps)) if window_ids is None else window_ids, num_samples))
   return RolloutOutput(*(np.asarray(y)[None] for y in ys))
+
+
+def row_keys(seed: int, window_ids, num_samples: int):
+  """[len(window_ids) * num_samples] keys: fold_in(fold_in(key(seed), window id), sample)."""
+  base = jax.random.key(seed)
+  ids = jnp.repeat(jnp.asarray(window_ids, jnp.int32), num_samples)
+  samples = jnp.tile(jnp.arange(num_samples, dtype=jnp.int32), len(window_ids))
+  return jax.vmap(lambda i, s: jax.random.fold_in(jax.random.fold_in(base, i), s))(ids, samples)
 
 
 def build_templates(processor: Qwen3VLProcessor, clip_grid, clip_timestamps, memory_width: int,

@@ -19,7 +19,7 @@ import numpy as np
 from taskmem_jax import distributed
 from taskmem_jax.adapters import steer as steer_lib
 from taskmem_jax.memory.prompt import WindowPrompt
-from taskmem_jax.phase_two.mining import CacheConfig, context_pairs
+from taskmem_jax.phase_two.mining import CacheConfig, draw_contexts, judge_samples
 from taskmem_jax.phase_two.dpo import train_steer
 
 
@@ -41,14 +41,15 @@ def training_contexts(source, num: int, seed: int) -> list[tuple[int, int]]:
 def train_adapter(model, processor, task: str, hint: list[str], source, quality_judge, task_judge, reward,
                   cache_cfg: CacheConfig, dpo_cfg, *, prompt: WindowPrompt, num_contexts: int, seed: int, tags=None,
                   progress: bool = False, mesh=None, preset="fsdp") -> Adapter:
-  """Rollouts with the hint on num_contexts training windows (teacher history), pairs, DPO from a zero steer
+  """Rollouts with the hint on num_contexts training windows (teacher history; one batch, mining.draw_contexts),
+  pairs, DPO from a zero steer
   (under `mesh`: dpo.train_steer's placement; prompt: the policy's window prompt). Several processes (mesh: sharding.data_parallel_mesh, model:
   this process's copy): process k takes contexts k, k+n, ... and DPO all-reduces over every process's
   pairs; the adapter is the one a single process would train."""
   tic = time.perf_counter()
   steer_lib.set_steer(model, np.zeros_like(steer_lib.get_steer(model)))  # rollouts come from Phase One
-  pairs, pair_ids, compared, preferences = [], [], 0, 0
   n, me = jax.process_count(), jax.process_index()
+  contexts = []  # (k, item, previous as shown, judge context)
   for k, (video, clip) in enumerate(training_contexts(source, num_contexts, seed)):
     if k % n != me:
       continue  # another process's context
@@ -60,9 +61,13 @@ def train_adapter(model, processor, task: str, hint: list[str], source, quality_
       item = source.video_item(video, clip)
     if item is None:  # a window no video covers
       continue
-    ctx = source.context(video, clip, previous, item)
-    result, pair = context_pairs(model, processor, item, previous, hint, ctx, quality_judge, task_judge, reward,
-                                 cache_cfg, seed=seed * 7919 + k, tags=tags, prompt=prompt)
+    contexts.append((k, item, previous, source.context(video, clip, previous, item)))
+  drawn = draw_contexts(model, processor, [c[1] for c in contexts], [c[2] for c in contexts], hint, cache_cfg, seed,
+                        prompt=prompt, context_ids=[c[0] for c in contexts]) if contexts else []
+  pairs, pair_ids, compared, preferences = [], [], 0, 0
+  for (k, _, _, ctx), samples in zip(contexts, drawn):
+    result, pair = judge_samples(processor, samples, hint, ctx, quality_judge, task_judge, reward, cache_cfg,
+                                 seed=seed * 7919 + k, tags=tags)
     compared += result.compared
     preferences += len(result.preferences)
     if pair is not None:

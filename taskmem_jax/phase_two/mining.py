@@ -2,7 +2,8 @@
 the official pipeline calls the stored rollouts its "cache", hence CacheConfig and the configs' `cache`).
 
 For every context (a window, its previous memories, and the task hint: up to 5 recent questions of the
-task type) the Phase-One policy, steer at zero, samples N memories with the task-hint prompt. Each is
+task type) the Phase-One policy, steer at zero, samples N memories with the task-hint prompt; all contexts of
+an adapter are drawn in one batch (draw_contexts). Each is
 parsed and quality-checked with the Phase-One judge (faithful, non-redundant, identity tags, a
 description length cap): that is its `correct`. All pairs of parsable rollouts, shuffled, go through the
 task judge in both orders; the agreed verdicts form the context's preference graph and
@@ -19,7 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from taskmem_jax.memory.prompt import WindowPrompt
-from taskmem_jax.memory.sample import WindowSampling, sample_window
+from taskmem_jax.memory.memorise import sample_windows
+from taskmem_jax.memory.sample import WindowSamples, WindowSampling
 from taskmem_jax.phase_two.dpo import PairExample
 from taskmem_jax.phase_two.pairs import Candidate, select_pair
 from taskmem_jax.rewards import RewardConfig, score_group
@@ -76,13 +78,20 @@ def judge_context(questions: Sequence[str], descriptions: Sequence[str], valid: 
   return preferences, compared
 
 
-def context_pairs(model, processor, item: dict, previous: list[str], questions: Sequence[str], ctx, quality_judge,
-                  task_judge, reward: RewardConfig, cfg: CacheConfig, seed: int, tags=None, *,
-                  prompt: WindowPrompt) -> tuple[ContextResult,
-                                                                                                     PairExample | None]:
-  """Samples, checks and compares the rollouts of one context; returns its result and pair (or None)."""
+def draw_contexts(model, processor, items: Sequence[dict], previous: Sequence[list[str]], questions: Sequence[str],
+                  cfg: CacheConfig, seed: int, *, prompt: WindowPrompt, context_ids: Sequence[int]) -> list[WindowSamples]:
+  """The N rollouts of every context (the window's video item, the memories it shows) with the task hint, all in
+  one batch (memory.memorise.sample_windows; context i draws from keys of (seed, context_ids[i]), so a context's
+  rollouts are the same whichever process or batch draws it)."""
   sampling = WindowSampling(cfg.num_samples, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
-  drawn = sample_window(model, processor, item, previous, sampling, seed, prompt=prompt, questions=questions)
+  return sample_windows(model, processor, items, previous, sampling, seed, prompt=prompt, questions=questions,
+                        window_ids=context_ids)
+
+
+def judge_samples(processor, drawn: WindowSamples, questions: Sequence[str], ctx, quality_judge, task_judge,
+                  reward: RewardConfig, cfg: CacheConfig, seed: int, tags=None) -> tuple[ContextResult,
+                                                                                          PairExample | None]:
+  """Checks and compares one context's rollouts (drawn); returns its result and pair (or None)."""
   tokenizer = processor.tokenizer
   responses, texts, parses = drawn.responses, drawn.texts, drawn.parses
   valid = [i for i, p in enumerate(parses) if p.ok and p.think_tokens <= cfg.think_cap]

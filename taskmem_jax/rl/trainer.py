@@ -39,7 +39,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 from taskmem_jax import distributed
 from taskmem_jax.eval.curves import write_curves
 from taskmem_jax.memory.prompt import WindowPrompt
-from taskmem_jax.memory.sample import WindowSampling, sample_window
+from taskmem_jax.memory.memorise import sample_windows
+from taskmem_jax.memory.sample import WindowSampling
 from taskmem_jax.rewards import RewardConfig, score_group
 from taskmem_jax.rl import population as pop
 from taskmem_jax.rl.advantages import group_advantages, nsr_gate_args
@@ -71,15 +72,20 @@ class Rollout:
     self.responses, self.parses, self.score = responses, parses, score
 
 
-def sample_group(model, processor, item, previous, ctx_fn, cfg, judge, reward: RewardConfig, seed: int,
-                 tags=None, *, prompt: WindowPrompt) -> Rollout:
-  """Samples and scores G responses for one window (item: its video item; ctx_fn(previous) -> the judge's
-  WindowContext; prompt: the policy's window prompt)."""
+def sample_groups(model, processor, items, previous, ctx_fns, cfg, judge, reward: RewardConfig, seed: int,
+                  window_ids, tags=None, *, prompt: WindowPrompt) -> list[Rollout]:
+  """Samples and scores G responses for each of B windows, in one batch (memory.memorise.sample_windows).
+  items[b]: window b's video item; previous[b]: the memories it shows; ctx_fns[b](previous) -> the judge's
+  WindowContext; window b draws from keys of (seed, window_ids[b]) and scores with
+  default_rng(seed + window_ids[b]); prompt: the policy's window prompt."""
   sampling = WindowSampling(cfg.group_size, cfg.max_new_tokens, cfg.temperature, cfg.top_k or None, cfg.top_p or None,
                             cfg.thinking_budget or None, cfg.memory_budget or None)
-  drawn = sample_window(model, processor, item, previous, sampling, seed, prompt=prompt)
-  score = score_group(drawn.parses, ctx_fn(previous), judge, reward, tags, rng=np.random.default_rng(seed))
-  return Rollout(drawn.prompt_ids, drawn.pixels, drawn.grid, drawn.responses, drawn.parses, score)
+  drawn = sample_windows(model, processor, items, previous, sampling, seed, prompt=prompt, window_ids=window_ids)
+  rollouts = []
+  for samples, shown, ctx_fn, b in zip(drawn, previous, ctx_fns, window_ids):
+    score = score_group(samples.parses, ctx_fn(shown), judge, reward, tags, rng=np.random.default_rng(seed + int(b)))
+    rollouts.append(Rollout(samples.prompt_ids, samples.pixels, samples.grid, samples.responses, samples.parses, score))
+  return rollouts
 
 
 _SCORE_FIELDS = ("reward", "format", "quality", "richness", "thinking", "passed", "status", "faithful",
@@ -170,28 +176,32 @@ class _Job:
 
 
 def collect(job: _Job, state: TrainState, slots: StreamSlots, source, step: int, off_policy: bool):
-  """1. Every stream of this process shows its window to every member, which samples and scores G responses.
+  """1. Every stream of this process shows its window to every member, which samples and scores G responses
+  (a member's windows in one batch).
   Returns (rollouts [P][this process's streams], to_global [P][streams]: a window's local -> global face
   ids, or None)."""
   cfg = job.cfg
   params_here = job.local(state.params)
   rollouts = [[] for _ in range(job.size)]
   to_global = [[] for _ in range(job.size)]
-  for b in job.mine:
-    slot = slots.slots[b]
-    for p in range(job.size):
+  for p in range(job.size):
+    items, shown, ctx_fns = [], [], []
+    for b in job.mine:
+      slot = slots.slots[b]
       memory = source.teacher(slot.video) if off_policy else slot.memories[p]
       previous, mapping = memory.previous(slot.clip), None
       if hasattr(source, "prepare"):  # real video: the history in this window's local face ids (map.json)
         item, previous, mapping = source.prepare(slot.video, slot.clip, previous)
       else:
         item = source.video_item(slot.video, slot.clip)
-      ctx_fn = lambda previous, slot=slot, item=item: source.context(slot.video, slot.clip, previous, item)
-      live = nnx.merge(job.graphdef, pop.member(params_here, p), job.rest_here)
-      rollouts[p].append(sample_group(live, job.processor, item, previous, ctx_fn, cfg, job.judge,
-                                      job.rewards[p], seed=(cfg.seed * 1_000_003 + step * 1009 + int(b)) % (2**31),
-                                      tags=job.tags, prompt=job.prompt))
+      items.append(item)
+      shown.append(previous)
+      ctx_fns.append(lambda previous, slot=slot, item=item: source.context(slot.video, slot.clip, previous, item))
       to_global[p].append(mapping)
+    live = nnx.merge(job.graphdef, pop.member(params_here, p), job.rest_here)
+    rollouts[p] = sample_groups(live, job.processor, items, shown, ctx_fns, cfg, job.judge, job.rewards[p],
+                                seed=(cfg.seed * 1_000_003 + step * 1009) % (2**31), window_ids=list(job.mine),
+                                tags=job.tags, prompt=job.prompt)
   return rollouts, to_global
 
 

@@ -142,7 +142,8 @@ def _prefill(graphdef, state, inputs: ModelInputs, cache_len: int, num_samples: 
 class DecodeState(NamedTuple):
   """The while_loop carry. step: tokens written so far; logits: [B, V] fp32 for the next token;
   tokens, logprobs: [B, max_new_tokens]; done, thinking (no </think> yet): [B] bool; memory_len: [B]
-  tokens since </think>, itself included; cache: per-layer KVCache [B, S, Hkv, hd]."""
+  tokens since </think>, itself included; cache: per-layer KVCache [B, S, Hkv, hd]; rng: one key for the
+  batch, or a key per row [B] (then a row's draws do not depend on the other rows of its batch)."""
   step: Array
   logits: Array
   tokens: Array
@@ -176,8 +177,14 @@ def decode(model: Qwen3VLForConditionalGeneration, carry: DecodeState, kv_mask: 
     return (c.step < last) & ~jnp.all(c.done)
 
   def body(c: DecodeState) -> DecodeState:
-    rng, key = jax.random.split(c.rng)
-    token, logprob = _choose(c.logits, key, params)
+    if c.rng.ndim:  # a key per row
+      keys = jax.vmap(jax.random.split)(c.rng)
+      rng = keys[:, 0]
+      token, logprob = jax.vmap(lambda logits, key: _choose(logits[None], key, params))(c.logits, keys[:, 1])
+      token, logprob = token[:, 0], logprob[:, 0]
+    else:
+      rng, key = jax.random.split(c.rng)
+      token, logprob = _choose(c.logits, key, params)
     if params.thinking_budget is not None:
       forced = c.thinking & (c.step >= params.thinking_budget)
       token = jnp.where(forced, params.think_end_token_id, token)
