@@ -89,3 +89,29 @@ def test_streams_of_any_length_compile_a_fixed_number_of_programs(policy):
   memorise(model, processor, [world_clips(1006, 9)[1]], sampling, prompt=prompt, chunk=4,
            memories=[EpisodicMemory(10, {4: "the sign changes from 3 to 5."})], first_clip=5)
   assert R.TRACE_COUNTS["windows"] - before == 5
+
+
+@pytest.mark.slow
+def test_batched_window_samples_equal_window_by_window(policy):
+  """sample_windows (Phase One's and Phase Two's batched option): windows of 2 to 5 clips with the teacher's
+  history and a hint, in one batch, give sample_window's prompts, pixels and greedy samples; sampled draws of a
+  window do not depend on the rest of its batch."""
+  from taskmem_jax.envs.synthworld.source import SynthWorldSource
+  from taskmem_jax.memory.memorise import sample_windows
+  from taskmem_jax.memory.sample import WindowSampling, sample_window
+
+  model, processor, prompt = policy
+  source = SynthWorldSource(sw.policy_world_config(POLICY, num_clips=8), seed_base=20_000, teacher_budget=28)
+  picks = [(1, 1), (2, 5), (3, 3), (4, 7), (5, 2)]
+  items = [source.video_item(v, c) for v, c in picks]
+  previous = [source.teacher(v).previous(c) for v, c in picks]
+  greedy = WindowSampling(2, 48)
+  batch = sample_windows(model, processor, items, previous, greedy, 0, prompt=prompt, questions=HINT)
+  for one, item, shown in zip(batch, items, previous):
+    alone = sample_window(model, processor, item, shown, greedy, 0, prompt=prompt, questions=HINT)
+    assert one.prompt_ids.tolist() == alone.prompt_ids.tolist() and one.texts == alone.texts
+    np.testing.assert_array_equal(one.pixels, alone.pixels)
+  sampled = WindowSampling(3, 48, temperature=1.0)
+  both = sample_windows(model, processor, items[:2], previous[:2], sampled, 5, prompt=prompt, window_ids=[7, 8])
+  second = sample_windows(model, processor, items[1:2], previous[1:2], sampled, 5, prompt=prompt, window_ids=[8])
+  assert both[1].texts == second[0].texts

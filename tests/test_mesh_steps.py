@@ -111,7 +111,7 @@ SCRIPT = textwrap.dedent("""
     print({k: round(v, 1) for k, v in times.items()}, flush=True)
     ckpt, processor = tiny()
     template = R.build_template(processor, grid, [2.5, 7.5], 6, prompt=read_window_prompt(ckpt))
-    pixels = np.random.default_rng(0).standard_normal((2, 3, int(np.prod(grid)), 1536)).astype(np.float32)
+    pixels = np.random.default_rng(0).standard_normal((4, 3, int(np.prod(grid)), 1536)).astype(np.float32)
     stop = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     sp = SamplingParams(8, stop_token_ids=(stop,), pad_token_id=processor.pad_token_id)
     fmt = R.TokenFormat(-1, (), (-1,))
@@ -122,7 +122,7 @@ SCRIPT = textwrap.dedent("""
       if preset is not None:
         assert spread(nnx.state(model, nnx.Param)) == 8, preset
       features, deepstack = R.encode_clips(model, pixels, grid)
-      out = R.rollout(model, template, features, deepstack, sp, fmt)
+      out = R.rollout(model, template, features, deepstack, sp, fmt, mesh=mesh, preset=preset or "fsdp")
       if preset is not None:
         assert spread(nnx.state(model, nnx.Param)) == 8, preset  # still sharded: nothing gathered them
       tokens[preset] = (out.tokens, out.logprobs)

@@ -431,7 +431,8 @@ def rollout(model, templates, features, deepstack, params: sampler.SamplingParam
 
   Sharded params: a model whose params are already placed (from_pretrained(..., mesh=)) runs as it is,
   its arrays passed to the jitted scan with their shardings (nothing gathers them to one device); with
-  `mesh`, the params are first placed with sharding.param_shardings under `preset`.
+  `mesh`, the params are first placed with sharding.param_shardings under `preset`, and the rows (streams x
+  samples: features and ring) are split over the preset's batch axes where they divide them.
   """
   features = np.asarray(features)
   deepstack = [np.asarray(d) for d in deepstack]
@@ -450,8 +451,12 @@ def rollout(model, templates, features, deepstack, params: sampler.SamplingParam
     ring = (np.zeros((rows, MAX_PREVIOUS, width), np.int32), np.zeros((rows, MAX_PREVIOUS), np.int32))
   ring_tokens, ring_lengths = (jnp.asarray(r, jnp.int32) for r in ring)
   graphdef, state = nnx.split(model)
+  put = lambda x, axes: x  # without a mesh, rows stay where they are
   if mesh is not None:
     state = jax.device_put(state, shd.param_shardings(state, mesh, preset))
+    # Rows (streams x samples) over the preset's batch axes, where they divide them (sharding.spec_for).
+    put = lambda x, axes: jax.device_put(x, shd.activation_sharding(mesh, preset, shape=x.shape, axes=axes))
+    ring_tokens, ring_lengths = put(ring_tokens, ("batch", None, None)), put(ring_lengths, ("batch", None))
   base_key = jax.random.key(seed)
   end = int(lengths.max())
   pending, outputs = None, []
@@ -468,8 +473,9 @@ def rollout(model, templates, features, deepstack, params: sampler.SamplingParam
     slots = template.clip_slots
     lo = max(steps[0] - (slots - 1), 0)
     span = len(steps) + slots - 1  # the clips these windows show, from lo
-    window_features = _clip_span(features, lo, span)
-    window_deepstack = [_clip_span(d, lo, span) for d in deepstack]
+    rows_axes = ("batch", None, None, None)
+    window_features = put(_clip_span(features, lo, span), rows_axes)
+    window_deepstack = [put(_clip_span(d, lo, span), rows_axes) for d in deepstack]
     valid = np.asarray(steps)[:, None] < lengths[None, :]
     keys = jax.vmap(lambda k: jax.random.fold_in(base_key, k))(jnp.asarray(steps) + clip_offset)
     (ring_tokens, ring_lengths), ys = _windows(

@@ -2,8 +2,8 @@
 the official pipeline calls the stored rollouts its "cache", hence CacheConfig and the configs' `cache`).
 
 For every context (a window, its previous memories, and the task hint: up to 5 recent questions of the
-task type) the Phase-One policy, steer at zero, samples N memories with the task-hint prompt; all contexts of
-an adapter are drawn in one batch (draw_contexts). Each is
+task type) the Phase-One policy, steer at zero, samples N memories with the task-hint prompt (draw_contexts:
+window by window, or all of an adapter's contexts in one batch). Each is
 parsed and quality-checked with the Phase-One judge (faithful, non-redundant, identity tags, a
 description length cap): that is its `correct`. All pairs of parsable rollouts, shuffled, go through the
 task judge in both orders; the agreed verdicts form the context's preference graph and
@@ -21,7 +21,7 @@ import numpy as np
 
 from taskmem_jax.memory.prompt import WindowPrompt
 from taskmem_jax.memory.memorise import sample_windows
-from taskmem_jax.memory.sample import WindowSamples, WindowSampling
+from taskmem_jax.memory.sample import WindowSamples, WindowSampling, sample_window
 from taskmem_jax.phase_two.dpo import PairExample
 from taskmem_jax.phase_two.pairs import Candidate, select_pair
 from taskmem_jax.rewards import RewardConfig, score_group
@@ -33,7 +33,10 @@ class CacheConfig:
   """num_samples: N rollouts per context. Sampling as the official rollout (T 0.6, top-p 0.95, top-k 20).
   think_cap / desc_cap: a rollout with longer thinking fails to parse; a description longer than desc_cap
   tokens is not correct (official 6400 / 300). max_misses: consecutive pairs without a usable verdict
-  before a context is given up (official 30). judge_chunk: pairs sent to the task judge at once."""
+  before a context is given up (official 30). judge_chunk: pairs sent to the task judge at once. batched: draw
+  every context of an adapter in one batch (sample_windows) instead of window by window; on 2 CPU cores the
+  batch is slower (0.69x for 48 contexts, experiments/bench_windows: every row decodes until the batch's longest
+  is done, every window fills the full buffer), so it is off by default; it is meant for accelerators."""
   num_samples: int = 8
   temperature: float = 0.6
   top_p: float = 0.95
@@ -44,6 +47,7 @@ class CacheConfig:
   max_misses: int = 30
   judge_chunk: int = 8
   seed: int = 0
+  batched: bool = False
 
 
 @dataclasses.dataclass
@@ -80,12 +84,16 @@ def judge_context(questions: Sequence[str], descriptions: Sequence[str], valid: 
 
 def draw_contexts(model, processor, items: Sequence[dict], previous: Sequence[list[str]], questions: Sequence[str],
                   cfg: CacheConfig, seed: int, *, prompt: WindowPrompt, context_ids: Sequence[int]) -> list[WindowSamples]:
-  """The N rollouts of every context (the window's video item, the memories it shows) with the task hint, all in
-  one batch (memory.memorise.sample_windows; context i draws from keys of (seed, context_ids[i]), so a context's
-  rollouts are the same whichever process or batch draws it)."""
+  """The N rollouts of every context (the window's video item, the memories it shows) with the task hint.
+  Window by window (sample_window, seed * 7919 + context id), or with cfg.batched all in one batch
+  (memory.memorise.sample_windows; keys of (seed, context id)). Either way a context's rollouts are the same
+  whichever process draws it."""
   sampling = WindowSampling(cfg.num_samples, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
-  return sample_windows(model, processor, items, previous, sampling, seed, prompt=prompt, questions=questions,
-                        window_ids=context_ids)
+  if cfg.batched:
+    return sample_windows(model, processor, items, previous, sampling, seed, prompt=prompt, questions=questions,
+                          window_ids=context_ids)
+  return [sample_window(model, processor, item, shown, sampling, seed * 7919 + k, prompt=prompt, questions=questions)
+          for item, shown, k in zip(items, previous, context_ids)]
 
 
 def judge_samples(processor, drawn: WindowSamples, questions: Sequence[str], ctx, quality_judge, task_judge,

@@ -40,7 +40,7 @@ from taskmem_jax import distributed
 from taskmem_jax.eval.curves import write_curves
 from taskmem_jax.memory.prompt import WindowPrompt
 from taskmem_jax.memory.memorise import sample_windows
-from taskmem_jax.memory.sample import WindowSampling
+from taskmem_jax.memory.sample import WindowSampling, sample_window
 from taskmem_jax.rewards import RewardConfig, score_group
 from taskmem_jax.rl import population as pop
 from taskmem_jax.rl.advantages import group_advantages, nsr_gate_args
@@ -74,16 +74,22 @@ class Rollout:
 
 def sample_groups(model, processor, items, previous, ctx_fns, cfg, judge, reward: RewardConfig, seed: int,
                   window_ids, tags=None, *, prompt: WindowPrompt) -> list[Rollout]:
-  """Samples and scores G responses for each of B windows, in one batch (memory.memorise.sample_windows).
-  items[b]: window b's video item; previous[b]: the memories it shows; ctx_fns[b](previous) -> the judge's
-  WindowContext; window b draws from keys of (seed, window_ids[b]) and scores with
-  default_rng(seed + window_ids[b]); prompt: the policy's window prompt."""
+  """Samples and scores G responses for each of B windows: window by window (sample_window, seed +
+  window_ids[b]), or with cfg.batched_sampling in one batch (memory.memorise.sample_windows, keys of (seed,
+  window_ids[b])). items[b]: window b's video item; previous[b]: the memories it shows; ctx_fns[b](previous) ->
+  the judge's WindowContext; window b scores with default_rng(seed + window_ids[b]); prompt: the policy's window
+  prompt."""
   sampling = WindowSampling(cfg.group_size, cfg.max_new_tokens, cfg.temperature, cfg.top_k or None, cfg.top_p or None,
                             cfg.thinking_budget or None, cfg.memory_budget or None)
-  drawn = sample_windows(model, processor, items, previous, sampling, seed, prompt=prompt, window_ids=window_ids)
+  if cfg.get("batched_sampling", False):
+    drawn = sample_windows(model, processor, items, previous, sampling, seed, prompt=prompt, window_ids=window_ids)
+  else:
+    drawn = [sample_window(model, processor, item, shown, sampling, (seed + int(b)) % (2**31), prompt=prompt)
+             for item, shown, b in zip(items, previous, window_ids)]
   rollouts = []
   for samples, shown, ctx_fn, b in zip(drawn, previous, ctx_fns, window_ids):
-    score = score_group(samples.parses, ctx_fn(shown), judge, reward, tags, rng=np.random.default_rng(seed + int(b)))
+    score = score_group(samples.parses, ctx_fn(shown), judge, reward, tags,
+                        rng=np.random.default_rng((seed + int(b)) % (2**31)))
     rollouts.append(Rollout(samples.prompt_ids, samples.pixels, samples.grid, samples.responses, samples.parses, score))
   return rollouts
 
@@ -200,7 +206,7 @@ def collect(job: _Job, state: TrainState, slots: StreamSlots, source, step: int,
       to_global[p].append(mapping)
     live = nnx.merge(job.graphdef, pop.member(params_here, p), job.rest_here)
     rollouts[p] = sample_groups(live, job.processor, items, shown, ctx_fns, cfg, job.judge, job.rewards[p],
-                                seed=(cfg.seed * 1_000_003 + step * 1009) % (2**31), window_ids=list(job.mine),
+                                seed=cfg.seed * 1_000_003 + step * 1009, window_ids=list(job.mine),
                                 tags=job.tags, prompt=job.prompt)
   return rollouts, to_global
 
