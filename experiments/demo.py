@@ -7,8 +7,8 @@ Steps:
 1. Generate a seeded SynthWorld stream and write it as an mp4.
 2. Memorise it with the policy. The default is the SFT policy shipped in assets/synthworld_policy.
    It reads each 10-s clip back from the mp4 through the same decord / processor path that real videos
-   use, encodes it once, and writes every window's memory in the jitted window scans (memory.memorise). --policy=teacher writes the programmatic teacher's memories instead, for
-   comparison.
+   use, encodes it once, and writes every window's memory in the jitted window scans (memory.memorise).
+   --policy=teacher writes the programmatic teacher's memories instead, for comparison.
 3. Answer each task's questions with the deterministic memory-only reader.
 4. Phase Two (after the shipped policy's table; --nophase_two skips it), from the Phase-One policy shipped
    in assets/synthworld_phase_one (GSPO from a 2-fact SFT policy, as the paper runs Phase Two after

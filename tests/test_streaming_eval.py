@@ -455,9 +455,9 @@ def test_phase_two_windows_show_the_history_in_local_face_ids_and_check_the_tags
   monkeypatch.setattr(evaluation, "memory", lambda s, tag: EpisodicMemory(10, {0: "[face_9] sat.",
                                                                                1: "[face_7] spoke."}))
   seen = []  # per context: (prompt history, judge history, tag rule, video left unrendered)
-  drawn = {}
+  drawn = []  # (video item, prompt history) per context; draw_contexts' stand-in returns their indices
   monkeypatch.setattr(adapt, "draw_contexts", lambda model, processor, items, previous, *a, **k: [
-      drawn.setdefault(len(drawn), (item, shown)) and len(drawn) - 1 for item, shown in zip(items, previous)])
+      drawn.append((item, shown)) or len(drawn) - 1 for item, shown in zip(items, previous)])
   monkeypatch.setattr(adapt, "judge_samples", lambda processor, i, hint, ctx, *a, **k: (
       types.SimpleNamespace(compared=0, preferences=[]),
       seen.append((drawn[i][1], ctx.previous, k.get("tags"), isinstance(drawn[i][0]["video"], str))) or None))

@@ -321,6 +321,7 @@ class StreamingEvaluation:
       atomic_write_text(next_path, str(clip + 1))
 
     if first is not None:  # None: the adapter starts after the stream's end, nothing to write
+      duration = stream_duration(stream)
       hint = list(adapter.hint) if adapter is not None else None
       source = self.clips(stream, self.cfg.interval)
       if source is not None and first < source.num_clips:
@@ -328,11 +329,11 @@ class StreamingEvaluation:
                  steer=None if adapter is None else adapter.values, seed=rollout.seed, memories=[memory],
                  first_clip=first, interval=self.cfg.interval, on_clip=lambda row, clip, _: saved(clip))
         first = source.num_clips
-      if first < len(schedule(stream_duration(stream), self.cfg.interval, self.cfg.context)):  # the loop's windows
+      if first < len(schedule(duration, self.cfg.interval, self.cfg.context)):  # windows left to the loop
         if adapter is not None:
           steer_lib.set_steer(self.model, adapter.values)
         try:
-          memorize_stream(self.model, self.processor, None, stream_duration(stream), rollout, prompt=self.prompt,
+          memorize_stream(self.model, self.processor, None, duration, rollout, prompt=self.prompt,
                           task_questions=hint, memory=memory, first_clip=first, prepare=self.preparer(stream),
                           on_step=lambda record: saved(record.window.clip))
         finally:

@@ -274,10 +274,10 @@ def window_step(model, template: WindowTemplate, params: sampler.SamplingParams,
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
 def _one_window(graphdef, shape: tuple, params: sampler.SamplingParams, fmt: TokenFormat, num_samples: int, state,
                 arrays, features, deepstack, ring_tokens, ring_lengths, step, key):
-  """window_step jitted: B single windows (a batch of one clip count), num_samples each."""
+  """window_step jitted: B single windows, each with its own step (so windows of every size share it), num_samples
+  each."""
   TRACE_COUNTS["one_window"] += 1
-  template = WindowTemplate(**dict(zip(_ARRAYS, arrays)), **dict(zip(_SHAPE, shape)))
-  return window_step(nnx.merge(graphdef, state), template, params, fmt, features, deepstack, 0, ring_tokens,
+  return window_step(nnx.merge(graphdef, state), _joined(shape, arrays), params, fmt, features, deepstack, 0, ring_tokens,
                      ring_lengths, step, key, num_samples)
 
 
@@ -290,8 +290,8 @@ def sample_window_batch(model, template: WindowTemplate, features, deepstack, ri
   axis of 1 (one window), as rollout's. Row b * num_samples + s draws with the key fold_in(fold_in(key(seed),
   window_ids[b]), s) (window_ids default 0 .. B-1), so a window's samples do not depend on its batch."""
   graphdef, state = nnx.split(model)
-  ys = _one_window(graphdef, tuple(getattr(template, f) for f in _SHAPE), params, fmt, num_samples, state,
-                   tuple(getattr(template, f) for f in _ARRAYS), features, deepstack,
+  shape, arrays = _split(template)
+  ys = _one_window(graphdef, shape, params, fmt, num_samples, state, arrays, features, deepstack,
                    jnp.asarray(ring[0], jnp.int32), jnp.asarray(ring[1], jnp.int32), jnp.asarray(steps, jnp.int32),
                    row_keys(seed, np.arange(len(steps)) if window_ids is None else window_ids, num_samples))
   return RolloutOutput(*(np.asarray(y)[None] for y in ys))
@@ -339,6 +339,16 @@ _ARRAYS = ("ids", "fixed", "clip_slot", "memory_slot", "memory_offset", "separat
 _SHAPE = ("memory_width", "clip_tokens", "clip_grid", "clip_slots")
 
 
+def _split(template: WindowTemplate) -> tuple[tuple, tuple]:
+  """(its static shape: the _SHAPE fields, its arrays: the _ARRAYS fields), as the programs take a template."""
+  return tuple(getattr(template, f) for f in _SHAPE), tuple(getattr(template, f) for f in _ARRAYS)
+
+
+def _joined(shape: tuple, arrays: tuple) -> WindowTemplate:
+  """_split's inverse, inside a program (the arrays traced)."""
+  return WindowTemplate(**dict(zip(_ARRAYS, arrays)), **dict(zip(_SHAPE, shape)))
+
+
 # How often each program was traced (a compile-count test reads it).
 TRACE_COUNTS: collections.Counter = collections.Counter()
 
@@ -360,7 +370,7 @@ def _windows(graphdef, shape: tuple, params: sampler.SamplingParams, fmt: TokenF
   """
   TRACE_COUNTS["windows"] += 1
   model = nnx.merge(graphdef, state)
-  template = WindowTemplate(**dict(zip(_ARRAYS, arrays)), **dict(zip(_SHAPE, shape)))
+  template = _joined(shape, arrays)
   b, m, t = features.shape[0], template.memory_width, params.max_new_tokens
   window = functools.partial(window_step, model, template, params, fmt, features, deepstack, first_clip)
 
@@ -478,10 +488,10 @@ def rollout(model, templates, features, deepstack, params: sampler.SamplingParam
     window_deepstack = [put(_clip_span(d, lo, span), rows_axes) for d in deepstack]
     valid = np.asarray(steps)[:, None] < lengths[None, :]
     keys = jax.vmap(lambda k: jax.random.fold_in(base_key, k))(jnp.asarray(steps) + clip_offset)
-    (ring_tokens, ring_lengths), ys = _windows(
-        graphdef, tuple(getattr(template, f) for f in _SHAPE), params, fmt, state,
-        tuple(getattr(template, f) for f in _ARRAYS), window_features, window_deepstack, lo, jnp.asarray(steps),
-        keys, valid, ring_tokens, ring_lengths)
+    shape, arrays = _split(template)
+    (ring_tokens, ring_lengths), ys = _windows(graphdef, shape, params, fmt, state, arrays, window_features,
+                                               window_deepstack, lo, jnp.asarray(steps), keys, valid, ring_tokens,
+                                               ring_lengths)
     if pending is not None:
       collect(pending)
     pending = (steps, ys)

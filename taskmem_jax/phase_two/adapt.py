@@ -41,11 +41,10 @@ def training_contexts(source, num: int, seed: int) -> list[tuple[int, int]]:
 def train_adapter(model, processor, task: str, hint: list[str], source, quality_judge, task_judge, reward,
                   cache_cfg: CacheConfig, dpo_cfg, *, prompt: WindowPrompt, num_contexts: int, seed: int, tags=None,
                   progress: bool = False, mesh=None, preset="fsdp") -> Adapter:
-  """Rollouts with the hint on num_contexts training windows (teacher history; one batch, mining.draw_contexts),
-  pairs, DPO from a zero steer
-  (under `mesh`: dpo.train_steer's placement; prompt: the policy's window prompt). Several processes (mesh: sharding.data_parallel_mesh, model:
-  this process's copy): process k takes contexts k, k+n, ... and DPO all-reduces over every process's
-  pairs; the adapter is the one a single process would train."""
+  """Rollouts with the hint on num_contexts training windows (teacher history; mining.draw_contexts), pairs, DPO
+  from a zero steer (under `mesh`: dpo.train_steer's placement; prompt: the policy's window prompt). Several
+  processes (mesh: sharding.data_parallel_mesh, model: this process's copy): process k takes contexts k, k+n, ...
+  and DPO all-reduces over every process's pairs; the adapter is the one a single process would train."""
   tic = time.perf_counter()
   steer_lib.set_steer(model, np.zeros_like(steer_lib.get_steer(model)))  # rollouts come from Phase One
   n, me = jax.process_count(), jax.process_index()

@@ -183,7 +183,7 @@ class _Job:
 
 def collect(job: _Job, state: TrainState, slots: StreamSlots, source, step: int, off_policy: bool):
   """1. Every stream of this process shows its window to every member, which samples and scores G responses
-  (a member's windows in one batch).
+  (sample_groups: window by window, or a member's windows in one batch with cfg.batched_sampling).
   Returns (rollouts [P][this process's streams], to_global [P][streams]: a window's local -> global face
   ids, or None)."""
   cfg = job.cfg
